@@ -1,0 +1,155 @@
+"""Physical backups: pg_backup_start, a direct read of PGDATA into packs, pg_backup_stop,
+the WAL up to the stop point confirmed in the archive, and only then the manifest.
+
+A backup that fails or is killed before its manifest is written does not exist.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from engine import clusterinfo, layout, pgdata, postgres
+from engine.blockcopy import BlockCopier, PackSet
+from engine.cluster_setup import settings_problems, wait_for_segments
+from engine.codec import Codec
+from engine.config import Config
+from engine.errors import BackupError, PostgresError
+from engine.manifest import BackupSummary, ManifestWriter, list_backup_ids
+from engine.storage import Storage
+from engine.version import VERSION
+from engine.wal import format_lsn, segment_before_lsn, segment_name, segment_of_lsn
+
+BACKUP_TYPES = ("full",)
+TYPE_SUFFIX = {"full": "F", "diff": "D", "incr": "I"}
+
+
+@dataclass
+class Progress:
+    """What a long backup reports while it runs (bytes read of the data directory)."""
+
+    total_bytes: int = 0
+    done_bytes: int = 0
+    phase: str = "starting"
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def new_backup_id(storage: Storage, cluster: str, backup_type: str) -> str:
+    existing = set(list_backup_ids(storage, cluster))
+    while True:
+        candidate = datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + TYPE_SUFFIX[backup_type]
+        if candidate not in existing:
+            return candidate
+        time.sleep(0.2)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def run(config: Config, cluster: str, storage: Storage, config_path: Path, *,
+        backup_type: str = "full", jobs: int | None = None,
+        progress: ProgressCallback | None = None) -> BackupSummary:
+    """Take one backup of ``cluster``; returns its summary once it is durable and complete."""
+    if backup_type not in BACKUP_TYPES:
+        raise BackupError(f"backup type '{backup_type}' is not available (use: full)")
+    settings = config.clusters[cluster]
+    info = clusterinfo.read(storage, cluster)
+    state = Progress()
+
+    def report(phase: str | None = None, done: int = 0) -> None:
+        if phase:
+            state.phase = phase
+        state.done_bytes += done
+        if progress is not None:
+            progress(state)
+
+    with postgres.connect_cluster(settings, cluster) as conn:
+        identity = postgres.identity(conn)
+        _check_server(identity, info, settings.pgdata, cluster)
+        problems = settings_problems(
+            postgres.settings(conn, "wal_level", "archive_mode", "archive_command"),
+            cluster, config, config_path)
+        if problems:
+            raise BackupError(f"cluster '{cluster}' is not archiving into Lifeboat:\n  - "
+                              + "\n  - ".join(problems))
+        tablespaces = postgres.tablespaces(conn)
+        backup_id = new_backup_id(storage, cluster, backup_type)
+        started_at = datetime.now(UTC)
+        report("checkpoint")
+        start = postgres.backup_start(conn, f"lifeboat {backup_id}")
+        packs = PackSet(storage, cluster, config.repository.pack_size)
+        writer = ManifestWriter()
+        try:
+            entries = list(pgdata.walk(settings.pgdata, identity.version_num // 10000))
+            state.total_bytes = sum(e.size for e in entries)
+            report("copy")
+            copier = BlockCopier(packs, Codec(config.compression.algorithm,
+                                              config.compression.level),
+                                 config.repository.block_size, jobs or config.jobs)
+            size_bytes = file_count = block_count = 0
+            for entry in copier.copy(entries, lambda n: report(done=n)):
+                writer.add(entry)
+                if entry.kind == "file":
+                    file_count += 1
+                    size_bytes += entry.size
+                    block_count += len(entry.blocks)
+            pack_ids = packs.finish()
+            report("stop")
+            stop = postgres.backup_stop(conn)
+            report("wal")
+            needed = [
+                segment_name(start.timeline, segno, info.wal_segment_size)
+                for segno in range(segment_of_lsn(start.lsn, info.wal_segment_size),
+                                   segment_before_lsn(stop.lsn, info.wal_segment_size) + 1)
+            ]
+            try:
+                wait_for_segments(conn, storage, cluster, needed, settings.archive_timeout)
+            except PostgresError as exc:
+                raise BackupError(f"backup {backup_id} is incomplete and was not recorded: "
+                                  f"{exc}") from None
+        except BaseException:
+            packs.discard()
+            raise
+    summary = BackupSummary(
+        id=backup_id, cluster=cluster, type=backup_type,
+        started_at=_iso(started_at), finished_at=_iso(datetime.now(UTC)),
+        start_lsn=format_lsn(start.lsn), stop_lsn=format_lsn(stop.lsn),
+        timeline=start.timeline, start_wal=needed[0], stop_wal=needed[-1],
+        stopped_at=_iso(stop.stopped_at), stop_next_xid=stop.next_xid,
+        system_identifier=identity.system_identifier, pg_version=identity.version_num,
+        size_bytes=size_bytes, stored_bytes=packs.stored_bytes, file_count=file_count,
+        block_count=block_count, block_size=config.repository.block_size,
+        compression=f"{config.compression.algorithm}:{config.compression.level}",
+        backup_label=stop.backup_label, tablespace_map=stop.tablespace_map,
+        tablespaces=[{"oid": t.oid, "name": t.name, "location": t.location} for t in tablespaces],
+        packs=pack_ids, lifeboat_version=VERSION,
+    )
+    report("manifest")
+    data = writer.finish(summary)
+    if not storage.put_if_absent(layout.manifest_key(cluster, backup_id), data):
+        packs.discard()
+        raise BackupError(f"backup {backup_id} already exists in the repository (another "
+                          "backup ran at the same time); this one was not recorded")
+    report("done")
+    return summary
+
+
+def _check_server(identity: postgres.Identity, info: clusterinfo.ClusterInfo, pgdata_path: Path,
+                  cluster: str) -> None:
+    if identity.system_identifier != info.system_identifier:
+        raise BackupError(
+            f"cluster '{cluster}': the server is database system {identity.system_identifier}, "
+            f"but the repository holds system {info.system_identifier}")
+    if Path(identity.data_directory).resolve() != Path(pgdata_path).resolve():
+        raise BackupError(
+            f"cluster '{cluster}': the server runs {identity.data_directory}, but the "
+            f"configuration says pgdata = {pgdata_path}")
+    if identity.in_recovery:
+        raise BackupError(f"cluster '{cluster}': the server is a standby; backups are taken "
+                          "from the primary")

@@ -1,0 +1,100 @@
+"""Compression of blocks and WAL: zstd (default), lz4, or none.
+
+Each thread keeps its own (de)compressor, since zstandard's objects are not
+thread-safe; both libraries release the GIL, so threads run in parallel.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Literal
+
+from engine.errors import ChecksumError
+
+RAW = 0
+ZSTD = 1
+LZ4 = 2
+NAMES = {RAW: "none", ZSTD: "zstd", LZ4: "lz4"}
+IDS = {name: ident for ident, name in NAMES.items()}
+
+Algorithm = Literal["zstd", "lz4", "none"]
+
+
+class Codec:
+    """Compress with one algorithm and level; decompress anything this module wrote."""
+
+    def __init__(self, algorithm: Algorithm = "zstd", level: int = 3) -> None:
+        self.algorithm = algorithm
+        self.codec_id = IDS[algorithm]
+        self.level = level
+        self._local = threading.local()
+
+    def _zstd_compressor(self):
+        comp = getattr(self._local, "zc", None)
+        if comp is None:
+            import zstandard
+
+            comp = zstandard.ZstdCompressor(level=self.level, write_checksum=False)
+            self._local.zc = comp
+        return comp
+
+    def compress(self, data: bytes | bytearray | memoryview) -> tuple[int, bytes]:
+        """``(codec id, stored bytes)``; data that does not shrink is kept raw."""
+        if self.codec_id == ZSTD:
+            out = self._zstd_compressor().compress(data)
+        elif self.codec_id == LZ4:
+            import lz4.block
+
+            out = lz4.block.compress(data, mode="default" if self.level < 3 else "high_compression",
+                                     compression=self.level, store_size=False)
+        else:
+            return RAW, bytes(data)
+        if len(out) >= len(data):
+            return RAW, bytes(data)
+        return self.codec_id, out
+
+    def compress_large(self, data: bytes | bytearray | memoryview, threads: int = 2) -> tuple[int, bytes]:
+        """Compress one large buffer (a WAL segment) using several threads inside zstd."""
+        if self.codec_id != ZSTD or threads < 2:
+            return self.compress(data)
+        import zstandard
+
+        params = zstandard.ZstdCompressionParameters.from_level(
+            self.level, threads=threads, job_size=4 * 1024 * 1024
+        )
+        out = zstandard.ZstdCompressor(compression_params=params).compress(data)
+        if len(out) >= len(data):
+            return RAW, bytes(data)
+        return ZSTD, out
+
+
+_decoders = threading.local()
+
+
+def decompress(codec_id: int, data: bytes | bytearray | memoryview, raw_size: int,
+               what: str = "block") -> bytes:
+    """Inverse of :meth:`Codec.compress`; a stream that does not decode is a ChecksumError."""
+    try:
+        if codec_id == RAW:
+            out = bytes(data)
+        elif codec_id == ZSTD:
+            dec = getattr(_decoders, "zd", None)
+            if dec is None:
+                import zstandard
+
+                dec = zstandard.ZstdDecompressor()
+                _decoders.zd = dec
+            out = dec.decompress(data, max_output_size=raw_size)
+        elif codec_id == LZ4:
+            import lz4.block
+
+            out = lz4.block.decompress(data, uncompressed_size=raw_size)
+        else:
+            raise ChecksumError(f"{what}: unknown compression id {codec_id}")
+    except ChecksumError:
+        raise
+    except Exception as exc:  # zstd/lz4 raise their own error types on damaged input
+        raise ChecksumError(f"{what}: compressed data is damaged ({exc})") from None
+    if len(out) != raw_size:
+        raise ChecksumError(f"{what}: decompressed to {len(out)} bytes, expected {raw_size}")
+    return out

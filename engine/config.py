@@ -1,0 +1,188 @@
+"""The one TOML configuration file, validated on load with pydantic.
+
+Every error in the file is collected and reported together, each naming its key
+and the file, before anything runs. A minimal file::
+
+    [repository]
+    path = "/var/lib/lifeboat/repo"
+
+    [clusters.main]
+    pgdata = "/var/lib/postgresql/15/main"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from engine.config_file import config_path, read_config_bytes
+from engine.errors import ConfigError
+from engine.units import parse_duration, parse_size
+
+PAGE_SIZE = 8192
+CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+ClusterName = Annotated[str, StringConstraints(pattern=CLUSTER_NAME.pattern)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _absolute(path: Path) -> Path:
+    if not path.is_absolute():
+        raise ValueError("must be an absolute path")
+    return path
+
+
+class CompressionConfig(_Section):
+    """How blocks and WAL are compressed (zstd level 3 unless told otherwise)."""
+
+    algorithm: Literal["zstd", "lz4", "none"] = "zstd"
+    level: int = 3
+
+    @field_validator("level")
+    @classmethod
+    def _level_in_range(cls, value: int, info: ValidationInfo) -> int:
+        algorithm = info.data.get("algorithm", "zstd")
+        low, high = {"zstd": (1, 19), "lz4": (0, 16), "none": (0, 1 << 30)}[algorithm]
+        if not low <= value <= high:
+            raise ValueError(f"must be within {low}..{high} for {algorithm}")
+        return value
+
+
+class RepositoryConfig(_Section):
+    """Where backups and WAL are kept, and how files are cut into blocks."""
+
+    path: Path
+    block_size: Size = 64 * 1024
+    pack_size: Size = 64 * 1024 * 1024
+
+    _check_path = field_validator("path")(_absolute)
+
+    @field_validator("block_size")
+    @classmethod
+    def _block_size_pages(cls, value: int) -> int:
+        if value % PAGE_SIZE or not PAGE_SIZE <= value <= 16 * 1024 * 1024:
+            raise ValueError("must be a multiple of 8KiB between 8KiB and 16MiB")
+        return value
+
+    @field_validator("pack_size")
+    @classmethod
+    def _pack_size_range(cls, value: int) -> int:
+        if not 1024 * 1024 <= value <= 4 * 1024**3:
+            raise ValueError("must be between 1MiB and 4GiB")
+        return value
+
+
+class ClusterConfig(_Section):
+    """One PostgreSQL cluster: its data directory and how to connect to it."""
+
+    pgdata: Path
+    host: str = "/var/run/postgresql"
+    port: int = Field(default=5432, ge=1, le=65535)
+    user: str = "postgres"
+    database: str = "postgres"
+    bin_dir: Path | None = None
+    archive_timeout: Duration = 60.0
+    connect_timeout: Duration = 10.0
+
+    _check_pgdata = field_validator("pgdata")(_absolute)
+
+    @field_validator("bin_dir")
+    @classmethod
+    def _bin_dir_absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else _absolute(value)
+
+
+class Config(_Section):
+    """The whole configuration file."""
+
+    os_user: str = "postgres"
+    jobs: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    repository: RepositoryConfig
+    compression: CompressionConfig = CompressionConfig()
+    clusters: dict[ClusterName, ClusterConfig] = Field(default_factory=dict)
+
+    def cluster(self, name: str | None, source: Path | str = "the configuration") -> ClusterConfig:
+        """The named cluster, or the only one when no name is given."""
+        if name is None:
+            if len(self.clusters) == 1:
+                return next(iter(self.clusters.values()))
+            known = ", ".join(sorted(self.clusters)) or "none"
+            raise ConfigError(f"--cluster is required (clusters in {source}: {known})")
+        try:
+            return self.clusters[name]
+        except KeyError:
+            known = ", ".join(sorted(self.clusters)) or "none"
+            raise ConfigError(
+                f"unknown cluster '{name}': {source} defines [clusters.*]: {known}"
+            ) from None
+
+    def cluster_name(self, name: str | None, source: Path | str = "the configuration") -> str:
+        """Resolve ``--cluster`` the way :meth:`cluster` does, returning the name."""
+        if name is None:
+            self.cluster(None, source)
+            return next(iter(self.clusters))
+        self.cluster(name, source)
+        return name
+
+
+def parse_config(raw: bytes, source: Path | str) -> Config:
+    """Validate the TOML text ``raw``; every problem is reported in one ConfigError."""
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate the configuration file (see :func:`config_path`)."""
+    resolved = config_path(path)
+    return parse_config(read_config_bytes(resolved), resolved)
+
+
+def _describe(exc: ValidationError, source: Path | str) -> str:
+    lines = [f"{source}: invalid configuration:"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "string_pattern_mismatch":
+            message = "a name must be letters, digits, '_', '.' or '-' (at most 63)"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        value = error.get("input")
+        shown = "" if error["type"] in ("missing", "extra_forbidden") or isinstance(
+            value, dict
+        ) else f" (got {value!r})"
+        lines.append(f"  {key}: {message.removeprefix('Value error, ')}{shown}")
+    return "\n".join(lines)
+
+
+def plain(config: Config) -> dict[str, Any]:
+    """The validated configuration as plain data (for the settings cache)."""
+    return config.model_dump(mode="json")

@@ -1,0 +1,114 @@
+"""Durable file-system writes: temp file, fsync file, rename (or link), fsync directory.
+
+A reader sees a whole file or none, and once a call returns the data survives a
+crash of the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import secrets
+from pathlib import Path
+
+_libc = None
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a directory's entries (created, renamed, removed files) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: Path, mode: int = 0o750) -> None:
+    """Create ``path`` and missing parents, making each new directory entry durable."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, mode)
+        except FileExistsError:
+            continue
+        fsync_dir(directory.parent)
+
+
+def temp_name(path: Path) -> Path:
+    """A unique temporary name beside ``path`` (same directory, so rename is atomic)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _write_temp(path: Path, data: bytes | bytearray | memoryview, mode: int) -> Path:
+    tmp = temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def write_atomic(path: Path, data: bytes | bytearray | memoryview, mode: int = 0o640) -> None:
+    """Replace ``path`` with ``data`` atomically and durably."""
+    tmp = _write_temp(path, data, mode)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_new(path: Path, data: bytes | bytearray | memoryview, mode: int = 0o640) -> bool:
+    """Create ``path`` with ``data`` atomically and durably unless it already exists.
+
+    Returns False, writing nothing, when ``path`` exists (put-if-absent: the link
+    either creates the name with the complete content or fails).
+    """
+    tmp = _write_temp(path, data, mode)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    fsync_dir(path.parent)
+    return True
+
+
+def syncfs(path: str | os.PathLike[str]) -> None:
+    """Flush the whole file system holding ``path`` (one call instead of one fsync per file)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err or errno.EIO), str(path))
+    finally:
+        os.close(fd)

@@ -1,0 +1,87 @@
+"""Repository layout: the only place that builds repository keys.
+
+::
+
+    lifeboat.repo                              format marker
+    clusters/<cluster>/cluster.json            system identifier, version, segment size
+    clusters/<cluster>/wal/<TLI+LOG>/<segment> archived segments (.partial, .backup too)
+    clusters/<cluster>/wal/history/<TLI>.history
+    clusters/<cluster>/backups/<id>.manifest   a backup exists iff its manifest does
+    clusters/<cluster>/packs/<xx>/<pack>        compressed blocks, content-addressed
+    clusters/<cluster>/restore-points/<name>.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from engine.wal import is_history
+
+REPO_MARKER = "lifeboat.repo"
+MANIFEST_SUFFIX = ".manifest"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,200}$")
+
+
+def block_id(data: bytes | bytearray | memoryview) -> bytes:
+    """The name of a block: the SHA-256 of its content (32 bytes)."""
+    return hashlib.sha256(data).digest()
+
+
+def cluster_prefix(cluster: str) -> str:
+    return f"clusters/{cluster}"
+
+
+def cluster_info_key(cluster: str) -> str:
+    return f"clusters/{cluster}/cluster.json"
+
+
+def wal_prefix(cluster: str) -> str:
+    return f"clusters/{cluster}/wal"
+
+
+def wal_key(cluster: str, name: str) -> str:
+    """Key of an archived WAL file (segment, partial, backup history or timeline history)."""
+    if is_history(name):
+        return f"clusters/{cluster}/wal/history/{name}"
+    return f"clusters/{cluster}/wal/{name[:16]}/{name}"
+
+
+def wal_dir_key(cluster: str, timeline: int, log: int) -> str:
+    return f"clusters/{cluster}/wal/{timeline:08X}{log:08X}"
+
+
+def history_prefix(cluster: str) -> str:
+    return f"clusters/{cluster}/wal/history"
+
+
+def backups_prefix(cluster: str) -> str:
+    return f"clusters/{cluster}/backups"
+
+
+def manifest_key(cluster: str, backup_id: str) -> str:
+    return f"clusters/{cluster}/backups/{backup_id}{MANIFEST_SUFFIX}"
+
+
+def backup_id_of(key: str) -> str | None:
+    name = key.rsplit("/", 1)[-1]
+    return name[: -len(MANIFEST_SUFFIX)] if name.endswith(MANIFEST_SUFFIX) else None
+
+
+def pack_key(cluster: str, pack_id: str) -> str:
+    return f"clusters/{cluster}/packs/{pack_id[:2]}/{pack_id}"
+
+
+def packs_prefix(cluster: str) -> str:
+    return f"clusters/{cluster}/packs"
+
+
+def restore_point_key(cluster: str, name: str) -> str:
+    if not _SAFE_NAME.match(name):
+        safe = hashlib.sha256(name.encode()).hexdigest()[:32]
+        return f"clusters/{cluster}/restore-points/h-{safe}.json"
+    return f"clusters/{cluster}/restore-points/{name}.json"
+
+
+def restore_points_prefix(cluster: str) -> str:
+    return f"clusters/{cluster}/restore-points"

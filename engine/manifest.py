@@ -1,0 +1,211 @@
+"""Backup manifests: the list of every file of a backup and where its blocks are.
+
+A manifest is one object, written last: a backup without a manifest does not exist.
+Layout::
+
+    LIFEBOAT-MANIFEST 1 <summary length> <sha256 of summary>\\n
+    <summary: one line of JSON, ending in \\n>
+    <body: zstd-compressed JSON lines, one per file, in path order>
+
+The summary (what ``info`` shows) can be read without the body and carries the
+body's length and SHA-256, so a damaged manifest is always detected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import zstandard
+
+from engine import layout
+from engine.errors import ChecksumError, NotFoundError
+from engine.storage import Storage
+
+FORMAT = 1
+MAGIC = b"LIFEBOAT-MANIFEST"
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRef:
+    """One block of a file: its SHA-256 and where its stored bytes are."""
+
+    digest: bytes
+    pack: int
+    offset: int
+    stored: int
+    raw: int
+    codec: int
+
+
+@dataclass(slots=True)
+class FileEntry:
+    path: str
+    kind: str  # "file", "dir" or "link"
+    mode: int
+    size: int = 0
+    mtime: float = 0.0
+    target: str | None = None
+    blocks: list[BlockRef] = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        item: dict[str, Any] = {"p": self.path, "k": self.kind[0], "m": self.mode}
+        if self.kind == "file":
+            item["s"] = self.size
+            item["t"] = self.mtime
+            item["b"] = [[b.digest.hex(), b.pack, b.offset, b.stored, b.raw, b.codec]
+                         for b in self.blocks]
+        elif self.kind == "link":
+            item["l"] = self.target
+        return json.dumps(item, separators=(",", ":")).encode() + b"\n"
+
+    @classmethod
+    def decode(cls, line: bytes) -> FileEntry:
+        item = json.loads(line)
+        kind = {"f": "file", "d": "dir", "l": "link"}[item["k"]]
+        blocks = [BlockRef(bytes.fromhex(h), p, o, s, r, c) for h, p, o, s, r, c in item.get("b", ())]
+        return cls(item["p"], kind, item["m"], item.get("s", 0), item.get("t", 0.0),
+                   item.get("l"), blocks)
+
+
+@dataclass
+class BackupSummary:
+    """What a backup is: identity, WAL range, sizes. Shown by ``info``."""
+
+    id: str
+    cluster: str
+    type: str
+    started_at: str
+    finished_at: str
+    start_lsn: str
+    stop_lsn: str
+    timeline: int
+    start_wal: str
+    stop_wal: str
+    stopped_at: str
+    stop_next_xid: int
+    system_identifier: int
+    pg_version: int
+    size_bytes: int
+    stored_bytes: int
+    file_count: int
+    block_count: int
+    block_size: int
+    compression: str
+    backup_label: str
+    tablespace_map: str
+    tablespaces: list[dict[str, Any]]
+    packs: list[str]
+    lifeboat_version: str = ""
+    body_sha256: str = ""
+    body_bytes: int = 0
+    format: int = FORMAT
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BackupSummary:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class ManifestWriter:
+    """Collects file entries (in path order) into a compressed body spooled to disk."""
+
+    def __init__(self) -> None:
+        self._spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115
+        self._compressor = zstandard.ZstdCompressor(level=3).compressobj()
+        self._hash = hashlib.sha256()
+        self._bytes = 0
+
+    def _emit(self, chunk: bytes) -> None:
+        if chunk:
+            self._spool.write(chunk)
+            self._hash.update(chunk)
+            self._bytes += len(chunk)
+
+    def add(self, entry: FileEntry) -> None:
+        self._emit(self._compressor.compress(entry.encode()))
+
+    def finish(self, summary: BackupSummary) -> bytes:
+        """The whole manifest object, with the body's checksum recorded in the summary."""
+        self._emit(self._compressor.flush())
+        summary.body_sha256 = self._hash.hexdigest()
+        summary.body_bytes = self._bytes
+        head = json.dumps(summary.to_json(), separators=(",", ":")).encode() + b"\n"
+        first = b"%s %d %d %s\n" % (MAGIC, FORMAT, len(head), hashlib.sha256(head).hexdigest().encode())
+        self._spool.seek(0)
+        body = self._spool.read()
+        self._spool.close()
+        return first + head + body
+
+
+def _parse_first_line(data: bytes, key: str) -> tuple[int, int, str]:
+    end = data.find(b"\n")
+    fields = data[:end].split(b" ") if end > 0 else []
+    if len(fields) != 4 or fields[0] != MAGIC:
+        raise ChecksumError(f"{key}: not a Lifeboat manifest (damaged header)")
+    try:
+        return end + 1, int(fields[2]), fields[3].decode()
+    except ValueError:
+        raise ChecksumError(f"{key}: damaged manifest header") from None
+
+
+def _summary_from(head: bytes, digest: str, key: str) -> BackupSummary:
+    if hashlib.sha256(head).hexdigest() != digest:
+        raise ChecksumError(f"{key}: manifest summary fails its checksum (damaged)")
+    try:
+        return BackupSummary.from_json(json.loads(head))
+    except (ValueError, TypeError) as exc:
+        raise ChecksumError(f"{key}: manifest summary is unreadable ({exc})") from None
+
+
+def read_summary(storage: Storage, cluster: str, backup_id: str) -> BackupSummary:
+    """The summary of one backup, reading only the start of its manifest."""
+    key = layout.manifest_key(cluster, backup_id)
+    size = storage.size(key)
+    first = storage.read_range(key, 0, min(size, 256))
+    start, length, digest = _parse_first_line(first, key)
+    if start + length > size:
+        raise ChecksumError(f"{key}: manifest is truncated")
+    head = storage.read_range(key, start, length)
+    return _summary_from(head, digest, key)
+
+
+@dataclass
+class Manifest:
+    summary: BackupSummary
+    body: bytes
+    key: str
+
+    def entries(self) -> Iterator[FileEntry]:
+        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(self.body))
+        for line in io.BufferedReader(reader, buffer_size=1 << 20):
+            yield FileEntry.decode(line)
+
+
+def read_manifest(storage: Storage, cluster: str, backup_id: str) -> Manifest:
+    """The verified manifest of one backup; ChecksumError if any byte of it is damaged."""
+    key = layout.manifest_key(cluster, backup_id)
+    try:
+        data = storage.get(key)
+    except NotFoundError:
+        raise NotFoundError(f"backup '{backup_id}' of cluster '{cluster}' does not exist") from None
+    start, length, digest = _parse_first_line(data[:256], key)
+    summary = _summary_from(data[start:start + length], digest, key)
+    body = data[start + length:]
+    if len(body) != summary.body_bytes or hashlib.sha256(body).hexdigest() != summary.body_sha256:
+        raise ChecksumError(f"{key}: manifest body fails its checksum (damaged or truncated)")
+    return Manifest(summary, body, key)
+
+
+def list_backup_ids(storage: Storage, cluster: str) -> list[str]:
+    ids = (layout.backup_id_of(k) for k in storage.list(layout.backups_prefix(cluster), False))
+    return sorted(i for i in ids if i)

@@ -1,0 +1,165 @@
+"""Restore orchestration: choose the backup, write it, set up recovery, optionally start
+the server and check that recovery reached what was asked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine import archive, clusterinfo, durable, restore_points, server
+from engine.cluster_setup import restore_command
+from engine.config import Config
+from engine.errors import RestoreError
+from engine.manifest import BackupSummary, list_backup_ids, read_manifest, read_summary
+from engine.recovery import RecoveryTarget, choose_backup, settings_for, write_settings
+from engine.restore_files import FileWriter, prepare_directory, tablespace_locations
+from engine.storage import Storage
+from engine.wal import parse_lsn, parse_segment, segment_name, segment_of_lsn
+
+
+@dataclass
+class RestoreOptions:
+    pgdata: Path
+    target: RecoveryTarget = field(default_factory=RecoveryTarget)
+    backup_id: str | None = None
+    force: bool = False
+    tablespace_map: dict[int, Path] = field(default_factory=dict)
+    archive_mode: str = "preserve"  # or "off"
+    port: int | None = None
+    standby: bool = False
+    start: bool = False
+    jobs: int | None = None
+    timeout: float | None = None
+
+
+@dataclass
+class RestoreResult:
+    backup: BackupSummary
+    pgdata: Path
+    target: RecoveryTarget
+    files: int
+    bytes: int
+    log_file: Path | None = None
+    reached: server.ReachedPoint | None = None
+    archive_end: str | None = None
+
+
+def list_backups(storage: Storage, cluster: str) -> list[BackupSummary]:
+    return [read_summary(storage, cluster, i) for i in list_backup_ids(storage, cluster)]
+
+
+def choose(storage: Storage, cluster: str, options: RestoreOptions) -> BackupSummary:
+    """The backup a restore with ``options`` would use (runs nothing)."""
+    if options.backup_id:
+        return read_summary(storage, cluster, options.backup_id)
+    point_lsn = None
+    if options.target.kind == "name":
+        point_lsn = restore_points.lookup_lsn(storage, cluster, str(options.target.value))
+    return choose_backup(list_backups(storage, cluster), options.target, point_lsn)
+
+
+def run(config: Config, cluster: str, storage: Storage, config_path: Path,
+        options: RestoreOptions, progress: Callable[[int, int], None] | None = None
+        ) -> RestoreResult:
+    backup = choose(storage, cluster, options)
+    manifest = read_manifest(storage, cluster, backup.id)
+    locations = tablespace_locations(backup, options.tablespace_map)
+    pgdata = options.pgdata
+    prepare_directory(pgdata, options.force)
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, backup.size_bytes)
+
+    writer = FileWriter(storage, cluster, backup, pgdata, options.jobs or config.jobs, advance)
+    written = writer.write(manifest, locations)
+    durable.write_atomic(pgdata / "backup_label", backup.backup_label.encode(), 0o600)
+    if backup.tablespaces:
+        lines = [f"{oid} {path}" for oid, path in sorted(locations.items())]
+        durable.write_atomic(pgdata / "tablespace_map", ("\n".join(lines) + "\n").encode(), 0o600)
+    settings = settings_for(options.target, restore_command(config_path, cluster))
+    if options.standby:
+        for name in [n for n in settings if n.startswith("recovery_target") and
+                     n != "recovery_target_timeline"]:
+            del settings[name]
+    if options.archive_mode == "off":
+        settings["archive_mode"] = "'off'"
+    if options.port is not None:
+        settings["port"] = str(options.port)
+    write_settings(pgdata, settings, backup.id,
+                   "standby.signal" if options.standby else "recovery.signal")
+    result = RestoreResult(backup, pgdata, options.target, written.files, written.bytes)
+    if not options.start:
+        return result
+    end = expected_end(storage, cluster, backup, options.target)
+    result.archive_end = end
+    info = clusterinfo.read(storage, cluster)
+    bin_dir = server.bin_dir_for(backup.pg_version, config.clusters[cluster].bin_dir)
+    result.log_file = pgdata / "log" / "lifeboat-restore.log"
+    server.start(pgdata, bin_dir, result.log_file, options.port)
+    if options.standby:
+        return result
+    reached = server.wait_for_recovery(pgdata, result.log_file, options.target.action,
+                                       options.timeout)
+    result.reached = reached
+    if options.target.kind == "latest" and end is not None and reached.lsn is not None:
+        reached_segno = segment_of_lsn(parse_lsn(reached.lsn), info.wal_segment_size)
+        if reached_segno < archive_segno(end, info.wal_segment_size):
+            raise RestoreError(
+                f"recovery stopped at {reached.lsn}, but the archive holds WAL up to {end}: "
+                "transactions after that point were not recovered (server log: "
+                f"{result.log_file})")
+    return result
+
+
+def archive_segno(name: str, segment_size: int) -> int:
+    return parse_segment(name, segment_size).segno
+
+
+def expected_end(storage: Storage, cluster: str, backup: BackupSummary,
+                 target: RecoveryTarget) -> str | None:
+    """The last archived segment that recovery to ``target`` should replay (for 'latest')."""
+    if target.kind != "latest":
+        return None
+    size = clusterinfo.read(storage, cluster).wal_segment_size
+    by_timeline = archive.segments_by_timeline(storage, cluster, size)
+    best: tuple[int, int] | None = None
+    for timeline, limit in _timeline_chain(storage, cluster, backup, target.timeline):
+        eligible = [s for s in by_timeline.get(timeline, []) if limit is None or s <= limit]
+        if eligible and (best is None or max(eligible) > best[1]):
+            best = (timeline, max(eligible))
+    return None if best is None else segment_name(best[0], best[1], size)
+
+
+def _timeline_chain(storage: Storage, cluster: str, backup: BackupSummary,
+                    wanted: str | None) -> list[tuple[int, int | None]]:
+    """(timeline, last segment number on it or None) from the recovery timeline back to
+    the backup's, the way PostgreSQL follows recovery_target_timeline."""
+    info = clusterinfo.read(storage, cluster)
+    stop = parse_lsn(backup.stop_lsn)
+    candidates: list[int]
+    if wanted == "current":
+        candidates = [backup.timeline]
+    elif wanted and wanted.isdigit():
+        candidates = [int(wanted)]
+    else:
+        candidates = sorted(archive.archived_histories(storage, cluster), reverse=True)
+        candidates.append(backup.timeline)
+    for timeline in candidates:
+        if timeline == backup.timeline:
+            return [(timeline, None)]
+        history = archive.read_history(storage, cluster, timeline) or []
+        parents = {s.parent: s.switch_lsn for s in history}
+        if backup.timeline in parents and parents[backup.timeline] >= stop:
+            chain: list[tuple[int, int | None]] = [(timeline, None)]
+            for switch in reversed(history):
+                chain.append((switch.parent,
+                              segment_of_lsn(switch.switch_lsn, info.wal_segment_size)))
+                if switch.parent == backup.timeline:
+                    break
+            return chain
+    return [(backup.timeline, None)]

@@ -1,0 +1,193 @@
+"""The posix storage driver: a directory tree on a local or mounted file system."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import threading
+from pathlib import Path
+
+from engine import durable
+from engine.errors import NotFoundError, StorageError
+
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+
+
+def _fail(exc: OSError, what: str, key: str) -> StorageError:
+    if exc.errno == errno.ENOENT:
+        return NotFoundError(f"{key}: not in the repository")
+    if exc.errno == errno.ENOSPC:
+        return StorageError(f"cannot {what} {key}: the repository's file system is full")
+    return StorageError(f"cannot {what} {key}: {exc.strerror or exc}")
+
+
+class PosixWriter:
+    """A pack being written: a temp file renamed into place on commit."""
+
+    def __init__(self, storage: PosixStorage, key: str) -> None:
+        self._storage = storage
+        self._key = key
+        self._path = storage.path_of(key)
+        storage.ensure_parent(self._path)
+        self._tmp = durable.temp_name(self._path)
+        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                           FILE_MODE)
+        self._size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        offset = self._size
+        try:
+            durable.write_all(self._fd, data)
+        except OSError as exc:
+            raise _fail(exc, "write", self._key) from None
+        self._size += len(data)
+        return offset
+
+    def tell(self) -> int:
+        return self._size
+
+    def commit(self) -> None:
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            os.rename(self._tmp, self._path)
+            durable.fsync_dir(self._path.parent)
+        except OSError as exc:
+            self.abort()
+            raise _fail(exc, "write", self._key) from None
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        with contextlib.suppress(OSError):
+            os.unlink(self._tmp)
+
+
+class PosixStorage:
+    """Storage on a directory. Durability: fsync of file and directory on every put."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._fds: dict[str, int] = {}
+        self._fd_lock = threading.Lock()
+        self._known_dirs: set[Path] = set()
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def path_of(self, key: str) -> Path:
+        parts = key.split("/")
+        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise StorageError(f"invalid repository key '{key}'")
+        return self.root.joinpath(*parts)
+
+    def ensure_parent(self, path: Path) -> None:
+        parent = path.parent
+        if parent in self._known_dirs:
+            return
+        try:
+            durable.make_dirs(parent, DIR_MODE)
+        except OSError as exc:
+            raise _fail(exc, "create directory for", str(path)) from None
+        self._known_dirs.add(parent)
+
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        path = self.path_of(key)
+        self.ensure_parent(path)
+        try:
+            durable.write_atomic(path, data, FILE_MODE)
+        except OSError as exc:
+            raise _fail(exc, "write", key) from None
+
+    def put_if_absent(self, key: str, data: bytes | bytearray | memoryview) -> bool:
+        path = self.path_of(key)
+        self.ensure_parent(path)
+        try:
+            return durable.write_new(path, data, FILE_MODE)
+        except OSError as exc:
+            raise _fail(exc, "write", key) from None
+
+    def get(self, key: str) -> bytes:
+        try:
+            with open(self.path_of(key), "rb") as handle:
+                return handle.read()
+        except OSError as exc:
+            raise _fail(exc, "read", key) from None
+
+    def _fd(self, key: str) -> int:
+        with self._fd_lock:
+            fd = self._fds.get(key)
+            if fd is None:
+                fd = os.open(self.path_of(key), os.O_RDONLY | os.O_CLOEXEC)
+                self._fds[key] = fd
+            return fd
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            data = os.pread(self._fd(key), length, offset)
+        except OSError as exc:
+            raise _fail(exc, "read", key) from None
+        if len(data) != length:
+            raise StorageError(
+                f"{key}: truncated (wanted {length} bytes at offset {offset}, got {len(data)})"
+            )
+        return data
+
+    def exists(self, key: str) -> bool:
+        return self.path_of(key).exists()
+
+    def size(self, key: str) -> int:
+        try:
+            return self.path_of(key).stat().st_size
+        except OSError as exc:
+            raise _fail(exc, "stat", key) from None
+
+    def list(self, prefix: str, recursive: bool = True) -> list[str]:
+        base = self.path_of(prefix.rstrip("/"))
+        stem = prefix.rstrip("/") + "/"
+        if not base.is_dir():
+            return []
+        found: list[str] = []
+        if not recursive:
+            with os.scandir(base) as entries:
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue
+                    found.append(stem + entry.name + ("/" if entry.is_dir() else ""))
+            return sorted(found)
+        for directory, dirs, files in os.walk(base):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            rel = os.path.relpath(directory, base)
+            head = stem if rel == "." else stem + rel.replace(os.sep, "/") + "/"
+            found.extend(head + name for name in files if not name.startswith("."))
+        return sorted(found)
+
+    def delete(self, key: str) -> None:
+        path = self.path_of(key)
+        with self._fd_lock:
+            fd = self._fds.pop(key, None)
+            if fd is not None:
+                os.close(fd)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _fail(exc, "delete", key) from None
+        durable.fsync_dir(path.parent)
+
+    def open_writer(self, key: str) -> PosixWriter:
+        try:
+            return PosixWriter(self, key)
+        except OSError as exc:
+            raise _fail(exc, "write", key) from None
+
+    def close(self) -> None:
+        with self._fd_lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()

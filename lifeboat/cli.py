@@ -1,0 +1,119 @@
+"""``lifeboat``: subcommands in the manner of pgBackRest and Barman.
+
+Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration.
+``wal-get`` (restore_command) exits 1 only when the file is legitimately not in the
+archive and 128 for anything else, which PostgreSQL treats as fatal.
+Messages go to stderr; results to stdout. Each subcommand imports only what it uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from engine.errors import EXIT_ARCHIVE_DAMAGED, EXIT_FAILURE, LifeboatError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default: Any = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--config", metavar="FILE", default=default,
+                        help="configuration file (default: $LIFEBOAT_CONFIG or "
+                             "/etc/lifeboat/lifeboat.toml)")
+    parser.add_argument("--cluster", metavar="NAME", default=default,
+                        help="cluster to work on (optional when the file defines one)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lifeboat", description="PostgreSQL backup and disaster recovery.")
+    _common(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _common(p, suppress=True)
+        return p
+
+    command("init", "create the cluster's place in the repository, checking its settings")
+    command("check", "check the connection and that a forced WAL switch reaches the archive")
+    p = command("wal-push", "archive one WAL file (archive_command = '... wal-push %%p')")
+    p.add_argument("wal_path", metavar="PATH")
+    p = command("wal-get", "fetch one WAL file (restore_command = '... wal-get %%f \"%%p\"')")
+    p.add_argument("wal_name", metavar="NAME")
+    p.add_argument("destination", metavar="PATH")
+    p = command("backup", "take a physical backup")
+    p.add_argument("--type", default="full", choices=["full"], help="backup type (default full)")
+    p.add_argument("--jobs", type=int, metavar="N", help="parallel workers (default: cores)")
+    p = command("restore", "restore a backup into a data directory, to a point in time")
+    _restore_arguments(p)
+    p = command("restore-point", "create a named restore point (pg_create_restore_point)")
+    p.add_argument("name", metavar="NAME")
+    p = command("info", "list backups and the WAL archive")
+    p.add_argument("--output", choices=["text", "json"], default="text")
+    command("version", "print the version")
+    return parser
+
+
+def _restore_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pgdata", required=True, type=Path, metavar="DIR",
+                   help="data directory to restore into (must be empty unless --force)")
+    p.add_argument("--backup", metavar="ID", help="backup to restore (default: the newest "
+                   "that can reach the target)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--target-time", metavar="TIME", help="ISO 8601 with a zone")
+    target.add_argument("--target-xid", metavar="XID")
+    target.add_argument("--target-lsn", metavar="LSN")
+    target.add_argument("--target-name", metavar="NAME", help="a named restore point")
+    target.add_argument("--target", choices=["latest", "immediate"],
+                        help="latest (end of the archive, default) or immediate (consistency)")
+    p.add_argument("--target-exclusive", action="store_true",
+                   help="stop just before the target instead of just after it")
+    p.add_argument("--target-action", choices=["promote", "pause", "shutdown"], default="promote")
+    p.add_argument("--target-timeline", metavar="TL", help="latest (default), current or a number")
+    p.add_argument("--tablespace-map", action="append", default=[], metavar="OID=DIR",
+                   help="restore a tablespace elsewhere (repeatable)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the contents of a non-empty data directory")
+    p.add_argument("--archive-mode", choices=["preserve", "off"], default="preserve",
+                   help="off: the restored server does not archive WAL")
+    p.add_argument("--standby", action="store_true", help="write standby.signal (no target)")
+    p.add_argument("--start", action="store_true",
+                   help="start the server and wait until recovery ends")
+    p.add_argument("--port", type=int, metavar="P", help="port for the restored server")
+    p.add_argument("--timeout", metavar="DURATION", help="give up waiting for recovery after this")
+    p.add_argument("--jobs", type=int, metavar="N", help="parallel workers (default: cores)")
+
+
+def _say(message: str) -> None:
+    print(f"lifeboat: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wal_get = "wal-get" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help(sys.stderr)
+            return 2
+        from lifeboat import commands
+
+        return commands.run(args)
+    except LifeboatError as exc:
+        _say(str(exc))
+        return EXIT_ARCHIVE_DAMAGED if wal_get else exc.exit_code
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    except Exception as exc:  # a bug: say so plainly, traceback only when asked
+        if os.environ.get("LIFEBOAT_DEBUG"):
+            raise
+        _say(f"internal error: {exc.__class__.__name__}: {exc} (set LIFEBOAT_DEBUG=1 for details)")
+        return EXIT_ARCHIVE_DAMAGED if wal_get else EXIT_FAILURE

@@ -1,0 +1,200 @@
+"""Handlers of the subcommands: load the configuration, call the engine, print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.config_file import config_path
+from engine.errors import UsageError
+from lifeboat.privileges import become
+
+
+def _load(args: argparse.Namespace, need_cluster: bool = True) -> tuple[Any, Path, str, Any]:
+    from engine.config import load_config
+    from engine.storage import open_posix
+
+    path = config_path(args.config).absolute()
+    config = load_config(path)
+    become(config.os_user)
+    cluster = config.cluster_name(args.cluster, path) if need_cluster else args.cluster
+    return config, path, cluster, open_posix(config.repository.path)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from engine import cluster_setup
+
+    config, path, cluster, storage = _load(args)
+    result = cluster_setup.init(config, cluster, storage, path)
+    verb = "initialised" if result.created else "already initialised (settings checked)"
+    print(f"cluster '{cluster}' {verb} in {storage.describe()}: PostgreSQL "
+          f"{result.info.pg_version}, system {result.info.system_identifier}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from engine import cluster_setup
+
+    config, path, cluster, storage = _load(args)
+    result = cluster_setup.check(config, cluster, storage, path)
+    print(f"cluster '{cluster}': ok (WAL segment {result.segment} archived in "
+          f"{result.seconds:.2f}s)")
+    return 0
+
+
+def _wal_push(args: argparse.Namespace) -> int:
+    from engine import archive
+    from engine.codec import Codec
+    from engine.settings_cache import archive_settings
+    from engine.storage.posix import PosixStorage
+
+    settings = archive_settings(config_path(args.config), args.cluster)
+    become(settings.os_user)
+    storage = PosixStorage(settings.repository)
+    archive.push(storage, settings.cluster, Path(args.wal_path),
+                 Codec(settings.algorithm, settings.level))  # type: ignore[arg-type]
+    return 0
+
+
+def _wal_get(args: argparse.Namespace) -> int:
+    from engine import archive
+    from engine.settings_cache import archive_settings
+    from engine.storage.posix import PosixStorage
+
+    settings = archive_settings(config_path(args.config), args.cluster)
+    become(settings.os_user)
+    storage = PosixStorage(settings.repository)
+    found = archive.get(storage, settings.cluster, args.wal_name, Path(args.destination))
+    return 0 if found else 1
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from engine import backup
+    from engine.units import format_size
+    from lifeboat.progress import byte_progress
+
+    config, path, cluster, storage = _load(args)
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    started = time.monotonic()
+    with byte_progress(f"backup {cluster}") as update:
+        callback = None if update is None else (
+            lambda p: update(p.done_bytes, p.total_bytes, p.phase))
+        summary = backup.run(config, cluster, storage, path, backup_type=args.type,
+                             jobs=args.jobs, progress=callback)
+    ratio = summary.size_bytes / summary.stored_bytes if summary.stored_bytes else 0.0
+    print(f"backup {summary.id} ({summary.type}) of cluster '{cluster}' complete in "
+          f"{time.monotonic() - started:.1f}s: {format_size(summary.size_bytes)} in "
+          f"{summary.file_count} files, {format_size(summary.stored_bytes)} stored "
+          f"({ratio:.1f}x), WAL {summary.start_wal}..{summary.stop_wal}")
+    return 0
+
+
+def _tablespace_map(items: list[str]) -> dict[int, Path]:
+    mapping: dict[int, Path] = {}
+    for item in items:
+        oid, sep, directory = item.partition("=")
+        if not sep or not oid.isdigit() or not directory.startswith("/"):
+            raise UsageError(f"--tablespace-map '{item}': use OID=/absolute/dir")
+        mapping[int(oid)] = Path(directory)
+    return mapping
+
+
+def _target(args: argparse.Namespace) -> Any:
+    from engine.recovery import RecoveryTarget
+
+    for kind in ("time", "xid", "lsn", "name"):
+        value = getattr(args, f"target_{kind}")
+        if value is not None:
+            return RecoveryTarget(kind, value, args.target_exclusive, args.target_action,
+                                  args.target_timeline)
+    return RecoveryTarget(args.target or "latest", None, args.target_exclusive,
+                          args.target_action, args.target_timeline)
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from engine import restore
+    from engine.units import format_size, parse_duration
+    from lifeboat.progress import byte_progress
+
+    target = _target(args)
+    if not args.pgdata.is_absolute():
+        args.pgdata = args.pgdata.absolute()
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise UsageError("--port must be within 1..65535")
+    if args.port is not None and not args.start:
+        pass  # the port is written into the restored configuration either way
+    try:
+        timeout = parse_duration(args.timeout) if args.timeout else None
+    except ValueError as exc:
+        raise UsageError(f"--timeout: {exc}") from None
+    options = restore.RestoreOptions(
+        pgdata=args.pgdata, target=target, backup_id=args.backup, force=args.force,
+        tablespace_map=_tablespace_map(args.tablespace_map), archive_mode=args.archive_mode,
+        port=args.port, standby=args.standby, start=args.start, jobs=args.jobs,
+        timeout=timeout)
+    config, path, cluster, storage = _load(args)
+    started = time.monotonic()
+    with byte_progress(f"restore {cluster}") as update:
+        callback = None if update is None else (lambda done, total: update(done, total, ""))
+        result = restore.run(config, cluster, storage, path, options, callback)
+    print(f"restored backup {result.backup.id} of cluster '{cluster}' into {result.pgdata}: "
+          f"{format_size(result.bytes)} in {result.files} files "
+          f"({time.monotonic() - started:.1f}s), target {target.describe()}")
+    if result.reached is not None:
+        point = result.reached
+        print(f"recovery {point.state}: reached LSN {point.lsn}, last transaction at "
+              f"{point.time or 'unknown'}, timeline {point.timeline}"
+              + (f"; {point.stop_message}" if point.stop_message else ""))
+        if result.archive_end:
+            print(f"archive end was {result.archive_end}")
+    elif args.start:
+        print(f"server started (log: {result.log_file})")
+    return 0
+
+
+def _restore_point(args: argparse.Namespace) -> int:
+    from engine import restore_points
+
+    config, _path, cluster, storage = _load(args)
+    point = restore_points.create(config, cluster, storage, args.name)
+    print(f"restore point '{point.name}' created at LSN {point.lsn} (WAL {point.wal})")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from engine.info import cluster_report
+    from lifeboat.output import info_text
+
+    config, path, cluster, storage = _load(args, need_cluster=False)
+    names = [config.cluster_name(cluster, path)] if cluster else sorted(config.clusters)
+    reports = [cluster_report(storage, name) for name in names]
+    if args.output == "json":
+        json.dump({"repository": str(config.repository.path),
+                   "clusters": [r.to_json() for r in reports]}, sys.stdout, indent=2)
+        print()
+    else:
+        print(info_text(str(config.repository.path), reports))
+    return 0
+
+
+def _version(args: argparse.Namespace) -> int:
+    from engine.version import VERSION
+
+    print(f"lifeboat {VERSION}")
+    return 0
+
+
+HANDLERS = {
+    "init": _init, "check": _check, "wal-push": _wal_push, "wal-get": _wal_get,
+    "backup": _backup, "restore": _restore, "restore-point": _restore_point,
+    "info": _info, "version": _version,
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    return HANDLERS[args.command](args)

@@ -1,0 +1,120 @@
+"""Files cut into blocks, stored in packs and written back are identical; damage is named."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from engine import layout, pgdata
+from engine.blockcopy import BlockCopier, PackSet
+from engine.codec import Codec
+from engine.errors import ChecksumError
+from engine.manifest import ManifestWriter, read_manifest
+from engine.restore_files import FileWriter
+from engine.storage.posix import PosixStorage
+from tests.unit.helpers import summary
+
+BLOCK = 64 * 1024
+
+
+def make_tree(root: Path) -> dict[str, bytes]:
+    rng = os.urandom
+    files = {
+        "PG_VERSION": b"15\n",
+        "global/pg_control": rng(8192),
+        "base/5/1259": b"\x01" * (BLOCK * 3),  # compressible
+        "base/5/16384": rng(BLOCK * 2 + 8192),  # incompressible, short last block
+        "base/5/16385.1": bytes(BLOCK * 70),  # zeros, larger than one chunk
+        "base/5/empty": b"",
+    }
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return files
+
+
+def back_up(tmp_path: Path, algorithm: str = "zstd") -> tuple[PosixStorage, dict[str, bytes]]:
+    source = tmp_path / "src"
+    files = make_tree(source)
+    storage = PosixStorage(tmp_path / "repo")
+    packs = PackSet(storage, "main", pack_size=1024 * 1024)
+    copier = BlockCopier(packs, Codec(algorithm, 3), BLOCK, jobs=3)  # type: ignore[arg-type]
+    writer = ManifestWriter()
+    done: list[int] = []
+    for entry in copier.copy(pgdata.walk(source, 15), done.append):
+        writer.add(entry)
+    ids = packs.finish()
+    assert sum(done) == sum(len(d) for d in files.values())
+    data = writer.finish(summary(packs=ids, block_size=BLOCK))
+    storage.put(layout.manifest_key("main", "20261125-010000F"), data)
+    return storage, files
+
+
+@pytest.mark.parametrize("algorithm", ["zstd", "lz4", "none"])
+def test_restore_is_identical(tmp_path: Path, algorithm: str) -> None:
+    storage, files = back_up(tmp_path, algorithm)
+    manifest = read_manifest(storage, "main", "20261125-010000F")
+    target = tmp_path / "dst"
+    target.mkdir()
+    result = FileWriter(storage, "main", manifest.summary, target, jobs=2).write(manifest, {})
+    assert result.files == len(files)
+    for name, data in files.items():
+        assert (target / name).read_bytes() == data, name
+    stored = next(e for e in manifest.entries() if e.path == "base/5/1259")
+    assert stored.blocks[0].stored < BLOCK // 10 or algorithm == "none"
+
+
+def test_incompressible_blocks_are_stored_raw(tmp_path: Path) -> None:
+    storage, _ = back_up(tmp_path)
+    manifest = read_manifest(storage, "main", "20261125-010000F")
+    random_file = next(e for e in manifest.entries() if e.path == "base/5/16384")
+    assert [b.codec for b in random_file.blocks] == [0, 0, 0]
+    assert [b.raw for b in random_file.blocks] == [BLOCK, BLOCK, 8192]
+
+
+def test_damaged_block_is_named_and_refused(tmp_path: Path) -> None:
+    storage, _ = back_up(tmp_path)
+    manifest = read_manifest(storage, "main", "20261125-010000F")
+    entry = next(e for e in manifest.entries() if e.path == "base/5/16384")
+    block = entry.blocks[1]
+    pack = storage.path_of(layout.pack_key("main", manifest.summary.packs[block.pack]))
+    data = bytearray(pack.read_bytes())
+    data[block.offset + 100] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    storage.close()
+    target = tmp_path / "dst"
+    target.mkdir()
+    with pytest.raises(ChecksumError, match=r"base/5/16384 block 1 .*checksum mismatch"):
+        FileWriter(storage, "main", manifest.summary, target, jobs=2).write(manifest, {})
+    assert not (target / "global" / "pg_control").exists()  # cannot be started by mistake
+
+
+def test_full_packs_are_committed_and_replaced(tmp_path: Path) -> None:
+    storage = PosixStorage(tmp_path / "repo")
+    packs = PackSet(storage, "main", pack_size=1024 * 1024)
+    first = packs.borrow()
+    first.writer.write(b"x" * (1024 * 1024))
+    packs.give_back(first)
+    assert storage.exists(layout.pack_key("main", packs.ids[0]))  # durable and visible
+    second = packs.borrow()
+    assert second.index == 1
+    second.writer.write(b"y")
+    packs.give_back(second)
+    assert packs.borrow() is second  # not full: lent again
+    packs.give_back(second)
+    assert packs.finish() == packs.ids and len(packs.ids) == 2
+    assert packs.stored_bytes == 1024 * 1024 + 1
+
+
+def test_failed_backup_leaves_no_packs(tmp_path: Path) -> None:
+    storage = PosixStorage(tmp_path / "repo")
+    packs = PackSet(storage, "main", pack_size=1024 * 1024)
+    pack = packs.borrow()
+    pack.writer.write(b"x" * 2_000_000)
+    packs.give_back(pack)  # over pack_size: committed
+    packs.borrow().writer.write(b"y")
+    packs.discard()
+    assert storage.list("clusters/main/packs") == []

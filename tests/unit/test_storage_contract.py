@@ -1,0 +1,83 @@
+"""The Storage contract, run over every driver."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from engine.errors import NotFoundError, StorageError
+from engine.storage import Storage
+from engine.storage.posix import PosixStorage
+
+DRIVERS: dict[str, Callable[[Path], Storage]] = {"posix": lambda p: PosixStorage(p / "repo")}
+
+
+@pytest.fixture(params=sorted(DRIVERS))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    return DRIVERS[request.param](tmp_path)
+
+
+def test_put_then_get(store: Storage) -> None:
+    store.put("a/b/c.bin", b"hello")
+    assert store.get("a/b/c.bin") == b"hello"
+    store.put("a/b/c.bin", b"replaced")
+    assert store.get("a/b/c.bin") == b"replaced"
+    assert store.exists("a/b/c.bin") and store.size("a/b/c.bin") == 8
+
+
+def test_put_if_absent_never_overwrites(store: Storage) -> None:
+    assert store.put_if_absent("x/seg", b"first") is True
+    assert store.put_if_absent("x/seg", b"second") is False
+    assert store.get("x/seg") == b"first"
+
+
+def test_missing_keys(store: Storage) -> None:
+    with pytest.raises(NotFoundError):
+        store.get("nope")
+    with pytest.raises(NotFoundError):
+        store.read_range("nope", 0, 1)
+    assert not store.exists("nope")
+    store.delete("nope")  # not an error
+
+
+def test_read_range(store: Storage) -> None:
+    store.put("r", bytes(range(100)))
+    assert store.read_range("r", 10, 5) == bytes([10, 11, 12, 13, 14])
+    with pytest.raises(StorageError, match="truncated"):
+        store.read_range("r", 95, 10)
+
+
+def test_list(store: Storage) -> None:
+    for key in ("p/2", "p/1", "p/d/3", "q/4"):
+        store.put(key, b"")
+    assert store.list("p") == ["p/1", "p/2", "p/d/3"]
+    assert store.list("p", recursive=False) == ["p/1", "p/2", "p/d/"]
+    assert store.list("missing") == []
+
+
+def test_writer_is_invisible_until_commit(store: Storage) -> None:
+    writer = store.open_writer("packs/aa/pack1")
+    assert writer.write(b"abc") == 0
+    assert writer.write(b"defg") == 3
+    assert not store.exists("packs/aa/pack1")
+    writer.commit()
+    assert store.get("packs/aa/pack1") == b"abcdefg"
+    aborted = store.open_writer("packs/bb/pack2")
+    aborted.write(b"x")
+    aborted.abort()
+    assert not store.exists("packs/bb/pack2")
+    assert store.list("packs/bb") == []
+
+
+def test_delete(store: Storage) -> None:
+    store.put("d/k", b"1")
+    store.delete("d/k")
+    assert not store.exists("d/k")
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "."])
+def test_invalid_keys_are_refused(store: Storage, key: str) -> None:
+    with pytest.raises(StorageError):
+        store.put(key, b"")
