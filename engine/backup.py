@@ -79,6 +79,7 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path, *,
             raise BackupError(f"cluster '{cluster}' is not archiving into Lifeboat:\n  - "
                               + "\n  - ".join(problems))
         tablespaces = postgres.tablespaces(conn)
+        archiver_before = postgres.archiver_status(conn)
         backup_id = new_backup_id(storage, cluster, backup_type)
         started_at = datetime.now(UTC)
         report("checkpoint")
@@ -109,7 +110,8 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path, *,
                                    segment_before_lsn(stop.lsn, info.wal_segment_size) + 1)
             ]
             try:
-                wait_for_segments(conn, storage, cluster, needed, settings.archive_timeout)
+                wait_for_segments(conn, storage, cluster, needed, settings.archive_timeout,
+                                  archiver_before)
             except PostgresError as exc:
                 raise BackupError(f"backup {backup_id} is incomplete and was not recorded: "
                                   f"{exc}") from None

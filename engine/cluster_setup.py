@@ -157,9 +157,11 @@ def wait_for_segments(conn: psycopg.Connection, storage: Storage, cluster: str,
         if not pending:
             return
         status = postgres.archiver_status(conn)
-        failing = (before is not None and status.failed_count > before.failed_count
-                   and status.last_failed_wal in pending)
-        if (failing and status.failed_count >= before.failed_count + 3) or time.monotonic() > deadline:
+        # The archiver works in order: a segment failing at or before ours blocks ours.
+        failing = (before is not None and status.failed_count >= before.failed_count + 3
+                   and status.last_failed_wal is not None
+                   and status.last_failed_wal[:24] <= max(pending))
+        if failing or time.monotonic() > deadline:
             raise PostgresError(_not_archived(cluster, pending[0], timeout, status, failing))
         time.sleep(0.1)
 

@@ -31,8 +31,9 @@ def _init(args: argparse.Namespace) -> int:
     config, path, cluster, storage = _load(args)
     result = cluster_setup.init(config, cluster, storage, path)
     verb = "initialised" if result.created else "already initialised (settings checked)"
-    print(f"cluster '{cluster}' {verb} in {storage.describe()}: PostgreSQL "
-          f"{result.info.pg_version}, system {result.info.system_identifier}")
+    version = f"{result.info.pg_version // 10000}.{result.info.pg_version % 10000}"
+    print(f"cluster '{cluster}' {verb} in {storage.describe()}: PostgreSQL {version}, "
+          f"system {result.info.system_identifier}")
     return 0
 
 

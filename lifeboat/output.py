@@ -12,7 +12,8 @@ def info_text(repository: str, reports: list[ClusterReport]) -> str:
         if report.info is None:
             lines.append(f"cluster {report.name}: {report.status}")
             continue
-        lines.append(f"cluster {report.name}: PostgreSQL {report.info.pg_version}, "
+        version = f"{report.info.pg_version // 10000}.{report.info.pg_version % 10000}"
+        lines.append(f"cluster {report.name}: PostgreSQL {version}, "
                      f"system {report.info.system_identifier}")
         if not report.archive:
             lines.append("  wal archive: empty")

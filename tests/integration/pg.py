@@ -195,7 +195,7 @@ class Lifeboat:
         port = free_port()
         restored = Cluster(pgdata, port, pgdata / "log" / "lifeboat-restore.log")
         self.restored.append(restored)
-        extra = ["--start", "--port", str(port)] if start else []
+        extra = ["--port", str(port), *(["--start"] if start else [])]
         done = self.run("restore", "--pgdata", str(pgdata), "--archive-mode", archive_mode,
                         *extra, *args, check=check)
         restored.started = start and done.returncode == 0

@@ -33,7 +33,7 @@ def test_backup_under_pgbench_restores_every_table(lifeboat: Lifeboat) -> None:
         assert load.poll() is None, "pgbench must still be writing when the backup ends"
         assert transactions_after > transactions_before + 100  # the backup ran under load
     finally:
-        out, err = load.communicate(timeout=60)
+        _out, err = load.communicate(timeout=60)
     assert load.returncode == 0, err
     assert "complete" in backup.stdout
     lifeboat.switch_and_archive()

@@ -1,0 +1,1 @@
+"""The Streamlit ops console (on the roadmap; a client of the engine's API)."""
