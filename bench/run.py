@@ -24,18 +24,26 @@ import shlex
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
 import psycopg
+from report import (
+    TOOLS,
+    BackupResult,
+    MiB,
+    PushResult,
+    RestoreResult,
+    Results,
+    render,
+    write_report,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LIFEBOAT = Path(sys.executable).parent / "lifeboat"
@@ -44,9 +52,7 @@ GNU_TIME = Path("/usr/bin/time")
 OS_USER = "postgres"
 CLUSTER = "bench"
 MARKER = ".lifeboat-bench"
-TOOLS = ("lifeboat", "pgbackrest", "basebackup")
 WAL_SEGMENTS = 12
-MiB = 1024 * 1024
 # Fallback when /usr/bin/time is missing: run the command, record the children's max RSS.
 RSS_WRAPPER = ("import resource, subprocess, sys\n"
                "code = subprocess.call(sys.argv[2:])\n"
@@ -195,7 +201,6 @@ class Measured:
 
     seconds: float
     max_rss_kib: int
-    stdout: str
 
 
 def measured(bench: Bench, command: Sequence[str | Path]) -> Measured:
@@ -208,9 +213,9 @@ def measured(bench: Bench, command: Sequence[str | Path]) -> Measured:
         wrapped = [sys.executable, "-c", RSS_WRAPPER, rss_file, *command]
     os.sync()
     started = time.perf_counter()
-    done = run(bench, wrapped)
+    run(bench, wrapped)
     seconds = time.perf_counter() - started
-    return Measured(seconds, _read_rss(rss_file), done.stdout)
+    return Measured(seconds, _read_rss(rss_file))
 
 
 def _read_rss(path: Path) -> int:
@@ -333,6 +338,13 @@ def stop_server(bench: Bench, pgdata: Path) -> None:
         log(f"could not stop the server of {pgdata}: {exc}")
 
 
+def available_memory() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def log_tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -419,16 +431,6 @@ def set_up(bench: Bench) -> str:
 # --------------------------------------------------------------------------- backups
 
 
-@dataclass(frozen=True)
-class BackupResult:
-    tool: str
-    label: str
-    seconds: float
-    stored_bytes: int
-    max_rss_kib: int
-    location: Path
-
-
 def backup_lifeboat(bench: Bench, run_no: int) -> BackupResult:
     cluster_dir = bench.paths.lb_repo / "clusters" / CLUSTER
     before = {**file_sizes(cluster_dir / "packs"), **file_sizes(cluster_dir / "backups")}
@@ -456,8 +458,7 @@ def backup_pgbackrest(bench: Bench, run_no: int) -> BackupResult:
 
 
 def backup_basebackup(bench: Bench, run_no: int) -> BackupResult:
-    target = bench.paths.basebackup / f"run{run_no}"
-    make_dir(bench, bench.paths.basebackup, 0o750)
+    target = make_dir(bench, bench.paths.basebackup / f"run{run_no}", 0o750)
     result = measured(bench, [bench.bin("pg_basebackup"), "-h", bench.paths.sock, "-p", str(bench.port),
                               "-U", OS_USER, "-w", "-D", target, "-Ft", "-Z", "client-zstd:3",
                               "-X", "fetch", "-c", "fast"])
@@ -469,14 +470,6 @@ BACKUPS = {"lifeboat": backup_lifeboat, "pgbackrest": backup_pgbackrest, "baseba
 
 
 # --------------------------------------------------------------------------- restores
-
-
-@dataclass(frozen=True)
-class RestoreResult:
-    tool: str
-    seconds: float
-    max_rss_kib: int
-    restored_bytes: int
 
 
 def restore_command(bench: Bench, backup: BackupResult, target: Path) -> list[str | Path]:
@@ -492,9 +485,25 @@ def restore_command(bench: Bench, backup: BackupResult, target: Path) -> list[st
     return ["/bin/sh", "-c", script]
 
 
-def restore(bench: Bench, backup: BackupResult) -> RestoreResult:
+def warm_page_cache(bench: Bench, nbytes: int) -> None:
+    """Write and delete a scratch file of ``nbytes`` (untimed).
+
+    On the development VM the first large write after a few idle seconds costs
+    1.5 s more kernel time per 1.5 GB than the next one (page-cache allocation in
+    the guest), which would penalise whichever restore happens to come first.
+    """
+    scratch = bench.paths.root / "scratch"
+    chunk = bytes(1 << 20)
+    with open(scratch, "wb") as handle:
+        for _ in range(nbytes >> 20):
+            handle.write(chunk)
+    scratch.unlink()
+
+
+def restore(bench: Bench, backup: BackupResult, warm_bytes: int) -> RestoreResult:
     """Restore ``backup`` into a new empty directory (no server start), then remove it."""
     target = make_dir(bench, bench.paths.restore / backup.tool)
+    warm_page_cache(bench, warm_bytes)
     result = measured(bench, restore_command(bench, backup, target))
     if not (target / "global" / "pg_control").exists():
         raise BenchError(f"{backup.tool} restore left no global/pg_control in {target}")
@@ -591,14 +600,6 @@ def timed_call(bench: Bench, command: Sequence[str | Path]) -> float:
     return elapsed
 
 
-@dataclass
-class PushResult:
-    lifeboat_ms: list[float]
-    pgbackrest_ms: list[float]
-    lifeboat_bytes: int
-    pgbackrest_bytes: int
-
-
 def push_segments(bench: Bench, segments: list[Path]) -> PushResult:
     """Push each segment into the fresh archives, alternating which tool goes first."""
     paths = bench.paths
@@ -608,7 +609,7 @@ def push_segments(bench: Bench, segments: list[Path]) -> PushResult:
     # in steady state (PostgreSQL's archiver) the cache is warm, so warm it here, untimed.
     run(bench, lifeboat_cmd(paths.push_lb_config, "wal-get", "000000010000000000000001",
                             paths.root / "warm-up"), check=False)
-    result = PushResult([], [], 0, 0)
+    result = PushResult()
     for index, segment in enumerate(segments):
         lifeboat = lifeboat_cmd(paths.push_lb_config, "wal-push", segment)
         pgbackrest = pgbackrest_cmd(paths.push_pbr_config, "archive-push", segment)
@@ -620,7 +621,8 @@ def push_segments(bench: Bench, segments: list[Path]) -> PushResult:
     result.lifeboat_bytes = tree_bytes(lb_wal)
     result.pgbackrest_bytes = sum(size for path, size in file_sizes(pbr_wal).items()
                                   if re.search(r"/[0-9A-F]{24}-[0-9a-f]{40}", path))
-    pushed = [len(list(lb_wal.rglob("0*"))), len(list(pbr_wal.rglob("0*-*")))]
+    pushed = [sum(1 for p in lb_wal.rglob("0*") if p.is_file()),
+              sum(1 for p in pbr_wal.rglob("0*-*") if p.is_file())]
     if pushed != [len(segments)] * 2:
         raise BenchError(f"expected {len(segments)} segments in each fresh archive, found {pushed}")
     return result
@@ -635,208 +637,50 @@ def wal_push_benchmark(bench: Bench) -> PushResult:
     return push_segments(bench, segments)
 
 
-# --------------------------------------------------------------------------- report
-
-
-@dataclass
-class Results:
-    backups: dict[str, list[BackupResult]] = field(default_factory=lambda: {t: [] for t in TOOLS})
-    restores: dict[str, list[RestoreResult]] = field(default_factory=lambda: {t: [] for t in TOOLS})
-    push: PushResult | None = None
-    verified_rows: int = 0
-    pg_version: str = ""
-    database_bytes: int = 0
-    total_seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class Row:
-    work: str
-    values: tuple[float | None, float | None, float | None]
-    unit: str
-    target: str
-    limit: float | None = None  # ratio limit (Lifeboat / pgBackRest)
-    absolute: float | None = None  # limit on Lifeboat's own value
-    strict: bool = False  # "<" rather than "<="
-
-    def ratio(self) -> float | None:
-        lifeboat, pgbackrest, _ = self.values
-        if lifeboat is None or not pgbackrest:
-            return None
-        return lifeboat / pgbackrest
-
-    def met(self) -> str:
-        value = self.absolute is not None and self.values[0]
-        if self.absolute is not None and value is not None:
-            ok = value < self.absolute if self.strict else value <= self.absolute
-        elif self.limit is not None and self.ratio() is not None:
-            ok = self.ratio() <= self.limit  # type: ignore[operator]
-        else:
-            return ""
-        return "yes" if ok else "**no**"
-
-
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def _fmt(value: float | None, unit: str) -> str:
-    if value is None:
-        return "—"
-    if unit == "s":
-        return f"{value:.2f} s"
-    if unit == "ms":
-        return f"{value:.0f} ms"
-    return f"{value:,.1f} {unit}"
-
-
-def build_rows(results: Results) -> list[Row]:
-    def med(kind: str, attr: str, scale: float = 1.0) -> tuple[float | None, ...]:
-        source = results.backups if kind == "backup" else results.restores
-        return tuple(None if (m := _median([getattr(r, attr) for r in source[t]])) is None
-                     else m * scale for t in TOOLS)
-
-    def peak(kind: str) -> tuple[float | None, ...]:
-        source = results.backups if kind == "backup" else results.restores
-        return tuple(max((r.max_rss_kib / 1024 for r in source[t]), default=None) for t in TOOLS)
-
-    rows = [
-        Row("Full backup, wall clock", med("backup", "seconds"), "s", "<= 0.8x", limit=0.8),  # type: ignore[arg-type]
-        Row("Repository bytes of one full backup", med("backup", "stored_bytes", 1 / MiB), "MiB",  # type: ignore[arg-type]
-            "<= 1.05x", limit=1.05),
-        Row("Peak memory (max RSS), backup", peak("backup"), "MiB", "< 300 MiB",  # type: ignore[arg-type]
-            absolute=300, strict=True),
-        Row("Restore into an empty directory, wall clock", med("restore", "seconds"), "s",  # type: ignore[arg-type]
-            "<= 1.0x", limit=1.0),
-        Row("Peak memory (max RSS), restore", peak("restore"), "MiB", "—"),  # type: ignore[arg-type]
-    ]
-    if results.push is not None:
-        push = results.push
-        rows.append(Row("WAL push, median per 16 MiB segment",
-                        (_median(push.lifeboat_ms), _median(push.pgbackrest_ms), None), "ms",
-                        "<= 1.2x", limit=1.2))
-        rows.append(Row(f"WAL archive bytes for {len(push.lifeboat_ms)} segments",
-                        (push.lifeboat_bytes / MiB, push.pgbackrest_bytes / MiB, None), "MiB", "—"))
-    return rows
-
-
-def markdown_table(rows: list[Row]) -> str:
-    lines = ["| Work | Lifeboat | pgBackRest | pg_basebackup | Lifeboat / pgBackRest | Target | Met |",
-             "|---|---:|---:|---:|---:|---|---|"]
-    for row in rows:
-        ratio = row.ratio()
-        cells = [row.work, *(_fmt(v, row.unit) for v in row.values),
-                 "—" if ratio is None else f"{ratio:.2f}x", row.target, row.met()]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def machine_facts(results: Results) -> list[str]:
-    memory = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal:")), "0")
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")
-    pbr = subprocess.run([PGBACKREST, "version"], capture_output=True, text=True).stdout.strip()
-    lifeboat = subprocess.run([str(LIFEBOAT), "version"], capture_output=True, text=True).stdout.strip()
-    return [
-        f"- Machine: {os.cpu_count()} CPUs ({cpu}), {int(memory) / 1024 / 1024:.1f} GiB RAM, "
-        f"{os.uname().sysname} {os.uname().release}",
-        f"- PostgreSQL {results.pg_version}; {pbr}; {lifeboat}",
-    ]
-
-
-def raw_values(results: Results) -> list[str]:
-    lines = []
-    for tool in TOOLS:
-        backups = ", ".join(f"{b.seconds:.2f}s/{b.stored_bytes / MiB:.1f}MiB/{b.max_rss_kib // 1024}MiB"
-                            for b in results.backups[tool])
-        restores = ", ".join(f"{r.seconds:.2f}s/{r.max_rss_kib // 1024}MiB" for r in results.restores[tool])
-        lines.append(f"- {tool}: backups (time/bytes/RSS) {backups}; restores (time/RSS) {restores}")
-    if results.push is not None:
-        for tool in ("lifeboat", "pgbackrest"):
-            values = getattr(results.push, f"{tool}_ms")
-            lines.append(f"- {tool} per-segment push (ms): " + ", ".join(f"{v:.0f}" for v in values))
-    return lines
-
-
-METHOD = """\
-How it was measured:
-- One PostgreSQL cluster (`initdb -k`, wal_level replica, archive_mode on, shared_buffers 512MB,
-  max_wal_size 4GB, checkpoint_timeout 15min) archives every segment into both repositories:
-  `lifeboat ... wal-push %p && pgbackrest ... archive-push %p`.
-- Backups and restores are wall clock (median of the runs) of the whole command, run as
-  `postgres`, after a `sync`, with a warm page cache. Order within a run: Lifeboat, pgBackRest,
-  pg_basebackup backups, then the three restores.
-- Lifeboat: `lifeboat backup` (jobs = default, the number of CPUs), zstd level 3; bytes = the
-  new packs plus the manifest. Restore: `lifeboat restore --pgdata DIR --backup ID`.
-- pgBackRest: `pgbackrest --type=full backup`, process-max=2, compress-type=zst level 3,
-  start-fast=y; bytes = the backup set directory. Restore: `pgbackrest restore --set=ID
-  --pg1-path=DIR`.
-- pg_basebackup: `pg_basebackup -Ft -Z client-zstd:3 -X fetch -c fast` (client-side zstd,
-  WAL included in base.tar.zst); bytes = the output directory (with backup_manifest).
-  Restore: `tar --zstd -xf base.tar.zst -C DIR && sync -f DIR` (tar alone does not fsync).
-- Repository bytes exclude the WAL archive of both tools. Sizes are apparent file sizes.
-- Peak memory: max RSS of the largest single process of the command (GNU time `%M`, which
-  covers waited-for children: pgBackRest's worker processes; Lifeboat uses threads).
-  For pg_basebackup this is the client only.
-- WAL push: {segments} complete 16 MiB segments of pgbench_accounts updates, taken back out of
-  Lifeboat's archive with `wal-get`, pushed one command per segment into a fresh Lifeboat
-  repository (cluster.json copied from the main one) and a fresh pgBackRest stanza. Each
-  command is started by the harness directly as `postgres` (fork, setuid, exec: no runuser)
-  and timed from spawn to exit; the two tools alternate which goes first. Lifeboat's
-  validated-configuration cache is warmed once beforehand (as it is for a running archiver).
-- Lifeboat's restored copy was started once (`restore --start --archive-mode off`) and had
-  {rows:,} rows in pgbench_accounts.
-"""
-
-
-def render(results: Results, args: argparse.Namespace) -> str:
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    head = [
-        "# Lifeboat benchmark",
-        "",
-        f"- Date: {now}; total run time {results.total_seconds / 60:.1f} min",
-        f"- pgbench scale {args.scale} (database {results.database_bytes / MiB:,.0f} MiB); "
-        f"runs: {args.runs} (median)",
-        *machine_facts(results),
-        "",
-        markdown_table(build_rows(results)),
-        "",
-        METHOD.format(segments=WAL_SEGMENTS, rows=results.verified_rows),
-        "Raw values:",
-        *raw_values(results),
-        "",
-    ]
-    return "\n".join(head)
-
-
-def write_report(text: str, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
-
-
 # --------------------------------------------------------------------------- main
 
 
+def source_state() -> str:
+    """The commit Lifeboat was run from, and whether its code differed from it."""
+    git = ["git", "-C", str(REPO_ROOT)]
+    try:
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--",
+                                  ".", ":(exclude)bench"], capture_output=True, text=True)
+    except OSError:
+        return "not a git checkout"
+    if head.returncode != 0:
+        return "not a git checkout"
+    files = [line[3:] for line in changed.stdout.splitlines()]
+    return f"git {head.stdout.strip()}" + (f" + uncommitted changes in {', '.join(files)}" if files else "")
+
+
+def tool_versions(bench: Bench, pg_version: str) -> list[str]:
+    pgbackrest = run(bench, [PGBACKREST, "version"]).stdout.strip()
+    lifeboat = run(bench, [LIFEBOAT, "version"]).stdout.strip()
+    return [f"PostgreSQL {pg_version}", pgbackrest, f"{lifeboat} ({source_state()})"]
+
+
 def benchmark(bench: Bench) -> Results:
-    results = Results()
-    results.pg_version = set_up(bench)
+    results = Results(bench.scale, bench.runs, load_start=os.getloadavg()[0])
+    results.versions = tool_versions(bench, set_up(bench))
     with connect(bench) as conn:
         (size,) = query(conn, "SELECT sum(pg_database_size(oid)) FROM pg_database")
         results.database_bytes = int(size)
+    warm_bytes = min(results.database_bytes + 64 * MiB, available_memory() // 2)
     for run_no in range(1, bench.runs + 1):
+        shift = (run_no - 1) % len(TOOLS)
+        order = TOOLS[shift:] + TOOLS[:shift]  # each tool goes first in turn
         taken = {}
-        for tool in TOOLS:
+        for tool in order:
             log(f"run {run_no}/{bench.runs}: {tool} backup")
             taken[tool] = BACKUPS[tool](bench, run_no)
             results.backups[tool].append(taken[tool])
             log(f"  {taken[tool].seconds:.2f}s, {taken[tool].stored_bytes / MiB:.1f} MiB, "
                 f"max RSS {taken[tool].max_rss_kib // 1024} MiB")
-        for tool in TOOLS:
+        for tool in order:
             log(f"run {run_no}/{bench.runs}: {tool} restore")
-            done = restore(bench, taken[tool])
+            done = restore(bench, taken[tool], warm_bytes)
             results.restores[tool].append(done)
             log(f"  {done.seconds:.2f}s, {done.restored_bytes / MiB:.1f} MiB written, "
                 f"max RSS {done.max_rss_kib // 1024} MiB")
@@ -921,7 +765,7 @@ def main(argv: list[str] | None = None) -> int:
         with cleanup(bench, args.keep):
             results = benchmark(bench)
             results.total_seconds = time.monotonic() - _T0
-            report = render(results, args)
+            report = render(results, WAL_SEGMENTS)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1

@@ -14,10 +14,10 @@ of its timeline are present, or one that fails its checksum, raises
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import struct
-from dataclasses import dataclass
-from pathlib import Path
+from collections import namedtuple
 
 from engine import clusterinfo, layout, wal
 from engine.codec import Codec, decompress
@@ -29,21 +29,24 @@ from engine.errors import (
     StorageError,
     UsageError,
 )
-from engine.storage import Storage
+
+TYPE_CHECKING = False  # typing is not imported on the WAL path
+if TYPE_CHECKING:
+    from engine.storage.base import Storage
 
 MAGIC = b"LBWAL1"
 HEADER = struct.Struct("<6sBxQ32s")  # magic, codec, pad, raw size, sha256(body)
 
 
-@dataclass(frozen=True)
-class PushResult:
+class PushResult(namedtuple("PushResult", "name raw_bytes stored_bytes already_archived")):
+    __slots__ = ()
     name: str
     raw_bytes: int
     stored_bytes: int
     already_archived: bool
 
 
-def encode(data: bytes, codec: Codec, large: bool) -> bytes:
+def encode(data: bytes | mmap.mmap, codec: Codec, large: bool) -> bytes:
     codec_id, body = codec.compress_large(data) if large else codec.compress(data)
     return HEADER.pack(MAGIC, codec_id, len(data), hashlib.sha256(body).digest()) + body
 
@@ -61,28 +64,26 @@ def decode(obj: bytes, name: str) -> bytes:
     return decompress(codec_id, body, raw_size, what=name)
 
 
-def push(storage: Storage, cluster: str, path: Path, codec: Codec) -> PushResult:
+def push(storage: Storage, cluster: str, path: str | os.PathLike[str], codec: Codec) -> PushResult:
     """Archive the WAL file at ``path`` durably; idempotent for identical content."""
-    name = path.name
+    name = os.path.basename(path)
     kind = wal.wal_file_kind(name)
     if kind is None:
         raise UsageError(f"{name}: not a WAL file name (segment, .history, .backup or .partial)")
     info = clusterinfo.read(storage, cluster)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
+    data = _map(path)
     if kind in ("segment", "partial"):
         _check_segment(name, data, info, partial=kind == "partial")
     obj = encode(data, codec, large=len(data) >= 1024 * 1024)
+    size = len(data)
     key = layout.wal_key(cluster, name)
     if storage.put_if_absent(key, obj):
-        return PushResult(name, len(data), len(obj), already_archived=False)
+        return PushResult(name, size, len(obj), already_archived=False)
     existing = storage.get(key)
     same_digest = existing[HEADER.size - 32:HEADER.size] == obj[HEADER.size - 32:HEADER.size]
     if not same_digest:
         try:
-            same_digest = decode(existing, name) == data
+            same_digest = memoryview(data) == decode(existing, name)
         except ChecksumError:
             same_digest = False
     if not same_digest:
@@ -91,10 +92,22 @@ def push(storage: Storage, cluster: str, path: Path, codec: Codec) -> PushResult
             "refusing to overwrite it (is another server archiving into this cluster's "
             "repository, or was this cluster restored without a new timeline?)"
         )
-    return PushResult(name, len(data), len(existing), already_archived=True)
+    return PushResult(name, size, len(existing), already_archived=True)
 
 
-def _check_segment(name: str, data: bytes, info: clusterinfo.ClusterInfo, partial: bool) -> None:
+def _map(path: str | os.PathLike[str]) -> mmap.mmap | bytes:
+    """The file's content without copying it (an empty file cannot be mapped)."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                return b""
+            return mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_READ)
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _check_segment(name: str, data: bytes | mmap.mmap, info: clusterinfo.ClusterInfo, partial: bool) -> None:
     if not partial and len(data) != info.wal_segment_size:
         raise UsageError(
             f"{name}: {len(data)} bytes, but this cluster's segments are "
@@ -108,7 +121,7 @@ def _check_segment(name: str, data: bytes, info: clusterinfo.ClusterInfo, partia
         )
 
 
-def get(storage: Storage, cluster: str, name: str, dest: Path) -> bool:
+def get(storage: Storage, cluster: str, name: str, dest: str | os.PathLike[str]) -> bool:
     """Restore ``name`` to ``dest``. False when legitimately absent; raises when damaged."""
     kind = wal.wal_file_kind(name)
     if kind is None:
@@ -126,7 +139,8 @@ def get(storage: Storage, cluster: str, name: str, dest: Path) -> bool:
         data = decode(obj, name)
     except ChecksumError as exc:
         raise ArchiveDamagedError(f"{exc}; recovery must not continue past it") from None
-    tmp = dest.with_name(f".{dest.name}.lifeboat-{os.getpid()}")
+    head, tail = os.path.split(os.fspath(dest))
+    tmp = os.path.join(head, f".{tail}.lifeboat-{os.getpid()}")
     with open(tmp, "wb") as handle:
         handle.write(data)
     os.rename(tmp, dest)
@@ -218,8 +232,8 @@ def segments_by_timeline(storage: Storage, cluster: str, segment_size: int) -> d
     return {tl: sorted(segnos) for tl, segnos in sorted(found.items())}
 
 
-@dataclass(frozen=True)
-class TimelineRange:
+class TimelineRange(namedtuple("TimelineRange", "timeline first last count")):
+    __slots__ = ()
     timeline: int
     first: str
     last: str

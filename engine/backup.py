@@ -92,7 +92,8 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path, *,
             report("copy")
             copier = BlockCopier(packs, Codec(config.compression.algorithm,
                                               config.compression.level),
-                                 config.repository.block_size, jobs or config.jobs)
+                                 config.repository.block_size, config.repository.frame_size,
+                                 jobs or config.jobs)
             size_bytes = file_count = block_count = 0
             for entry in copier.copy(entries, lambda n: report(done=n)):
                 writer.add(entry)
@@ -127,6 +128,7 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path, *,
         system_identifier=identity.system_identifier, pg_version=identity.version_num,
         size_bytes=size_bytes, stored_bytes=packs.stored_bytes, file_count=file_count,
         block_count=block_count, block_size=config.repository.block_size,
+        frame_size=config.repository.frame_size,
         compression=f"{config.compression.algorithm}:{config.compression.level}",
         backup_label=stop.backup_label, tablespace_map=stop.tablespace_map,
         tablespaces=[{"oid": t.oid, "name": t.name, "location": t.location} for t in tablespaces],

@@ -1,10 +1,11 @@
 """Cutting files into blocks, hashing and compressing them in parallel, into packs.
 
 Work is split into chunks of a few MB (whole blocks, so relation files are cut on
-page boundaries). Worker threads read a chunk with one pread, hash and compress
-each block (hashlib and zstandard release the GIL, so threads run on every core)
-and append the stored bytes to a pack borrowed for the moment. Results come back
-in file order; the number of chunks in flight is bounded, so memory is too.
+page boundaries). Worker threads read a chunk with one pread, hash each block and
+compress each frame of consecutive blocks (hashlib and zstandard release the GIL,
+so threads run on every core), and append the frames to a pack borrowed for the
+moment. Results come back in file order; the number of chunks in flight is
+bounded, so memory is too.
 """
 
 from __future__ import annotations
@@ -93,12 +94,14 @@ class PackSet:
 class BlockCopier:
     """Turns data-directory entries into manifest entries, storing their blocks."""
 
-    def __init__(self, packs: PackSet, codec: Codec, block_size: int, jobs: int) -> None:
+    def __init__(self, packs: PackSet, codec: Codec, block_size: int, frame_size: int,
+                 jobs: int) -> None:
         self._packs = packs
         self._codec = codec
         self._block_size = block_size
+        self._frame_size = frame_size
         self._jobs = jobs
-        self._chunk = max(block_size, CHUNK_BYTES // block_size * block_size)
+        self._chunk = max(frame_size, CHUNK_BYTES // frame_size * frame_size)
 
     def _copy_chunk(self, source: Path, offset: int, length: int) -> list[BlockRef] | None:
         try:
@@ -110,22 +113,25 @@ class BlockCopier:
         finally:
             os.close(fd)
         view = memoryview(data)
-        size = self._block_size
-        pieces: list[tuple[bytes, int, bytes, int]] = []
-        for start in range(0, len(view), size):
-            block = view[start:start + size]
-            codec_id, stored = self._codec.compress(block)
-            pieces.append((layout.block_id(block), codec_id, stored, len(block)))
-        if not pieces:
+        block, frame_size = self._block_size, self._frame_size
+        frames: list[tuple[int, bytes, list[tuple[bytes, int, int]]]] = []
+        for frame_start in range(0, len(view), frame_size):
+            frame = view[frame_start:frame_start + frame_size]
+            blocks = [(layout.block_id(frame[skip:skip + block]), skip, len(frame[skip:skip + block]))
+                      for skip in range(0, len(frame), block)]
+            codec_id, stored = self._codec.compress(frame)
+            frames.append((codec_id, stored, blocks))
+        if not frames:
             return []
         pack = self._packs.borrow()
         try:
-            position = pack.writer.write(b"".join(p[2] for p in pieces))
+            position = pack.writer.write(b"".join(f[1] for f in frames))
         finally:
             self._packs.give_back(pack)
         refs = []
-        for digest, codec_id, stored, raw in pieces:
-            refs.append(BlockRef(digest, pack.index, position, len(stored), raw, codec_id))
+        for codec_id, stored, blocks in frames:
+            refs.extend(BlockRef(digest, pack.index, position, len(stored), raw, codec_id, skip)
+                        for digest, skip, raw in blocks)
             position += len(stored)
         return refs
 

@@ -7,15 +7,19 @@ another cluster can never be mixed into this cluster's archive.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from collections import namedtuple
 
 from engine import layout
 from engine.errors import ClusterSetupError, NotFoundError, StorageError
-from engine.storage import Storage
+
+TYPE_CHECKING = False  # typing is not imported on the WAL path
+if TYPE_CHECKING:
+    from engine.storage.base import Storage
 
 
-@dataclass(frozen=True)
-class ClusterInfo:
+class ClusterInfo(namedtuple("ClusterInfo", "system_identifier pg_version wal_segment_size "
+                             "page_size created_at")):
+    __slots__ = ()
     system_identifier: int
     pg_version: int
     wal_segment_size: int
@@ -44,5 +48,5 @@ def read(storage: Storage, cluster: str) -> ClusterInfo:
 
 def write(storage: Storage, cluster: str, info: ClusterInfo) -> bool:
     """Store the identity unless one exists; True when written."""
-    data = json.dumps(asdict(info), indent=2).encode() + b"\n"
+    data = json.dumps(info._asdict(), indent=2).encode() + b"\n"
     return storage.put_if_absent(layout.cluster_info_key(cluster), data)

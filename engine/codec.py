@@ -7,17 +7,20 @@ thread-safe; both libraries release the GIL, so threads run in parallel.
 from __future__ import annotations
 
 import threading
-from typing import Literal
 
 from engine.errors import ChecksumError
+
+TYPE_CHECKING = False  # typing is not imported on the WAL path
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Algorithm = Literal["zstd", "lz4", "none"]
 
 RAW = 0
 ZSTD = 1
 LZ4 = 2
 NAMES = {RAW: "none", ZSTD: "zstd", LZ4: "lz4"}
 IDS = {name: ident for ident, name in NAMES.items()}
-
-Algorithm = Literal["zstd", "lz4", "none"]
 
 
 class Codec:
@@ -46,7 +49,7 @@ class Codec:
             import lz4.block
 
             out = lz4.block.compress(data, mode="default" if self.level < 3 else "high_compression",
-                                     compression=self.level, store_size=False)
+                                     compression=self.level, store_size=True)
         else:
             return RAW, bytes(data)
         if len(out) >= len(data):
@@ -71,9 +74,14 @@ class Codec:
 _decoders = threading.local()
 
 
-def decompress(codec_id: int, data: bytes | bytearray | memoryview, raw_size: int,
-               what: str = "block") -> bytes:
-    """Inverse of :meth:`Codec.compress`; a stream that does not decode is a ChecksumError."""
+def decompress(codec_id: int, data: bytes | bytearray | memoryview, raw_size: int | None,
+               what: str = "block", limit: int = 64 * 1024 * 1024) -> bytes:
+    """Inverse of :meth:`Codec.compress`; data that does not decode is a ChecksumError.
+
+    ``raw_size`` is the expected size when known; otherwise the size recorded in the
+    compressed data is used, refused above ``limit`` (a damaged header must not make
+    us allocate gigabytes).
+    """
     try:
         if codec_id == RAW:
             out = bytes(data)
@@ -84,17 +92,25 @@ def decompress(codec_id: int, data: bytes | bytearray | memoryview, raw_size: in
 
                 dec = zstandard.ZstdDecompressor()
                 _decoders.zd = dec
-            out = dec.decompress(data, max_output_size=raw_size)
+                _decoders.content_size = zstandard.frame_content_size
+            bound = raw_size if raw_size is not None else limit
+            declared = _decoders.content_size(data)
+            if declared > bound:
+                raise ChecksumError(f"{what}: compressed frame declares {declared} bytes")
+            out = dec.decompress(data) if declared >= 0 else \
+                dec.decompress(data, max_output_size=bound)
         elif codec_id == LZ4:
             import lz4.block
 
-            out = lz4.block.decompress(data, uncompressed_size=raw_size)
+            if len(data) < 4 or int.from_bytes(bytes(data[:4]), "little") > limit:
+                raise ChecksumError(f"{what}: compressed frame has a damaged size")
+            out = lz4.block.decompress(data)
         else:
             raise ChecksumError(f"{what}: unknown compression id {codec_id}")
     except ChecksumError:
         raise
     except Exception as exc:  # zstd/lz4 raise their own error types on damaged input
         raise ChecksumError(f"{what}: compressed data is damaged ({exc})") from None
-    if len(out) != raw_size:
+    if raw_size is not None and len(out) != raw_size:
         raise ChecksumError(f"{what}: decompressed to {len(out)} bytes, expected {raw_size}")
     return out

@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from engine.errors import ConfigError
 
-DEFAULT_CONFIG_PATH = Path("/etc/lifeboat/lifeboat.toml")
+DEFAULT_CONFIG_PATH = "/etc/lifeboat/lifeboat.toml"
 CONFIG_ENV = "LIFEBOAT_CONFIG"
 
 
-def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+def config_path(explicit: str | os.PathLike[str] | None = None) -> str:
     """The file to read: ``--config``, else ``$LIFEBOAT_CONFIG``, else the default path."""
     if explicit:
-        return Path(explicit)
-    env = os.environ.get(CONFIG_ENV)
-    return Path(env) if env else DEFAULT_CONFIG_PATH
+        return os.fspath(explicit)
+    return os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
 
 
-def read_config_bytes(path: Path) -> bytes:
+def read_config_bytes(path: str | os.PathLike[str]) -> bytes:
     """The raw bytes of the configuration file, with a clear error when unreadable."""
     try:
-        return path.read_bytes()
+        with open(path, "rb") as handle:
+            return handle.read()
     except FileNotFoundError:
         raise ConfigError(
-            f"{path}: configuration file not found (use --config or ${CONFIG_ENV})"
+            f"{os.fspath(path)}: configuration file not found (use --config or ${CONFIG_ENV})"
         ) from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read configuration: {exc.strerror}") from None
+        raise ConfigError(f"{os.fspath(path)}: cannot read configuration: {exc.strerror}") from None

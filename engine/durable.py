@@ -7,17 +7,14 @@ crash of the machine.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import os
-import secrets
-from pathlib import Path
 
-_libc = None
+_libc = None  # libc, loaded by syncfs() when first needed
+PathLike = str | os.PathLike[str]
 
 
-def fsync_dir(path: str | os.PathLike[str]) -> None:
+def fsync_dir(path: PathLike) -> None:
     """Make a directory's entries (created, renamed, removed files) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -26,26 +23,28 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def make_dirs(path: Path, mode: int = 0o750) -> None:
+def make_dirs(path: PathLike, mode: int = 0o750) -> None:
     """Create ``path`` and missing parents, making each new directory entry durable."""
-    missing: list[Path] = []
-    current = path
-    while not current.exists():
+    missing: list[str] = []
+    current = os.path.abspath(path)
+    while not os.path.exists(current):
         missing.append(current)
-        if current.parent == current:
+        parent = os.path.dirname(current)
+        if parent == current:
             break
-        current = current.parent
+        current = parent
     for directory in reversed(missing):
         try:
             os.mkdir(directory, mode)
         except FileExistsError:
             continue
-        fsync_dir(directory.parent)
+        fsync_dir(os.path.dirname(directory))
 
 
-def temp_name(path: Path) -> Path:
+def temp_name(path: PathLike) -> str:
     """A unique temporary name beside ``path`` (same directory, so rename is atomic)."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    head, name = os.path.split(os.fspath(path))
+    return os.path.join(head, f".{name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -55,7 +54,7 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[written:]
 
 
-def _write_temp(path: Path, data: bytes | bytearray | memoryview, mode: int) -> Path:
+def _write_temp(path: PathLike, data: bytes | bytearray | memoryview, mode: int) -> str:
     tmp = temp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
@@ -70,7 +69,7 @@ def _write_temp(path: Path, data: bytes | bytearray | memoryview, mode: int) -> 
     return tmp
 
 
-def write_atomic(path: Path, data: bytes | bytearray | memoryview, mode: int = 0o640) -> None:
+def write_atomic(path: PathLike, data: bytes | bytearray | memoryview, mode: int = 0o640) -> None:
     """Replace ``path`` with ``data`` atomically and durably."""
     tmp = _write_temp(path, data, mode)
     try:
@@ -79,10 +78,10 @@ def write_atomic(path: Path, data: bytes | bytearray | memoryview, mode: int = 0
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
-def write_new(path: Path, data: bytes | bytearray | memoryview, mode: int = 0o640) -> bool:
+def write_new(path: PathLike, data: bytes | bytearray | memoryview, mode: int = 0o640) -> bool:
     """Create ``path`` with ``data`` atomically and durably unless it already exists.
 
     Returns False, writing nothing, when ``path`` exists (put-if-absent: the link
@@ -96,13 +95,16 @@ def write_new(path: Path, data: bytes | bytearray | memoryview, mode: int = 0o64
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-    fsync_dir(path.parent)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
     return True
 
 
-def syncfs(path: str | os.PathLike[str]) -> None:
+def syncfs(path: PathLike) -> None:
     """Flush the whole file system holding ``path`` (one call instead of one fsync per file)."""
     global _libc
+    import ctypes
+    import ctypes.util
+
     if _libc is None:
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

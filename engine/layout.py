@@ -14,13 +14,12 @@
 from __future__ import annotations
 
 import hashlib
-import re
 
 from engine.wal import is_history
 
 REPO_MARKER = "lifeboat.repo"
 MANIFEST_SUFFIX = ".manifest"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,200}$")
+_SAFE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.@+-")
 
 
 def block_id(data: bytes | bytearray | memoryview) -> bytes:
@@ -77,7 +76,7 @@ def packs_prefix(cluster: str) -> str:
 
 
 def restore_point_key(cluster: str, name: str) -> str:
-    if not _SAFE_NAME.match(name):
+    if not 0 < len(name) <= 200 or not _SAFE_CHARS.issuperset(name) or name.startswith("."):
         safe = hashlib.sha256(name.encode()).hexdigest()[:32]
         return f"clusters/{cluster}/restore-points/h-{safe}.json"
     return f"clusters/{cluster}/restore-points/{name}.json"

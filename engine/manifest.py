@@ -34,7 +34,12 @@ MAGIC = b"LIFEBOAT-MANIFEST"
 
 @dataclass(frozen=True, slots=True)
 class BlockRef:
-    """One block of a file: its SHA-256 and where its stored bytes are."""
+    """One block of a file: its SHA-256 and where it is stored.
+
+    Blocks are compressed in frames of consecutive blocks: the frame is the ``stored``
+    bytes at ``offset`` in pack number ``pack``, compressed with ``codec``; this block
+    is the ``raw`` bytes at ``skip`` in the decompressed frame.
+    """
 
     digest: bytes
     pack: int
@@ -42,6 +47,7 @@ class BlockRef:
     stored: int
     raw: int
     codec: int
+    skip: int = 0
 
 
 @dataclass(slots=True)
@@ -59,7 +65,7 @@ class FileEntry:
         if self.kind == "file":
             item["s"] = self.size
             item["t"] = self.mtime
-            item["b"] = [[b.digest.hex(), b.pack, b.offset, b.stored, b.raw, b.codec]
+            item["b"] = [[b.digest.hex(), b.pack, b.offset, b.stored, b.raw, b.codec, b.skip]
                          for b in self.blocks]
         elif self.kind == "link":
             item["l"] = self.target
@@ -69,7 +75,8 @@ class FileEntry:
     def decode(cls, line: bytes) -> FileEntry:
         item = json.loads(line)
         kind = {"f": "file", "d": "dir", "l": "link"}[item["k"]]
-        blocks = [BlockRef(bytes.fromhex(h), p, o, s, r, c) for h, p, o, s, r, c in item.get("b", ())]
+        blocks = [BlockRef(bytes.fromhex(h), p, o, s, r, c, k)
+                  for h, p, o, s, r, c, k in item.get("b", ())]
         return cls(item["p"], kind, item["m"], item.get("s", 0), item.get("t", 0.0),
                    item.get("l"), blocks)
 
@@ -97,6 +104,7 @@ class BackupSummary:
     file_count: int
     block_count: int
     block_size: int
+    frame_size: int
     compression: str
     backup_label: str
     tablespace_map: str

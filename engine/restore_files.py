@@ -94,39 +94,45 @@ class FileWriter:
         self._jobs = jobs
         self._progress = progress
         self._block_size = summary.block_size
+        self._frame_limit = max(summary.frame_size, summary.block_size)
         self._major = summary.pg_version // 10000
 
     def _write_batch(self, entry: FileEntry, first_index: int, refs: list[BlockRef]) -> int:
-        path = self._pgdata / entry.path
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        """Write blocks ``first_index``.. of ``entry``: contiguous frames are read with one
+        request, each frame is decompressed once, each block checked against its SHA-256."""
+        fd = os.open(self._pgdata / entry.path, os.O_WRONLY | os.O_CLOEXEC)
         written = 0
         try:
-            run_start = 0
-            while run_start < len(refs):
-                run_end = run_start + 1
-                while (run_end < len(refs) and refs[run_end].pack == refs[run_start].pack
-                       and refs[run_end].offset == refs[run_end - 1].offset + refs[run_end - 1].stored):
-                    run_end += 1
-                head = refs[run_start]
-                length = refs[run_end - 1].offset + refs[run_end - 1].stored - head.offset
-                key = self._pack_keys[head.pack]
+            start = 0
+            while start < len(refs):
+                end = start + 1
+                while end < len(refs) and refs[end].pack == refs[start].pack and refs[end].offset in (
+                        refs[end - 1].offset, refs[end - 1].offset + refs[end - 1].stored):
+                    end += 1
+                base = refs[start].offset
+                key = self._pack_keys[refs[start].pack]
                 try:
-                    data = self._storage.read_range(key, head.offset, length)
+                    data = memoryview(self._storage.read_range(
+                        key, base, refs[end - 1].offset + refs[end - 1].stored - base))
                 except StorageError as exc:
                     raise RestoreError(f"cannot read blocks of {entry.path}: {exc}") from None
-                view = memoryview(data)
-                for index in range(run_start, run_end):
+                frame_at, frame = -1, b""
+                for index in range(start, end):
                     ref = refs[index]
-                    start = ref.offset - head.offset
                     block_no = first_index + index
                     what = f"{entry.path} block {block_no} (pack {key.rsplit('/', 1)[-1]})"
-                    raw = decompress(ref.codec, view[start:start + ref.stored], ref.raw, what)
-                    if layout.block_id(raw) != ref.digest:
+                    if ref.offset != frame_at:
+                        local = ref.offset - base
+                        frame = decompress(ref.codec, data[local:local + ref.stored], None, what,
+                                           limit=self._frame_limit)
+                        frame_at = ref.offset
+                    block = frame[ref.skip:ref.skip + ref.raw]
+                    if len(block) != ref.raw or layout.block_id(block) != ref.digest:
                         raise ChecksumError(f"{what}: checksum mismatch, the stored block is "
                                             "damaged; refusing to restore it")
-                    os.pwrite(fd, raw, block_no * self._block_size)
-                    written += len(raw)
-                run_start = run_end
+                    os.pwrite(fd, block, block_no * self._block_size)
+                    written += len(block)
+                start = end
         finally:
             os.close(fd)
         if self._progress is not None:
@@ -142,7 +148,7 @@ class FileWriter:
             os.close(fd)
 
     def _batches(self, entry: FileEntry) -> list[tuple[FileEntry, int, list[BlockRef]]]:
-        per_batch = max(1, BATCH_BYTES // self._block_size)
+        per_batch = max(1, BATCH_BYTES // self._frame_limit) * (self._frame_limit // self._block_size)
         return [(entry, i, entry.blocks[i:i + per_batch])
                 for i in range(0, len(entry.blocks), per_batch)]
 

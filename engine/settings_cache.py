@@ -13,32 +13,34 @@ import contextlib
 import hashlib
 import marshal
 import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections import namedtuple
 
 from engine.config_file import read_config_bytes
 from engine.errors import ConfigError
 
-_VALIDATOR = Path(__file__).with_name("config.py")
+TYPE_CHECKING = False  # typing is not imported on the WAL path
+if TYPE_CHECKING:
+    from typing import Any
+
+_VALIDATOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.py")
 
 
-def cache_dir() -> Path:
+def cache_dir() -> str:
     explicit = os.environ.get("LIFEBOAT_CACHE_DIR")
     if explicit:
-        return Path(explicit)
+        return explicit
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "lifeboat"
+    return os.path.join(base, "lifeboat")
 
 
-def _cache_file(raw: bytes) -> Path:
-    stamp = _VALIDATOR.stat()
+def _cache_file(raw: bytes) -> str:
+    stamp = os.stat(_VALIDATOR)
     digest = hashlib.sha256(raw)
     digest.update(f"{stamp.st_mtime_ns}:{stamp.st_size}".encode())
-    return cache_dir() / f"config-{digest.hexdigest()[:40]}.marshal"
+    return os.path.join(cache_dir(), f"config-{digest.hexdigest()[:40]}.marshal")
 
 
-def validated_plain(path: Path) -> dict[str, Any]:
+def validated_plain(path: str) -> dict[str, Any]:
     """The validated configuration at ``path`` as plain data (dicts, strings, numbers)."""
     raw = read_config_bytes(path)
     cache = _cache_file(raw)
@@ -51,26 +53,27 @@ def validated_plain(path: Path) -> dict[str, Any]:
 
     data = plain(parse_config(raw, path))
     with contextlib.suppress(OSError):
-        cache.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+        os.makedirs(os.path.dirname(cache), mode=0o700, exist_ok=True)
+        tmp = f"{cache}.{os.getpid()}.tmp"
         with open(tmp, "wb") as handle:
             marshal.dump(data, handle)
         os.replace(tmp, cache)
     return data
 
 
-@dataclass(frozen=True)
-class ArchiveSettings:
+class ArchiveSettings(namedtuple("ArchiveSettings", "cluster repository algorithm level os_user")):
     """What wal-push and wal-get need from the configuration."""
 
+    __slots__ = ()
+
     cluster: str
-    repository: Path
+    repository: str
     algorithm: str
     level: int
     os_user: str
 
 
-def archive_settings(path: Path, cluster: str | None) -> ArchiveSettings:
+def archive_settings(path: str, cluster: str | None) -> ArchiveSettings:
     data = validated_plain(path)
     clusters = data.get("clusters", {})
     if cluster is None:
@@ -82,5 +85,5 @@ def archive_settings(path: Path, cluster: str | None) -> ArchiveSettings:
         raise ConfigError(f"unknown cluster '{cluster}': {path} defines "
                           f"[clusters.*]: {', '.join(sorted(clusters)) or 'none'}")
     compression = data["compression"]
-    return ArchiveSettings(cluster, Path(data["repository"]["path"]),
+    return ArchiveSettings(cluster, data["repository"]["path"],
                            compression["algorithm"], compression["level"], data["os_user"])

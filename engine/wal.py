@@ -6,15 +6,15 @@ arithmetic works for any ``wal_segment_size``.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from collections import namedtuple
 
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
+_HEX = frozenset("0123456789ABCDEF")
 
-SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
-PARTIAL_RE = re.compile(r"^([0-9A-F]{24})\.partial$")
-BACKUP_HISTORY_RE = re.compile(r"^([0-9A-F]{24})\.([0-9A-F]{8})\.backup$")
-HISTORY_RE = re.compile(r"^([0-9A-F]{8})\.history$")
+
+def _hex(text: str, length: int) -> bool:
+    """Upper-case hex of exactly ``length`` characters (what PostgreSQL writes)."""
+    return len(text) == length and _HEX.issuperset(text)
 
 
 def parse_lsn(text: str) -> int:
@@ -41,9 +41,13 @@ def segment_name(timeline: int, segno: int, segment_size: int = DEFAULT_SEGMENT_
     return f"{timeline:08X}{segno // per:08X}{segno % per:08X}"
 
 
-@dataclass(frozen=True, order=True)
-class Segment:
-    """A WAL segment: timeline and absolute segment number."""
+class Segment(namedtuple("Segment", "timeline segno")):
+    """A WAL segment: timeline and absolute segment number.
+
+    (A plain namedtuple: this module is on the WAL path, where importing typing costs.)
+    """
+
+    __slots__ = ()
 
     timeline: int
     segno: int
@@ -53,10 +57,9 @@ class Segment:
 
 
 def parse_segment(name: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> Segment:
-    match = SEGMENT_RE.match(name)
-    if not match:
+    if not is_segment(name):
         raise ValueError(f"'{name}' is not a WAL segment name")
-    timeline, log, seg = (int(g, 16) for g in match.groups())
+    timeline, log, seg = int(name[:8], 16), int(name[8:16], 16), int(name[16:], 16)
     per = segments_per_xlogid(segment_size)
     if seg >= per:
         raise ValueError(f"'{name}' is not a valid segment for {segment_size}-byte segments")
@@ -78,40 +81,41 @@ def segment_before_lsn(lsn: int, segment_size: int = DEFAULT_SEGMENT_SIZE) -> in
 
 
 def is_segment(name: str) -> bool:
-    return SEGMENT_RE.match(name) is not None
+    return _hex(name, 24)
 
 
 def is_history(name: str) -> bool:
-    return HISTORY_RE.match(name) is not None
+    return name.endswith(".history") and _hex(name[:-8], 8)
 
 
 def wal_file_kind(name: str) -> str | None:
     """``segment``, ``partial``, ``backup`` (backup history), ``history`` or None."""
-    if SEGMENT_RE.match(name):
+    if _hex(name, 24):
         return "segment"
-    if PARTIAL_RE.match(name):
+    if name.endswith(".partial") and _hex(name[:-8], 24):
         return "partial"
-    if BACKUP_HISTORY_RE.match(name):
+    if name.endswith(".backup") and _hex(name[:24], 24) and name[24:25] == "." and \
+            _hex(name[25:-7], 8):
         return "backup"
-    if HISTORY_RE.match(name):
+    if is_history(name):
         return "history"
     return None
 
 
 def history_timeline(name: str) -> int:
-    match = HISTORY_RE.match(name)
-    if not match:
+    if not is_history(name):
         raise ValueError(f"'{name}' is not a timeline history file name")
-    return int(match.group(1), 16)
+    return int(name[:8], 16)
 
 
 def history_name(timeline: int) -> str:
     return f"{timeline:08X}.history"
 
 
-@dataclass(frozen=True)
-class TimelineSwitch:
+class TimelineSwitch(namedtuple("TimelineSwitch", "parent switch_lsn reason")):
     """One line of a history file: ``parent`` ended at ``switch_lsn``."""
+
+    __slots__ = ()
 
     parent: int
     switch_lsn: int

@@ -8,21 +8,20 @@ Messages go to stderr; results to stdout. Each subcommand imports only what it u
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from pathlib import Path
-from typing import Any, NoReturn
 
 from engine.errors import EXIT_ARCHIVE_DAMAGED, EXIT_FAILURE, LifeboatError, UsageError
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+TYPE_CHECKING = False  # typing and argparse are not imported on the WAL path
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any, NoReturn
 
 
 def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    import argparse
+
     default: Any = argparse.SUPPRESS if suppress else None
     parser.add_argument("--config", metavar="FILE", default=default,
                         help="configuration file (default: $LIFEBOAT_CONFIG or "
@@ -32,6 +31,12 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            raise UsageError(f"{self.prog}: {message}")
+
     parser = _Parser(prog="lifeboat", description="PostgreSQL backup and disaster recovery.")
     _common(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -62,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _restore_arguments(p: argparse.ArgumentParser) -> None:
+    from pathlib import Path
+
     p.add_argument("--pgdata", required=True, type=Path, metavar="DIR",
                    help="data directory to restore into (must be empty unless --force)")
     p.add_argument("--backup", metavar="ID", help="backup to restore (default: the newest "
@@ -99,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     wal_get = "wal-get" in argv
     try:
+        from lifeboat import wal_commands
+
+        fast = wal_commands.parse_fast(argv)
+        if fast is not None:
+            return wal_commands.wal_push(fast) if fast.command == "wal-push" else \
+                wal_commands.wal_get(fast)
         args = build_parser().parse_args(argv)
         if args.command is None:
             build_parser().print_help(sys.stderr)

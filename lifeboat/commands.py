@@ -11,6 +11,7 @@ from typing import Any
 
 from engine.config_file import config_path
 from engine.errors import UsageError
+from lifeboat import wal_commands
 from lifeboat.privileges import become
 
 
@@ -18,7 +19,7 @@ def _load(args: argparse.Namespace, need_cluster: bool = True) -> tuple[Any, Pat
     from engine.config import load_config
     from engine.storage import open_posix
 
-    path = config_path(args.config).absolute()
+    path = Path(config_path(args.config)).absolute()
     config = load_config(path)
     become(config.os_user)
     cluster = config.cluster_name(args.cluster, path) if need_cluster else args.cluster
@@ -45,32 +46,6 @@ def _check(args: argparse.Namespace) -> int:
     print(f"cluster '{cluster}': ok (WAL segment {result.segment} archived in "
           f"{result.seconds:.2f}s)")
     return 0
-
-
-def _wal_push(args: argparse.Namespace) -> int:
-    from engine import archive
-    from engine.codec import Codec
-    from engine.settings_cache import archive_settings
-    from engine.storage.posix import PosixStorage
-
-    settings = archive_settings(config_path(args.config), args.cluster)
-    become(settings.os_user)
-    storage = PosixStorage(settings.repository)
-    archive.push(storage, settings.cluster, Path(args.wal_path),
-                 Codec(settings.algorithm, settings.level))  # type: ignore[arg-type]
-    return 0
-
-
-def _wal_get(args: argparse.Namespace) -> int:
-    from engine import archive
-    from engine.settings_cache import archive_settings
-    from engine.storage.posix import PosixStorage
-
-    settings = archive_settings(config_path(args.config), args.cluster)
-    become(settings.os_user)
-    storage = PosixStorage(settings.repository)
-    found = archive.get(storage, settings.cluster, args.wal_name, Path(args.destination))
-    return 0 if found else 1
 
 
 def _backup(args: argparse.Namespace) -> int:
@@ -127,8 +102,6 @@ def _restore(args: argparse.Namespace) -> int:
         args.pgdata = args.pgdata.absolute()
     if args.port is not None and not 1 <= args.port <= 65535:
         raise UsageError("--port must be within 1..65535")
-    if args.port is not None and not args.start:
-        pass  # the port is written into the restored configuration either way
     try:
         timeout = parse_duration(args.timeout) if args.timeout else None
     except ValueError as exc:
@@ -191,7 +164,8 @@ def _version(args: argparse.Namespace) -> int:
 
 
 HANDLERS = {
-    "init": _init, "check": _check, "wal-push": _wal_push, "wal-get": _wal_get,
+    "init": _init, "check": _check, "wal-push": wal_commands.wal_push,
+    "wal-get": wal_commands.wal_get,
     "backup": _backup, "restore": _restore, "restore-point": _restore_point,
     "info": _info, "version": _version,
 }

@@ -1,69 +1,32 @@
-"""Repository storage: one small protocol, one driver per kind of store.
+"""Repository storage: one small protocol (:mod:`engine.storage.base`), one driver per
+kind of store.
 
 Keys are '/'-separated relative names built only by :mod:`engine.layout`; a driver
-maps them onto its store and never interprets them.
+maps them onto its store and never interprets them. This package imports nothing
+heavy: the WAL path loads only the driver it uses.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Protocol
+import os
+
+TYPE_CHECKING = False  # typing is not imported on the WAL path
+if TYPE_CHECKING:
+    from engine.storage.base import ObjectWriter, Storage
+
+__all__ = ["ObjectWriter", "Storage", "open_posix"]
 
 
-class ObjectWriter(Protocol):
-    """An object being written in pieces (a pack). Invisible until :meth:`commit`."""
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Append ``data``; return the offset at which it starts."""
-
-    def tell(self) -> int:
-        """Bytes written so far."""
-
-    def commit(self) -> None:
-        """Make the object durable and visible under its key, atomically."""
-
-    def abort(self) -> None:
-        """Drop the object; nothing becomes visible."""
-
-
-class Storage(Protocol):
-    """The contract every driver keeps.
-
-    - ``put`` and ``put_if_absent`` are atomic (a reader sees the whole object or
-      nothing) and durable when they return (fsync on posix, a completed PUT on S3).
-    - ``put_if_absent`` writes nothing and returns False when the key exists; two
-      concurrent callers cannot both succeed.
-    - ``get`` and ``read_range`` raise :class:`engine.errors.NotFoundError` for a
-      missing key and :class:`engine.errors.StorageError` for any other failure.
-    - ``list`` returns the keys under ``prefix`` in sorted order; with
-      ``recursive=False`` it returns immediate children, sub-prefixes ending in '/'.
-    - ``delete`` of a missing key is not an error.
-    """
-
-    def put(self, key: str, data: bytes | bytearray | memoryview) -> None: ...
-
-    def put_if_absent(self, key: str, data: bytes | bytearray | memoryview) -> bool: ...
-
-    def get(self, key: str) -> bytes: ...
-
-    def read_range(self, key: str, offset: int, length: int) -> bytes: ...
-
-    def exists(self, key: str) -> bool: ...
-
-    def size(self, key: str) -> int: ...
-
-    def list(self, prefix: str, recursive: bool = True) -> list[str]: ...
-
-    def delete(self, key: str) -> None: ...
-
-    def open_writer(self, key: str) -> ObjectWriter: ...
-
-    def describe(self) -> str:
-        """Where this storage is, for messages."""
-
-
-def open_posix(path: Path) -> Storage:
+def open_posix(path: str | os.PathLike[str]) -> Storage:
     """The posix driver rooted at ``path``."""
     from engine.storage.posix import PosixStorage
 
     return PosixStorage(path)
+
+
+def __getattr__(name: str) -> object:
+    if name in ("ObjectWriter", "Storage"):
+        from engine.storage import base
+
+        return getattr(base, name)
+    raise AttributeError(name)

@@ -6,7 +6,6 @@ import contextlib
 import errno
 import os
 import threading
-from pathlib import Path
 
 from engine import durable
 from engine.errors import NotFoundError, StorageError
@@ -54,7 +53,7 @@ class PosixWriter:
             os.close(self._fd)
             self._fd = -1
             os.rename(self._tmp, self._path)
-            durable.fsync_dir(self._path.parent)
+            durable.fsync_dir(os.path.dirname(self._path))
         except OSError as exc:
             self.abort()
             raise _fail(exc, "write", self._key) from None
@@ -68,25 +67,29 @@ class PosixWriter:
 
 
 class PosixStorage:
-    """Storage on a directory. Durability: fsync of file and directory on every put."""
+    """Storage on a directory. Durability: fsync of file and directory on every put.
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    Paths are plain strings here: this driver is on the WAL path, where importing
+    pathlib is a measurable share of a push.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = os.path.abspath(root)
         self._fds: dict[str, int] = {}
         self._fd_lock = threading.Lock()
-        self._known_dirs: set[Path] = set()
+        self._known_dirs: set[str] = set()
 
     def describe(self) -> str:
-        return str(self.root)
+        return self.root
 
-    def path_of(self, key: str) -> Path:
+    def path_of(self, key: str) -> str:
         parts = key.split("/")
         if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
             raise StorageError(f"invalid repository key '{key}'")
-        return self.root.joinpath(*parts)
+        return os.path.join(self.root, *parts)
 
-    def ensure_parent(self, path: Path) -> None:
-        parent = path.parent
+    def ensure_parent(self, path: str) -> None:
+        parent = os.path.dirname(path)
         if parent in self._known_dirs:
             return
         try:
@@ -138,18 +141,18 @@ class PosixStorage:
         return data
 
     def exists(self, key: str) -> bool:
-        return self.path_of(key).exists()
+        return os.path.exists(self.path_of(key))
 
     def size(self, key: str) -> int:
         try:
-            return self.path_of(key).stat().st_size
+            return os.stat(self.path_of(key)).st_size
         except OSError as exc:
             raise _fail(exc, "stat", key) from None
 
     def list(self, prefix: str, recursive: bool = True) -> list[str]:
         base = self.path_of(prefix.rstrip("/"))
         stem = prefix.rstrip("/") + "/"
-        if not base.is_dir():
+        if not os.path.isdir(base):
             return []
         found: list[str] = []
         if not recursive:
@@ -178,7 +181,7 @@ class PosixStorage:
             return
         except OSError as exc:
             raise _fail(exc, "delete", key) from None
-        durable.fsync_dir(path.parent)
+        durable.fsync_dir(os.path.dirname(path))
 
     def open_writer(self, key: str) -> PosixWriter:
         try:

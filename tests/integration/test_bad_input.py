@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from engine import layout
@@ -89,13 +90,13 @@ def test_damaged_block_refuses_the_restore_naming_the_file(lifeboat: Lifeboat) -
     manifest = read_manifest(storage, "main", backup_id)
     entry = next(e for e in manifest.entries() if e.path == path)
     block = entry.blocks[0]
-    pack = storage.path_of(layout.pack_key("main", manifest.summary.packs[block.pack]))
+    pack = Path(storage.path_of(layout.pack_key("main", manifest.summary.packs[block.pack])))
     data = bytearray(pack.read_bytes())
     data[block.offset + block.stored // 2] ^= 0x20
     pack.write_bytes(bytes(data))
     restored, done = lifeboat.restore(check=False)
     assert done.returncode == 1
-    assert path in done.stderr and "block 0" in done.stderr
+    assert re.search(rf"{path} block \d+ \(pack \w+\): checksum mismatch", done.stderr)
     assert "Traceback" not in done.stderr
     assert not (restored.pgdata / "global" / "pg_control").exists()
 
@@ -123,7 +124,7 @@ def test_corrupt_segment_is_refused_by_wal_get(lifeboat: Lifeboat, workspace: Wo
     fill_wal(lifeboat, 1)
     last = json.loads(lifeboat.run("info", "--output", "json").stdout)["clusters"][0]["archive"][0][
         "last"]
-    stored = PosixStorage(lifeboat.repo).path_of(layout.wal_key("main", last))
+    stored = Path(PosixStorage(lifeboat.repo).path_of(layout.wal_key("main", last)))
     data = bytearray(stored.read_bytes())
     data[-100] ^= 0xFF
     stored.write_bytes(bytes(data))

@@ -97,7 +97,7 @@ def test_gap_across_log_directories(storage: PosixStorage, tmp_path: Path) -> No
 
 def test_corrupt_segment_is_refused(storage: PosixStorage, tmp_path: Path) -> None:
     push(storage, tmp_path, "000000010000000000000007", fake_segment(1, 7))
-    path = storage.path_of(layout.wal_key("main", "000000010000000000000007"))
+    path = Path(storage.path_of(layout.wal_key("main", "000000010000000000000007")))
     damaged = bytearray(path.read_bytes())
     damaged[len(damaged) // 2] ^= 0x40
     path.write_bytes(bytes(damaged))

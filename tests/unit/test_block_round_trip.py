@@ -17,6 +17,7 @@ from engine.storage.posix import PosixStorage
 from tests.unit.helpers import summary
 
 BLOCK = 64 * 1024
+FRAME = 4 * BLOCK
 
 
 def make_tree(root: Path) -> dict[str, bytes]:
@@ -41,14 +42,14 @@ def back_up(tmp_path: Path, algorithm: str = "zstd") -> tuple[PosixStorage, dict
     files = make_tree(source)
     storage = PosixStorage(tmp_path / "repo")
     packs = PackSet(storage, "main", pack_size=1024 * 1024)
-    copier = BlockCopier(packs, Codec(algorithm, 3), BLOCK, jobs=3)  # type: ignore[arg-type]
+    copier = BlockCopier(packs, Codec(algorithm, 3), BLOCK, FRAME, jobs=3)  # type: ignore[arg-type]
     writer = ManifestWriter()
     done: list[int] = []
     for entry in copier.copy(pgdata.walk(source, 15), done.append):
         writer.add(entry)
     ids = packs.finish()
     assert sum(done) == sum(len(d) for d in files.values())
-    data = writer.finish(summary(packs=ids, block_size=BLOCK))
+    data = writer.finish(summary(packs=ids, block_size=BLOCK, frame_size=FRAME))
     storage.put(layout.manifest_key("main", "20261125-010000F"), data)
     return storage, files
 
@@ -67,6 +68,19 @@ def test_restore_is_identical(tmp_path: Path, algorithm: str) -> None:
     assert stored.blocks[0].stored < BLOCK // 10 or algorithm == "none"
 
 
+def test_consecutive_blocks_share_a_compressed_frame(tmp_path: Path) -> None:
+    storage, _ = back_up(tmp_path)
+    manifest = read_manifest(storage, "main", "20261125-010000F")
+    zeros = next(e for e in manifest.entries() if e.path == "base/5/16385.1")
+    assert len(zeros.blocks) == 70
+    frames = [zeros.blocks[i:i + 4] for i in range(0, 70, 4)]
+    for frame in frames:
+        assert len({(b.pack, b.offset, b.stored) for b in frame}) == 1
+        assert [b.skip for b in frame] == [i * BLOCK for i in range(len(frame))]
+    assert len({(b.pack, b.offset) for b in zeros.blocks}) == 18
+    assert zeros.blocks[0].stored < 200  # 256 KiB of zeros compress to almost nothing
+
+
 def test_incompressible_blocks_are_stored_raw(tmp_path: Path) -> None:
     storage, _ = back_up(tmp_path)
     manifest = read_manifest(storage, "main", "20261125-010000F")
@@ -80,9 +94,10 @@ def test_damaged_block_is_named_and_refused(tmp_path: Path) -> None:
     manifest = read_manifest(storage, "main", "20261125-010000F")
     entry = next(e for e in manifest.entries() if e.path == "base/5/16384")
     block = entry.blocks[1]
-    pack = storage.path_of(layout.pack_key("main", manifest.summary.packs[block.pack]))
+    assert block.codec == 0  # random data: the frame is stored raw, so the damage hits block 1
+    pack = Path(storage.path_of(layout.pack_key("main", manifest.summary.packs[block.pack])))
     data = bytearray(pack.read_bytes())
-    data[block.offset + 100] ^= 0xFF
+    data[block.offset + block.skip + 100] ^= 0xFF
     pack.write_bytes(bytes(data))
     storage.close()
     target = tmp_path / "dst"
