@@ -14,29 +14,8 @@ import psycopg
 from engine import clusterinfo, layout, postgres
 from engine.config import Config
 from engine.errors import ClusterSetupError, PostgresError
+from engine.pg_commands import archive_command
 from engine.storage import Storage
-
-
-def lifeboat_executable() -> str:
-    """The ``lifeboat`` command of this installation (what archive_command should run)."""
-    import shutil
-    import sys
-
-    beside = Path(sys.executable).parent / "lifeboat"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("lifeboat") or "lifeboat"
-
-
-def archive_command(config_path: Path, cluster: str) -> str:
-    """The archive_command Lifeboat expects for ``cluster``."""
-    return (f"{shlex.quote(lifeboat_executable())} --config {shlex.quote(str(config_path))} "
-            f"--cluster {shlex.quote(cluster)} wal-push %p")
-
-
-def restore_command(config_path: Path, cluster: str) -> str:
-    return (f"{shlex.quote(lifeboat_executable())} --config {shlex.quote(str(config_path))} "
-            f"--cluster {shlex.quote(cluster)} wal-get %f \"%p\"")
 
 
 def settings_problems(found: dict[str, str], cluster: str, config: Config,

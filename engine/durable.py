@@ -7,10 +7,8 @@ crash of the machine.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 
-_libc = None  # libc, loaded by syncfs() when first needed
 PathLike = str | os.PathLike[str]
 
 
@@ -97,20 +95,3 @@ def write_new(path: PathLike, data: bytes | bytearray | memoryview, mode: int = 
             os.unlink(tmp)
     fsync_dir(os.path.dirname(os.path.abspath(path)))
     return True
-
-
-def syncfs(path: PathLike) -> None:
-    """Flush the whole file system holding ``path`` (one call instead of one fsync per file)."""
-    global _libc
-    import ctypes
-    import ctypes.util
-
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if _libc.syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err or errno.EIO), str(path))
-    finally:
-        os.close(fd)

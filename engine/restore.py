@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import archive, clusterinfo, durable, restore_points, server
-from engine.cluster_setup import restore_command
 from engine.config import Config
 from engine.errors import RestoreError
 from engine.manifest import BackupSummary, list_backup_ids, read_manifest, read_summary
+from engine.pg_commands import restore_command
 from engine.recovery import RecoveryTarget, choose_backup, settings_for, write_settings
 from engine.restore_files import FileWriter, prepare_directory, tablespace_locations
 from engine.storage import Storage

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from engine import layout, postgres
+from engine import layout
 from engine.config import Config
 from engine.errors import NotFoundError, UsageError
 from engine.storage import Storage
@@ -27,6 +27,8 @@ class RestorePoint:
 def create(config: Config, cluster: str, storage: Storage, name: str) -> RestorePoint:
     if not name or len(name) >= 64:
         raise UsageError("a restore point name must have 1 to 63 characters")
+    from engine import postgres  # psycopg only for creating, not for looking up
+
     settings = config.clusters[cluster]
     with postgres.connect_cluster(settings, cluster) as conn:
         lsn, wal_name, at = postgres.create_restore_point(conn, name)

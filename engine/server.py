@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import postgres
 from engine.errors import PostgresError, RestoreError
 from engine.wal import parse_lsn
 
@@ -174,6 +173,8 @@ def _log_says_stopped(log_file: Path) -> bool:
 
 
 def _probe(pid: PidFile, action: str, log_file: Path) -> ReachedPoint | None:
+    from engine import postgres  # psycopg: only when a server is started
+
     host = pid.socket_dir or (pid.listen if pid.listen not in ("", "*") else "127.0.0.1")
     try:
         with postgres.connect(postgres.Endpoint(host, pid.port), "restored", 3) as conn:
