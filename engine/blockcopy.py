@@ -130,7 +130,9 @@ class BlockCopier:
             self._packs.give_back(pack)
         refs = []
         for codec_id, stored, blocks in frames:
-            refs.extend(BlockRef(digest, pack.index, position, len(stored), raw, codec_id, skip)
+            frame_digest = layout.block_id(stored)
+            refs.extend(BlockRef(digest, pack.index, position, len(stored), raw, codec_id, skip,
+                                 frame_digest)
                         for digest, skip, raw in blocks)
             position += len(stored)
         return refs

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import durable, layout
-from engine.codec import decompress
+from engine.codec import RAW, decompress
 from engine.errors import ChecksumError, RestoreError, StorageError
 from engine.manifest import BackupSummary, BlockRef, FileEntry, Manifest
 from engine.storage import Storage
@@ -137,6 +137,24 @@ class _Flusher:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _damaged(entry: FileEntry, first_index: int, refs: list[BlockRef], index: int,
+             stored: memoryview, key: str) -> ChecksumError:
+    """Name what is damaged in a frame that failed its checksum: the very block when the
+    frame is stored raw, else the blocks the frame holds."""
+    frame = [i for i in range(index, len(refs)) if refs[i].offset == refs[index].offset
+             and refs[i].pack == refs[index].pack]
+    culprit = f"blocks {first_index + frame[0]}..{first_index + frame[-1]}" if len(frame) > 1 \
+        else f"block {first_index + frame[0]}"
+    if refs[index].codec == RAW:
+        for i in frame:
+            ref = refs[i]
+            if layout.block_id(stored[ref.skip:ref.skip + ref.raw]) != ref.digest:
+                culprit = f"block {first_index + i}"
+                break
+    return ChecksumError(f"{entry.path} {culprit} (pack {key.rsplit('/', 1)[-1]}): checksum "
+                         "mismatch, the stored data is damaged; refusing to restore it")
+
+
 class FileWriter:
     """Writes a manifest's files under a data directory, verifying every block.
 
@@ -180,7 +198,7 @@ class FileWriter:
 
     def _write_batch(self, entry: FileEntry, first_index: int, refs: list[BlockRef]) -> int:
         """Write blocks ``first_index``.. of ``entry``: contiguous frames are read with one
-        request, each frame is decompressed once, each block checked against its SHA-256."""
+        request; each frame is checked against its SHA-256, then decompressed once."""
         buffer = self._buffer()
         filled, run_start = 0, first_index
         fd = self._open(entry)
@@ -205,13 +223,16 @@ class FileWriter:
                     what = f"{entry.path} block {block_no} (pack {key.rsplit('/', 1)[-1]})"
                     if ref.offset != frame_at:
                         local = ref.offset - base
-                        frame = memoryview(decompress(ref.codec, data[local:local + ref.stored], None,
-                                                      what, limit=self._frame_limit))
+                        stored = data[local:local + ref.stored]
+                        if layout.block_id(stored) != ref.frame_digest:
+                            raise _damaged(entry, first_index, refs, index, stored, key)
+                        frame = memoryview(decompress(ref.codec, stored, None, what,
+                                                      limit=self._frame_limit))
                         frame_at = ref.offset
                     block = frame[ref.skip:ref.skip + ref.raw]
-                    if len(block) != ref.raw or layout.block_id(block) != ref.digest:
-                        raise ChecksumError(f"{what}: checksum mismatch, the stored block is "
-                                            "damaged; refusing to restore it")
+                    if len(block) != ref.raw:
+                        raise ChecksumError(f"{what}: the stored frame is shorter than the "
+                                            "manifest says; refusing to restore it")
                     if filled + ref.raw > len(buffer):
                         os.pwrite(fd, buffer[:filled], run_start * self._block_size)
                         filled, run_start = 0, block_no
@@ -234,6 +255,11 @@ class FileWriter:
             os.ftruncate(fd, entry.size)
         finally:
             os.close(fd)
+
+    def _create_and_write(self, entry: FileEntry,
+                          work: list[tuple[FileEntry, int, list[BlockRef]]]) -> int:
+        self._create(entry)
+        return sum(self._write_batch(*batch) for batch in work)
 
     def _batches(self, entry: FileEntry) -> list[tuple[FileEntry, int, list[BlockRef]]]:
         per_batch = max(1, BATCH_BYTES // self._frame_limit) * (self._frame_limit // self._block_size)
@@ -280,9 +306,12 @@ class FileWriter:
                     elif entry.path == CONTROL_FILE:
                         control = entry
                     else:
-                        self._create(entry)
-                        batches = [pool.submit(self._write_batch, *batch)
-                                   for batch in self._batches(entry)]
+                        work = self._batches(entry)
+                        if len(work) > 1:
+                            self._create(entry)
+                            batches = [pool.submit(self._write_batch, *batch) for batch in work]
+                        else:  # most files are small: a worker creates and writes them
+                            batches = [pool.submit(self._create_and_write, entry, work)]
                         flusher.expect(target, batches)
                         futures.extend(batches)
                         result.files += 1

@@ -96,7 +96,7 @@ def test_damaged_block_refuses_the_restore_naming_the_file(lifeboat: Lifeboat) -
     pack.write_bytes(bytes(data))
     restored, done = lifeboat.restore(check=False)
     assert done.returncode == 1
-    assert re.search(rf"{path} block \d+ \(pack \w+\): checksum mismatch", done.stderr)
+    assert re.search(rf"{path} blocks? [\d.]+ \(pack \w+\): checksum mismatch", done.stderr)
     assert "Traceback" not in done.stderr
     assert not (restored.pgdata / "global" / "pg_control").exists()
 

@@ -124,6 +124,22 @@ def test_full_packs_are_committed_and_replaced(tmp_path: Path) -> None:
     assert packs.stored_bytes == 1024 * 1024 + 1
 
 
+def test_damage_in_a_compressed_frame_names_its_blocks(tmp_path: Path) -> None:
+    storage, _ = back_up(tmp_path)
+    manifest = read_manifest(storage, "main", "20261125-010000F")
+    entry = next(e for e in manifest.entries() if e.path == "base/5/1259")  # 3 blocks, 1 frame
+    frame = entry.blocks[0]
+    pack = Path(storage.path_of(layout.pack_key("main", manifest.summary.packs[frame.pack])))
+    data = bytearray(pack.read_bytes())
+    data[frame.offset + frame.stored // 2] ^= 0x01
+    pack.write_bytes(bytes(data))
+    storage.close()
+    target = tmp_path / "dst"
+    target.mkdir()
+    with pytest.raises(ChecksumError, match=r"base/5/1259 blocks 0\.\.2 .*checksum mismatch"):
+        FileWriter(storage, "main", manifest.summary, target, jobs=2).write(manifest, {})
+
+
 def test_failed_backup_leaves_no_packs(tmp_path: Path) -> None:
     storage = PosixStorage(tmp_path / "repo")
     packs = PackSet(storage, "main", pack_size=1024 * 1024)

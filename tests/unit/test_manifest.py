@@ -21,7 +21,9 @@ def entries() -> list[FileEntry]:
     return [
         FileEntry("base", "dir", 0o700),
         FileEntry("base/1/1259", "file", 0o600, 70000, 1.5,
-                  blocks=[BlockRef(digest, 0, 0, 100, 65536, 1), BlockRef(digest, 0, 100, 50, 4464, 1)]),
+                  blocks=[BlockRef(digest, 0, 0, 100, 65536, 1, 0, digest),
+                          BlockRef(digest, 0, 0, 100, 4464, 1, 65536, digest),
+                          BlockRef(digest, 1, 0, 10, 8192, 0, 0, hashlib.sha256(b"y").digest())]),
         FileEntry("pg_tblspc/16384", "link", 0o777, target="/srv/ts1"),
     ]
 
