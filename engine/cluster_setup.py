@@ -37,13 +37,26 @@ def settings_problems(found: dict[str, str], cluster: str, config: Config,
         problems.append(f"archive_command is '{command}': it must run lifeboat wal-push, "
                         f"e.g. archive_command = '{expected}'")
     else:
-        if "--cluster" in words:
-            named = words[words.index("--cluster") + 1] if words[-1] != "--cluster" else ""
-            if named != cluster:
-                problems.append(f"archive_command archives into cluster '{named}', not '{cluster}'")
-        elif len(config.clusters) > 1:
+        named = _option(words, "--cluster")
+        if named is not None and named != cluster:
+            problems.append(f"archive_command archives into cluster '{named}', not '{cluster}'")
+        elif named is None and len(config.clusters) > 1:
             problems.append(f"archive_command does not name the cluster: add --cluster {cluster}")
+        other = _option(words, "--config")
+        if other is not None and os.path.realpath(other) != os.path.realpath(config_path):
+            problems.append(f"archive_command reads the configuration {other}, not "
+                            f"{config_path}: it archives into another repository")
     return problems
+
+
+def _option(words: list[str], name: str) -> str | None:
+    """The value of ``name`` in a command line, as ``name VALUE`` or ``name=VALUE``."""
+    for i, word in enumerate(words):
+        if word == name:
+            return words[i + 1] if i + 1 < len(words) else ""
+        if word.startswith(name + "="):
+            return word[len(name) + 1:]
+    return None
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,20 @@ def test_init_refuses_a_cluster_that_does_not_archive_to_lifeboat(workspace: Wor
         env.cleanup()
 
 
+def test_init_refuses_an_archive_command_for_another_repository(workspace: Workspace) -> None:
+    env = Lifeboat.create(workspace, archive=False)
+    other = workspace.root / "other.toml"
+    env.cluster.configure({"archive_command": f"'{LIFEBOAT} --config {other} --cluster main "
+                                              "wal-push %p'"})
+    try:
+        env.cluster.start()
+        done = env.run("init", check=False)
+        assert done.returncode == 1
+        assert f"reads the configuration {other}" in done.stderr
+    finally:
+        env.cleanup()
+
+
 def test_check_explains_a_failing_archive_command(lifeboat: Lifeboat) -> None:
     broken = f"{LIFEBOAT} --config /nonexistent.toml --cluster main wal-push %p"
     lifeboat.cluster.sql(f"ALTER SYSTEM SET archive_command = '{broken}'")
