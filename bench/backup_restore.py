@@ -1,0 +1,120 @@
+"""Full backups and restores with Lifeboat, pgBackRest and pg_basebackup, each timed, and
+one check that Lifeboat's restored copy starts and holds all the rows."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+from bench.cluster import connect, query, stop_server
+from bench.environment import CLUSTER, OS_USER, Bench, BenchError, log, run
+from bench.files import file_sizes, make_dir, tree_bytes
+from bench.report import BackupResult, RestoreResult
+from bench.timing import measured
+from bench.tool_commands import lifeboat_cmd, pgbackrest_cmd
+
+
+def backup_lifeboat(bench: Bench, run_no: int) -> BackupResult:
+    """``lifeboat backup``; its bytes are the packs and the manifest it added."""
+    cluster_dir = bench.paths.lb_repo / "clusters" / CLUSTER
+    before = {**file_sizes(cluster_dir / "packs"), **file_sizes(cluster_dir / "backups")}
+    result = measured(bench, lifeboat_cmd(bench.paths.lb_config, "backup"))
+    after = {**file_sizes(cluster_dir / "packs"), **file_sizes(cluster_dir / "backups")}
+    new = {path: size for path, size in after.items() if path not in before}
+    manifests = [Path(p) for p in new if p.endswith(".manifest")]
+    if len(manifests) != 1:
+        raise BenchError(f"lifeboat backup wrote {len(manifests)} manifests, expected 1")
+    label = manifests[0].name.removesuffix(".manifest")
+    return BackupResult("lifeboat", label, result.seconds, sum(new.values()), result.max_rss_kib,
+                        manifests[0])
+
+
+def backup_pgbackrest(bench: Bench, run_no: int) -> BackupResult:
+    """``pgbackrest --type=full backup``; its bytes are the new backup set directory."""
+    sets = bench.paths.pbr_repo / "backup" / CLUSTER
+    before = set(os.listdir(sets)) if sets.is_dir() else set()
+    result = measured(bench, pgbackrest_cmd(bench.paths.pbr_config, "--type=full", "backup"))
+    new = sorted(n for n in os.listdir(sets) if n not in before and re.fullmatch(r"\d{8}-\d{6}F", n))
+    if len(new) != 1:
+        raise BenchError(f"pgbackrest backup made {len(new)} new backup sets, expected 1")
+    location = sets / new[0]
+    return BackupResult("pgbackrest", new[0], result.seconds, tree_bytes(location), result.max_rss_kib,
+                        location)
+
+
+def backup_basebackup(bench: Bench, run_no: int) -> BackupResult:
+    """``pg_basebackup`` to tar + client-side zstd; its bytes are the output directory."""
+    target = make_dir(bench, bench.paths.basebackup / f"run{run_no}", 0o750)
+    result = measured(bench, [bench.bin("pg_basebackup"), "-h", bench.paths.sock, "-p", str(bench.port),
+                              "-U", OS_USER, "-w", "-D", target, "-Ft", "-Z", "client-zstd:3",
+                              "-X", "fetch", "-c", "fast"])
+    return BackupResult("basebackup", target.name, result.seconds, tree_bytes(target), result.max_rss_kib,
+                        target)
+
+
+BACKUPS = {"lifeboat": backup_lifeboat, "pgbackrest": backup_pgbackrest, "basebackup": backup_basebackup}
+
+
+def restore_command(bench: Bench, backup: BackupResult, target: Path) -> list[str | Path]:
+    """The command that restores ``backup`` into ``target`` (for pg_basebackup: tar, then sync)."""
+    if backup.tool == "lifeboat":
+        return lifeboat_cmd(bench.paths.lb_config, "restore", "--pgdata", target,
+                            "--backup", backup.label)
+    if backup.tool == "pgbackrest":
+        return pgbackrest_cmd(bench.paths.pbr_config, f"--set={backup.label}",
+                              f"--pg1-path={target}", "restore")
+    archive = backup.location / "base.tar.zst"
+    script = f"tar --zstd -xf {shlex.quote(str(archive))} -C {shlex.quote(str(target))} " \
+             f"&& sync -f {shlex.quote(str(target))}"
+    return ["/bin/sh", "-c", script]
+
+
+def warm_page_cache(bench: Bench, nbytes: int) -> None:
+    """Write and delete a scratch file of ``nbytes`` (untimed).
+
+    On the development VM the first large write after a few idle seconds costs
+    1.5 s more kernel time per 1.5 GB than the next one (page-cache allocation in
+    the guest), which would penalise whichever restore happens to come first.
+    """
+    scratch = bench.paths.root / "scratch"
+    chunk = bytes(1 << 20)
+    with open(scratch, "wb") as handle:
+        for _ in range(nbytes >> 20):
+            handle.write(chunk)
+    scratch.unlink()
+
+
+def restore(bench: Bench, backup: BackupResult, warm_bytes: int) -> RestoreResult:
+    """Restore ``backup`` into a new empty directory (no server start), then remove it."""
+    target = make_dir(bench, bench.paths.restore / backup.tool)
+    warm_page_cache(bench, warm_bytes)
+    result = measured(bench, restore_command(bench, backup, target))
+    if not (target / "global" / "pg_control").exists():
+        raise BenchError(f"{backup.tool} restore left no global/pg_control in {target}")
+    restored = tree_bytes(target)
+    shutil.rmtree(target)
+    return RestoreResult(backup.tool, result.seconds, result.max_rss_kib, restored)
+
+
+def verify_lifeboat_restore(bench: Bench) -> int:
+    """Restore Lifeboat's newest backup, start it, count pgbench_accounts, stop it."""
+    target = make_dir(bench, bench.paths.verify)
+    log(f"verifying: lifeboat restore --start into {target} (port {bench.verify_port})")
+    bench.started.append(target)
+    run(bench, lifeboat_cmd(bench.paths.lb_config, "restore", "--pgdata", target, "--start",
+                            "--port", str(bench.verify_port), "--archive-mode", "off", "--force"))
+    try:
+        with connect(bench, bench.verify_port) as conn:
+            (count,) = query(conn, "SELECT count(*) FROM pgbench_accounts")
+    finally:
+        stop_server(bench, target)
+    expected = bench.scale * 100000
+    if count != expected:
+        raise BenchError(f"restored copy has {count} rows in pgbench_accounts, expected {expected}")
+    log(f"restored copy has {count} rows in pgbench_accounts: ok")
+    shutil.rmtree(target)
+    return int(count)
+
