@@ -2,28 +2,33 @@
 the WAL up to the stop point confirmed in the archive, and only then the manifest.
 
 A backup that fails or is killed before its manifest is written does not exist.
+Types, as pgBackRest users expect: ``full`` stores every block anew; ``diff`` stores
+only the blocks the newest full backup does not hold, ``incr`` only those the newest
+backup of any type does not hold. Every backup lists all of its blocks, so each one
+restores on its own: there is no chain to replay.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from engine import clusterinfo, layout, pgdata, postgres
-from engine.blockcopy import BlockCopier, PackSet
+from engine.blockcopy import MTIME_MARGIN, BaseFiles, BlockCopier, PackSet
 from engine.cluster_setup import settings_problems, wait_for_segments
 from engine.codec import Codec
 from engine.config import Config
 from engine.errors import BackupError, PostgresError
-from engine.manifest import BackupSummary, ManifestWriter, list_backup_ids
+from engine.locks import cluster_lock
+from engine.manifest import BackupSummary, ManifestWriter, list_backup_ids, read_manifest, read_summary
 from engine.storage import Storage
 from engine.version import VERSION
 from engine.wal import format_lsn, segment_before_lsn, segment_name, segment_of_lsn
 
-BACKUP_TYPES = ("full",)
+BACKUP_TYPES = ("full", "diff", "incr")
 TYPE_SUFFIX = {"full": "F", "diff": "D", "incr": "I"}
 
 
@@ -39,6 +44,14 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
+@dataclass
+class BackupRequest:
+    backup_type: str = "full"
+    jobs: int | None = None
+    checksum: bool = False  # read and hash every file, trusting no size or mtime
+    notices: list[str] = field(default_factory=list)
+
+
 def new_backup_id(storage: Storage, cluster: str, backup_type: str) -> str:
     existing = set(list_backup_ids(storage, cluster))
     while True:
@@ -52,12 +65,45 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def run(config: Config, cluster: str, storage: Storage, config_path: Path, *,
-        backup_type: str = "full", jobs: int | None = None,
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def choose_base(storage: Storage, cluster: str, request: BackupRequest,
+                block_size: int) -> BackupSummary | None:
+    """The backup an incr (newest of any type) or diff (newest full) builds on; None makes
+    it a full backup, with a notice saying why."""
+    if request.backup_type == "full":
+        return None
+    summaries = [read_summary(storage, cluster, i) for i in list_backup_ids(storage, cluster)]
+    if request.backup_type == "diff":
+        summaries = [s for s in summaries if s.type == "full"]
+    if not summaries:
+        request.notices.append(f"no earlier {'full ' if request.backup_type == 'diff' else ''}"
+                               f"backup to build a {request.backup_type} backup on: taking a full one")
+        request.backup_type = "full"
+        return None
+    base = max(summaries, key=lambda s: (s.stopped_at, s.id))
+    if base.block_size != block_size:
+        request.notices.append(f"block_size changed since backup {base.id}: taking a full backup")
+        request.backup_type = "full"
+        return None
+    return base
+
+
+def run(config: Config, cluster: str, storage: Storage, config_path: Path,
+        request: BackupRequest | None = None,
         progress: ProgressCallback | None = None) -> BackupSummary:
     """Take one backup of ``cluster``; returns its summary once it is durable and complete."""
-    if backup_type not in BACKUP_TYPES:
-        raise BackupError(f"backup type '{backup_type}' is not available (use: full)")
+    request = request or BackupRequest()
+    if request.backup_type not in BACKUP_TYPES:
+        raise BackupError(f"backup type '{request.backup_type}' is not one of {', '.join(BACKUP_TYPES)}")
+    with cluster_lock(storage, cluster, f"backup --type {request.backup_type}", request.notices):
+        return _run_locked(config, cluster, storage, config_path, request, progress)
+
+
+def _run_locked(config: Config, cluster: str, storage: Storage, config_path: Path,
+                request: BackupRequest, progress: ProgressCallback | None) -> BackupSummary:
     settings = config.clusters[cluster]
     info = clusterinfo.read(storage, cluster)
     state = Progress()
@@ -69,6 +115,7 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path, *,
         if progress is not None:
             progress(state)
 
+    base_summary = choose_base(storage, cluster, request, config.repository.block_size)
     with postgres.connect_cluster(settings, cluster) as conn:
         identity = postgres.identity(conn)
         _check_server(identity, info, settings.pgdata, cluster)
@@ -80,20 +127,25 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path, *,
                               + "\n  - ".join(problems))
         tablespaces = postgres.tablespaces(conn)
         archiver_before = postgres.archiver_status(conn)
-        backup_id = new_backup_id(storage, cluster, backup_type)
+        backup_id = new_backup_id(storage, cluster, request.backup_type)
         started_at = datetime.now(UTC)
         report("checkpoint")
         start = postgres.backup_start(conn, f"lifeboat {backup_id}")
         packs = PackSet(storage, cluster, config.repository.pack_size)
         writer = ManifestWriter()
         try:
+            base = None
+            if base_summary is not None:
+                base = BaseFiles(read_manifest(storage, cluster, base_summary.id),
+                                 _epoch(base_summary.started_at) - MTIME_MARGIN,
+                                 use_mtime=not request.checksum)
             entries = list(pgdata.walk(settings.pgdata, identity.version_num // 10000))
             state.total_bytes = sum(e.size for e in entries)
             report("copy")
             copier = BlockCopier(packs, Codec(config.compression.algorithm,
                                               config.compression.level),
                                  config.repository.block_size, config.repository.frame_size,
-                                 jobs or config.jobs)
+                                 request.jobs or config.jobs, base)
             size_bytes = file_count = block_count = 0
             for entry in copier.copy(entries, lambda n: report(done=n)):
                 writer.add(entry)
@@ -120,7 +172,7 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path, *,
             packs.discard()
             raise
     summary = BackupSummary(
-        id=backup_id, cluster=cluster, type=backup_type,
+        id=backup_id, cluster=cluster, type=request.backup_type,
         started_at=_iso(started_at), finished_at=_iso(datetime.now(UTC)),
         start_lsn=format_lsn(start.lsn), stop_lsn=format_lsn(stop.lsn),
         timeline=start.timeline, start_wal=needed[0], stop_wal=needed[-1],
@@ -132,7 +184,8 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path, *,
         compression=f"{config.compression.algorithm}:{config.compression.level}",
         backup_label=stop.backup_label, tablespace_map=stop.tablespace_map,
         tablespaces=[{"oid": t.oid, "name": t.name, "location": t.location} for t in tablespaces],
-        packs=pack_ids, lifeboat_version=VERSION,
+        packs=pack_ids, base=base_summary.id if base_summary else None,
+        reused_bytes=copier.stats.reused_bytes, lifeboat_version=VERSION,
     )
     report("manifest")
     data = writer.finish(summary)

@@ -1,11 +1,15 @@
 """Cutting files into blocks, hashing and compressing them in parallel, into packs.
 
 Work is split into chunks of a few MB (whole blocks, so relation files are cut on
-page boundaries). Worker threads read a chunk with one pread, hash each block and
-compress each frame of consecutive blocks (hashlib and zstandard release the GIL,
-so threads run on every core), and append the frames to a pack borrowed for the
-moment. Results come back in file order; the number of chunks in flight is
-bounded, so memory is too.
+page boundaries). Worker threads read a chunk with one pread, hash each block, and
+compress each frame (a run of consecutive new blocks) with zstandard; hashlib and
+zstandard release the GIL, so threads run on every core. Frames are appended to a
+pack borrowed for the moment. Results come back in file order; the number of chunks
+in flight is bounded, so memory is too.
+
+An incremental backup passes the base backup's files: a block whose SHA-256 the base
+already holds for the same file is not stored again but referenced, so every backup
+still lists all of its blocks and restores on its own.
 """
 
 from __future__ import annotations
@@ -18,16 +22,17 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import layout
 from engine.codec import Codec
-from engine.manifest import BlockRef, FileEntry
+from engine.manifest import BlockRef, FileEntry, Manifest
 from engine.pgdata import Entry
 from engine.storage import ObjectWriter, Storage
 
 CHUNK_BYTES = 4 * 1024 * 1024
+MTIME_MARGIN = 1.0  # seconds: a file modified this close to the base backup is re-read
 Progress = Callable[[int], None]
 
 
@@ -38,7 +43,10 @@ class _OpenPack:
 
 
 class PackSet:
-    """The packs one backup writes. A pack is used by one thread at a time."""
+    """The packs one backup refers to: those it writes, and those of its base it reuses.
+
+    A pack being written is used by one thread at a time.
+    """
 
     def __init__(self, storage: Storage, cluster: str, pack_size: int) -> None:
         self._storage = storage
@@ -47,6 +55,8 @@ class PackSet:
         self._lock = threading.Lock()
         self._idle: queue.SimpleQueue[_OpenPack] = queue.SimpleQueue()
         self._open: list[_OpenPack] = []
+        self._adopted: dict[str, int] = {}
+        self._written: list[str] = []
         self.ids: list[str] = []
         self.stored_bytes = 0
 
@@ -60,8 +70,18 @@ class PackSet:
         with self._lock:
             pack = _OpenPack(len(self.ids), writer)
             self.ids.append(pack_id)
+            self._written.append(pack_id)
             self._open.append(pack)
         return pack
+
+    def adopt(self, pack_id: str) -> int:
+        """The index under which this backup refers to an existing pack."""
+        with self._lock:
+            index = self._adopted.get(pack_id)
+            if index is None:
+                index = self._adopted[pack_id] = len(self.ids)
+                self.ids.append(pack_id)
+            return index
 
     def give_back(self, pack: _OpenPack) -> None:
         if pack.writer.tell() >= self._pack_size:
@@ -76,34 +96,88 @@ class PackSet:
             self.stored_bytes += pack.writer.tell()
 
     def finish(self) -> list[str]:
-        """Commit every open pack (durably); the ids of all packs written."""
+        """Commit every open pack (durably); the ids of all packs referred to."""
         for pack in list(self._open):
             self._commit(pack)
         return list(self.ids)
 
     def discard(self) -> None:
-        """Remove everything written (the backup failed before its manifest)."""
+        """Remove what this backup wrote (it failed before its manifest); never a base's."""
         for pack in list(self._open):
             pack.writer.abort()
         self._open.clear()
-        for pack_id in self.ids:
+        for pack_id in self._written:
             with contextlib.suppress(Exception):
                 self._storage.delete(layout.pack_key(self._cluster, pack_id))
 
 
+class BaseFiles:
+    """The base backup's files, looked up in the order the data directory is walked.
+
+    Both the walk and the manifest are in that order, so the base manifest is read as a
+    stream, one file at a time, whatever the database's size.
+    """
+
+    def __init__(self, manifest: Manifest, trust_mtime_before: float, use_mtime: bool) -> None:
+        self.id = manifest.summary.id
+        self.pack_ids = manifest.summary.packs
+        self.trust_mtime_before = trust_mtime_before
+        self.use_mtime = use_mtime
+        self._entries = manifest.entries()
+        self._current: FileEntry | None = next(self._entries, None)
+
+    def find(self, path: str) -> FileEntry | None:
+        key = path.split("/")
+        while self._current is not None and self._current.path.split("/") < key:
+            self._current = next(self._entries, None)
+        if self._current is not None and self._current.path == path:
+            return self._current
+        return None
+
+    def unchanged(self, prior: FileEntry, entry: Entry) -> bool:
+        """Safe to reuse without reading: same size and mtime, and that mtime well before
+        the base backup began (a change in the same second could keep the mtime)."""
+        return (self.use_mtime and prior.kind == "file" and prior.size == entry.size
+                and prior.mtime == entry.mtime and entry.mtime < self.trust_mtime_before)
+
+
+@dataclass
+class _Prior:
+    """What the base holds of the file a chunk belongs to."""
+
+    blocks: list[BlockRef]
+    by_digest: dict[bytes, BlockRef] = field(default_factory=dict)
+
+
+@dataclass
+class CopyStats:
+    reused_files: int = 0
+    reused_bytes: int = 0
+
+
 class BlockCopier:
-    """Turns data-directory entries into manifest entries, storing their blocks."""
+    """Turns data-directory entries into manifest entries, storing their new blocks."""
 
     def __init__(self, packs: PackSet, codec: Codec, block_size: int, frame_size: int,
-                 jobs: int) -> None:
+                 jobs: int, base: BaseFiles | None = None) -> None:
         self._packs = packs
         self._codec = codec
         self._block_size = block_size
-        self._frame_size = frame_size
+        self._frame_blocks = max(1, frame_size // block_size)
         self._jobs = jobs
         self._chunk = max(frame_size, CHUNK_BYTES // frame_size * frame_size)
+        self._base = base
+        self.stats = CopyStats()
+        self._stats_lock = threading.Lock()
 
-    def _copy_chunk(self, source: Path, offset: int, length: int) -> list[BlockRef] | None:
+    def _reuse(self, ref: BlockRef) -> BlockRef:
+        assert self._base is not None
+        pack = self._packs.adopt(self._base.pack_ids[ref.pack])
+        return BlockRef(ref.digest, pack, ref.offset, ref.stored, ref.raw, ref.codec, ref.skip,
+                        ref.frame_digest)
+
+    def _copy_chunk(self, source: Path, offset: int, length: int,
+                    prior: _Prior | None) -> list[BlockRef] | None:
         try:
             fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -113,69 +187,123 @@ class BlockCopier:
         finally:
             os.close(fd)
         view = memoryview(data)
-        block, frame_size = self._block_size, self._frame_size
-        frames: list[tuple[int, bytes, list[tuple[bytes, int, int]]]] = []
-        for frame_start in range(0, len(view), frame_size):
-            frame = view[frame_start:frame_start + frame_size]
-            blocks = [(layout.block_id(frame[skip:skip + block]), skip, len(frame[skip:skip + block]))
-                      for skip in range(0, len(frame), block)]
-            codec_id, stored = self._codec.compress(frame)
-            frames.append((codec_id, stored, blocks))
+        size = self._block_size
+        digests = [layout.block_id(view[i:i + size]) for i in range(0, len(view), size)]
+        refs: list[BlockRef | None] = [None] * len(digests)
+        reused = 0
+        if prior is not None:
+            for i, digest in enumerate(digests):
+                raw = min(size, len(view) - i * size)
+                old = prior.blocks[i] if i < len(prior.blocks) else None
+                if old is None or old.digest != digest:
+                    old = prior.by_digest.get(digest)
+                if old is not None and old.raw == raw:
+                    refs[i] = self._reuse(old)
+                    reused += raw
+        if reused:
+            with self._stats_lock:
+                self.stats.reused_bytes += reused
+        self._store_new(view, digests, refs)
+        return refs  # type: ignore[return-value]
+
+    def _store_new(self, view: memoryview, digests: list[bytes],
+                   refs: list[BlockRef | None]) -> None:
+        """Compress runs of consecutive new blocks as frames and append them to a pack."""
+        size = self._block_size
+        frames: list[tuple[int, int, int, bytes]] = []  # first block, block count, codec, bytes
+        i = 0
+        while i < len(refs):
+            if refs[i] is not None:
+                i += 1
+                continue
+            end = i
+            while end < len(refs) and refs[end] is None and end - i < self._frame_blocks:
+                end += 1
+            codec_id, stored = self._codec.compress(view[i * size:end * size])
+            frames.append((i, end - i, codec_id, stored))
+            i = end
         if not frames:
-            return []
+            return
         pack = self._packs.borrow()
         try:
-            position = pack.writer.write(b"".join(f[1] for f in frames))
+            position = pack.writer.write(b"".join(f[3] for f in frames))
         finally:
             self._packs.give_back(pack)
-        refs = []
-        for codec_id, stored, blocks in frames:
+        for first, count, codec_id, stored in frames:
             frame_digest = layout.block_id(stored)
-            refs.extend(BlockRef(digest, pack.index, position, len(stored), raw, codec_id, skip,
-                                 frame_digest)
-                        for digest, skip, raw in blocks)
+            for n in range(count):
+                raw = min(size, len(view) - (first + n) * size)
+                refs[first + n] = BlockRef(digests[first + n], pack.index, position, len(stored), raw,
+                                           codec_id, n * size, frame_digest)
             position += len(stored)
-        return refs
 
     def _chunks(self, entry: Entry) -> Iterator[tuple[int, int]]:
         for offset in range(0, entry.size, self._chunk):
             yield offset, min(self._chunk, entry.size - offset)
 
+    def _prior_for(self, prior: FileEntry | None, offset: int) -> _Prior | None:
+        if prior is None:
+            return None
+        first = offset // self._block_size
+        blocks = prior.blocks[first:first + self._chunk // self._block_size]
+        return _Prior(blocks, self._by_digest(prior))
+
+    def _by_digest(self, prior: FileEntry) -> dict[bytes, BlockRef]:
+        cached = getattr(self, "_digest_cache", None)
+        if cached is None or cached[0] is not prior:
+            cached = (prior, {b.digest: b for b in prior.blocks})
+            self._digest_cache = cached
+        return cached[1]
+
     def copy(self, entries: Iterable[Entry], progress: Progress | None = None) -> Iterator[FileEntry]:
         """Manifest entries in input order; files that vanished meanwhile are left out."""
-        window: deque[tuple[Entry, list[Future[list[BlockRef] | None]]]] = deque()
+        window: deque[tuple[Entry, list[Future[list[BlockRef] | None]], FileEntry | None]] = deque()
         in_flight = 0
         limit = self._jobs * 4
         with ThreadPoolExecutor(self._jobs, thread_name_prefix="lifeboat-copy") as pool:
             try:
                 for entry in entries:
-                    futures = []
+                    futures: list[Future[list[BlockRef] | None]] = []
+                    reused: FileEntry | None = None
                     if entry.kind == "file":
-                        for offset, length in self._chunks(entry):
-                            future = pool.submit(self._copy_chunk, entry.source, offset, length)
+                        prior = self._base.find(entry.path) if self._base else None
+                        if prior is not None and self._base is not None and \
+                                self._base.unchanged(prior, entry):
+                            reused = FileEntry(entry.path, "file", entry.mode, prior.size,
+                                               entry.mtime, None, [self._reuse(b) for b in prior.blocks])
+                            self.stats.reused_files += 1
+                            self.stats.reused_bytes += prior.size
                             if progress is not None:
-                                future.add_done_callback(lambda _f, n=length: progress(n))
-                            futures.append(future)
-                    window.append((entry, futures))
+                                progress(entry.size)
+                        else:
+                            for offset, length in self._chunks(entry):
+                                future = pool.submit(self._copy_chunk, entry.source, offset, length,
+                                                     self._prior_for(prior, offset))
+                                if progress is not None:
+                                    future.add_done_callback(lambda _f, n=length: progress(n))
+                                futures.append(future)
+                    window.append((entry, futures, reused))
                     in_flight += len(futures)
                     while window and (in_flight > limit or all(f.done() for f in window[0][1])):
-                        head, head_futures = window.popleft()
-                        in_flight -= len(head_futures)
-                        done = self._finish(head, head_futures)
+                        head = window.popleft()
+                        in_flight -= len(head[1])
+                        done = self._finish(*head)
                         if done is not None:
                             yield done
                 while window:
-                    head, head_futures = window.popleft()
-                    done = self._finish(head, head_futures)
+                    done = self._finish(*window.popleft())
                     if done is not None:
                         yield done
             except BaseException:
-                for _, futures in window:
+                for _, futures, _ in window:
                     for future in futures:
                         future.cancel()
                 raise
 
-    def _finish(self, entry: Entry, futures: list[Future[list[BlockRef] | None]]) -> FileEntry | None:
+    def _finish(self, entry: Entry, futures: list[Future[list[BlockRef] | None]],
+                reused: FileEntry | None) -> FileEntry | None:
+        if reused is not None:
+            return reused
         if entry.kind != "file":
             return FileEntry(entry.path, entry.kind, entry.mode, 0, entry.mtime, entry.target)
         blocks: list[BlockRef] = []

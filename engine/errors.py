@@ -54,6 +54,10 @@ class ArchiveDamagedError(LifeboatError):
     exit_code = EXIT_ARCHIVE_DAMAGED
 
 
+class LockBusyError(LifeboatError):
+    """Another process holds the cluster's lock (a backup, expire or GC is running)."""
+
+
 class PostgresError(LifeboatError):
     """The PostgreSQL server could not be reached or refused what was asked."""
 

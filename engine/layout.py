@@ -82,5 +82,9 @@ def restore_point_key(cluster: str, name: str) -> str:
     return f"clusters/{cluster}/restore-points/{name}.json"
 
 
+def lock_key(cluster: str) -> str:
+    return f"clusters/{cluster}/lock"
+
+
 def restore_points_prefix(cluster: str) -> str:
     return f"clusters/{cluster}/restore-points"

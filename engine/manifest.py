@@ -121,6 +121,8 @@ class BackupSummary:
     tablespace_map: str
     tablespaces: list[dict[str, Any]]
     packs: list[str]
+    base: str | None = None
+    reused_bytes: int = 0
     lifeboat_version: str = ""
     body_sha256: str = ""
     body_bytes: int = 0

@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("wal_name", metavar="NAME")
     p.add_argument("destination", metavar="PATH")
     p = command("backup", "take a physical backup")
-    p.add_argument("--type", default="full", choices=["full"], help="backup type (default full)")
+    p.add_argument("--type", default="full", choices=["full", "diff", "incr"],
+                   help="full (default), diff (blocks new since the last full) or incr (blocks "
+                        "new since the last backup)")
+    p.add_argument("--checksum", action="store_true",
+                   help="read and hash every file, even those whose size and mtime are unchanged")
     p.add_argument("--jobs", type=int, metavar="N", help="parallel workers (default: cores)")
     p = command("restore", "restore a backup into a data directory, to a point in time")
     _restore_arguments(p)

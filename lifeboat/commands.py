@@ -57,16 +57,21 @@ def _backup(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     started = time.monotonic()
-    with byte_progress(f"backup {cluster}") as update:
-        callback = None if update is None else (
-            lambda p: update(p.done_bytes, p.total_bytes, p.phase))
-        summary = backup.run(config, cluster, storage, path, backup_type=args.type,
-                             jobs=args.jobs, progress=callback)
-    ratio = summary.size_bytes / summary.stored_bytes if summary.stored_bytes else 0.0
-    print(f"backup {summary.id} ({summary.type}) of cluster '{cluster}' complete in "
+    request = backup.BackupRequest(args.type, args.jobs, args.checksum)
+    try:
+        with byte_progress(f"backup {cluster}") as update:
+            callback = None if update is None else (
+                lambda p: update(p.done_bytes, p.total_bytes, p.phase))
+            summary = backup.run(config, cluster, storage, path, request, callback)
+    finally:
+        for notice in request.notices:
+            print(f"lifeboat: notice: {notice}", file=sys.stderr)
+    new = summary.size_bytes - summary.reused_bytes
+    base = f" on {summary.base}" if summary.base else ""
+    print(f"backup {summary.id} ({summary.type}{base}) of cluster '{cluster}' complete in "
           f"{time.monotonic() - started:.1f}s: {format_size(summary.size_bytes)} in "
-          f"{summary.file_count} files, {format_size(summary.stored_bytes)} stored "
-          f"({ratio:.1f}x), WAL {summary.start_wal}..{summary.stop_wal}")
+          f"{summary.file_count} files; {format_size(new)} new, stored in "
+          f"{format_size(summary.stored_bytes)}; WAL {summary.start_wal}..{summary.stop_wal}")
     return 0
 
 

@@ -21,6 +21,15 @@ class ObjectWriter(Protocol):
         """Drop the object; nothing becomes visible."""
 
 
+class Lock(Protocol):
+    """A held lock; :meth:`release` gives it up (so does the holder's death)."""
+
+    previous: str | None
+    """What an earlier holder that died without releasing left behind, if anything."""
+
+    def release(self) -> None: ...
+
+
 class Storage(Protocol):
     """The contract every driver keeps.
 
@@ -33,6 +42,10 @@ class Storage(Protocol):
     - ``list`` returns the keys under ``prefix`` in sorted order; with
       ``recursive=False`` it returns immediate children, sub-prefixes ending in '/'.
     - ``delete`` of a missing key is not an error.
+    - ``lock`` takes an exclusive lock named ``key`` without waiting, recording
+      ``holder`` (a line of text for messages); it raises
+      :class:`engine.errors.LockBusyError` naming the current holder if there is one.
+      A lock whose holder died is free again.
     """
 
     def put(self, key: str, data: bytes | bytearray | memoryview) -> None: ...
@@ -52,6 +65,8 @@ class Storage(Protocol):
     def delete(self, key: str) -> None: ...
 
     def open_writer(self, key: str) -> ObjectWriter: ...
+
+    def lock(self, key: str, holder: str) -> Lock: ...
 
     def describe(self) -> str:
         """Where this storage is, for messages."""

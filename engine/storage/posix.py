@@ -66,6 +66,28 @@ class PosixWriter:
             os.unlink(self._tmp)
 
 
+class PosixLock:
+    """An flock on a file: the kernel releases it when the holder exits, even on SIGKILL.
+
+    The file is never removed (removing a lock file races with a process opening it);
+    releasing empties it, so text left in it means the last holder died holding it.
+    """
+
+    def __init__(self, fd: int, previous: str | None) -> None:
+        self._fd = fd
+        self.previous = previous
+
+    def release(self) -> None:
+        if self._fd < 0:
+            return
+        import fcntl
+
+        os.ftruncate(self._fd, 0)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = -1
+
+
 class PosixStorage:
     """Storage on a directory. Durability: fsync of file and directory on every put.
 
@@ -188,6 +210,26 @@ class PosixStorage:
             return PosixWriter(self, key)
         except OSError as exc:
             raise _fail(exc, "write", key) from None
+
+    def lock(self, key: str, holder: str) -> PosixLock:
+        import fcntl
+
+        from engine.errors import LockBusyError
+
+        path = self.path_of(key)
+        self.ensure_parent(path)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            current = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise LockBusyError(f"held by {current or 'another process'}") from None
+        previous = os.pread(fd, 4096, 0).decode(errors="replace").strip() or None
+        data = holder.encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+        return PosixLock(fd, previous)
 
     def close(self) -> None:
         with self._fd_lock:

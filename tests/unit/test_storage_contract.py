@@ -81,3 +81,38 @@ def test_delete(store: Storage) -> None:
 def test_invalid_keys_are_refused(store: Storage, key: str) -> None:
     with pytest.raises(StorageError):
         store.put(key, b"")
+
+
+def test_lock_is_exclusive_and_released(store: Storage) -> None:
+    from engine.errors import LockBusyError
+
+    first = store.lock("clusters/main/lock", "backup (pid 1)")
+    assert first.previous is None
+    with pytest.raises(LockBusyError, match=r"backup \(pid 1\)"):
+        store.lock("clusters/main/lock", "expire (pid 2)")
+    first.release()
+    second = store.lock("clusters/main/lock", "expire (pid 2)")
+    assert second.previous is None  # a clean release leaves nothing behind
+    second.release()
+
+
+def test_lock_of_a_killed_holder_is_taken_over(store: Storage, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from engine.storage.posix import PosixStorage; "
+            f"PosixStorage({str(tmp_path / 'repo')!r}).lock('clusters/main/lock', 'backup (pid X)'); "
+            "print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        from engine.errors import LockBusyError
+
+        with pytest.raises(LockBusyError):
+            store.lock("clusters/main/lock", "backup (pid Y)")
+    finally:
+        holder.kill()
+        holder.wait()
+    taken = store.lock("clusters/main/lock", "backup (pid Y)")
+    assert taken.previous == "backup (pid X)"
+    taken.release()
