@@ -53,11 +53,12 @@ class BackupRequest:
 
 
 def new_backup_id(storage: Storage, cluster: str, backup_type: str) -> str:
-    existing = set(list_backup_ids(storage, cluster))
+    """``YYYYMMDD-HHMMSS`` (UTC) and a type letter; ids sort in the order backups were taken."""
+    newest = max((i[:15] for i in list_backup_ids(storage, cluster)), default="")
     while True:
-        candidate = datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + TYPE_SUFFIX[backup_type]
-        if candidate not in existing:
-            return candidate
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        if stamp > newest:
+            return stamp + TYPE_SUFFIX[backup_type]
         time.sleep(0.2)
 
 
