@@ -24,6 +24,7 @@ class RestoreOptions:
     target: RecoveryTarget = field(default_factory=RecoveryTarget)
     backup_id: str | None = None
     force: bool = False
+    delta: bool = False
     tablespace_map: dict[int, Path] = field(default_factory=dict)
     archive_mode: str = "preserve"  # or "off"
     port: int | None = None
@@ -40,6 +41,8 @@ class RestoreResult:
     target: RecoveryTarget
     files: int
     bytes: int
+    written_bytes: int
+    removed: int
     log_file: Path | None = None
     reached: server.ReachedPoint | None = None
     archive_end: str | None = None
@@ -66,7 +69,7 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path,
     manifest = read_manifest(storage, cluster, backup.id)
     locations = tablespace_locations(backup, options.tablespace_map)
     pgdata = options.pgdata
-    prepare_directory(pgdata, options.force)
+    prepare_directory(pgdata, options.force, options.delta)
     done = 0
 
     def advance(n: int) -> None:
@@ -75,7 +78,8 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path,
         if progress is not None:
             progress(done, backup.size_bytes)
 
-    writer = FileWriter(storage, cluster, backup, pgdata, options.jobs or config.jobs, advance)
+    writer = FileWriter(storage, cluster, backup, pgdata, options.jobs or config.jobs, advance,
+                        delta=options.delta)
     written = writer.write(manifest, locations)
     durable.write_atomic(pgdata / "backup_label", backup.backup_label.encode(), 0o600)
     if backup.tablespaces:
@@ -92,7 +96,8 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path,
         settings["port"] = str(options.port)
     write_settings(pgdata, settings, backup.id,
                    "standby.signal" if options.standby else "recovery.signal")
-    result = RestoreResult(backup, pgdata, options.target, written.files, written.bytes)
+    result = RestoreResult(backup, pgdata, options.target, written.files, written.bytes,
+                           written.written_bytes, written.removed)
     if not options.start:
         return result
     end = expected_end(storage, cluster, backup, options.target)

@@ -1,18 +1,17 @@
-"""Writing a backup's files into a data directory.
+"""Writing a backup's files into a data directory (empty, or an old copy with delta).
 
-Blocks are fetched, decompressed and checked against their SHA-256 in parallel; a
-block that fails is named with its file and the restore stops. Each file is fsynced
-as soon as its last block is written, in the background, so flushing overlaps the
-work on the next files. ``global/pg_control`` is written last, after every other
-file and directory is durable, so a directory whose restore was interrupted cannot
-be started by mistake.
+Each file is fsynced as soon as its last block is written, in the background, so
+flushing overlaps the work on the next files. ``global/pg_control`` is written last,
+after every other file and directory is durable, so a directory whose restore was
+interrupted cannot be started by mistake. A delta restore hashes what is on disk and
+rewrites only the blocks whose SHA-256 differs, then removes what the backup does not
+have: the result is the same as a clean restore.
 """
 
 from __future__ import annotations
 
-import errno
-import mmap
 import os
+import re
 import shutil
 import threading
 from collections import deque
@@ -22,16 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import durable, layout
-from engine.codec import RAW, decompress
-from engine.errors import ChecksumError, RestoreError, StorageError
+from engine.block_sink import BlockSink, open_for_blocks
+from engine.errors import RestoreError
+from engine.frames import FrameReader
 from engine.manifest import BackupSummary, BlockRef, FileEntry, Manifest
 from engine.storage import Storage
 
 CONTROL_FILE = "global/pg_control"
 BATCH_BYTES = 8 * 1024 * 1024
-WRITE_BYTES = 1024 * 1024  # blocks gathered into one write
-DIRECT_MIN = 1024 * 1024  # files at least this large are written with O_DIRECT
-DIRECT_ALIGN = 4096
+_TABLESPACE_LINK = re.compile(r"^pg_tblspc/\d+$")
 Progress = Callable[[int], None]
 
 
@@ -39,17 +37,28 @@ Progress = Callable[[int], None]
 class WriteResult:
     files: int = 0
     bytes: int = 0
+    written_bytes: int = 0  # less than bytes after a delta restore
+    removed: int = 0
     tablespaces: dict[int, Path] = field(default_factory=dict)
 
 
-def prepare_directory(path: Path, force: bool, what: str = "data directory") -> None:
-    """An empty directory at ``path``; a non-empty one only with ``force`` (then emptied)."""
+def prepare_directory(path: Path, force: bool, delta: bool = False,
+                      what: str = "data directory") -> None:
+    """A directory to restore into: empty, or emptied with ``force``, or left as it is
+    for ``delta`` (which compares and patches); never one a running server uses."""
     if path.exists() and not path.is_dir():
         raise RestoreError(f"{path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()):
+    if delta and path.is_dir():
+        _refuse_if_running(path)
+        control = path / CONTROL_FILE
+        if control.exists():  # until the end, an interrupted delta restore cannot start
+            control.unlink()
+            durable.fsync_dir(control.parent)
+    elif path.is_dir() and any(path.iterdir()):
         if not force:
             raise RestoreError(f"{what} {path} is not empty: refusing to overwrite it "
-                               "(use --force to replace its contents)")
+                               "(use --delta to update it in place, or --force to replace "
+                               "its contents)")
         _refuse_if_running(path)
         for child in path.iterdir():
             if child.is_dir() and not child.is_symlink():
@@ -137,115 +146,50 @@ class _Flusher:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _damaged(entry: FileEntry, first_index: int, refs: list[BlockRef], index: int,
-             stored: memoryview, key: str) -> ChecksumError:
-    """Name what is damaged in a frame that failed its checksum: the very block when the
-    frame is stored raw, else the blocks the frame holds."""
-    frame = [i for i in range(index, len(refs)) if refs[i].offset == refs[index].offset
-             and refs[i].pack == refs[index].pack]
-    culprit = f"blocks {first_index + frame[0]}..{first_index + frame[-1]}" if len(frame) > 1 \
-        else f"block {first_index + frame[0]}"
-    if refs[index].codec == RAW:
-        for i in frame:
-            ref = refs[i]
-            if layout.block_id(stored[ref.skip:ref.skip + ref.raw]) != ref.digest:
-                culprit = f"block {first_index + i}"
-                break
-    return ChecksumError(f"{entry.path} {culprit} (pack {key.rsplit('/', 1)[-1]}): checksum "
-                         "mismatch, the stored data is damaged; refusing to restore it")
-
-
 class FileWriter:
-    """Writes a manifest's files under a data directory, verifying every block.
-
-    Consecutive blocks are gathered in a page-aligned buffer and written with one
-    call; large files are written with O_DIRECT, which spares the CPU the copy into
-    the page cache (as costly as the SHA-256 check on a VM) and leaves fsync little
-    to do. Small or unaligned files, and file systems without O_DIRECT, are written
-    through the page cache.
-    """
+    """Writes a manifest's files under a data directory; every stored frame is verified."""
 
     def __init__(self, storage: Storage, cluster: str, summary: BackupSummary, pgdata: Path,
-                 jobs: int, progress: Progress | None = None) -> None:
-        self._storage = storage
-        self._pack_keys = [layout.pack_key(cluster, p) for p in summary.packs]
+                 jobs: int, progress: Progress | None = None, delta: bool = False) -> None:
         self._pgdata = pgdata
         self._jobs = jobs
         self._progress = progress
+        self._delta = delta
         self._block_size = summary.block_size
         self._frame_limit = max(summary.frame_size, summary.block_size)
         self._major = summary.pg_version // 10000
-        self._direct = hasattr(os, "O_DIRECT")
-        self._buffers = threading.local()
-
-    def _buffer(self) -> memoryview:
-        buffer = getattr(self._buffers, "view", None)
-        if buffer is None:
-            buffer = memoryview(mmap.mmap(-1, max(WRITE_BYTES, self._frame_limit)))  # page-aligned
-            self._buffers.view = buffer
-        return buffer
-
-    def _open(self, entry: FileEntry) -> int:
-        path = self._pgdata / entry.path
-        if self._direct and entry.size >= DIRECT_MIN and entry.size % DIRECT_ALIGN == 0:
-            try:
-                return os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_DIRECT)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                self._direct = False  # this file system does not do direct I/O
-        return os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        self._reader = FrameReader(storage, cluster, summary.packs, self._frame_limit)
 
     def _write_batch(self, entry: FileEntry, first_index: int, refs: list[BlockRef]) -> int:
-        """Write blocks ``first_index``.. of ``entry``: contiguous frames are read with one
-        request; each frame is checked against its SHA-256, then decompressed once."""
-        buffer = self._buffer()
-        filled, run_start = 0, first_index
-        fd = self._open(entry)
+        """Write blocks ``first_index``.. of a new file."""
+        fd = open_for_blocks(self._pgdata / entry.path, entry.size)
         try:
-            start = 0
-            while start < len(refs):
-                end = start + 1
-                while end < len(refs) and refs[end].pack == refs[start].pack and refs[end].offset in (
-                        refs[end - 1].offset, refs[end - 1].offset + refs[end - 1].stored):
-                    end += 1
-                base = refs[start].offset
-                key = self._pack_keys[refs[start].pack]
-                try:
-                    data = memoryview(self._storage.read_range(
-                        key, base, refs[end - 1].offset + refs[end - 1].stored - base))
-                except StorageError as exc:
-                    raise RestoreError(f"cannot read blocks of {entry.path}: {exc}") from None
-                frame_at, frame = -1, memoryview(b"")
-                for index in range(start, end):
-                    ref = refs[index]
-                    block_no = first_index + index
-                    what = f"{entry.path} block {block_no} (pack {key.rsplit('/', 1)[-1]})"
-                    if ref.offset != frame_at:
-                        local = ref.offset - base
-                        stored = data[local:local + ref.stored]
-                        if layout.block_id(stored) != ref.frame_digest:
-                            raise _damaged(entry, first_index, refs, index, stored, key)
-                        frame = memoryview(decompress(ref.codec, stored, None, what,
-                                                      limit=self._frame_limit))
-                        frame_at = ref.offset
-                    block = frame[ref.skip:ref.skip + ref.raw]
-                    if len(block) != ref.raw:
-                        raise ChecksumError(f"{what}: the stored frame is shorter than the "
-                                            "manifest says; refusing to restore it")
-                    if filled + ref.raw > len(buffer):
-                        os.pwrite(fd, buffer[:filled], run_start * self._block_size)
-                        filled, run_start = 0, block_no
-                    buffer[filled:filled + ref.raw] = block
-                    filled += ref.raw
-                start = end
-            if filled:
-                os.pwrite(fd, buffer[:filled], run_start * self._block_size)
+            sink = BlockSink(fd, self._block_size, self._frame_limit)
+            for block_no, data in self._reader.blocks(entry.path, list(enumerate(refs, first_index))):
+                sink.write(block_no, data)
+            sink.flush()
         finally:
             os.close(fd)
-        written = sum(ref.raw for ref in refs)
+        return self._done(sum(ref.raw for ref in refs), sum(ref.raw for ref in refs))
+
+    def _patch_batch(self, entry: FileEntry, first_index: int, refs: list[BlockRef]) -> int:
+        """Rewrite the blocks ``first_index``.. of an existing file whose content differs."""
+        fd = os.open(self._pgdata / entry.path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            size = self._block_size
+            stale = [(n, ref) for n, ref in enumerate(refs, first_index)
+                     if layout.block_id(os.pread(fd, ref.raw, n * size)) != ref.digest]
+            sink = BlockSink(fd, size, self._frame_limit)
+            for block_no, data in self._reader.blocks(entry.path, stale):
+                sink.write(block_no, data)
+            sink.flush()
+        finally:
+            os.close(fd)
+        return self._done(sum(ref.raw for ref in refs), sum(ref.raw for _, ref in stale))
+
+    def _done(self, checked: int, written: int) -> int:
         if self._progress is not None:
-            self._progress(written)
+            self._progress(checked)
         return written
 
     def _create(self, entry: FileEntry) -> None:
@@ -273,68 +217,118 @@ class FileWriter:
         flusher = _Flusher()
         completed = False
         try:
-            control = self._write_all(manifest, locations, result, directories, flusher)
+            control, kept = self._write_all(manifest, locations, result, directories, flusher)
             completed = True
         finally:
             flusher.finish(check=completed)  # the pool is shut down: every callback has run
         if control is None:
             raise RestoreError(f"backup {manifest.summary.id} has no {CONTROL_FILE}: damaged")
+        if self._delta:
+            result.removed = self._remove_extras("", self._pgdata, kept, directories)
         for directory in directories:
             durable.fsync_dir(directory)
         self._create(control)
         for batch in self._batches(control):
-            result.bytes += self._write_batch(*batch)
+            written = self._write_batch(*batch)
+            result.bytes += written
+            result.written_bytes += written
         _fsync_file(self._pgdata / CONTROL_FILE)
         result.files += 1
         durable.fsync_dir(self._pgdata / "global")
         return result
 
     def _write_all(self, manifest: Manifest, locations: dict[int, Path], result: WriteResult,
-                   directories: set[Path], flusher: _Flusher) -> FileEntry | None:
+                   directories: set[Path], flusher: _Flusher) -> tuple[FileEntry | None, set[str]]:
         control: FileEntry | None = None
+        kept: set[str] = set()
         futures: deque[Future[int]] = deque()
         limit = self._jobs * 8
         with ThreadPoolExecutor(self._jobs, thread_name_prefix="lifeboat-restore") as pool:
             try:
                 for entry in manifest.entries():
+                    kept.add(entry.path)
                     target = self._pgdata / entry.path
                     if entry.kind == "dir":
-                        target.mkdir(mode=entry.mode, exist_ok=True)
+                        self._make_dir(target, entry.mode)
                         directories.add(target)
                     elif entry.kind == "link":
                         self._link_tablespace(entry, locations)
                     elif entry.path == CONTROL_FILE:
                         control = entry
                     else:
-                        work = self._batches(entry)
-                        if len(work) > 1:
-                            self._create(entry)
-                            batches = [pool.submit(self._write_batch, *batch) for batch in work]
-                        else:  # most files are small: a worker creates and writes them
-                            batches = [pool.submit(self._create_and_write, entry, work)]
+                        result.files += 1
+                        result.bytes += entry.size
+                        batches = self._schedule(pool, entry, target)
                         flusher.expect(target, batches)
                         futures.extend(batches)
-                        result.files += 1
                     while len(futures) > limit:
-                        result.bytes += futures.popleft().result()
+                        result.written_bytes += futures.popleft().result()
                 for future in futures:
-                    result.bytes += future.result()
+                    result.written_bytes += future.result()
             except BaseException:
                 for future in futures:
                     future.cancel()
                 raise
-        return control
+        return control, kept
+
+    def _schedule(self, pool: ThreadPoolExecutor, entry: FileEntry, target: Path) -> list[Future[int]]:
+        work = self._batches(entry)
+        if self._delta and target.is_file() and not target.is_symlink():
+            if target.stat().st_size != entry.size:
+                os.truncate(target, entry.size)
+            os.chmod(target, entry.mode)
+            return [pool.submit(self._patch_batch, *batch) for batch in work]
+        if self._delta and (target.is_symlink() or target.exists()):
+            _remove(target)
+        if len(work) > 1:
+            self._create(entry)
+            return [pool.submit(self._write_batch, *batch) for batch in work]
+        return [pool.submit(self._create_and_write, entry, work)]  # small: one task does all
+
+    def _make_dir(self, target: Path, mode: int) -> None:
+        if self._delta and (target.is_symlink() or (target.exists() and not target.is_dir())):
+            _remove(target)
+        target.mkdir(mode=mode, exist_ok=True)
+        if self._delta:
+            os.chmod(target, mode)
+
+    def _remove_extras(self, rel: str, directory: Path, kept: set[str],
+                       directories: set[Path]) -> int:
+        """Remove what the backup does not have (delta). In a tablespace's location only
+        this server's version directory is ours; anything else there is left alone."""
+        removed = 0
+        foreign_ok = bool(_TABLESPACE_LINK.match(rel))
+        for name in sorted(os.listdir(directory)):
+            child_rel = f"{rel}/{name}" if rel else name
+            path = directory / name
+            if child_rel in kept:
+                if path.is_dir():
+                    removed += self._remove_extras(child_rel, path, kept, directories)
+            elif not foreign_ok:
+                _remove(path)
+                directories.add(directory)
+                removed += 1
+        return removed
 
     def _link_tablespace(self, entry: FileEntry, locations: dict[int, Path]) -> None:
         oid = int(entry.path.rsplit("/", 1)[-1])
         location = locations.get(oid, Path(entry.target or ""))
         version_dirs = list(location.glob(f"PG_{self._major}_*")) if location.is_dir() else []
-        if any(any(p.iterdir()) for p in version_dirs if p.is_dir()):
+        if not self._delta and any(any(p.iterdir()) for p in version_dirs if p.is_dir()):
             raise RestoreError(
                 f"tablespace {oid} location {location} already holds data: map it elsewhere "
                 f"with --tablespace-map {oid}=DIR")
         durable.make_dirs(location, 0o700)
         link = self._pgdata / entry.path
+        if link.is_symlink() and Path(os.readlink(link)) == location:
+            return
         if link.is_symlink() or link.exists():
-            link.unlink()
+            _remove(link)
         os.symlink(location, link)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()

@@ -92,6 +92,9 @@ def _restore_arguments(p: argparse.ArgumentParser) -> None:
                    help="restore a tablespace elsewhere (repeatable)")
     p.add_argument("--force", action="store_true",
                    help="replace the contents of a non-empty data directory")
+    p.add_argument("--delta", action="store_true",
+                   help="update an existing data directory in place: rewrite only the blocks "
+                        "that differ, remove files the backup does not have")
     p.add_argument("--archive-mode", choices=["preserve", "off"], default="preserve",
                    help="off: the restored server does not archive WAL")
     p.add_argument("--standby", action="store_true", help="write standby.signal (no target)")

@@ -113,6 +113,7 @@ def _restore(args: argparse.Namespace) -> int:
         raise UsageError(f"--timeout: {exc}") from None
     options = restore.RestoreOptions(
         pgdata=args.pgdata, target=target, backup_id=args.backup, force=args.force,
+        delta=args.delta,
         tablespace_map=_tablespace_map(args.tablespace_map), archive_mode=args.archive_mode,
         port=args.port, standby=args.standby, start=args.start, jobs=args.jobs,
         timeout=timeout)
@@ -121,9 +122,11 @@ def _restore(args: argparse.Namespace) -> int:
     with byte_progress(f"restore {cluster}") as update:
         callback = None if update is None else (lambda done, total: update(done, total, ""))
         result = restore.run(config, cluster, storage, path, options, callback)
+    delta = (f"; delta: {format_size(result.written_bytes)} rewritten, {result.removed} "
+             "extra files removed") if args.delta else ""
     print(f"restored backup {result.backup.id} of cluster '{cluster}' into {result.pgdata}: "
           f"{format_size(result.bytes)} in {result.files} files "
-          f"({time.monotonic() - started:.1f}s), target {target.describe()}")
+          f"({time.monotonic() - started:.1f}s), target {target.describe()}{delta}")
     if result.reached is not None:
         point = result.reached
         print(f"recovery {point.state}: reached LSN {point.lsn}, last transaction at "

@@ -116,6 +116,13 @@ class Cluster:
             time.sleep(0.05)
         self.started = False
 
+    def wait_promoted(self, timeout: float = 60) -> None:
+        """Wait until recovery has ended (a started restore promotes at its end)."""
+        deadline = time.monotonic() + timeout
+        while not self.value("SELECT NOT pg_is_in_recovery()"):
+            assert time.monotonic() < deadline, f"{self.pgdata} is still in recovery"
+            time.sleep(0.1)
+
     def connect(self, dbname: str = "postgres") -> psycopg.Connection:
         return psycopg.connect(host="127.0.0.1", port=self.port, user=PG_USER, dbname=dbname,
                                autocommit=True, connect_timeout=10)

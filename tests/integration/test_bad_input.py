@@ -63,7 +63,7 @@ def test_init_refuses_an_archive_command_for_another_repository(workspace: Works
 
 
 def test_check_explains_a_failing_archive_command(lifeboat: Lifeboat) -> None:
-    broken = f"{LIFEBOAT} --config /nonexistent.toml --cluster main wal-push %p"
+    broken = f"false && {lifeboat.archive_command()}"  # looks right, fails when it runs
     lifeboat.cluster.sql(f"ALTER SYSTEM SET archive_command = '{broken}'")
     lifeboat.cluster.sql("SELECT pg_reload_conf()")
     done = lifeboat.run("check", check=False)

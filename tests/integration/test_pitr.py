@@ -88,10 +88,7 @@ def test_restore_without_start_writes_recovery_settings(lifeboat: Lifeboat,
     assert "START WAL LOCATION" in (restored.pgdata / "backup_label").read_text()
     restored.log = restored.pgdata.parent / f"{restored.pgdata.name}.log"
     restored.start()  # a plain pg_ctl start recovers to the target
-    for _ in range(100):
-        if restored.value("SELECT NOT pg_is_in_recovery()"):
-            break
-        time.sleep(0.1)
+    restored.wait_promoted()
     assert markers(restored) == [1, 2, 3]
 
 
