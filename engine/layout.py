@@ -82,6 +82,11 @@ def restore_point_key(cluster: str, name: str) -> str:
     return f"clusters/{cluster}/restore-points/{name}.json"
 
 
+def verify_state_key(cluster: str) -> str:
+    """What earlier verifications proved (packs and WAL segments), for --since-last."""
+    return f"clusters/{cluster}/verified.json"
+
+
 def lock_key(cluster: str) -> str:
     return f"clusters/{cluster}/lock"
 

@@ -208,8 +208,13 @@ class Manifest:
 
     def entries(self) -> Iterator[FileEntry]:
         reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(self.body))
-        for line in io.BufferedReader(reader, buffer_size=1 << 20):
-            yield FileEntry.decode(line)
+        for number, line in enumerate(io.BufferedReader(reader, buffer_size=1 << 20), 1):
+            try:
+                entry = FileEntry.decode(line)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ChecksumError(f"{self.key}: entry {number} is unreadable ({exc}); "
+                                    "the manifest is damaged or of another format") from None
+            yield entry
 
 
 def read_manifest(storage: Storage, cluster: str, backup_id: str) -> Manifest:

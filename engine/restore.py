@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine import archive, clusterinfo, durable, restore_points, server
+from engine import archive, clusterinfo, durable, restore_points, server, timelines
 from engine.config import Config
 from engine.errors import RestoreError
 from engine.manifest import BackupSummary, list_backup_ids, read_manifest, read_summary
@@ -113,16 +113,12 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path,
     result.reached = reached
     if options.target.kind == "latest" and end is not None and reached.lsn is not None:
         reached_segno = segment_of_lsn(parse_lsn(reached.lsn), info.wal_segment_size)
-        if reached_segno < archive_segno(end, info.wal_segment_size):
+        if reached_segno < parse_segment(end, info.wal_segment_size).segno:
             raise RestoreError(
                 f"recovery stopped at {reached.lsn}, but the archive holds WAL up to {end}: "
                 "transactions after that point were not recovered (server log: "
                 f"{result.log_file})")
     return result
-
-
-def archive_segno(name: str, segment_size: int) -> int:
-    return parse_segment(name, segment_size).segno
 
 
 def expected_end(storage: Storage, cluster: str, backup: BackupSummary,
@@ -131,40 +127,9 @@ def expected_end(storage: Storage, cluster: str, backup: BackupSummary,
     if target.kind != "latest":
         return None
     size = clusterinfo.read(storage, cluster).wal_segment_size
-    by_timeline = archive.segments_by_timeline(storage, cluster, size)
-    best: tuple[int, int] | None = None
-    for timeline, limit in _timeline_chain(storage, cluster, backup, target.timeline):
-        eligible = [s for s in by_timeline.get(timeline, []) if limit is None or s <= limit]
-        if eligible and (best is None or max(eligible) > best[1]):
-            best = (timeline, max(eligible))
-    return None if best is None else segment_name(best[0], best[1], size)
-
-
-def _timeline_chain(storage: Storage, cluster: str, backup: BackupSummary,
-                    wanted: str | None) -> list[tuple[int, int | None]]:
-    """(timeline, last segment number on it or None) from the recovery timeline back to
-    the backup's, the way PostgreSQL follows recovery_target_timeline."""
-    info = clusterinfo.read(storage, cluster)
-    stop = parse_lsn(backup.stop_lsn)
-    candidates: list[int]
-    if wanted == "current":
-        candidates = [backup.timeline]
-    elif wanted and wanted.isdigit():
-        candidates = [int(wanted)]
-    else:
-        candidates = sorted(archive.archived_histories(storage, cluster), reverse=True)
-        candidates.append(backup.timeline)
-    for timeline in candidates:
-        if timeline == backup.timeline:
-            return [(timeline, None)]
-        history = archive.read_history(storage, cluster, timeline) or []
-        parents = {s.parent: s.switch_lsn for s in history}
-        if backup.timeline in parents and parents[backup.timeline] >= stop:
-            chain: list[tuple[int, int | None]] = [(timeline, None)]
-            for switch in reversed(history):
-                chain.append((switch.parent,
-                              segment_of_lsn(switch.switch_lsn, info.wal_segment_size)))
-                if switch.parent == backup.timeline:
-                    break
-            return chain
-    return [(backup.timeline, None)]
+    spans = timelines.recovery_path(storage, cluster, backup.timeline, parse_lsn(backup.start_lsn),
+                                    parse_lsn(backup.stop_lsn), size, target.timeline)
+    archived = archive.segments_by_timeline(storage, cluster, size)
+    held = {(tl, segno) for tl, segnos in archived.items() for segno in segnos}
+    present = [item for item in timelines.required_segments(spans, archived) if item in held]
+    return segment_name(*present[-1], size) if present else None

@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, metavar="N", help="parallel workers (default: cores)")
     p = command("restore", "restore a backup into a data directory, to a point in time")
     _restore_arguments(p)
+    p = command("verify", "re-read and re-hash backups and the WAL they need; name what is damaged")
+    p.add_argument("--backup", metavar="ID", help="verify one backup (default: all)")
+    p.add_argument("--since-last", action="store_true",
+                   help="only what no earlier verify proved (new packs and WAL)")
+    p.add_argument("--output", choices=["text", "json"], default="text")
+    p.add_argument("--jobs", type=int, metavar="N", help="parallel workers (default: cores)")
     p = command("restore-point", "create a named restore point (pg_create_restore_point)")
     p.add_argument("name", metavar="NAME")
     p = command("info", "list backups and the WAL archive")

@@ -139,6 +139,32 @@ def _restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from engine import verify
+    from lifeboat.output import verify_text
+    from lifeboat.progress import byte_progress
+
+    config, _path, cluster, storage = _load(args)
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    with byte_progress(f"verify {cluster}") as update:
+        callback = None
+        if update is not None:
+            done = [0]
+
+            def callback(n: int) -> None:
+                done[0] += n
+                update(done[0], 0, "")
+        report = verify.run(storage, cluster, args.backup, args.since_last,
+                            args.jobs or config.jobs, callback)
+    if args.output == "json":
+        json.dump(report.to_json(), sys.stdout, indent=2)
+        print()
+    else:
+        print(verify_text(report))
+    return 0 if report.ok else 1
+
+
 def _restore_point(args: argparse.Namespace) -> int:
     from engine import restore_points
 
@@ -175,7 +201,7 @@ HANDLERS = {
     "init": _init, "check": _check, "wal-push": wal_commands.wal_push,
     "wal-get": wal_commands.wal_get,
     "backup": _backup, "restore": _restore, "restore-point": _restore_point,
-    "info": _info, "version": _version,
+    "info": _info, "verify": _verify, "version": _version,
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engine.info import ClusterReport
 from engine.units import format_size
+from engine.verify import VerifyReport
 
 
 def info_text(repository: str, reports: list[ClusterReport]) -> str:
@@ -28,4 +29,20 @@ def info_text(repository: str, reports: list[ClusterReport]) -> str:
                          f"{format_size(b.size_bytes)}, {format_size(b.stored_bytes)} stored")
         for backup_id, error in report.damaged:
             lines.append(f"  backup {backup_id}: DAMAGED: {error}")
+    return "\n".join(lines)
+
+
+def verify_text(report: VerifyReport) -> str:
+    skipped = ""
+    if report.mode == "since-last":
+        skipped = (f" ({report.skipped_packs} packs and {report.skipped_wal} WAL segments "
+                   "proven earlier, skipped)")
+    lines = [f"verify cluster '{report.cluster}' ({report.mode}): {report.backups} backups, "
+             f"{report.frames} frames, {report.blocks} blocks ({format_size(report.bytes)}), "
+             f"{report.wal_segments} WAL segments checked in {report.seconds:.1f}s{skipped}"]
+    if report.ok:
+        lines.append("ok: nothing missing or damaged")
+    else:
+        lines.append(f"{len(report.problems)} problems:")
+        lines.extend(f"  {problem}" for problem in report.problems)
     return "\n".join(lines)
