@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from engine import clusterinfo, layout, pgdata, postgres
+from engine import clusterinfo, expire, layout, pgdata, postgres
 from engine.blockcopy import MTIME_MARGIN, BaseFiles, BlockCopier, PackSet
 from engine.cluster_setup import settings_problems, wait_for_segments
 from engine.codec import Codec
 from engine.config import Config
 from engine.errors import BackupError, PostgresError
+from engine.expire import ExpireReport
 from engine.locks import cluster_lock
 from engine.manifest import BackupSummary, ManifestWriter, list_backup_ids, read_manifest, read_summary
 from engine.storage import Storage
@@ -49,7 +50,9 @@ class BackupRequest:
     backup_type: str = "full"
     jobs: int | None = None
     checksum: bool = False  # read and hash every file, trusting no size or mtime
+    expire: bool = True  # apply retention afterwards, when the configuration has rules
     notices: list[str] = field(default_factory=list)
+    expired: ExpireReport | None = None
 
 
 def new_backup_id(storage: Storage, cluster: str, backup_type: str) -> str:
@@ -100,7 +103,11 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path,
     if request.backup_type not in BACKUP_TYPES:
         raise BackupError(f"backup type '{request.backup_type}' is not one of {', '.join(BACKUP_TYPES)}")
     with cluster_lock(storage, cluster, f"backup --type {request.backup_type}", request.notices):
-        return _run_locked(config, cluster, storage, config_path, request, progress)
+        summary = _run_locked(config, cluster, storage, config_path, request, progress)
+        retention = config.retention_for(cluster)
+        if request.expire and retention.expire_after_backup and retention.configured:
+            request.expired = expire.run_locked(config, cluster, storage)
+        return summary
 
 
 def _run_locked(config: Config, cluster: str, storage: Storage, config_path: Path,

@@ -105,6 +105,40 @@ class RepositoryConfig(_Section):
         return value
 
 
+def _keep_rule(value: object) -> tuple[str, float]:
+    """``2`` keeps the two newest; ``"7d"`` keeps those younger than seven days."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("must be a count (e.g. 2) or an age (e.g. '7d')")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError("a count must keep at least 1 backup")
+        return ("count", float(value))
+    return ("age", parse_duration(value))
+
+
+KeepRule = Annotated[tuple[Literal["count", "age"], float], BeforeValidator(_keep_rule)]
+
+
+class RetentionConfig(_Section):
+    """What ``expire`` keeps. A backup type without a rule is kept forever; the newest
+    backup always is, and so is the newest one old enough to anchor the recovery window."""
+
+    full: KeepRule | None = None
+    diff: KeepRule | None = None
+    incr: KeepRule | None = None
+    max_recovery_window: Duration | None = None
+    expire_after_backup: bool = True
+    gc_grace: Duration = 3600.0
+
+    def rules(self) -> dict[str, tuple[str, float]]:
+        return {t: r for t, r in (("full", self.full), ("diff", self.diff), ("incr", self.incr))
+                if r is not None}
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.rules()) or self.max_recovery_window is not None
+
+
 class ClusterConfig(_Section):
     """One PostgreSQL cluster: its data directory and how to connect to it."""
 
@@ -116,6 +150,7 @@ class ClusterConfig(_Section):
     bin_dir: Path | None = None
     archive_timeout: Duration = 60.0
     connect_timeout: Duration = 10.0
+    retention: RetentionConfig | None = None
 
     _check_pgdata = field_validator("pgdata")(_absolute)
 
@@ -132,6 +167,7 @@ class Config(_Section):
     jobs: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     repository: RepositoryConfig
     compression: CompressionConfig = CompressionConfig()
+    retention: RetentionConfig = RetentionConfig()
     clusters: dict[ClusterName, ClusterConfig] = Field(default_factory=dict)
 
     def cluster(self, name: str | None, source: Path | str = "the configuration") -> ClusterConfig:
@@ -148,6 +184,10 @@ class Config(_Section):
             raise ConfigError(
                 f"unknown cluster '{name}': {source} defines [clusters.*]: {known}"
             ) from None
+
+    def retention_for(self, cluster: str) -> RetentionConfig:
+        """The cluster's own [clusters.NAME.retention], else the file's [retention]."""
+        return self.clusters[cluster].retention or self.retention
 
     def cluster_name(self, name: str | None, source: Path | str = "the configuration") -> str:
         """Resolve ``--cluster`` the way :meth:`cluster` does, returning the name."""

@@ -59,9 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "new since the last backup)")
     p.add_argument("--checksum", action="store_true",
                    help="read and hash every file, even those whose size and mtime are unchanged")
+    p.add_argument("--no-expire", action="store_true",
+                   help="do not apply retention after the backup")
     p.add_argument("--jobs", type=int, metavar="N", help="parallel workers (default: cores)")
     p = command("restore", "restore a backup into a data directory, to a point in time")
     _restore_arguments(p)
+    p = command("expire", "apply retention: remove expired backups, unreferenced blocks and WAL")
+    p.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    p.add_argument("--output", choices=["text", "json"], default="text")
     p = command("verify", "re-read and re-hash backups and the WAL they need; name what is damaged")
     p.add_argument("--backup", metavar="ID", help="verify one backup (default: all)")
     p.add_argument("--since-last", action="store_true",

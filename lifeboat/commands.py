@@ -57,7 +57,7 @@ def _backup(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     started = time.monotonic()
-    request = backup.BackupRequest(args.type, args.jobs, args.checksum)
+    request = backup.BackupRequest(args.type, args.jobs, args.checksum, not args.no_expire)
     try:
         with byte_progress(f"backup {cluster}") as update:
             callback = None if update is None else (
@@ -72,6 +72,26 @@ def _backup(args: argparse.Namespace) -> int:
           f"{time.monotonic() - started:.1f}s: {format_size(summary.size_bytes)} in "
           f"{summary.file_count} files; {format_size(new)} new, stored in "
           f"{format_size(summary.stored_bytes)}; WAL {summary.start_wal}..{summary.stop_wal}")
+    if request.expired is not None:
+        from lifeboat.output import expire_text
+
+        print(expire_text(request.expired))
+    return 0
+
+
+def _expire(args: argparse.Namespace) -> int:
+    from engine import expire
+    from lifeboat.output import expire_text
+
+    config, _path, cluster, storage = _load(args)
+    report = expire.run(config, cluster, storage, args.dry_run)
+    for notice in report.notices:
+        print(f"lifeboat: notice: {notice}", file=sys.stderr)
+    if args.output == "json":
+        json.dump(report.to_json(), sys.stdout, indent=2)
+        print()
+    else:
+        print(expire_text(report))
     return 0
 
 
@@ -201,7 +221,7 @@ HANDLERS = {
     "init": _init, "check": _check, "wal-push": wal_commands.wal_push,
     "wal-get": wal_commands.wal_get,
     "backup": _backup, "restore": _restore, "restore-point": _restore_point,
-    "info": _info, "verify": _verify, "version": _version,
+    "info": _info, "verify": _verify, "expire": _expire, "version": _version,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from engine.expire import ExpireReport
 from engine.info import ClusterReport
 from engine.units import format_size
 from engine.verify import VerifyReport
@@ -45,4 +46,19 @@ def verify_text(report: VerifyReport) -> str:
     else:
         lines.append(f"{len(report.problems)} problems:")
         lines.extend(f"  {problem}" for problem in report.problems)
+    return "\n".join(lines)
+
+
+def expire_text(report: ExpireReport) -> str:
+    would = "would be " if report.dry_run else ""
+    lines = [f"expire{' (dry run)' if report.dry_run else ''}: "
+             f"{len(report.plan.expire)} backups {would}expired, {len(report.plan.keep)} kept; "
+             f"{len(report.packs_removed)} packs ({format_size(report.pack_bytes)}) and "
+             f"{len(report.wal_removed)} WAL files ({format_size(report.wal_bytes)}) {would}removed"]
+    for backup in report.plan.expire:
+        lines.append(f"  expire {backup.id} ({backup.type}): {report.plan.reasons[backup.id]}")
+    for backup in report.plan.keep:
+        reason = report.plan.reasons.get(backup.id)
+        if reason:
+            lines.append(f"  keep {backup.id} ({backup.type}): {reason.removeprefix('kept: ')}")
     return "\n".join(lines)

@@ -42,6 +42,10 @@ class Storage(Protocol):
     - ``list`` returns the keys under ``prefix`` in sorted order; with
       ``recursive=False`` it returns immediate children, sub-prefixes ending in '/'.
     - ``delete`` of a missing key is not an error.
+    - ``mtime`` is when an object was written (seconds since the epoch).
+    - ``remove_abandoned`` removes the remains of writes that never completed (a process
+      killed while writing a pack) older than ``older_than`` seconds under ``prefix``,
+      returning how many it removed.
     - ``lock`` takes an exclusive lock named ``key`` without waiting, recording
       ``holder`` (a line of text for messages); it raises
       :class:`engine.errors.LockBusyError` naming the current holder if there is one.
@@ -63,6 +67,10 @@ class Storage(Protocol):
     def list(self, prefix: str, recursive: bool = True) -> list[str]: ...
 
     def delete(self, key: str) -> None: ...
+
+    def mtime(self, key: str) -> float: ...
+
+    def remove_abandoned(self, prefix: str, older_than: float) -> int: ...
 
     def open_writer(self, key: str) -> ObjectWriter: ...
 

@@ -205,6 +205,29 @@ class PosixStorage:
             raise _fail(exc, "delete", key) from None
         durable.fsync_dir(os.path.dirname(path))
 
+    def mtime(self, key: str) -> float:
+        try:
+            return os.stat(self.path_of(key)).st_mtime
+        except OSError as exc:
+            raise _fail(exc, "stat", key) from None
+
+    def remove_abandoned(self, prefix: str, older_than: float) -> int:
+        """Temp files (``.name.tmp-*``) left by killed writers."""
+        import time
+
+        base = self.path_of(prefix.rstrip("/"))
+        cutoff = time.time() - older_than
+        removed = 0
+        for directory, _dirs, files in os.walk(base):
+            for name in files:
+                path = os.path.join(directory, name)
+                if name.startswith(".") and ".tmp-" in name:
+                    with contextlib.suppress(FileNotFoundError):
+                        if os.stat(path).st_mtime < cutoff:
+                            os.unlink(path)
+                            removed += 1
+        return removed
+
     def open_writer(self, key: str) -> PosixWriter:
         try:
             return PosixWriter(self, key)

@@ -73,6 +73,7 @@ def test_a_second_backup_is_refused_naming_the_holder(lifeboat: Lifeboat) -> Non
 
 
 def test_killed_backup_leaves_no_backup_and_the_next_succeeds(lifeboat: Lifeboat) -> None:
+    lifeboat.write_config(lifeboat.cluster, extra='\n[retention]\ngc_grace = "0s"\n')
     source = lifeboat.cluster
     assert source.pgbench("-i", "-s", "30", "-q").returncode == 0
     packs = lifeboat.repo / "clusters" / "main" / "packs"
@@ -92,6 +93,12 @@ def test_killed_backup_leaves_no_backup_and_the_next_succeeds(lifeboat: Lifeboat
         time.sleep(0.1)
     else:
         raise AssertionError("the killed backup's session is still open")
+    orphans = {p for p in packs.rglob("*") if p.is_file()}
+    assert orphans  # what the killed backup wrote is still there ...
     done = lifeboat.run("backup")
     assert "complete" in done.stdout
     assert len(backups(lifeboat)) == 1
+    lifeboat.run("expire")  # ... until garbage collection removes it
+    left = {p for p in packs.rglob("*") if p.is_file()}
+    assert not orphans & left
+    assert lifeboat.run("verify", check=False).returncode == 0

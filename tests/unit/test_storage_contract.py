@@ -116,3 +116,15 @@ def test_lock_of_a_killed_holder_is_taken_over(store: Storage, tmp_path: Path) -
     taken = store.lock("clusters/main/lock", "backup (pid Y)")
     assert taken.previous == "backup (pid X)"
     taken.release()
+
+
+def test_abandoned_writes_are_removed_after_their_grace(store: Storage) -> None:
+    import time
+
+    writer = store.open_writer("packs/cc/pack3")
+    writer.write(b"partial")  # the writer is killed: never committed, never aborted
+    store.put("packs/cc/done", b"complete")
+    assert store.remove_abandoned("packs", older_than=3600) == 0
+    assert store.remove_abandoned("packs", older_than=0) == 1
+    assert store.list("packs") == ["packs/cc/done"]
+    assert abs(store.mtime("packs/cc/done") - time.time()) < 60
