@@ -134,6 +134,7 @@ def _run_locked(config: Config, cluster: str, storage: Storage, config_path: Pat
             raise BackupError(f"cluster '{cluster}' is not archiving into Lifeboat:\n  - "
                               + "\n  - ".join(problems))
         tablespaces = postgres.tablespaces(conn)
+        checksummed = postgres.settings(conn, "data_checksums").get("data_checksums") == "on"
         archiver_before = postgres.archiver_status(conn)
         backup_id = new_backup_id(storage, cluster, request.backup_type)
         started_at = datetime.now(UTC)
@@ -153,10 +154,14 @@ def _run_locked(config: Config, cluster: str, storage: Storage, config_path: Pat
             copier = BlockCopier(packs, Codec(config.compression.algorithm,
                                               config.compression.level),
                                  config.repository.block_size, config.repository.frame_size,
-                                 request.jobs or config.jobs, base)
+                                 request.jobs or config.jobs, base,
+                                 start.lsn if checksummed else None)
             size_bytes = file_count = block_count = 0
+            corrupt: dict[str, list[int]] = {}
             for entry in copier.copy(entries, lambda n: report(done=n)):
                 writer.add(entry)
+                if entry.corrupt_pages:
+                    corrupt[entry.path] = entry.corrupt_pages
                 if entry.kind == "file":
                     file_count += 1
                     size_bytes += entry.size
@@ -193,7 +198,9 @@ def _run_locked(config: Config, cluster: str, storage: Storage, config_path: Pat
         backup_label=stop.backup_label, tablespace_map=stop.tablespace_map,
         tablespaces=[{"oid": t.oid, "name": t.name, "location": t.location} for t in tablespaces],
         packs=pack_ids, base=base_summary.id if base_summary else None,
-        reused_bytes=copier.stats.reused_bytes, lifeboat_version=VERSION,
+        reused_bytes=copier.stats.reused_bytes, page_checksums=checksummed,
+        corrupt_pages=sum(len(p) for p in corrupt.values()), corrupt_files=sorted(corrupt),
+        lifeboat_version=VERSION,
     )
     report("manifest")
     data = writer.finish(summary)
@@ -201,6 +208,10 @@ def _run_locked(config: Config, cluster: str, storage: Storage, config_path: Pat
         packs.discard()
         raise BackupError(f"backup {backup_id} already exists in the repository (another "
                           "backup ran at the same time); this one was not recorded")
+    for path, pages in sorted(corrupt.items()):
+        shown = ", ".join(str(p) for p in pages[:10]) + (" ..." if len(pages) > 10 else "")
+        request.notices.append(f"WARNING: {path}: {len(pages)} pages fail their PostgreSQL "
+                               f"checksum (blocks {shown}); backup {backup_id} holds them as read")
     report("done")
     return summary
 

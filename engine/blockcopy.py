@@ -34,6 +34,7 @@ from engine.storage import ObjectWriter, Storage
 CHUNK_BYTES = 4 * 1024 * 1024
 MTIME_MARGIN = 1.0  # seconds: a file modified this close to the base backup is re-read
 Progress = Callable[[int], None]
+ChunkResult = tuple[list[BlockRef], list[int]] | None  # block refs, corrupt pages; None: gone
 
 
 @dataclass
@@ -159,7 +160,11 @@ class BlockCopier:
     """Turns data-directory entries into manifest entries, storing their new blocks."""
 
     def __init__(self, packs: PackSet, codec: Codec, block_size: int, frame_size: int,
-                 jobs: int, base: BaseFiles | None = None) -> None:
+                 jobs: int, base: BaseFiles | None = None, check_pages_before: int | None = None
+                 ) -> None:
+        """``check_pages_before``: verify PostgreSQL page checksums of relation files, judging
+        pages whose LSN is below this (the backup's start LSN); None when the cluster has no
+        data checksums."""
         self._packs = packs
         self._codec = codec
         self._block_size = block_size
@@ -169,6 +174,12 @@ class BlockCopier:
         self._base = base
         self.stats = CopyStats()
         self._stats_lock = threading.Lock()
+        self._start_lsn = check_pages_before
+        self._pagecheck = None
+        if check_pages_before is not None:
+            from engine import pagecheck  # numpy: only for clusters with data checksums
+
+            self._pagecheck = pagecheck
 
     def _reuse(self, ref: BlockRef) -> BlockRef:
         assert self._base is not None
@@ -176,8 +187,8 @@ class BlockCopier:
         return BlockRef(ref.digest, pack, ref.offset, ref.stored, ref.raw, ref.codec, ref.skip,
                         ref.frame_digest)
 
-    def _copy_chunk(self, source: Path, offset: int, length: int,
-                    prior: _Prior | None) -> list[BlockRef] | None:
+    def _copy_chunk(self, source: Path, offset: int, length: int, prior: _Prior | None,
+                    first_page: int | None) -> ChunkResult:
         try:
             fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -187,6 +198,12 @@ class BlockCopier:
         finally:
             os.close(fd)
         view = memoryview(data)
+        corrupt: list[int] = []
+        if first_page is not None and self._pagecheck is not None:
+            suspects = self._pagecheck.bad_pages(view, first_page, self._start_lsn)
+            if suspects:
+                corrupt = self._pagecheck.confirm(str(source), suspects, offset, first_page,
+                                                  self._start_lsn)
         size = self._block_size
         digests = [layout.block_id(view[i:i + size]) for i in range(0, len(view), size)]
         refs: list[BlockRef | None] = [None] * len(digests)
@@ -204,7 +221,7 @@ class BlockCopier:
             with self._stats_lock:
                 self.stats.reused_bytes += reused
         self._store_new(view, digests, refs)
-        return refs  # type: ignore[return-value]
+        return refs, corrupt  # type: ignore[return-value]
 
     def _store_new(self, view: memoryview, digests: list[bytes],
                    refs: list[BlockRef | None]) -> None:
@@ -257,13 +274,13 @@ class BlockCopier:
 
     def copy(self, entries: Iterable[Entry], progress: Progress | None = None) -> Iterator[FileEntry]:
         """Manifest entries in input order; files that vanished meanwhile are left out."""
-        window: deque[tuple[Entry, list[Future[list[BlockRef] | None]], FileEntry | None]] = deque()
+        window: deque[tuple[Entry, list[Future[ChunkResult]], FileEntry | None]] = deque()
         in_flight = 0
         limit = self._jobs * 4
         with ThreadPoolExecutor(self._jobs, thread_name_prefix="lifeboat-copy") as pool:
             try:
                 for entry in entries:
-                    futures: list[Future[list[BlockRef] | None]] = []
+                    futures: list[Future[ChunkResult]] = []
                     reused: FileEntry | None = None
                     if entry.kind == "file":
                         prior = self._base.find(entry.path) if self._base else None
@@ -276,9 +293,13 @@ class BlockCopier:
                             if progress is not None:
                                 progress(entry.size)
                         else:
+                            segment = (self._pagecheck.segment_number(entry.path)
+                                       if self._pagecheck is not None else None)
                             for offset, length in self._chunks(entry):
+                                first_page = None if segment is None else (
+                                    segment * self._pagecheck.SEGMENT_PAGES + offset // 8192)
                                 future = pool.submit(self._copy_chunk, entry.source, offset, length,
-                                                     self._prior_for(prior, offset))
+                                                     self._prior_for(prior, offset), first_page)
                                 if progress is not None:
                                     future.add_done_callback(lambda _f, n=length: progress(n))
                                 futures.append(future)
@@ -300,19 +321,22 @@ class BlockCopier:
                         future.cancel()
                 raise
 
-    def _finish(self, entry: Entry, futures: list[Future[list[BlockRef] | None]],
+    def _finish(self, entry: Entry, futures: list[Future[ChunkResult]],
                 reused: FileEntry | None) -> FileEntry | None:
         if reused is not None:
             return reused
         if entry.kind != "file":
             return FileEntry(entry.path, entry.kind, entry.mode, 0, entry.mtime, entry.target)
         blocks: list[BlockRef] = []
+        corrupt: list[int] = []
         for future in futures:
-            refs = future.result()
-            if refs is None:
+            result = future.result()
+            if result is None:
                 return None  # removed during the backup; WAL replay removes it too
+            refs, bad = result
             blocks.extend(refs)
+            corrupt.extend(bad)
             if not refs or refs[-1].raw < self._block_size:
                 break  # file shrank while read: the rest is replayed from WAL
         size = sum(ref.raw for ref in blocks)
-        return FileEntry(entry.path, "file", entry.mode, size, entry.mtime, None, blocks)
+        return FileEntry(entry.path, "file", entry.mode, size, entry.mtime, None, blocks, corrupt)

@@ -62,6 +62,7 @@ class FileEntry:
     mtime: float = 0.0
     target: str | None = None
     blocks: list[BlockRef] = field(default_factory=list)
+    corrupt_pages: list[int] = field(default_factory=list)  # failed their PostgreSQL checksum
 
     def encode(self) -> bytes:
         item: dict[str, Any] = {"p": self.path, "k": self.kind[0], "m": self.mode}
@@ -75,6 +76,8 @@ class FileEntry:
                 blocks.append([b.digest.hex(), b.pack, b.offset, b.stored, b.raw, b.codec, b.skip,
                                "" if same else b.frame_digest.hex()])
             item["b"] = blocks
+            if self.corrupt_pages:
+                item["c"] = self.corrupt_pages
         elif self.kind == "link":
             item["l"] = self.target
         return json.dumps(item, separators=(",", ":")).encode() + b"\n"
@@ -89,7 +92,7 @@ class FileEntry:
             frame = bytes.fromhex(f) if f else frame
             blocks.append(BlockRef(bytes.fromhex(h), p, o, s, r, c, k, frame))
         return cls(item["p"], kind, item["m"], item.get("s", 0), item.get("t", 0.0),
-                   item.get("l"), blocks)
+                   item.get("l"), blocks, item.get("c", []))
 
 
 @dataclass
@@ -123,6 +126,9 @@ class BackupSummary:
     packs: list[str]
     base: str | None = None
     reused_bytes: int = 0
+    page_checksums: bool = False  # the cluster's pages were checked while read
+    corrupt_pages: int = 0
+    corrupt_files: list[str] = field(default_factory=list)
     lifeboat_version: str = ""
     body_sha256: str = ""
     body_bytes: int = 0

@@ -27,7 +27,9 @@ def info_text(repository: str, reports: list[ClusterReport]) -> str:
         for b in report.backups:
             lines.append(f"  backup {b.id} {b.type}: {b.started_at} .. {b.finished_at}, "
                          f"LSN {b.start_lsn} .. {b.stop_lsn} (timeline {b.timeline}), "
-                         f"{format_size(b.size_bytes)}, {format_size(b.stored_bytes)} stored")
+                         f"{format_size(b.size_bytes)}, {format_size(b.stored_bytes)} stored"
+                         + (f"; HOLDS {b.corrupt_pages} CORRUPT PAGES in {', '.join(b.corrupt_files)}"
+                            if b.corrupt_pages else ""))
         for backup_id, error in report.damaged:
             lines.append(f"  backup {backup_id}: DAMAGED: {error}")
     return "\n".join(lines)

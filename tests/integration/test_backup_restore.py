@@ -36,6 +36,7 @@ def test_backup_under_pgbench_restores_every_table(lifeboat: Lifeboat) -> None:
         _out, err = load.communicate(timeout=60)
     assert load.returncode == 0, err
     assert "complete" in backup.stdout
+    assert "WARNING" not in backup.stderr  # pages written while read are not false alarms
     lifeboat.switch_and_archive()
     expected = source.table_checksums()
     assert expected["public.pgbench_history"][0] > 1000
@@ -84,3 +85,24 @@ def test_tablespaces_are_backed_up_and_can_be_moved(lifeboat: Lifeboat, workspac
     assert restored.value("SELECT count(*) FROM moved") == 50100
     assert restored.value("SELECT pg_tablespace_location(%s)", (oid,)) == str(elsewhere)
     assert any(elsewhere.glob("PG_15_*/*/*"))
+
+
+def test_corrupt_page_is_found_named_and_reported(lifeboat: Lifeboat) -> None:
+    source = lifeboat.cluster
+    source.sql("CREATE TABLE victim AS SELECT g, md5(g::text) AS h FROM generate_series(1, 20000) g")
+    source.sql("CHECKPOINT")
+    path = source.value("SELECT pg_relation_filepath('victim')")
+    healthy = lifeboat.run("backup")
+    assert "WARNING" not in healthy.stderr  # no false alarm on a healthy cluster
+    source.stop()
+    relation = source.pgdata / path
+    data = bytearray(relation.read_bytes())
+    data[3 * 8192 + 4000] ^= 0xFF  # damage a tuple on page 3, as a failing disk would
+    relation.write_bytes(bytes(data))
+    source.start()
+    done = lifeboat.run("backup")  # the backup completes, and says what it holds
+    assert f"WARNING: {path}: 1 pages fail their PostgreSQL checksum (blocks 3)" in done.stderr
+    newest = json.loads(lifeboat.run("info", "--output", "json").stdout)["clusters"][0]["backups"][-1]
+    assert newest["page_checksums"] and newest["corrupt_pages"] == 1
+    assert newest["corrupt_files"] == [path]
+    assert "HOLDS 1 CORRUPT PAGES" in lifeboat.run("info").stdout
