@@ -155,7 +155,8 @@ def _run_locked(config: Config, cluster: str, storage: Storage, config_path: Pat
                                               config.compression.level),
                                  config.repository.block_size, config.repository.frame_size,
                                  request.jobs or config.jobs, base,
-                                 start.lsn if checksummed else None)
+                                 start.lsn if checksummed else None,
+                                 config.compression.time_budget)
             size_bytes = file_count = block_count = 0
             corrupt: dict[str, list[int]] = {}
             for entry in copier.copy(entries, lambda n: report(done=n)):
@@ -200,6 +201,9 @@ def _run_locked(config: Config, cluster: str, storage: Storage, config_path: Pat
         packs=pack_ids, base=base_summary.id if base_summary else None,
         reused_bytes=copier.stats.reused_bytes, page_checksums=checksummed,
         corrupt_pages=sum(len(p) for p in corrupt.values()), corrupt_files=sorted(corrupt),
+        ratios={kind: {"raw_bytes": raw, "stored_bytes": stored}
+                for kind, (raw, stored) in sorted(copier.stats.kinds.items())},
+        compression_changes=copier.stats.level_changes,
         lifeboat_version=VERSION,
     )
     report("manifest")

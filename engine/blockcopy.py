@@ -19,6 +19,7 @@ import os
 import queue
 import secrets
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,13 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import layout
-from engine.codec import Codec
+from engine.codec import ZSTD, Codec
 from engine.manifest import BlockRef, FileEntry, Manifest
-from engine.pgdata import Entry
+from engine.pgdata import Entry, file_kind, relation_segment
 from engine.storage import ObjectWriter, Storage
 
 CHUNK_BYTES = 4 * 1024 * 1024
 MTIME_MARGIN = 1.0  # seconds: a file modified this close to the base backup is re-read
+ADAPT_EVERY = 5.0  # seconds between two changes of the compression level
 Progress = Callable[[int], None]
 ChunkResult = tuple[list[BlockRef], list[int]] | None  # block refs, corrupt pages; None: gone
 
@@ -154,14 +156,16 @@ class _Prior:
 class CopyStats:
     reused_files: int = 0
     reused_bytes: int = 0
+    kinds: dict[str, list[int]] = field(default_factory=dict)  # kind -> [raw, stored] of new data
+    level_changes: list[str] = field(default_factory=list)
 
 
 class BlockCopier:
     """Turns data-directory entries into manifest entries, storing their new blocks."""
 
     def __init__(self, packs: PackSet, codec: Codec, block_size: int, frame_size: int,
-                 jobs: int, base: BaseFiles | None = None, check_pages_before: int | None = None
-                 ) -> None:
+                 jobs: int, base: BaseFiles | None = None, check_pages_before: int | None = None,
+                 time_budget: float | None = None) -> None:
         """``check_pages_before``: verify PostgreSQL page checksums of relation files, judging
         pages whose LSN is below this (the backup's start LSN); None when the cluster has no
         data checksums."""
@@ -174,6 +178,9 @@ class BlockCopier:
         self._base = base
         self.stats = CopyStats()
         self._stats_lock = threading.Lock()
+        self._budget = time_budget
+        self._started = time.monotonic()
+        self._last_change = self._started
         self._start_lsn = check_pages_before
         self._pagecheck = None
         if check_pages_before is not None:
@@ -188,7 +195,7 @@ class BlockCopier:
                         ref.frame_digest)
 
     def _copy_chunk(self, source: Path, offset: int, length: int, prior: _Prior | None,
-                    first_page: int | None) -> ChunkResult:
+                    first_page: int | None, kind: str) -> ChunkResult:
         try:
             fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -220,14 +227,21 @@ class BlockCopier:
         if reused:
             with self._stats_lock:
                 self.stats.reused_bytes += reused
-        self._store_new(view, digests, refs)
+        raw, stored = self._store_new(view, digests, refs)
+        if raw:
+            with self._stats_lock:
+                totals = self.stats.kinds.setdefault(kind, [0, 0])
+                totals[0] += raw
+                totals[1] += stored
         return refs, corrupt  # type: ignore[return-value]
 
     def _store_new(self, view: memoryview, digests: list[bytes],
-                   refs: list[BlockRef | None]) -> None:
-        """Compress runs of consecutive new blocks as frames and append them to a pack."""
+                   refs: list[BlockRef | None]) -> tuple[int, int]:
+        """Compress runs of consecutive new blocks as frames and append them to a pack;
+        the raw and stored bytes of what was new."""
         size = self._block_size
         frames: list[tuple[int, int, int, bytes]] = []  # first block, block count, codec, bytes
+        raw_total = 0
         i = 0
         while i < len(refs):
             if refs[i] is not None:
@@ -236,11 +250,13 @@ class BlockCopier:
             end = i
             while end < len(refs) and refs[end] is None and end - i < self._frame_blocks:
                 end += 1
-            codec_id, stored = self._codec.compress(view[i * size:end * size])
+            frame = view[i * size:end * size]
+            codec_id, stored = self._codec.compress(frame)
             frames.append((i, end - i, codec_id, stored))
+            raw_total += len(frame)
             i = end
         if not frames:
-            return
+            return 0, 0
         pack = self._packs.borrow()
         try:
             position = pack.writer.write(b"".join(f[3] for f in frames))
@@ -253,6 +269,7 @@ class BlockCopier:
                 refs[first + n] = BlockRef(digests[first + n], pack.index, position, len(stored), raw,
                                            codec_id, n * size, frame_digest)
             position += len(stored)
+        return raw_total, sum(len(f[3]) for f in frames)
 
     def _chunks(self, entry: Entry) -> Iterator[tuple[int, int]]:
         for offset in range(0, entry.size, self._chunk):
@@ -272,8 +289,27 @@ class BlockCopier:
             self._digest_cache = cached
         return cached[1]
 
+    def _adapt(self, done: int, total: int) -> None:
+        """Lower the zstd level by one when the copy is projected to overrun its time budget
+        (at most every few seconds, so each change can show its effect)."""
+        now = time.monotonic()
+        level = self._codec.level
+        if (self._budget is None or done <= 0 or level <= 1 or self._codec.codec_id != ZSTD
+                or now - self._last_change < ADAPT_EVERY):
+            return
+        projected = (now - self._started) * total / done
+        if projected > self._budget:
+            self._codec.set_level(level - 1)
+            self._last_change = now
+            self.stats.level_changes.append(
+                f"zstd level {level} -> {level - 1} at {100 * done / total:.0f}%: projected "
+                f"{projected:.0f}s > time budget {self._budget:g}s")
+
     def copy(self, entries: Iterable[Entry], progress: Progress | None = None) -> Iterator[FileEntry]:
         """Manifest entries in input order; files that vanished meanwhile are left out."""
+        entries = list(entries)
+        total = sum(e.size for e in entries) or 1
+        done = 0
         window: deque[tuple[Entry, list[Future[ChunkResult]], FileEntry | None]] = deque()
         in_flight = 0
         limit = self._jobs * 4
@@ -293,13 +329,14 @@ class BlockCopier:
                             if progress is not None:
                                 progress(entry.size)
                         else:
-                            segment = (self._pagecheck.segment_number(entry.path)
+                            segment = (relation_segment(entry.path)
                                        if self._pagecheck is not None else None)
                             for offset, length in self._chunks(entry):
                                 first_page = None if segment is None else (
                                     segment * self._pagecheck.SEGMENT_PAGES + offset // 8192)
                                 future = pool.submit(self._copy_chunk, entry.source, offset, length,
-                                                     self._prior_for(prior, offset), first_page)
+                                                     self._prior_for(prior, offset), first_page,
+                                                     file_kind(entry.path))
                                 if progress is not None:
                                     future.add_done_callback(lambda _f, n=length: progress(n))
                                 futures.append(future)
@@ -308,13 +345,18 @@ class BlockCopier:
                     while window and (in_flight > limit or all(f.done() for f in window[0][1])):
                         head = window.popleft()
                         in_flight -= len(head[1])
-                        done = self._finish(*head)
-                        if done is not None:
-                            yield done
+                        finished = self._finish(*head)
+                        done += head[0].size
+                        self._adapt(done, total)
+                        if finished is not None:
+                            yield finished
                 while window:
-                    done = self._finish(*window.popleft())
-                    if done is not None:
-                        yield done
+                    head = window.popleft()
+                    finished = self._finish(*head)
+                    done += head[0].size
+                    self._adapt(done, total)
+                    if finished is not None:
+                        yield finished
             except BaseException:
                 for _, futures, _ in window:
                     for future in futures:

@@ -21,6 +21,7 @@ ZSTD = 1
 LZ4 = 2
 NAMES = {RAW: "none", ZSTD: "zstd", LZ4: "lz4"}
 IDS = {name: ident for ident, name in NAMES.items()}
+PROBE_MIN = 64 * 1024  # smaller data is compressed without probing first
 
 
 class Codec:
@@ -32,19 +33,38 @@ class Codec:
         self.level = level
         self._local = threading.local()
 
-    def _zstd_compressor(self):
-        comp = getattr(self._local, "zc", None)
+    def _zstd_compressor(self, level: int):
+        compressors = getattr(self._local, "zc", None)
+        if compressors is None:
+            compressors = self._local.zc = {}
+        comp = compressors.get(level)
         if comp is None:
             import zstandard
 
-            comp = zstandard.ZstdCompressor(level=self.level, write_checksum=False)
-            self._local.zc = comp
+            comp = compressors[level] = zstandard.ZstdCompressor(level=level, write_checksum=False)
         return comp
+
+    def set_level(self, level: int) -> None:
+        """Use ``level`` from now on (threads pick it up with their next frame)."""
+        self.level = level
+
+    def looks_incompressible(self, data: bytes | bytearray | memoryview) -> bool:
+        """Three 4 KiB samples compressed at level 1 that do not shrink by 5% mean compressed
+        or random data: storing it raw spares the CPU of compressing all of it in vain."""
+        size = len(data)
+        if size < PROBE_MIN:
+            return False
+        view = memoryview(data)
+        middle = size // 2
+        sample = b"".join((view[:4096], view[middle:middle + 4096], view[size - 4096:]))
+        return len(self._zstd_compressor(1).compress(sample)) > 0.95 * len(sample)
 
     def compress(self, data: bytes | bytearray | memoryview) -> tuple[int, bytes]:
         """``(codec id, stored bytes)``; data that does not shrink is kept raw."""
         if self.codec_id == ZSTD:
-            out = self._zstd_compressor().compress(data)
+            if self.looks_incompressible(data):
+                return RAW, bytes(data)
+            out = self._zstd_compressor(self.level).compress(data)
         elif self.codec_id == LZ4:
             import lz4.block
 

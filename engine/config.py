@@ -56,6 +56,7 @@ class CompressionConfig(_Section):
 
     algorithm: Literal["zstd", "lz4", "none"] = "zstd"
     level: int = 3
+    time_budget: Duration | None = None  # backups projected to take longer lower the level
 
     @field_validator("level")
     @classmethod

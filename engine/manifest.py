@@ -129,6 +129,8 @@ class BackupSummary:
     page_checksums: bool = False  # the cluster's pages were checked while read
     corrupt_pages: int = 0
     corrupt_files: list[str] = field(default_factory=list)
+    ratios: dict[str, dict[str, int]] = field(default_factory=dict)  # file kind -> raw, stored
+    compression_changes: list[str] = field(default_factory=list)
     lifeboat_version: str = ""
     body_sha256: str = ""
     body_bytes: int = 0

@@ -11,7 +11,6 @@ since it may have been read while PostgreSQL was writing it.
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 
@@ -24,17 +23,6 @@ BASE_OFFSETS = np.array([
     0xE58F764B, 0x187636BC, 0x5D7B3BB1, 0xE73DE7DE, 0x92BEC979, 0xCCA6C0B2, 0x304A0979, 0x85AA43D4,
     0x783125BB, 0x6CA8EAA2, 0xE407EAC6, 0x4B5CFC3E, 0x9FBF8C76, 0x15CA20BE, 0xF2CA9FD3, 0x959BD756,
 ], dtype=np.uint32)
-_RELATION = re.compile(r"(^|/)(global|base/\d+|pg_tblspc/\d+/[^/]+/\d+)/\d+(_fsm|_vm|_init)?(\.(\d+))?$")
-
-
-def segment_number(path: str) -> int | None:
-    """The segment number of a relation file (``16384.2`` -> 2), None for other files."""
-    match = _RELATION.search(path)
-    if match is None:
-        return None
-    return int(match.group(5) or 0)
-
-
 def checksums(pages: np.ndarray, first_block: int) -> np.ndarray:
     """pg_checksum_page for each row of ``pages`` (n x 2048 little-endian uint32)."""
     words = pages.reshape(len(pages), PAGE // 128, 32)

@@ -33,6 +33,27 @@ EXCLUDED_TOP_FILES = frozenset({
 _TEMP_RELATION = re.compile(r"^t\d+_\d+(_[a-z]+)?(\.\d+)?$")
 _RELATION_FILE = re.compile(r"^(\d+)(_[a-z]+)?(\.\d+)?$")
 _DATABASE_DIR = re.compile(r"^(base/\d+|pg_tblspc/\d+/[^/]+/\d+)$")
+_RELATION_PATH = re.compile(
+    r"(^|/)(global|base/\d+|pg_tblspc/\d+/[^/]+/\d+)/\d+(?P<fork>_fsm|_vm|_init)?(\.(?P<segment>\d+))?$")
+_TRANSACTION_DIRS = frozenset({"pg_xact", "pg_multixact", "pg_commit_ts", "pg_subtrans"})
+
+
+def relation_segment(path: str) -> int | None:
+    """The segment number of a relation file (``base/5/16384.2`` -> 2); None otherwise."""
+    match = _RELATION_PATH.search(path)
+    return None if match is None else int(match.group("segment") or 0)
+
+
+def file_kind(path: str) -> str:
+    """What a file holds, for compression statistics: relation, fsm, vm, init (forks of
+    tables and indexes), transaction_status, log or other (configuration, maps ...)."""
+    match = _RELATION_PATH.search(path)
+    if match is not None:
+        return (match.group("fork") or "_relation")[1:]
+    top = path.split("/", 1)[0]
+    if top in _TRANSACTION_DIRS:
+        return "transaction_status"
+    return "log" if top == "log" else "other"
 
 
 @dataclass(frozen=True)
