@@ -207,8 +207,8 @@ def _run_locked(config: Config, cluster: str, storage: Storage, config_path: Pat
         lifeboat_version=VERSION,
     )
     report("manifest")
-    data = writer.finish(summary)
-    if not storage.put_if_absent(layout.manifest_key(cluster, backup_id), data):
+    if not storage.put_stream_if_absent(layout.manifest_key(cluster, backup_id),
+                                        writer.finish(summary)):
         packs.discard()
         raise BackupError(f"backup {backup_id} already exists in the repository (another "
                           "backup ran at the same time); this one was not recorded")

@@ -30,6 +30,7 @@ from engine.storage import Storage
 
 FORMAT = 1
 MAGIC = b"LIFEBOAT-MANIFEST"
+CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,17 +164,24 @@ class ManifestWriter:
     def add(self, entry: FileEntry) -> None:
         self._emit(self._compressor.compress(entry.encode()))
 
-    def finish(self, summary: BackupSummary) -> bytes:
-        """The whole manifest object, with the body's checksum recorded in the summary."""
+    def finish(self, summary: BackupSummary) -> Iterator[bytes]:
+        """The whole manifest object as chunks (never whole in memory), with the body's
+        checksum recorded in the summary first."""
         self._emit(self._compressor.flush())
         summary.body_sha256 = self._hash.hexdigest()
         summary.body_bytes = self._bytes
         head = json.dumps(summary.to_json(), separators=(",", ":")).encode() + b"\n"
         first = b"%s %d %d %s\n" % (MAGIC, FORMAT, len(head), hashlib.sha256(head).hexdigest().encode())
+        return self._chunks(first + head)
+
+    def _chunks(self, head: bytes) -> Iterator[bytes]:
+        yield head
         self._spool.seek(0)
-        body = self._spool.read()
-        self._spool.close()
-        return first + head + body
+        try:
+            while chunk := self._spool.read(CHUNK):
+                yield chunk
+        finally:
+            self._spool.close()
 
 
 def _parse_first_line(data: bytes, key: str) -> tuple[int, int, str]:
@@ -210,34 +218,47 @@ def read_summary(storage: Storage, cluster: str, backup_id: str) -> BackupSummar
 
 @dataclass
 class Manifest:
+    """A verified manifest; its entries are streamed from the repository on each read."""
+
     summary: BackupSummary
-    body: bytes
+    storage: Storage
     key: str
+    body_offset: int
 
     def entries(self) -> Iterator[FileEntry]:
-        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(self.body))
-        for number, line in enumerate(io.BufferedReader(reader, buffer_size=1 << 20), 1):
-            try:
-                entry = FileEntry.decode(line)
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ChecksumError(f"{self.key}: entry {number} is unreadable ({exc}); "
-                                    "the manifest is damaged or of another format") from None
-            yield entry
+        with self.storage.open_stream(self.key) as stream:
+            stream.read(self.body_offset)
+            reader = zstandard.ZstdDecompressor().stream_reader(stream)
+            for number, line in enumerate(io.BufferedReader(reader, buffer_size=CHUNK), 1):
+                try:
+                    entry = FileEntry.decode(line)
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise ChecksumError(f"{self.key}: entry {number} is unreadable ({exc}); "
+                                        "the manifest is damaged or of another format") from None
+                yield entry
 
 
 def read_manifest(storage: Storage, cluster: str, backup_id: str) -> Manifest:
-    """The verified manifest of one backup; ChecksumError if any byte of it is damaged."""
+    """The verified manifest of one backup; ChecksumError if any byte of it is damaged.
+
+    The body is checked in one streaming pass; entries are read again when iterated.
+    """
     key = layout.manifest_key(cluster, backup_id)
     try:
-        data = storage.get(key)
+        stream = storage.open_stream(key)
     except NotFoundError:
         raise NotFoundError(f"backup '{backup_id}' of cluster '{cluster}' does not exist") from None
-    start, length, digest = _parse_first_line(data[:256], key)
-    summary = _summary_from(data[start:start + length], digest, key)
-    body = data[start + length:]
-    if len(body) != summary.body_bytes or hashlib.sha256(body).hexdigest() != summary.body_sha256:
+    with stream:
+        first = stream.readline(256)
+        start, length, digest = _parse_first_line(first, key)
+        summary = _summary_from(stream.read(length), digest, key)
+        body_hash, body_bytes = hashlib.sha256(), 0
+        while chunk := stream.read(CHUNK):
+            body_hash.update(chunk)
+            body_bytes += len(chunk)
+    if body_bytes != summary.body_bytes or body_hash.hexdigest() != summary.body_sha256:
         raise ChecksumError(f"{key}: manifest body fails its checksum (damaged or truncated)")
-    return Manifest(summary, body, key)
+    return Manifest(summary, storage, key, start + length)
 
 
 def list_backup_ids(storage: Storage, cluster: str) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine import archive, clusterinfo, durable, restore_points, server, timelines
 from engine.config import Config
-from engine.errors import RestoreError
+from engine.errors import NotFoundError, RestoreError
 from engine.manifest import BackupSummary, list_backup_ids, read_manifest, read_summary
 from engine.pg_commands import restore_command
 from engine.recovery import RecoveryTarget, choose_backup, settings_for, write_settings
@@ -55,7 +55,11 @@ def list_backups(storage: Storage, cluster: str) -> list[BackupSummary]:
 def choose(storage: Storage, cluster: str, options: RestoreOptions) -> BackupSummary:
     """The backup a restore with ``options`` would use (runs nothing)."""
     if options.backup_id:
-        return read_summary(storage, cluster, options.backup_id)
+        try:
+            return read_summary(storage, cluster, options.backup_id)
+        except NotFoundError:
+            raise RestoreError(f"backup '{options.backup_id}' of cluster '{cluster}' does not "
+                               "exist ('lifeboat info' lists the backups)") from None
     point_lsn = None
     if options.target.kind == "name":
         point_lsn = restore_points.lookup_lsn(storage, cluster, str(options.target.value))

@@ -28,6 +28,7 @@ from engine.manifest import BackupSummary, BlockRef, FileEntry, Manifest
 from engine.storage import Storage
 
 CONTROL_FILE = "global/pg_control"
+IN_PROGRESS = ".lifeboat-restore"  # present while a restore writes the directory
 BATCH_BYTES = 8 * 1024 * 1024
 _TABLESPACE_LINK = re.compile(r"^pg_tblspc/\d+$")
 Progress = Callable[[int], None]
@@ -48,7 +49,11 @@ def prepare_directory(path: Path, force: bool, delta: bool = False,
     for ``delta`` (which compares and patches); never one a running server uses."""
     if path.exists() and not path.is_dir():
         raise RestoreError(f"{path} exists and is not a directory")
-    if delta and path.is_dir():
+    if delta and path.is_dir() and any(path.iterdir()):
+        if not (path / "PG_VERSION").exists() and not (path / IN_PROGRESS).exists():
+            raise RestoreError(f"{path} does not look like a PostgreSQL data directory (no "
+                               "PG_VERSION): refusing --delta, which removes what the backup "
+                               "does not have (use --force to replace its contents)")
         _refuse_if_running(path)
         control = path / CONTROL_FILE
         if control.exists():  # until the end, an interrupted delta restore cannot start
@@ -67,6 +72,7 @@ def prepare_directory(path: Path, force: bool, delta: bool = False,
                 child.unlink()
     durable.make_dirs(path, 0o700)
     os.chmod(path, 0o700)
+    durable.write_atomic(path / IN_PROGRESS, b"", 0o600)
 
 
 def _refuse_if_running(pgdata: Path) -> None:
@@ -224,6 +230,7 @@ class FileWriter:
         if control is None:
             raise RestoreError(f"backup {manifest.summary.id} has no {CONTROL_FILE}: damaged")
         if self._delta:
+            kept.add(IN_PROGRESS)
             result.removed = self._remove_extras("", self._pgdata, kept, directories)
         for directory in directories:
             durable.fsync_dir(directory)
@@ -235,6 +242,8 @@ class FileWriter:
         _fsync_file(self._pgdata / CONTROL_FILE)
         result.files += 1
         durable.fsync_dir(self._pgdata / "global")
+        (self._pgdata / IN_PROGRESS).unlink(missing_ok=True)
+        durable.fsync_dir(self._pgdata)
         return result
 
     def _write_all(self, manifest: Manifest, locations: dict[int, Path], result: WriteResult,

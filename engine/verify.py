@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 from engine import archive, clusterinfo, layout, timelines
 from engine.codec import decompress
-from engine.errors import ChecksumError, LifeboatError, NotFoundError
+from engine.errors import ChecksumError, LifeboatError, NotFoundError, UsageError
 from engine.manifest import Manifest, list_backup_ids, read_manifest
 from engine.storage import Storage
 from engine.wal import history_name, parse_lsn, segment_before_lsn, segment_name, segment_of_lsn
@@ -173,7 +173,12 @@ def run(storage: Storage, cluster: str, backup_id: str | None = None, since_last
     started = time.monotonic()
     report = VerifyReport(cluster, "since-last" if since_last else "full")
     info = clusterinfo.read(storage, cluster)
-    ids = [backup_id] if backup_id else list_backup_ids(storage, cluster)
+    ids = list_backup_ids(storage, cluster)
+    if backup_id is not None:
+        if backup_id not in ids:
+            raise UsageError(f"backup '{backup_id}' of cluster '{cluster}' does not exist "
+                             "('lifeboat info' lists the backups)")
+        ids = [backup_id]
     manifests: list[Manifest] = []
     for each in ids:
         try:

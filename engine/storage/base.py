@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Iterable
+from typing import BinaryIO, Protocol
 
 
 class ObjectWriter(Protocol):
@@ -42,6 +43,9 @@ class Storage(Protocol):
     - ``list`` returns the keys under ``prefix`` in sorted order; with
       ``recursive=False`` it returns immediate children, sub-prefixes ending in '/'.
     - ``delete`` of a missing key is not an error.
+    - ``put_stream_if_absent`` is ``put_if_absent`` for content given as chunks (a
+      manifest of a large database), never held whole in memory.
+    - ``open_stream`` reads an object sequentially (NotFoundError when missing).
     - ``mtime`` is when an object was written (seconds since the epoch).
     - ``remove_abandoned`` removes the remains of writes that never completed (a process
       killed while writing a pack) older than ``older_than`` seconds under ``prefix``,
@@ -56,7 +60,11 @@ class Storage(Protocol):
 
     def put_if_absent(self, key: str, data: bytes | bytearray | memoryview) -> bool: ...
 
+    def put_stream_if_absent(self, key: str, chunks: Iterable[bytes]) -> bool: ...
+
     def get(self, key: str) -> bytes: ...
+
+    def open_stream(self, key: str) -> BinaryIO: ...
 
     def read_range(self, key: str, offset: int, length: int) -> bytes: ...
 

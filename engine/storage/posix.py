@@ -10,6 +10,11 @@ import threading
 from engine import durable
 from engine.errors import NotFoundError, StorageError
 
+TYPE_CHECKING = False  # typing is not imported on the WAL path
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import BinaryIO
+
 FILE_MODE = 0o640
 DIR_MODE = 0o750
 
@@ -135,6 +140,36 @@ class PosixStorage:
             return durable.write_new(path, data, FILE_MODE)
         except OSError as exc:
             raise _fail(exc, "write", key) from None
+
+    def put_stream_if_absent(self, key: str, chunks: Iterable[bytes]) -> bool:
+        path = self.path_of(key)
+        self.ensure_parent(path)
+        tmp = durable.temp_name(path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+            try:
+                for chunk in chunks:
+                    durable.write_all(fd, chunk)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            durable.fsync_dir(os.path.dirname(path))
+            return True
+        except OSError as exc:
+            raise _fail(exc, "write", key) from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def open_stream(self, key: str) -> BinaryIO:
+        try:
+            return open(self.path_of(key), "rb")
+        except OSError as exc:
+            raise _fail(exc, "read", key) from None
 
     def get(self, key: str) -> bytes:
         try:

@@ -161,6 +161,12 @@ def test_restore_refuses_a_non_empty_directory(lifeboat: Lifeboat, workspace: Wo
 
 def test_restore_to_a_time_before_every_backup(lifeboat: Lifeboat) -> None:
     lifeboat.run("backup")
+    done = lifeboat.run("restore", "--pgdata", "/var/tmp/never", "--backup", "20200101-000000F",
+                        check=False)
+    assert done.returncode == 1 and "backup '20200101-000000F' of cluster 'main' does not exist" \
+        in done.stderr
+    done = lifeboat.run("verify", "--backup", "nope", check=False)
+    assert done.returncode == 2 and "does not exist" in done.stderr
     done = lifeboat.run("restore", "--pgdata", "/var/tmp/never", "--target-time",
                         "2000-01-01 00:00:00+00", check=False)
     assert done.returncode == 1 and "no backup finished before" in done.stderr

@@ -49,7 +49,7 @@ def back_up(tmp_path: Path, algorithm: str = "zstd") -> tuple[PosixStorage, dict
         writer.add(entry)
     ids = packs.finish()
     assert sum(done) == sum(len(d) for d in files.values())
-    data = writer.finish(summary(packs=ids, block_size=BLOCK, frame_size=FRAME))
+    data = b"".join(writer.finish(summary(packs=ids, block_size=BLOCK, frame_size=FRAME)))
     storage.put(layout.manifest_key("main", "20261125-010000F"), data)
     return storage, files
 
@@ -185,3 +185,17 @@ def test_delta_restore_equals_a_clean_restore(tmp_path: Path) -> None:
     # Only what differed was written: one block, one file, PG_VERSION and pg_control.
     assert result.written_bytes < BLOCK + len(files["base/5/16384"]) + 8192 + 100
     assert sum(written) == sum(len(d) for d in files.values())  # progress covers every byte
+
+
+def test_delta_refuses_a_directory_that_is_not_a_data_directory(tmp_path: Path) -> None:
+    from engine.errors import RestoreError
+    from engine.restore_files import prepare_directory
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    with pytest.raises(RestoreError, match="does not look like a PostgreSQL data directory"):
+        prepare_directory(home, force=False, delta=True)
+    assert (home / "thesis.tex").exists()
+    (home / "PG_VERSION").write_text("15\n")
+    prepare_directory(home, force=False, delta=True)  # an old data directory is fine

@@ -37,7 +37,7 @@ def back_up(storage: PosixStorage, source: Path, backup_id: str, base_id: str | 
     for entry in copier.copy(pgdata.walk(source, 15)):
         writer.add(entry)
     ids = packs.finish()
-    data = writer.finish(summary(backup_id, packs=ids, block_size=BLOCK, frame_size=FRAME))
+    data = b"".join(writer.finish(summary(backup_id, packs=ids, block_size=BLOCK, frame_size=FRAME)))
     storage.put(layout.manifest_key("main", backup_id), data)
     return copier, packs
 

@@ -32,7 +32,7 @@ def store(storage: PosixStorage, backup_id: str = "20261125-010000F") -> bytes:
     writer = ManifestWriter()
     for entry in entries():
         writer.add(entry)
-    data = writer.finish(summary(backup_id, packs=["p0"]))
+    data = b"".join(writer.finish(summary(backup_id, packs=["p0"])))
     storage.put(layout.manifest_key("main", backup_id), data)
     return data
 

@@ -128,3 +128,13 @@ def test_abandoned_writes_are_removed_after_their_grace(store: Storage) -> None:
     assert store.remove_abandoned("packs", older_than=0) == 1
     assert store.list("packs") == ["packs/cc/done"]
     assert abs(store.mtime("packs/cc/done") - time.time()) < 60
+
+
+def test_streamed_put_and_read(store: Storage) -> None:
+    chunks = [bytes([i]) * 100_000 for i in range(5)]
+    assert store.put_stream_if_absent("m/x.manifest", iter(chunks)) is True
+    assert store.put_stream_if_absent("m/x.manifest", iter([b"other"])) is False
+    with store.open_stream("m/x.manifest") as stream:
+        assert stream.read() == b"".join(chunks)
+    with pytest.raises(NotFoundError):
+        store.open_stream("m/missing")
