@@ -17,27 +17,35 @@ from bench.timing import measured
 from bench.tool_commands import lifeboat_cmd, pgbackrest_cmd
 
 
-def backup_lifeboat(bench: Bench, run_no: int) -> BackupResult:
-    """``lifeboat backup``; its bytes are the packs and the manifest it added."""
+def lifeboat_repo_files(bench: Bench) -> dict[str, int]:
+    """Size of each pack and manifest in Lifeboat's repository (the WAL archive left out)."""
     cluster_dir = bench.paths.lb_repo / "clusters" / CLUSTER
-    before = {**file_sizes(cluster_dir / "packs"), **file_sizes(cluster_dir / "backups")}
-    result = measured(bench, lifeboat_cmd(bench.paths.lb_config, "backup"))
-    after = {**file_sizes(cluster_dir / "packs"), **file_sizes(cluster_dir / "backups")}
-    new = {path: size for path, size in after.items() if path not in before}
-    manifests = [Path(p) for p in new if p.endswith(".manifest")]
+    return {**file_sizes(cluster_dir / "packs"), **file_sizes(cluster_dir / "backups")}
+
+
+def backup_lifeboat(bench: Bench, run_no: int, kind: str = "full") -> BackupResult:
+    """``lifeboat backup`` (``--type incr --no-expire`` for an incremental); its bytes are
+    what it added to the packs and manifests."""
+    before = lifeboat_repo_files(bench)
+    extra = [] if kind == "full" else ["--type", kind, "--no-expire"]
+    result = measured(bench, lifeboat_cmd(bench.paths.lb_config, "backup", *extra))
+    after = lifeboat_repo_files(bench)
+    added = sum(max(0, size - before.get(path, 0)) for path, size in after.items())
+    manifests = [Path(p) for p in after if p not in before and p.endswith(".manifest")]
     if len(manifests) != 1:
         raise BenchError(f"lifeboat backup wrote {len(manifests)} manifests, expected 1")
     label = manifests[0].name.removesuffix(".manifest")
-    return BackupResult("lifeboat", label, result.seconds, sum(new.values()), result.max_rss_kib,
-                        manifests[0])
+    return BackupResult("lifeboat", label, result.seconds, added, result.max_rss_kib, manifests[0],
+                        result.output.strip())
 
 
-def backup_pgbackrest(bench: Bench, run_no: int) -> BackupResult:
-    """``pgbackrest --type=full backup``; its bytes are the new backup set directory."""
+def backup_pgbackrest(bench: Bench, run_no: int, kind: str = "full") -> BackupResult:
+    """``pgbackrest --type=KIND backup``; its bytes are the new backup set directory."""
     sets = bench.paths.pbr_repo / "backup" / CLUSTER
     before = set(os.listdir(sets)) if sets.is_dir() else set()
-    result = measured(bench, pgbackrest_cmd(bench.paths.pbr_config, "--type=full", "backup"))
-    new = sorted(n for n in os.listdir(sets) if n not in before and re.fullmatch(r"\d{8}-\d{6}F", n))
+    result = measured(bench, pgbackrest_cmd(bench.paths.pbr_config, f"--type={kind}", "backup"))
+    new = sorted(n for n in os.listdir(sets)
+                 if n not in before and re.fullmatch(r"\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?", n))
     if len(new) != 1:
         raise BenchError(f"pgbackrest backup made {len(new)} new backup sets, expected 1")
     location = sets / new[0]
@@ -58,13 +66,16 @@ def backup_basebackup(bench: Bench, run_no: int) -> BackupResult:
 BACKUPS = {"lifeboat": backup_lifeboat, "pgbackrest": backup_pgbackrest, "basebackup": backup_basebackup}
 
 
-def restore_command(bench: Bench, backup: BackupResult, target: Path) -> list[str | Path]:
-    """The command that restores ``backup`` into ``target`` (for pg_basebackup: tar, then sync)."""
+def restore_command(bench: Bench, backup: BackupResult, target: Path,
+                    delta: bool = False) -> list[str | Path]:
+    """The command that restores ``backup`` into ``target`` (for pg_basebackup: tar, then sync);
+    ``delta``: update the copy already in ``target`` in place (Lifeboat and pgBackRest)."""
+    flags = ["--delta"] if delta else []
     if backup.tool == "lifeboat":
-        return lifeboat_cmd(bench.paths.lb_config, "restore", "--pgdata", target,
+        return lifeboat_cmd(bench.paths.lb_config, "restore", *flags, "--pgdata", target,
                             "--backup", backup.label)
     if backup.tool == "pgbackrest":
-        return pgbackrest_cmd(bench.paths.pbr_config, f"--set={backup.label}",
+        return pgbackrest_cmd(bench.paths.pbr_config, *flags, f"--set={backup.label}",
                               f"--pg1-path={target}", "restore")
     archive = backup.location / "base.tar.zst"
     script = f"tar --zstd -xf {shlex.quote(str(archive))} -C {shlex.quote(str(target))} " \
@@ -87,20 +98,29 @@ def warm_page_cache(bench: Bench, nbytes: int) -> None:
     scratch.unlink()
 
 
-def restore(bench: Bench, backup: BackupResult, warm_bytes: int) -> RestoreResult:
-    """Restore ``backup`` into a new empty directory (no server start), then remove it."""
-    target = make_dir(bench, bench.paths.restore / backup.tool)
+def restore(bench: Bench, backup: BackupResult, warm_bytes: int, name: str | None = None,
+            keep: bool = False) -> RestoreResult:
+    """Restore ``backup`` into a new empty directory ``restore/NAME`` (default: the tool's
+    name; no server start), then remove it unless ``keep``."""
+    target = make_dir(bench, bench.paths.restore / (name or backup.tool))
     warm_page_cache(bench, warm_bytes)
     result = measured(bench, restore_command(bench, backup, target))
     if not (target / "global" / "pg_control").exists():
         raise BenchError(f"{backup.tool} restore left no global/pg_control in {target}")
     restored = tree_bytes(target)
-    shutil.rmtree(target)
+    if not keep:
+        shutil.rmtree(target)
     return RestoreResult(backup.tool, result.seconds, result.max_rss_kib, restored)
 
 
-def verify_lifeboat_restore(bench: Bench) -> int:
-    """Restore Lifeboat's newest backup, start it, count pgbench_accounts, stop it."""
+CHECKS = {"pgbench_accounts rows": "SELECT count(*) FROM pgbench_accounts",
+          "grow rows": "SELECT count(*) FROM grow",
+          "hot rows": "SELECT count(*) FROM hot",
+          "hot updates": "SELECT coalesce(sum(counter), 0) FROM hot"}
+
+
+def verify_lifeboat_restore(bench: Bench, expected: dict[str, int]) -> dict[str, int]:
+    """Restore Lifeboat's newest backup, start it, compare the ``CHECKS`` with ``expected``."""
     target = make_dir(bench, bench.paths.verify)
     log(f"verifying: lifeboat restore --start into {target} (port {bench.verify_port})")
     bench.started.append(target)
@@ -108,13 +128,13 @@ def verify_lifeboat_restore(bench: Bench) -> int:
                             "--port", str(bench.verify_port), "--archive-mode", "off", "--force"))
     try:
         with connect(bench, bench.verify_port) as conn:
-            (count,) = query(conn, "SELECT count(*) FROM pgbench_accounts")
+            found = {name: int(query(conn, sql)[0]) for name, sql in CHECKS.items()}
     finally:
         stop_server(bench, target)
-    expected = bench.scale * 100000
-    if count != expected:
-        raise BenchError(f"restored copy has {count} rows in pgbench_accounts, expected {expected}")
-    log(f"restored copy has {count} rows in pgbench_accounts: ok")
+    wrong = [f"{name}: {found[name]:,}, expected {expected[name]:,}"
+             for name in CHECKS if found[name] != expected[name]]
+    if wrong:
+        raise BenchError("Lifeboat's restored copy differs from the source: " + "; ".join(wrong))
+    log("restored copy: " + ", ".join(f"{name} {value:,}" for name, value in found.items()) + ": ok")
     shutil.rmtree(target)
-    return int(count)
-
+    return found

@@ -1,5 +1,5 @@
 """The PostgreSQL cluster: create, start and stop it, query it, wait for its archiver,
-and set it up with both repositories and the pgbench data."""
+and set it up with both repositories."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def wait_archived(bench: Bench, conn: psycopg.Connection, timeout: float = 1800)
 
 
 def set_up(bench: Bench) -> str:
-    """Cluster, both repositories and the pgbench data; returns the server version."""
+    """Cluster and both repositories (the data: bench/dataset.py); returns the server version."""
     paths = bench.paths
     write_tool_configs(bench)
     create_cluster(bench)
@@ -114,13 +114,6 @@ def set_up(bench: Bench) -> str:
     run(bench, lifeboat_cmd(paths.lb_config, "init"))
     run(bench, lifeboat_cmd(paths.lb_config, "check"))
     run(bench, pgbackrest_cmd(paths.pbr_config, "check"))
-    log(f"pgbench -i -s {bench.scale}")
-    started = time.perf_counter()
-    run(bench, [bench.bin("pgbench"), "-i", "-q", "-s", str(bench.scale), "-h", paths.sock,
-                "-p", str(bench.port), "-U", OS_USER, "postgres"])
-    log(f"pgbench -i took {time.perf_counter() - started:.1f}s; waiting for the archiver")
     with connect(bench) as conn:
-        wait_archived(bench, conn)
-        conn.execute("CHECKPOINT")
         (version,) = query(conn, "SELECT current_setting('server_version')")
     return str(version)

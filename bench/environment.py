@@ -94,6 +94,9 @@ class Bench:
     runs: int
     port: int
     verify_port: int
+    grow_mb: int = 1600  # the append-only table `grow` (MiB), 0 for none
+    append_mb: int = 54  # appended to `grow` before the append-mostly incremental (MiB)
+    pgbench_seconds: int = 30  # pgbench -T before the pgbench incremental
     started: list[Path] = field(default_factory=list)
 
     def bin(self, name: str) -> str:

@@ -52,3 +52,31 @@ def file_sizes(path: Path) -> dict[str, int]:
         return {}
     return {os.path.join(d, n): os.lstat(os.path.join(d, n)).st_size
             for d, _dirs, files in os.walk(path) for n in files}
+
+
+def _relative_files(root: Path) -> dict[str, Path]:
+    return {os.path.relpath(os.path.join(d, n), root): Path(d, n)
+            for d, _dirs, files in os.walk(root) for n in files}
+
+
+def _same_content(a: Path, b: Path, chunk: int = 1 << 20) -> bool:
+    if os.path.islink(a) or os.path.islink(b):
+        return os.path.islink(a) and os.path.islink(b) and os.readlink(a) == os.readlink(b)
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with open(a, "rb") as left, open(b, "rb") as right:
+        while True:
+            block = left.read(chunk)
+            if block != right.read(chunk):
+                return False
+            if not block:
+                return True
+
+
+def tree_differences(left: Path, right: Path) -> list[str]:
+    """The files that are only in one of two trees or differ in content (sorted)."""
+    a, b = _relative_files(left), _relative_files(right)
+    diffs = [f"only in {left.name}: {p}" for p in sorted(a.keys() - b.keys())]
+    diffs += [f"only in {right.name}: {p}" for p in sorted(b.keys() - a.keys())]
+    diffs += [f"differs: {p}" for p in sorted(a.keys() & b.keys()) if not _same_content(a[p], b[p])]
+    return diffs

@@ -8,8 +8,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.method import METHOD
+from bench.peers import Measured, peers_section
+
+if TYPE_CHECKING:
+    from bench.dataset import Dataset
 
 TOOLS = ("lifeboat", "pgbackrest", "basebackup")
+SCENARIOS = {"pgbench": "after pgbench", "append": "append-mostly"}
 MiB = 1024 * 1024
 
 
@@ -21,6 +29,7 @@ class BackupResult:
     stored_bytes: int
     max_rss_kib: int
     location: Path
+    output: str = ""  # Lifeboat's summary line
 
 
 @dataclass(frozen=True)
@@ -39,18 +48,32 @@ class PushResult:
     pgbackrest_bytes: int = 0
 
 
+def _by_tool() -> dict:
+    return {tool: [] for tool in TOOLS}
+
+
 @dataclass
 class Results:
     scale: int
     runs: int
     load_start: float
-    backups: dict[str, list[BackupResult]] = field(default_factory=lambda: {t: [] for t in TOOLS})
-    restores: dict[str, list[RestoreResult]] = field(default_factory=lambda: {t: [] for t in TOOLS})
+    backups: dict[str, list[BackupResult]] = field(default_factory=_by_tool)
+    restores: dict[str, list[RestoreResult]] = field(default_factory=_by_tool)
+    # scenario (SCENARIOS) -> tool -> the incrementals of each run
+    incrementals: dict[str, dict[str, list[BackupResult]]] = field(
+        default_factory=lambda: {scenario: _by_tool() for scenario in SCENARIOS})
+    delta_restores: dict[str, list[RestoreResult]] = field(default_factory=_by_tool)
+    incr_restores: dict[str, list[RestoreResult]] = field(default_factory=_by_tool)  # empty dir
+    delta_checks: list[str] = field(default_factory=list)  # Lifeboat's delta vs clean, per run
+    notes: list[str] = field(default_factory=list)  # anything odd the harness noticed
+    dataset: Dataset | None = None
     push: PushResult | None = None
-    verified_rows: int = 0
+    verified: dict[str, int] = field(default_factory=dict)
     versions: list[str] = field(default_factory=list)
     database_bytes: int = 0
     total_seconds: float = 0.0
+    pgbench_seconds: int = 0
+    append_mb: int = 0
 
 
 Values = tuple[float | None, float | None, float | None]  # Lifeboat, pgBackRest, pg_basebackup
@@ -103,7 +126,7 @@ def _fmt(value: float | None, unit: str) -> str:
 
 
 def _per_tool(items: dict[str, list[BackupResult]] | dict[str, list[RestoreResult]], attr: str,
-              pick: Callable[[list[float]], float | None], scale: float = 1.0) -> Values:
+              pick: Callable[[list[float]], float | None] = median, scale: float = 1.0) -> Values:
     lifeboat, pgbackrest, basebackup = (
         pick([getattr(item, attr) * scale for item in items.get(tool, [])]) for tool in TOOLS)
     return lifeboat, pgbackrest, basebackup
@@ -122,6 +145,7 @@ def build_rows(results: Results) -> list[Row]:
             "s", "<= 1.0x", limit=1.0),
         Row("Peak memory (max RSS), restore", _per_tool(restores, "max_rss_kib", peak, 1 / 1024),
             "MiB", "—"),
+        *incremental_rows(results),
     ]
     if results.push is not None:
         push = results.push
@@ -131,6 +155,46 @@ def build_rows(results: Results) -> list[Row]:
         rows.append(Row(f"WAL archive bytes for {len(push.lifeboat_ms)} segments",
                         (push.lifeboat_bytes / MiB, push.pgbackrest_bytes / MiB, None), "MiB", "—"))
     return rows
+
+
+def incremental_rows(results: Results) -> list[Row]:
+    """Issue 3's rows: incrementals after pgbench and append-mostly, delta restore, memory."""
+    pgbench, append = results.incrementals["pgbench"], results.incrementals["append"]
+    if not any(pgbench.values()):
+        return []
+    both = {tool: pgbench[tool] + append[tool] for tool in TOOLS}
+    delta = _per_tool(results.delta_restores, "seconds")
+    clean = _per_tool(results.incr_restores, "seconds")
+    versus = f" (Lifeboat: {delta[0] / clean[0]:.2f}x its clean restore)" if delta[0] and clean[0] else ""
+    return [
+        Row("Incremental after pgbench, repository bytes",
+            _per_tool(pgbench, "stored_bytes", scale=1 / MiB), "MiB", "<= 1.0x", limit=1.0),
+        Row("Incremental after pgbench, wall clock", _per_tool(pgbench, "seconds"), "s", "<= 1.0x",
+            limit=1.0),
+        Row("Incremental append-mostly, repository bytes",
+            _per_tool(append, "stored_bytes", scale=1 / MiB), "MiB", "<= 0.25x", limit=0.25),
+        Row("Incremental append-mostly, wall clock", _per_tool(append, "seconds"), "s", "report"),
+        Row("Delta restore of the newest incremental over the earlier restore, wall clock", delta, "s",
+            "report" + versus),
+        Row("Restore of the newest incremental into an empty directory, wall clock", clean, "s",
+            "report"),
+        Row("Peak memory (max RSS), incremental backup", _per_tool(both, "max_rss_kib", peak, 1 / 1024),
+            "MiB", "< 300 MiB", absolute=300),
+    ]
+
+
+def peer_figures(results: Results) -> Measured:
+    """Lifeboat's and pgBackRest 2.45's medians for the figures PEERS.md gives."""
+    figures: Measured = {}
+    sources = {"full": results.backups, **results.incrementals}
+    for name, backups in sources.items():
+        lifeboat, pgbackrest, _ = _per_tool(backups, "seconds")
+        figures[f"{name}_time"] = (lifeboat, pgbackrest)
+        lifeboat, pgbackrest, _ = _per_tool(backups, "stored_bytes", scale=1 / MiB)
+        figures[f"{name}_bytes"] = (lifeboat, pgbackrest)
+    lifeboat, pgbackrest, _ = _per_tool(results.incr_restores, "seconds")
+    figures["restore_time"] = (lifeboat, pgbackrest)
+    return figures
 
 
 def markdown_table(rows: list[Row]) -> str:
@@ -161,15 +225,38 @@ def load_line(results: Results) -> str:
             f"{os.getloadavg()[0]:.2f} at the end (other work on the machine adds noise)")
 
 
+def _backups_text(backups: list[BackupResult]) -> str:
+    return ", ".join(f"{b.label} {b.seconds:.2f} s / {b.stored_bytes / MiB:.1f} MiB / "
+                     f"{b.max_rss_kib / 1024:.0f} MiB" for b in backups)
+
+
+def _restores_text(restores: list[RestoreResult]) -> str:
+    return ", ".join(f"{r.seconds:.2f} s / {r.max_rss_kib / 1024:.0f} MiB" for r in restores)
+
+
 def raw_values(results: Results) -> list[str]:
     lines = []
     for tool in TOOLS:
-        backups = ", ".join(f"{b.seconds:.2f} s / {b.stored_bytes / MiB:.1f} MiB / "
-                            f"{b.max_rss_kib / 1024:.0f} MiB" for b in results.backups[tool])
-        restores = ", ".join(f"{r.seconds:.2f} s / {r.max_rss_kib / 1024:.0f} MiB"
-                             for r in results.restores[tool])
-        lines.append(f"- {tool}: backups (time / bytes / RSS) {backups}; "
-                     f"restores (time / RSS) {restores}")
+        lines.append(f"- {tool}: full backups (time / bytes / RSS) "
+                     f"{_backups_text(results.backups[tool])}; restores (time / RSS) "
+                     f"{_restores_text(results.restores[tool])}")
+    for scenario, title in SCENARIOS.items():
+        for tool in TOOLS[:2]:
+            lines.append(f"- incremental {title}, {tool} (set / time / bytes / RSS): "
+                         f"{_backups_text(results.incrementals[scenario][tool])}")
+    lines += [f"- Lifeboat said: `{b.output}`" for scenario in SCENARIOS
+              for b in results.incrementals[scenario]["lifeboat"] if b.output]
+    for tool in TOOLS[:2]:
+        lines.append(f"- {tool}: delta restores (time / RSS) {_restores_text(results.delta_restores[tool])}; "
+                     f"restores of the incremental into an empty directory "
+                     f"{_restores_text(results.incr_restores[tool])}")
+    lines += [f"- Lifeboat delta restore vs clean restore, run {n}: {check}"
+              for n, check in enumerate(results.delta_checks, 1)]
+    data = results.dataset
+    if data is not None:
+        lines.append(f"- pgbench tps per run: {', '.join(f'{v:,.0f}' for v in data.pgbench_tps)}; "
+                     f"appended to grow per run: "
+                     f"{', '.join(f'{v / MiB:.1f} MiB' for v in data.appended_bytes)}")
     if results.push is not None:
         for tool in ("lifeboat", "pgbackrest"):
             values = getattr(results.push, f"{tool}_ms")
@@ -177,55 +264,35 @@ def raw_values(results: Results) -> list[str]:
     return lines
 
 
-METHOD = """\
-How it was measured (details in bench/README.md):
-- One PostgreSQL cluster (`initdb -k`; wal_level replica, archive_mode on, shared_buffers 512MB,
-  max_wal_size 4GB, checkpoint_timeout 15min) archives every segment into both repositories:
-  `lifeboat ... wal-push %p && pgbackrest ... archive-push %p`.
-- Backups and restores: wall clock of the whole command run as `postgres`, after a `sync`, page
-  cache warm; median of the runs. A run takes the three backups, then restores them; run 1
-  goes Lifeboat, pgBackRest, pg_basebackup, and each later run starts with the next tool.
-  The archive_command pushes to Lifeboat first, so pgBackRest's wait for the backup's last
-  segment includes Lifeboat's push of it.
-- Lifeboat: `lifeboat backup` (jobs: default = CPUs), zstd level 3; bytes = the new packs plus
-  the manifest. Restore: `lifeboat restore --pgdata DIR --backup ID`.
-- pgBackRest: `pgbackrest --type=full backup` (process-max=2, compress-type=zst, level 3,
-  start-fast=y); bytes = the backup set directory. Restore: `pgbackrest restore --set=ID
-  --pg1-path=DIR`.
-- pg_basebackup: `pg_basebackup -Ft -Z client-zstd:3 -X fetch -c fast` (client-side zstd, the
-  WAL inside base.tar.zst); bytes = the output directory (with backup_manifest).
-  Restore: `tar --zstd -xf base.tar.zst -C DIR && sync -f DIR` (tar alone does not fsync).
-- Before each timed restore, a scratch file the size of the database is written and deleted
-  (untimed): on this VM the first big write after an idle spell costs extra kernel time.
-- Repository bytes leave out both WAL archives. Sizes are apparent file sizes.
-- Peak memory: max RSS of the largest single process of the command (GNU time `%M`; this
-  covers pgBackRest's worker processes, Lifeboat uses threads). pg_basebackup: client only.
-- WAL push: {segments} complete 16 MiB segments of pgbench_accounts updates, taken out of
-  Lifeboat's archive with `wal-get`, pushed one command per segment into a fresh Lifeboat
-  repository (cluster.json copied from the main one) and a fresh pgBackRest stanza. Each
-  command is started by the harness directly as `postgres` (fork, setuid, exec; no runuser)
-  and timed from spawn to exit; the tools alternate going first. Lifeboat's cache of the
-  validated configuration is warmed beforehand, as it is for a running archiver.
-- Check: Lifeboat's restored copy, started once (`restore --start --archive-mode off`),
-  had {rows:,} rows in pgbench_accounts.
-"""
+def data_line(results: Results) -> str:
+    data = results.dataset
+    grow = "" if data is None else (f" + `grow` {data.grow_bytes / MiB:,.0f} MiB "
+                                    f"({data.loaded_rows:,} rows at load) + `hot` {data.hot_rows:,} rows")
+    return (f"- Data: pgbench scale {results.scale}{grow} (databases "
+            f"{results.database_bytes / MiB:,.0f} MiB); runs: {results.runs} (median)")
 
 
 def render(results: Results, segments: int) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    checks = ", ".join(f"{name} {value:,}" for name, value in results.verified.items()) or "(no check)"
+    grow_mib = results.dataset.grow_bytes / MiB if results.dataset else 0.0
     lines = [
         "# Lifeboat benchmark",
         "",
         f"- Date: {now}; whole run {results.total_seconds / 60:.1f} min",
-        f"- pgbench scale {results.scale} (databases {results.database_bytes / MiB:,.0f} MiB); "
-        f"runs: {results.runs} (median)",
+        data_line(results),
         f"- Machine: {machine()}",
         f"- Versions: {'; '.join(results.versions)}",
         load_line(results),
         "",
         markdown_table(build_rows(results)),
         "",
-        METHOD.format(segments=segments, rows=results.verified_rows),
+        *peers_section(peer_figures(results)),
+        "",
+        *(["Noticed during the run:", *(f"- {note}" for note in results.notes), ""]
+          if results.notes else []),
+        METHOD.format(segments=segments, checks=checks, scale=results.scale, grow_mib=grow_mib,
+                      pgbench_seconds=results.pgbench_seconds, append_mb=results.append_mb),
         "Raw values:",
         *raw_values(results),
         "",

@@ -3,17 +3,18 @@
 
 Run as root with the project's virtualenv (see bench/README.md)::
 
-    /work/main/.venv/bin/python bench/run.py [--scale 100] [--runs 1] \\
-        [--workdir /var/tmp/lifeboat-bench] [--out bench/results/latest.md] [--keep]
+    /work/main/.venv/bin/python bench/run.py [--scale 100] [--grow-mb 1600] [--runs 1] \\
+        [--pgbench-seconds 30] [--append-mb 54] [--workdir /var/tmp/lifeboat-bench] \\
+        [--out bench/results/latest.md] [--keep]
 
-One throw-away PostgreSQL cluster archives every WAL segment into both a Lifeboat
-One throw-away PostgreSQL cluster archives every WAL segment into both a Lifeboat
-repository and a pgBackRest repository. Full backups, restores into empty
-directories and per-segment WAL pushes are timed; the result is a Markdown table
-on stdout and in ``--out``. Every command that touches PostgreSQL's files runs as
-the OS user ``postgres`` (a direct setuid in the child, no ``runuser``).
-Progress goes to stderr. This module parses the arguments, runs the steps in
-order and cleans up; the steps live in the other modules of ``bench``.
+One throw-away PostgreSQL cluster (pgbench tables + an append-only table `grow` + a
+10k-row table `hot`, PEERS.md's workload) archives every WAL segment into both a Lifeboat
+repository and a pgBackRest repository. Full backups, restores into empty directories,
+incrementals after pgbench and after appends, delta restores and per-segment WAL pushes
+are timed; the result is a Markdown table on stdout and in ``--out``. Every command
+that touches PostgreSQL's files runs as the OS user ``postgres`` (a direct setuid in the
+child, no ``runuser``). Progress goes to stderr. This module parses the arguments, runs
+the steps in order and cleans up; the steps live in the other modules of ``bench``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ if not __package__:  # run as a script (python bench/run.py): make the package `
 
 from bench.backup_restore import BACKUPS, restore, verify_lifeboat_restore
 from bench.cluster import connect, query, set_up, stop_server
+from bench.dataset import Dataset, load_data
 from bench.environment import (
     LIFEBOAT,
     OS_USER,
@@ -52,6 +54,7 @@ from bench.environment import (
     run,
 )
 from bench.files import chown_tree
+from bench.incremental import INCR_TOOLS, incremental_benchmark
 from bench.prerequisites import SetupError, ensure_programs
 from bench.report import TOOLS, MiB, Results, render, write_report
 from bench.wal_push import WAL_SEGMENTS, wal_push_benchmark
@@ -80,9 +83,17 @@ def tool_versions(bench: Bench, pg_version: str) -> list[str]:
     return [f"PostgreSQL {pg_version}", pgbackrest, f"{lifeboat} ({source_state()})"]
 
 
+def expected_checks(bench: Bench, data: Dataset) -> dict[str, int]:
+    """What Lifeboat's restored copy of the newest backup must hold (bench/backup_restore.py)."""
+    return {"pgbench_accounts rows": bench.scale * 100000, "grow rows": data.grow_rows,
+            "hot rows": data.hot_rows, "hot updates": data.hot_updates}
+
+
 def benchmark(bench: Bench) -> Results:
-    results = Results(bench.scale, bench.runs, load_start=os.getloadavg()[0])
+    results = Results(bench.scale, bench.runs, load_start=os.getloadavg()[0],
+                      pgbench_seconds=bench.pgbench_seconds, append_mb=bench.append_mb)
     results.versions = tool_versions(bench, set_up(bench))
+    results.dataset = data = load_data(bench)
     with connect(bench) as conn:
         (size,) = query(conn, "SELECT sum(pg_database_size(oid)) FROM pg_database")
         results.database_bytes = int(size)
@@ -99,12 +110,15 @@ def benchmark(bench: Bench) -> Results:
                 f"max RSS {taken[tool].max_rss_kib // 1024} MiB")
         for tool in order:
             log(f"run {run_no}/{bench.runs}: {tool} restore")
-            done = restore(bench, taken[tool], warm_bytes)
+            # the last run's Lifeboat and pgBackRest copies stay for the delta restores
+            keep = run_no == bench.runs and tool in INCR_TOOLS
+            done = restore(bench, taken[tool], warm_bytes, keep=keep)
             results.restores[tool].append(done)
             log(f"  {done.seconds:.2f}s, {done.restored_bytes / MiB:.1f} MiB written, "
                 f"max RSS {done.max_rss_kib // 1024} MiB")
         shutil.rmtree(taken["basebackup"].location)
-    results.verified_rows = verify_lifeboat_restore(bench)
+    incremental_benchmark(bench, results, data, warm_bytes)
+    results.verified = verify_lifeboat_restore(bench, expected_checks(bench, data))
     results.push = wal_push_benchmark(bench)
     return results
 
@@ -133,13 +147,21 @@ def stop_stale(bench: Bench) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=int, default=100, help="pgbench scale (default 100)")
+    parser.add_argument("--grow-mb", type=int, default=1600,
+                        help="MiB of the append-only table grow (default 1600; 0: none)")
     parser.add_argument("--runs", type=int, default=1, help="backup/restore runs; medians (default 1)")
+    parser.add_argument("--pgbench-seconds", type=int, default=30,
+                        help="pgbench -T before the first incremental of each run (default 30)")
+    parser.add_argument("--append-mb", type=int, default=54,
+                        help="MiB appended to grow before the second incremental (default 54)")
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/lifeboat-bench"))
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "latest.md")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
-    if args.scale < 1 or args.runs < 1:
-        parser.error("--scale and --runs must be at least 1")
+    if args.scale < 1 or args.runs < 1 or args.pgbench_seconds < 1:
+        parser.error("--scale, --runs and --pgbench-seconds must be at least 1")
+    if args.grow_mb < 0 or args.append_mb < 0:
+        parser.error("--grow-mb and --append-mb must not be negative")
     if not args.workdir.is_absolute():
         args.workdir = args.workdir.absolute()
     return args
@@ -181,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ports: list[int] = []
     for _ in range(2):
         ports.append(free_port(ports))
-    bench = Bench(Paths.under(args.workdir), user, find_pg_bin(), args.scale, args.runs, *ports)
+    bench = Bench(Paths.under(args.workdir), user, find_pg_bin(), args.scale, args.runs, *ports,
+                  grow_mb=args.grow_mb, append_mb=args.append_mb, pgbench_seconds=args.pgbench_seconds)
     try:
         if args.workdir.exists():
             stop_stale(bench)

@@ -29,6 +29,7 @@ class Measured:
 
     seconds: float
     max_rss_kib: int
+    output: str = ""  # the command's stdout
 
 
 def measured(bench: Bench, command: Sequence[str | Path]) -> Measured:
@@ -41,9 +42,9 @@ def measured(bench: Bench, command: Sequence[str | Path]) -> Measured:
         wrapped = [sys.executable, "-c", RSS_WRAPPER, rss_file, *command]
     os.sync()
     started = time.perf_counter()
-    run(bench, wrapped)
+    done = run(bench, wrapped)
     seconds = time.perf_counter() - started
-    return Measured(seconds, _read_rss(rss_file))
+    return Measured(seconds, _read_rss(rss_file), done.stdout)
 
 
 def _read_rss(path: Path) -> int:
