@@ -141,7 +141,7 @@ def _run_locked(config: Config, cluster: str, storage: Storage, config_path: Pat
         report("checkpoint")
         start = postgres.backup_start(conn, f"lifeboat {backup_id}")
         packs = PackSet(storage, cluster, config.repository.pack_size)
-        writer = ManifestWriter()
+        writer = ManifestWriter(config.repository.block_size)
         try:
             base = None
             if base_summary is not None:

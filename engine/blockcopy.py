@@ -263,7 +263,7 @@ class BlockCopier:
         finally:
             self._packs.give_back(pack)
         for first, count, codec_id, stored in frames:
-            frame_digest = layout.block_id(stored)
+            frame_digest = layout.frame_checksum(stored)
             for n in range(count):
                 raw = min(size, len(view) - (first + n) * size)
                 refs[first + n] = BlockRef(digests[first + n], pack.index, position, len(stored), raw,

@@ -77,7 +77,7 @@ class RepositoryConfig(_Section):
     """
 
     path: Path
-    block_size: Size = 64 * 1024
+    block_size: Size = 16 * 1024
     frame_size: Size = 512 * 1024
     pack_size: Size = 64 * 1024 * 1024
 

@@ -41,7 +41,7 @@ class FrameReader:
                 ref = refs[index]
                 if ref.offset != frame_at:
                     stored = data[ref.offset - base:ref.offset - base + ref.stored]
-                    if layout.block_id(stored) != ref.frame_digest:
+                    if layout.frame_checksum(stored) != ref.frame_digest:
                         raise _damaged(path, numbered, index, stored, key)
                     what = f"{path} block {numbered[index][0]} (pack {key.rsplit('/', 1)[-1]})"
                     frame = memoryview(decompress(ref.codec, stored, None, what,

@@ -22,8 +22,21 @@ MANIFEST_SUFFIX = ".manifest"
 _SAFE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.@+-")
 
 
+BLOCK_ID_BYTES = 16
+
+
 def block_id(data: bytes | bytearray | memoryview) -> bytes:
-    """The name of a block: the SHA-256 of its content (32 bytes)."""
+    """The identity of a block: the first 128 bits of the SHA-256 of its content.
+
+    128 bits keep collisions out of reach (2^64 blocks for an even chance of one) while
+    halving what every manifest stores per block; a stored frame is checked against its
+    full SHA-256 (:func:`frame_checksum`).
+    """
+    return hashlib.sha256(data).digest()[:BLOCK_ID_BYTES]
+
+
+def frame_checksum(data: bytes | bytearray | memoryview) -> bytes:
+    """The full SHA-256 of a stored frame: what restore and verify check it against."""
     return hashlib.sha256(data).digest()
 
 

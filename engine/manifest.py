@@ -65,18 +65,29 @@ class FileEntry:
     blocks: list[BlockRef] = field(default_factory=list)
     corrupt_pages: list[int] = field(default_factory=list)  # failed their PostgreSQL checksum
 
-    def encode(self) -> bytes:
+    def encode(self, block_size: int) -> bytes:
+        """One JSON line. A file's blocks are its block ids (hex, concatenated) and runs:
+        ``[pack, offset, stored, codec, frame sha256 or "", count, first skip]`` says that
+        the next ``count`` blocks are consecutive blocks of that frame. Raw sizes follow
+        from the file's size, so a block costs its 16-byte id and little else."""
         item: dict[str, Any] = {"p": self.path, "k": self.kind[0], "m": self.mode}
         if self.kind == "file":
             item["s"] = self.size
             item["t"] = self.mtime
-            blocks, frame = [], None
-            for b in self.blocks:  # a frame's digest is written once, with its first block
-                same = frame == (b.pack, b.offset)
+            item["d"] = b"".join(b.digest for b in self.blocks).hex()
+            runs: list[list[Any]] = []
+            seen_frame = None
+            for b in self.blocks:
+                last = runs[-1] if runs else None
+                if last is not None and (last[0], last[1]) == (b.pack, b.offset) and \
+                        b.skip == last[6] + last[5] * block_size:
+                    last[5] += 1
+                    continue
                 frame = (b.pack, b.offset)
-                blocks.append([b.digest.hex(), b.pack, b.offset, b.stored, b.raw, b.codec, b.skip,
-                               "" if same else b.frame_digest.hex()])
-            item["b"] = blocks
+                runs.append([b.pack, b.offset, b.stored, b.codec,
+                             "" if frame == seen_frame else b.frame_digest.hex(), 1, b.skip])
+                seen_frame = frame
+            item["r"] = runs
             if self.corrupt_pages:
                 item["c"] = self.corrupt_pages
         elif self.kind == "link":
@@ -84,16 +95,26 @@ class FileEntry:
         return json.dumps(item, separators=(",", ":")).encode() + b"\n"
 
     @classmethod
-    def decode(cls, line: bytes) -> FileEntry:
+    def decode(cls, line: bytes, block_size: int) -> FileEntry:
         item = json.loads(line)
         kind = {"f": "file", "d": "dir", "l": "link"}[item["k"]]
+        size = item.get("s", 0)
         blocks: list[BlockRef] = []
-        frame = b""
-        for h, p, o, s, r, c, k, f in item.get("b", ()):
-            frame = bytes.fromhex(f) if f else frame
-            blocks.append(BlockRef(bytes.fromhex(h), p, o, s, r, c, k, frame))
-        return cls(item["p"], kind, item["m"], item.get("s", 0), item.get("t", 0.0),
-                   item.get("l"), blocks, item.get("c", []))
+        if kind == "file":
+            ids = bytes.fromhex(item["d"])
+            width = layout.BLOCK_ID_BYTES
+            frame_digest = b""
+            for pack, offset, stored, codec, digest_hex, count, skip in item["r"]:
+                frame_digest = bytes.fromhex(digest_hex) if digest_hex else frame_digest
+                for n in range(count):
+                    index = len(blocks)
+                    raw = min(block_size, size - index * block_size)
+                    blocks.append(BlockRef(ids[index * width:(index + 1) * width], pack, offset,
+                                           stored, raw, codec, skip + n * block_size, frame_digest))
+            if len(blocks) * width != len(ids) or sum(b.raw for b in blocks) != size:
+                raise ValueError(f"{item['p']}: block list does not match the file's size")
+        return cls(item["p"], kind, item["m"], size, item.get("t", 0.0), item.get("l"), blocks,
+                   item.get("c", []))
 
 
 @dataclass
@@ -149,7 +170,8 @@ class BackupSummary:
 class ManifestWriter:
     """Collects file entries (in path order) into a compressed body spooled to disk."""
 
-    def __init__(self) -> None:
+    def __init__(self, block_size: int) -> None:
+        self._block_size = block_size
         self._spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115
         self._compressor = zstandard.ZstdCompressor(level=3).compressobj()
         self._hash = hashlib.sha256()
@@ -162,7 +184,7 @@ class ManifestWriter:
             self._bytes += len(chunk)
 
     def add(self, entry: FileEntry) -> None:
-        self._emit(self._compressor.compress(entry.encode()))
+        self._emit(self._compressor.compress(entry.encode(self._block_size)))
 
     def finish(self, summary: BackupSummary) -> Iterator[bytes]:
         """The whole manifest object as chunks (never whole in memory), with the body's
@@ -231,7 +253,7 @@ class Manifest:
             reader = zstandard.ZstdDecompressor().stream_reader(stream)
             for number, line in enumerate(io.BufferedReader(reader, buffer_size=CHUNK), 1):
                 try:
-                    entry = FileEntry.decode(line)
+                    entry = FileEntry.decode(line, self.summary.block_size)
                 except (ValueError, KeyError, TypeError) as exc:
                     raise ChecksumError(f"{self.key}: entry {number} is unreadable ({exc}); "
                                         "the manifest is damaged or of another format") from None

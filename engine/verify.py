@@ -116,7 +116,7 @@ def _check_pack(storage: Storage, cluster: str, pack_id: str, frames: dict[int, 
         for offset in offsets[i:j]:
             frame = frames[offset]
             stored = data[offset - start:offset - start + frame.stored]
-            if layout.block_id(stored) != frame.digest:
+            if layout.frame_checksum(stored) != frame.digest:
                 problems.append(Problem("block", frame.where, f"pack {pack_id} offset {offset}: "
                                         "checksum mismatch, the stored data is damaged"))
                 continue

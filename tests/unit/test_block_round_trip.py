@@ -43,7 +43,7 @@ def back_up(tmp_path: Path, algorithm: str = "zstd") -> tuple[PosixStorage, dict
     storage = PosixStorage(tmp_path / "repo")
     packs = PackSet(storage, "main", pack_size=1024 * 1024)
     copier = BlockCopier(packs, Codec(algorithm, 3), BLOCK, FRAME, jobs=3)  # type: ignore[arg-type]
-    writer = ManifestWriter()
+    writer = ManifestWriter(BLOCK)
     done: list[int] = []
     for entry in copier.copy(pgdata.walk(source, 15), done.append):
         writer.add(entry)

@@ -33,7 +33,7 @@ def back_up(storage: PosixStorage, source: Path, backup_id: str, base_id: str | 
     if base_id:
         base = BaseFiles(read_manifest(storage, "main", base_id), time.time() + 3600, use_mtime)
     copier = BlockCopier(packs, Codec("zstd", 3), BLOCK, FRAME, jobs=2, base=base)
-    writer = ManifestWriter()
+    writer = ManifestWriter(BLOCK)
     for entry in copier.copy(pgdata.walk(source, 15)):
         writer.add(entry)
     ids = packs.finish()
