@@ -55,14 +55,20 @@ class BlockSink:
         self._first = self._next = -1
 
     def write(self, block_no: int, data: memoryview) -> None:
-        if self._filled and (block_no != self._next or
-                             self._filled + len(data) > len(self._buffer)):
-            self.flush()
-        if not self._filled:
-            self._first = block_no
-        self._buffer[self._filled:self._filled + len(data)] = data
-        self._filled += len(data)
-        self._next = block_no + 1
+        """``data`` is block ``block_no`` and the blocks that follow it."""
+        size = self._block_size
+        while data:
+            if self._filled and (block_no != self._next or self._filled == len(self._buffer)):
+                self.flush()
+            if not self._filled:
+                self._first = block_no
+            room = (len(self._buffer) - self._filled) // size * size
+            piece = data[:room]
+            self._buffer[self._filled:self._filled + len(piece)] = piece
+            self._filled += len(piece)
+            block_no += -(-len(piece) // size)
+            self._next = block_no
+            data = data[len(piece):]
 
     def flush(self) -> None:
         if self._filled:

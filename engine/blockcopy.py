@@ -178,6 +178,8 @@ class BlockCopier:
         self._base = base
         self.stats = CopyStats()
         self._stats_lock = threading.Lock()
+        self._compresses: set[str] = set()  # files seen to compress well
+        self._adopted: dict[int, int] = {}  # base pack index -> this backup's
         self._budget = time_budget
         self._started = time.monotonic()
         self._last_change = self._started
@@ -190,7 +192,9 @@ class BlockCopier:
 
     def _reuse(self, ref: BlockRef) -> BlockRef:
         assert self._base is not None
-        pack = self._packs.adopt(self._base.pack_ids[ref.pack])
+        pack = self._adopted.get(ref.pack)
+        if pack is None:
+            pack = self._adopted[ref.pack] = self._packs.adopt(self._base.pack_ids[ref.pack])
         return BlockRef(ref.digest, pack, ref.offset, ref.stored, ref.raw, ref.codec, ref.skip,
                         ref.frame_digest)
 
@@ -205,12 +209,6 @@ class BlockCopier:
         finally:
             os.close(fd)
         view = memoryview(data)
-        corrupt: list[int] = []
-        if first_page is not None and self._pagecheck is not None:
-            suspects = self._pagecheck.bad_pages(view, first_page, self._start_lsn)
-            if suspects:
-                corrupt = self._pagecheck.confirm(str(source), suspects, offset, first_page,
-                                                  self._start_lsn)
         size = self._block_size
         digests = [layout.block_id(view[i:i + size]) for i in range(0, len(view), size)]
         refs: list[BlockRef | None] = [None] * len(digests)
@@ -227,7 +225,8 @@ class BlockCopier:
         if reused:
             with self._stats_lock:
                 self.stats.reused_bytes += reused
-        raw, stored = self._store_new(view, digests, refs)
+        corrupt = self._check_pages(source, view, offset, first_page, refs)
+        raw, stored = self._store_new(view, digests, refs, str(source))
         if raw:
             with self._stats_lock:
                 totals = self.stats.kinds.setdefault(kind, [0, 0])
@@ -235,8 +234,26 @@ class BlockCopier:
                 totals[1] += stored
         return refs, corrupt  # type: ignore[return-value]
 
+    def _check_pages(self, source: Path, view: memoryview, offset: int, first_page: int | None,
+                     refs: list[BlockRef | None]) -> list[int]:
+        """PostgreSQL page checksums of the new blocks (those of reused blocks were checked
+        when they were first stored): block numbers that fail, even when read again."""
+        if first_page is None or self._pagecheck is None:
+            return []
+        per_block = self._block_size // self._pagecheck.PAGE
+        new = [i for i, ref in enumerate(refs) if ref is None]
+        if not new:
+            return []
+        pages = len(view) // self._pagecheck.PAGE  # the last block may hold fewer pages
+        only = None if len(new) == len(refs) else [
+            page for i in new for page in range(i * per_block, min(pages, (i + 1) * per_block))]
+        suspects = self._pagecheck.bad_pages(view, first_page, self._start_lsn, only)
+        if not suspects:
+            return []
+        return self._pagecheck.confirm(str(source), suspects, offset, first_page, self._start_lsn)
+
     def _store_new(self, view: memoryview, digests: list[bytes],
-                   refs: list[BlockRef | None]) -> tuple[int, int]:
+                   refs: list[BlockRef | None], path: str) -> tuple[int, int]:
         """Compress runs of consecutive new blocks as frames and append them to a pack;
         the raw and stored bytes of what was new."""
         size = self._block_size
@@ -251,7 +268,9 @@ class BlockCopier:
             while end < len(refs) and refs[end] is None and end - i < self._frame_blocks:
                 end += 1
             frame = view[i * size:end * size]
-            codec_id, stored = self._codec.compress(frame)
+            codec_id, stored = self._codec.compress(frame, probe=path not in self._compresses)
+            if len(stored) < 0.8 * len(frame):
+                self._compresses.add(path)  # the rest of this file need not be probed
             frames.append((i, end - i, codec_id, stored))
             raw_total += len(frame)
             i = end

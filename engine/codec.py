@@ -59,10 +59,13 @@ class Codec:
         sample = b"".join((view[:4096], view[middle:middle + 4096], view[size - 4096:]))
         return len(self._zstd_compressor(1).compress(sample)) > 0.95 * len(sample)
 
-    def compress(self, data: bytes | bytearray | memoryview) -> tuple[int, bytes]:
-        """``(codec id, stored bytes)``; data that does not shrink is kept raw."""
+    def compress(self, data: bytes | bytearray | memoryview, probe: bool = True
+                 ) -> tuple[int, bytes]:
+        """``(codec id, stored bytes)``; data that does not shrink is kept raw. ``probe``
+        first checks samples (see :meth:`looks_incompressible`); a caller that knows the
+        data compresses (the rest of a file that did) passes False."""
         if self.codec_id == ZSTD:
-            if self.looks_incompressible(data):
+            if probe and self.looks_incompressible(data):
                 return RAW, bytes(data)
             out = self._zstd_compressor(self.level).compress(data)
         elif self.codec_id == LZ4:

@@ -23,8 +23,9 @@ BASE_OFFSETS = np.array([
     0xE58F764B, 0x187636BC, 0x5D7B3BB1, 0xE73DE7DE, 0x92BEC979, 0xCCA6C0B2, 0x304A0979, 0x85AA43D4,
     0x783125BB, 0x6CA8EAA2, 0xE407EAC6, 0x4B5CFC3E, 0x9FBF8C76, 0x15CA20BE, 0xF2CA9FD3, 0x959BD756,
 ], dtype=np.uint32)
-def checksums(pages: np.ndarray, first_block: int) -> np.ndarray:
-    """pg_checksum_page for each row of ``pages`` (n x 2048 little-endian uint32)."""
+def checksums(pages: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """pg_checksum_page of each row of ``pages`` (n x 2048 little-endian uint32) whose
+    block numbers are ``blocks``."""
     words = pages.reshape(len(pages), PAGE // 128, 32)
     sums = np.tile(BASE_OFFSETS, (len(pages), 1))
     for row in range(PAGE // 128):
@@ -36,25 +37,29 @@ def checksums(pages: np.ndarray, first_block: int) -> np.ndarray:
         sums = (tmp * FNV_PRIME) ^ (tmp >> np.uint32(17))
     for _ in range(2):
         sums = (sums * FNV_PRIME) ^ (sums >> np.uint32(17))
-    result = np.bitwise_xor.reduce(sums, axis=1)
-    result ^= np.arange(first_block, first_block + len(pages), dtype=np.uint32)
+    result = np.bitwise_xor.reduce(sums, axis=1) ^ blocks.astype(np.uint32)
     return (result % np.uint32(65535) + np.uint32(1)).astype(np.uint16)
 
 
-def bad_pages(data: memoryview, first_block: int, start_lsn: int) -> list[int]:
-    """Offsets (in pages) within ``data`` of pages that fail their checksum and should not."""
+def bad_pages(data: memoryview, first_block: int, start_lsn: int,
+              only: list[int] | None = None) -> list[int]:
+    """Offsets (in pages) within ``data`` of pages that fail their checksum and should not;
+    ``only`` restricts the check to those page offsets (one call, whatever their number)."""
     count = len(data) // PAGE
     if count == 0:
         return []
     raw = np.frombuffer(data, dtype="<u4", count=count * PAGE // 4).reshape(count, PAGE // 4)
-    stored = (raw[:, 2] & np.uint32(0xFFFF)).astype(np.uint16)
-    lsn = (raw[:, 0].astype(np.uint64) << np.uint64(32)) | raw[:, 1].astype(np.uint64)
-    upper = (raw[:, 3] >> np.uint32(16)).astype(np.uint16)  # pd_upper: 0 for a new page
+    index = np.arange(count) if only is None else np.asarray(only, dtype=np.int64)
+    rows = raw if only is None else raw[index]
+    stored = (rows[:, 2] & np.uint32(0xFFFF)).astype(np.uint16)
+    lsn = (rows[:, 0].astype(np.uint64) << np.uint64(32)) | rows[:, 1].astype(np.uint64)
+    upper = (rows[:, 3] >> np.uint32(16)).astype(np.uint16)  # pd_upper: 0 for a new page
     judged = (upper != 0) & (lsn < np.uint64(start_lsn))
     if not judged.any():
         return []
-    wrong = judged & (checksums(raw, first_block) != stored)
-    return [int(i) for i in np.flatnonzero(wrong)]
+    chosen = index[judged]
+    wrong = checksums(rows[judged], chosen + first_block) != stored[judged]
+    return [int(i) for i in chosen[wrong]]
 
 
 def confirm(path: str, pages: list[int], offset: int, first_block: int, start_lsn: int) -> list[int]:

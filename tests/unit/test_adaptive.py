@@ -64,3 +64,16 @@ def test_level_drops_when_the_budget_would_be_overrun(tmp_path: Path,
     assert copier.stats.level_changes[-1].startswith("zstd level 2 -> 1")
     assert copier._codec.level == 1
     assert copy(tmp_path / "again", 3600.0, monkeypatch).stats.level_changes == []
+
+
+def test_page_checks_cover_only_new_blocks_even_a_short_last_one() -> None:
+    import numpy as np
+
+    from engine import pagecheck
+
+    pages = np.zeros((5, 2048), dtype="<u4")
+    pages[:, 3] = 0x00100000  # pd_upper 16: not new, and a wrong (zero) checksum on each page
+    data = memoryview(pages.tobytes())
+    assert pagecheck.bad_pages(data, 0, 1 << 62) == [0, 1, 2, 3, 4]
+    assert pagecheck.bad_pages(data, 0, 1 << 62, only=[1, 4]) == [1, 4]
+    assert pagecheck.bad_pages(data, 0, 0) == []  # written after the backup began: not judged
