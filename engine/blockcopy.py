@@ -186,7 +186,7 @@ class BlockCopier:
         self._start_lsn = check_pages_before
         self._pagecheck = None
         if check_pages_before is not None:
-            from engine import pagecheck  # numpy: only for clusters with data checksums
+            from engine import pagecheck  # only for clusters with data checksums
 
             self._pagecheck = pagecheck
 

@@ -66,14 +66,22 @@ def test_level_drops_when_the_budget_would_be_overrun(tmp_path: Path,
     assert copy(tmp_path / "again", 3600.0, monkeypatch).stats.level_changes == []
 
 
-def test_page_checks_cover_only_new_blocks_even_a_short_last_one() -> None:
-    import numpy as np
+PAGE_FILE = Path(__file__).parent / "data" / "pgbench_accounts_block7.page"
 
+
+def test_page_checksum_matches_postgresql() -> None:
+    """A page written by PostgreSQL 15 (initdb -k): block 7 of pgbench_accounts."""
     from engine import pagecheck
 
-    pages = np.zeros((5, 2048), dtype="<u4")
-    pages[:, 3] = 0x00100000  # pd_upper 16: not new, and a wrong (zero) checksum on each page
-    data = memoryview(pages.tobytes())
-    assert pagecheck.bad_pages(data, 0, 1 << 62) == [0, 1, 2, 3, 4]
-    assert pagecheck.bad_pages(data, 0, 1 << 62, only=[1, 4]) == [1, 4]
-    assert pagecheck.bad_pages(data, 0, 0) == []  # written after the backup began: not judged
+    page = PAGE_FILE.read_bytes()
+    assert pagecheck.bad_pages(page, 7, 1 << 62) == []
+    assert pagecheck.bad_pages(page, 8, 1 << 62) == [0]  # the block number is part of it
+    damaged = bytearray(page)
+    damaged[5000] ^= 0x01
+    assert pagecheck.bad_pages(bytes(damaged), 7, 1 << 62) == [0]
+    assert pagecheck.bad_pages(bytes(damaged), 7, 0) == []  # newer than the backup: not judged
+    two = bytes(damaged) + page
+    assert pagecheck.bad_pages(two, 6, 1 << 62, only=[1]) == []  # page 1 is block 7: fine
+    assert pagecheck.bad_pages(bytes(8192), 0, 1 << 62) == []  # a new (zero) page
+
+
