@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import durable, layout
-from engine.block_sink import BlockSink, open_for_blocks
+from engine.block_sink import BlockSink, open_for_blocks, preallocate
 from engine.errors import RestoreError
 from engine.frames import FrameReader
 from engine.manifest import BackupSummary, BlockRef, FileEntry, Manifest
@@ -202,7 +202,7 @@ class FileWriter:
         fd = os.open(self._pgdata / entry.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                      entry.mode)
         try:
-            os.ftruncate(fd, entry.size)
+            preallocate(fd, entry.size)
         finally:
             os.close(fd)
 

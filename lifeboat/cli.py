@@ -113,7 +113,9 @@ def _restore_arguments(p: argparse.ArgumentParser) -> None:
                    help="start the server and wait until recovery ends")
     p.add_argument("--port", type=int, metavar="P", help="port for the restored server")
     p.add_argument("--timeout", metavar="DURATION", help="give up waiting for recovery after this")
-    p.add_argument("--jobs", type=int, metavar="N", help="parallel workers (default: cores)")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="parallel workers (default: twice the configured jobs, since direct "
+                        "writes leave each waiting on the disk half the time)")
 
 
 def _say(message: str) -> None:
