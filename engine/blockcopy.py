@@ -254,41 +254,44 @@ class BlockCopier:
 
     def _store_new(self, view: memoryview, digests: list[bytes],
                    refs: list[BlockRef | None], path: str) -> tuple[int, int]:
-        """Compress runs of consecutive new blocks as frames and append them to a pack;
-        the raw and stored bytes of what was new."""
+        """Compress the chunk's new blocks, in order, in frames of up to frame_size and append
+        them to a pack; the raw and stored bytes of what was new.
+
+        New blocks need not be neighbours: the scattered blocks an incremental backup stores
+        share frames, which compress far better than each block alone.
+        """
         size = self._block_size
-        frames: list[tuple[int, int, int, bytes]] = []  # first block, block count, codec, bytes
+        new = [i for i, ref in enumerate(refs) if ref is None]
+        frames: list[tuple[list[int], int, bytes]] = []  # blocks, codec, stored bytes
         raw_total = 0
-        i = 0
-        while i < len(refs):
-            if refs[i] is not None:
-                i += 1
-                continue
-            end = i
-            while end < len(refs) and refs[end] is None and end - i < self._frame_blocks:
-                end += 1
-            frame = view[i * size:end * size]
+        for start in range(0, len(new), self._frame_blocks):
+            members = new[start:start + self._frame_blocks]
+            if members[-1] - members[0] == len(members) - 1:  # neighbours: no copy needed
+                frame: memoryview | bytes = view[members[0] * size:(members[-1] + 1) * size]
+            else:
+                frame = b"".join(view[i * size:(i + 1) * size] for i in members)
             codec_id, stored = self._codec.compress(frame, probe=path not in self._compresses)
             if len(stored) < 0.8 * len(frame):
                 self._compresses.add(path)  # the rest of this file need not be probed
-            frames.append((i, end - i, codec_id, stored))
+            frames.append((members, codec_id, stored))
             raw_total += len(frame)
-            i = end
         if not frames:
             return 0, 0
         pack = self._packs.borrow()
         try:
-            position = pack.writer.write(b"".join(f[3] for f in frames))
+            position = pack.writer.write(b"".join(f[2] for f in frames))
         finally:
             self._packs.give_back(pack)
-        for first, count, codec_id, stored in frames:
+        for members, codec_id, stored in frames:
             frame_digest = layout.frame_checksum(stored)
-            for n in range(count):
-                raw = min(size, len(view) - (first + n) * size)
-                refs[first + n] = BlockRef(digests[first + n], pack.index, position, len(stored), raw,
-                                           codec_id, n * size, frame_digest)
+            skip = 0
+            for i in members:
+                raw = min(size, len(view) - i * size)
+                refs[i] = BlockRef(digests[i], pack.index, position, len(stored), raw, codec_id,
+                                   skip, frame_digest)
+                skip += raw
             position += len(stored)
-        return raw_total, sum(len(f[3]) for f in frames)
+        return raw_total, sum(len(f[2]) for f in frames)
 
     def _chunks(self, entry: Entry) -> Iterator[tuple[int, int]]:
         for offset in range(0, entry.size, self._chunk):
