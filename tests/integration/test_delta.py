@@ -6,17 +6,9 @@ import json
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 from tests.integration.pg import LIFEBOAT, Cluster, Lifeboat, Workspace, free_port
-
-
-def tree(root: Path) -> dict[str, tuple[bytes | None, int]]:
-    found: dict[str, tuple[bytes | None, int]] = {}
-    for path in sorted(root.rglob("*")):
-        mode = path.lstat().st_mode & 0o7777
-        found[str(path.relative_to(root))] = (path.read_bytes() if path.is_file() else None, mode)
-    return found
+from tests.trees import tree
 
 
 def newest_backup(lifeboat: Lifeboat) -> str:

@@ -14,6 +14,7 @@ from engine.errors import ChecksumError
 from engine.manifest import ManifestWriter, read_manifest
 from engine.restore_files import FileWriter
 from engine.storage.posix import PosixStorage
+from tests.trees import tree
 from tests.unit.helpers import summary
 
 BLOCK = 64 * 1024
@@ -149,14 +150,6 @@ def test_failed_backup_leaves_no_packs(tmp_path: Path) -> None:
     packs.borrow().writer.write(b"y")
     packs.discard()
     assert storage.list("clusters/main/packs") == []
-
-
-def tree(root: Path) -> dict[str, tuple[bytes | None, int]]:
-    found: dict[str, tuple[bytes | None, int]] = {}
-    for path in sorted(root.rglob("*")):
-        mode = path.lstat().st_mode & 0o7777
-        found[str(path.relative_to(root))] = (path.read_bytes() if path.is_file() else None, mode)
-    return found
 
 
 def test_delta_restore_equals_a_clean_restore(tmp_path: Path) -> None:
