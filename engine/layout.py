@@ -40,9 +40,6 @@ def frame_checksum(data: bytes | bytearray | memoryview) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def cluster_prefix(cluster: str) -> str:
-    return f"clusters/{cluster}"
-
 
 def cluster_info_key(cluster: str) -> str:
     return f"clusters/{cluster}/cluster.json"
@@ -58,9 +55,6 @@ def wal_key(cluster: str, name: str) -> str:
         return f"clusters/{cluster}/wal/history/{name}"
     return f"clusters/{cluster}/wal/{name[:16]}/{name}"
 
-
-def wal_dir_key(cluster: str, timeline: int, log: int) -> str:
-    return f"clusters/{cluster}/wal/{timeline:08X}{log:08X}"
 
 
 def history_prefix(cluster: str) -> str:
@@ -102,7 +96,3 @@ def verify_state_key(cluster: str) -> str:
 
 def lock_key(cluster: str) -> str:
     return f"clusters/{cluster}/lock"
-
-
-def restore_points_prefix(cluster: str) -> str:
-    return f"clusters/{cluster}/restore-points"

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import PostgresError, RestoreError
-from engine.wal import parse_lsn
 
 _LOG_LEVEL = re.compile(r"\b(LOG|FATAL|PANIC|ERROR|WARNING|DETAIL|HINT):\s+(.*)$")
 
@@ -195,7 +194,3 @@ def _probe(pid: PidFile, action: str, log_file: Path) -> ReachedPoint | None:
         return None
     return ReachedPoint(state, lsn, at.isoformat() if at else None, int(timeline),
                         _stop_message(log_file), pid.port)
-
-
-def lsn_value(text: str | None) -> int | None:
-    return None if text is None else parse_lsn(text)
