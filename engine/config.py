@@ -29,6 +29,17 @@ from pydantic import (
     field_validator,
 )
 
+from engine.config_agent import (
+    CLASS_OBJECTIVES,
+    AgentConfig,
+    ArchiveConfig,
+    CatalogConfig,
+    DrillConfig,
+    NotificationsConfig,
+    ObjectivesConfig,
+    ScheduleConfig,
+    StreamingConfig,
+)
 from engine.config_file import config_path, read_config_bytes
 from engine.errors import ConfigError
 from engine.units import parse_duration, parse_size
@@ -42,7 +53,7 @@ ClusterName = Annotated[str, StringConstraints(pattern=CLUSTER_NAME.pattern)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 def _absolute(path: Path) -> Path:
@@ -152,6 +163,13 @@ class ClusterConfig(_Section):
     archive_timeout: Duration = 60.0
     connect_timeout: Duration = 10.0
     retention: RetentionConfig | None = None
+    recovery_class: Literal["critical", "analytical", "archived"] = Field(
+        default="analytical", alias="class")
+    objectives: ObjectivesConfig = ObjectivesConfig()
+    archive: ArchiveConfig = ArchiveConfig()
+    streaming: StreamingConfig = StreamingConfig()
+    schedules: dict[ClusterName, ScheduleConfig] = Field(default_factory=dict)
+    drills: DrillConfig = DrillConfig()
 
     _check_pgdata = field_validator("pgdata")(_absolute)
 
@@ -159,6 +177,24 @@ class ClusterConfig(_Section):
     @classmethod
     def _bin_dir_absolute(cls, value: Path | None) -> Path | None:
         return None if value is None else _absolute(value)
+
+    @property
+    def rpo_objective(self) -> float:
+        """Seconds of committed work the class allows to lose (0: none)."""
+        rpo = self.objectives.rpo
+        return CLASS_OBJECTIVES[self.recovery_class][0] if rpo is None else rpo
+
+    @property
+    def rto_objective(self) -> float:
+        """Seconds the class allows a restore to take."""
+        rto = self.objectives.rto
+        return CLASS_OBJECTIVES[self.recovery_class][1] if rto is None else rto
+
+    @property
+    def synchronous_streaming(self) -> bool:
+        """Whether the streaming receiver is a synchronous standby."""
+        mode = self.streaming.synchronous
+        return self.rpo_objective == 0 if mode == "auto" else bool(mode)
 
 
 class Config(_Section):
@@ -170,6 +206,9 @@ class Config(_Section):
     compression: CompressionConfig = CompressionConfig()
     retention: RetentionConfig = RetentionConfig()
     clusters: dict[ClusterName, ClusterConfig] = Field(default_factory=dict)
+    catalog: CatalogConfig = CatalogConfig()
+    agent: AgentConfig = AgentConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
 
     def cluster(self, name: str | None, source: Path | str = "the configuration") -> ClusterConfig:
         """The named cluster, or the only one when no name is given."""
@@ -189,6 +228,15 @@ class Config(_Section):
     def retention_for(self, cluster: str) -> RetentionConfig:
         """The cluster's own [clusters.NAME.retention], else the file's [retention]."""
         return self.clusters[cluster].retention or self.retention
+
+    def streaming_directory(self, cluster: str) -> Path:
+        """Where the cluster's ``pg_receivewal`` writes."""
+        configured = self.clusters[cluster].streaming.directory
+        return configured or self.agent.state_dir / "stream" / cluster
+
+    def spool_directory(self, cluster: str) -> Path:
+        """Where the agent acknowledges segments it pushed ahead (async archiving)."""
+        return self.clusters[cluster].archive.spool / cluster
 
     def cluster_name(self, name: str | None, source: Path | str = "the configuration") -> str:
         """Resolve ``--cluster`` the way :meth:`cluster` does, returning the name."""

@@ -72,3 +72,15 @@ class BackupError(LifeboatError):
 
 class RestoreError(LifeboatError):
     """A restore could not be completed or did not reach its target."""
+
+
+class CatalogError(LifeboatError):
+    """The catalog (jobs, events, drill results) could not be read or written."""
+
+
+class JobError(LifeboatError):
+    """A job could not be enqueued or run as asked."""
+
+
+class DrillError(LifeboatError):
+    """A restore drill could not be carried out (its scope or reference point)."""

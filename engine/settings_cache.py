@@ -61,7 +61,9 @@ def validated_plain(path: str) -> dict[str, Any]:
     return data
 
 
-class ArchiveSettings(namedtuple("ArchiveSettings", "cluster repository algorithm level os_user")):
+class ArchiveSettings(namedtuple(
+        "ArchiveSettings",
+        "cluster repository algorithm level os_user archive_mode spool stream_dir")):
     """What wal-push and wal-get need from the configuration."""
 
     __slots__ = ()
@@ -71,6 +73,9 @@ class ArchiveSettings(namedtuple("ArchiveSettings", "cluster repository algorith
     algorithm: str
     level: int
     os_user: str
+    archive_mode: str  # sync or async
+    spool: str  # the cluster's acknowledgements of segments the agent pushed ahead
+    stream_dir: str | None  # pg_receivewal's directory when streaming is enabled
 
 
 def archive_settings(path: str, cluster: str | None) -> ArchiveSettings:
@@ -85,5 +90,13 @@ def archive_settings(path: str, cluster: str | None) -> ArchiveSettings:
         raise ConfigError(f"unknown cluster '{cluster}': {path} defines "
                           f"[clusters.*]: {', '.join(sorted(clusters)) or 'none'}")
     compression = data["compression"]
+    entry = clusters[cluster]
+    streaming = entry["streaming"]
+    stream_dir = None
+    if streaming["enabled"]:
+        stream_dir = streaming["directory"] or os.path.join(
+            data["agent"]["state_dir"], "stream", cluster)
     return ArchiveSettings(cluster, data["repository"]["path"],
-                           compression["algorithm"], compression["level"], data["os_user"])
+                           compression["algorithm"], compression["level"], data["os_user"],
+                           entry["archive"]["mode"],
+                           os.path.join(entry["archive"]["spool"], cluster), stream_dir)

@@ -41,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    def command(name: str, help_text: str | None) -> argparse.ArgumentParser:
+        # no help: an internal command, left out of the list
+        p = sub.add_parser(name, description=help_text) if help_text is None else \
+            sub.add_parser(name, help=help_text, description=help_text)
         _common(p, suppress=True)
         return p
 
@@ -78,7 +80,56 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("info", "list backups and the WAL archive")
     p.add_argument("--output", choices=["text", "json"], default="text")
     command("version", "print the version")
+    _agent_commands(command)
     return parser
+
+
+def _agent_commands(command: Any) -> None:
+    p = command("agent", "run the agent: schedules, jobs, async and streaming WAL, objectives")
+    p.add_argument("--duration", type=float, metavar="SECONDS",
+                   help="stop after this many seconds (default: until SIGTERM)")
+    p = command("jobs", "list jobs from the catalog (newest first)")
+    p.add_argument("--active", action="store_true", help="only queued, waiting and running jobs")
+    p.add_argument("--limit", type=int, default=50, metavar="N")
+    p.add_argument("--output", choices=["text", "json"], default="text")
+    p = command("enqueue", "ask the agent to run a job (prints the job id)")
+    p.add_argument("kind", choices=["backup", "restore", "verify", "drill", "expire"])
+    p.add_argument("--priority", type=int, metavar="N",
+                   help="higher runs first (default: restore 100, drill 60, backup 50, verify 40)")
+    p.add_argument("--max-duration", metavar="DURATION", help="stop the job if it runs longer")
+    p.add_argument("--requested-by", metavar="WHO", help="recorded with the job (default: user@cli)")
+    p.add_argument("--wait", action="store_true",
+                   help="wait until the job ends; exit 0 if it succeeded, 1 otherwise")
+    p.add_argument("--wait-timeout", type=float, metavar="SECONDS")
+    p.add_argument("--type", default="full", choices=["full", "diff", "incr"], help="backup type")
+    p.add_argument("--checksum", action="store_true", help="backup: hash every file")
+    p.add_argument("--since-last", action="store_true", help="verify: only what is new")
+    p.add_argument("--drill-kind", default="full", choices=["full", "partial"])
+    p.add_argument("--dry-run", action="store_true", help="expire: remove nothing")
+    p.add_argument("--pgdata", metavar="DIR", help="restore: the data directory")
+    p.add_argument("--backup", metavar="ID", help="restore or verify: this backup")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--target-time", metavar="TIME")
+    target.add_argument("--target-xid", metavar="XID")
+    target.add_argument("--target-lsn", metavar="LSN")
+    target.add_argument("--target-name", metavar="NAME")
+    target.add_argument("--target", choices=["latest", "immediate"])
+    p.add_argument("--target-exclusive", action="store_true")
+    p.add_argument("--target-action", choices=["promote", "pause", "shutdown"], default="promote")
+    p.add_argument("--delta", action="store_true")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--archive-mode", choices=["preserve", "off"], default="preserve")
+    p.add_argument("--start", action="store_true")
+    p.add_argument("--port", type=int, metavar="P")
+    p = command("events", "show the agent's events from the catalog (oldest first)")
+    p.add_argument("--kind", metavar="KIND", help="only events of this kind (e.g. job_failed)")
+    p.add_argument("--job", type=int, metavar="JOB", help="only events of this job")
+    p.add_argument("--limit", type=int, default=100, metavar="N")
+    p.add_argument("--output", choices=["text", "json"], default="text")
+    p = command("cancel", "cancel a queued or running job")
+    p.add_argument("job_id", type=int, metavar="JOB")
+    p = command("run-job", None)
+    p.add_argument("job_id", type=int, metavar="JOB")
 
 
 def _restore_arguments(p: argparse.ArgumentParser) -> None:

@@ -15,7 +15,8 @@ from lifeboat import wal_commands
 from lifeboat.privileges import become
 
 
-def _load(args: argparse.Namespace, need_cluster: bool = True) -> tuple[Any, Path, str, Any]:
+def load_context(args: argparse.Namespace, need_cluster: bool = True) -> tuple[Any, Path, str, Any]:
+    """The validated configuration, its path, the cluster asked for and the repository."""
     from engine.config import load_config
     from engine.storage import open_posix
 
@@ -29,7 +30,7 @@ def _load(args: argparse.Namespace, need_cluster: bool = True) -> tuple[Any, Pat
 def _init(args: argparse.Namespace) -> int:
     from engine import cluster_setup
 
-    config, path, cluster, storage = _load(args)
+    config, path, cluster, storage = load_context(args)
     result = cluster_setup.init(config, cluster, storage, path)
     verb = "initialised" if result.created else "already initialised (settings checked)"
     version = f"{result.info.pg_version // 10000}.{result.info.pg_version % 10000}"
@@ -41,7 +42,7 @@ def _init(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from engine import cluster_setup
 
-    config, path, cluster, storage = _load(args)
+    config, path, cluster, storage = load_context(args)
     result = cluster_setup.check(config, cluster, storage, path)
     print(f"cluster '{cluster}': ok (WAL segment {result.segment} archived in "
           f"{result.seconds:.2f}s)")
@@ -53,7 +54,7 @@ def _backup(args: argparse.Namespace) -> int:
     from engine.units import format_size
     from lifeboat.progress import byte_progress
 
-    config, path, cluster, storage = _load(args)
+    config, path, cluster, storage = load_context(args)
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     started = time.monotonic()
@@ -83,7 +84,7 @@ def _expire(args: argparse.Namespace) -> int:
     from engine import expire
     from lifeboat.output import expire_text
 
-    config, _path, cluster, storage = _load(args)
+    config, _path, cluster, storage = load_context(args)
     report = expire.run(config, cluster, storage, args.dry_run)
     for notice in report.notices:
         print(f"lifeboat: notice: {notice}", file=sys.stderr)
@@ -137,7 +138,7 @@ def _restore(args: argparse.Namespace) -> int:
         tablespace_map=_tablespace_map(args.tablespace_map), archive_mode=args.archive_mode,
         port=args.port, standby=args.standby, start=args.start, jobs=args.jobs,
         timeout=timeout)
-    config, path, cluster, storage = _load(args)
+    config, path, cluster, storage = load_context(args)
     started = time.monotonic()
     with byte_progress(f"restore {cluster}") as update:
         callback = None if update is None else (lambda done, total: update(done, total, ""))
@@ -164,7 +165,7 @@ def _verify(args: argparse.Namespace) -> int:
     from lifeboat.output import verify_text
     from lifeboat.progress import byte_progress
 
-    config, _path, cluster, storage = _load(args)
+    config, _path, cluster, storage = load_context(args)
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     with byte_progress(f"verify {cluster}") as update:
@@ -188,7 +189,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _restore_point(args: argparse.Namespace) -> int:
     from engine import restore_points
 
-    config, _path, cluster, storage = _load(args)
+    config, _path, cluster, storage = load_context(args)
     point = restore_points.create(config, cluster, storage, args.name)
     print(f"restore point '{point.name}' created at LSN {point.lsn} (WAL {point.wal})")
     return 0
@@ -198,7 +199,7 @@ def _info(args: argparse.Namespace) -> int:
     from engine.info import cluster_report
     from lifeboat.output import info_text
 
-    config, path, cluster, storage = _load(args, need_cluster=False)
+    config, path, cluster, storage = load_context(args, need_cluster=False)
     names = [config.cluster_name(cluster, path)] if cluster else sorted(config.clusters)
     reports = [cluster_report(storage, name) for name in names]
     if args.output == "json":
@@ -226,4 +227,9 @@ HANDLERS = {
 
 
 def run(args: argparse.Namespace) -> int:
-    return HANDLERS[args.command](args)
+    handler = HANDLERS.get(args.command)
+    if handler is None:
+        from lifeboat.agent_commands import HANDLERS as AGENT_HANDLERS
+
+        handler = AGENT_HANDLERS[args.command]
+    return handler(args)

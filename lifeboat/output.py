@@ -64,3 +64,19 @@ def expire_text(report: ExpireReport) -> str:
         if reason:
             lines.append(f"  keep {backup.id} ({backup.type}): {reason.removeprefix('kept: ')}")
     return "\n".join(lines)
+
+
+def jobs_text(jobs: list) -> str:  # list[engine.catalog.Job]
+    from engine.catalog import iso
+
+    if not jobs:
+        return "no jobs"
+    lines = [f"{'ID':>5}  {'KIND':<8} {'CLUSTER':<12} {'STATE':<10} {'PROG':>4}  {'PRIO':>4}  "
+             f"{'CREATED':<20}  {'DURATION':>8}  REQUESTED BY / MESSAGE"]
+    for job in jobs:
+        duration = "" if job.duration is None else f"{job.duration:.1f}s"
+        note = job.error or job.message
+        lines.append(f"{job.id:>5}  {job.kind:<8} {job.cluster:<12} {job.state:<10} "
+                     f"{job.progress:>3}%  {job.priority:>4}  {iso(job.created_at):<20}  "
+                     f"{duration:>8}  {job.requested_by}" + (f": {note}" if note else ""))
+    return "\n".join(lines)

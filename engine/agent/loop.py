@@ -1,0 +1,116 @@
+"""The agent's main loop: one process that fires schedules, runs jobs, pushes WAL ahead
+(async archiving), supervises streaming receivers and measures recovery objectives.
+
+Each part is ticked from here and its failures are recorded as events; one part
+failing never stops the others. Collaborators come in as arguments (the wiring in
+``lifeboat/agent_command.py`` builds them).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.agent.executor import Executor
+from engine.agent.scheduler import Notify, Scheduler
+from engine.catalog import Catalog
+from engine.config import Config
+from engine.objectives import ObjectivesMonitor
+from engine.storage.base import Storage
+
+ERROR_REPEAT = 300.0  # the same failure of a part is recorded at most every 5 minutes
+
+
+class Agent:
+    def __init__(self, config: Config, catalog: Catalog, storage: Storage, job_command: list[str],
+                 notify: Notify | None = None) -> None:
+        self.config, self.catalog, self.storage = config, catalog, storage
+        self.executor = Executor(config, catalog, job_command, config.agent.state_dir / "jobs")
+        self.scheduler = Scheduler(config, catalog, notify)
+        self.objectives = ObjectivesMonitor(config, catalog, storage)
+        self.archivers: list[Any] = []
+        self.streamers: list[Any] = []
+        self._threads: list[threading.Thread] = []
+        self._errors: dict[str, tuple[str, float]] = {}
+
+    def event(self, cluster: str | None) -> Callable[[str, str, str], None]:
+        """An ``on_event(kind, severity, message)`` callback recording into the catalog."""
+        def record(kind: str, severity: str, message: str) -> None:
+            self.catalog.add_event(cluster, kind, message, severity=severity)
+        return record
+
+    def start(self, stop: threading.Event) -> None:
+        interrupted = self.executor.recover_interrupted()
+        self.catalog.add_event(None, "agent_started", f"agent {self.executor.agent} started"
+                               + (f"; jobs {interrupted} had been interrupted" if interrupted else ""))
+        for cluster, settings in self.config.clusters.items():
+            if settings.archive.mode == "async":
+                from engine.wal_async import AsyncArchiver
+
+                archiver = AsyncArchiver(self.config, cluster, self.storage, self.event(cluster))
+                self.archivers.append(archiver)
+                thread = threading.Thread(target=archiver.run, args=(stop,), daemon=True,
+                                          name=f"wal-async-{cluster}")
+                thread.start()
+                self._threads.append(thread)
+            if settings.streaming.enabled:
+                from engine.streaming import StreamingSupervisor
+
+                streamer = StreamingSupervisor(self.config, cluster, self.storage, self.event(cluster))
+                self._guard(f"streaming {cluster}", cluster, streamer.start)
+                self.streamers.append(streamer)
+
+    def run(self, stop: threading.Event, duration: float | None = None) -> None:
+        """Loop until ``stop`` is set (or ``duration`` seconds passed)."""
+        self.start(stop)
+        ends = None if duration is None else time.monotonic() + duration
+        next_objectives = 0.0
+        try:
+            while not stop.is_set() and (ends is None or time.monotonic() < ends):
+                self.tick()
+                if time.monotonic() >= next_objectives:
+                    next_objectives = time.monotonic() + self.config.agent.objectives_interval
+                    for cluster in self.config.clusters:
+                        self._guard(f"objectives {cluster}", cluster,
+                                    lambda c=cluster: self.objectives.measure(c))
+                stop.wait(self.config.agent.poll_interval)
+        finally:
+            self.shutdown()
+
+    def tick(self) -> None:
+        self._guard("scheduler", None, self.scheduler.tick)
+        self._guard("executor", None, self.executor.tick)
+        for streamer in self.streamers:
+            self._guard(f"streaming {streamer.cluster}", streamer.cluster, streamer.tick)
+
+    def shutdown(self) -> None:
+        self._guard("executor", None, self.executor.stop)
+        for streamer in self.streamers:
+            self._guard(f"streaming {streamer.cluster}", streamer.cluster, streamer.stop)
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.catalog.add_event(None, "agent_stopped", f"agent {self.executor.agent} stopped")
+
+    def _guard(self, part: str, cluster: str | None, call: Callable[[], object]) -> None:
+        try:
+            call()
+        except Exception as exc:
+            message = f"{part}: {exc.__class__.__name__}: {exc}"
+            last = self._errors.get(part)
+            now = time.monotonic()
+            if last is None or last[0] != message or now - last[1] > ERROR_REPEAT:
+                self._errors[part] = (message, now)
+                try:
+                    self.catalog.add_event(cluster, "agent_error", message, severity="error")
+                except Exception:
+                    pass
+
+
+def job_command(config_path: Path) -> list[str]:
+    """How the agent starts ``lifeboat run-job`` with the same interpreter and file."""
+    import sys
+
+    return [sys.executable, "-m", "lifeboat", "--config", str(config_path)]

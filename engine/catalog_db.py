@@ -1,0 +1,201 @@
+"""The catalog's two databases behind one small interface: SQLite (default) and PostgreSQL.
+
+Only what differs lives here: connecting, the placeholder style, the id column and how
+a job is claimed atomically. Statements are written with ``?`` placeholders.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from engine.errors import CatalogError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id {id},
+    kind TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    params TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    progress INTEGER NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    schedule TEXT,
+    max_duration DOUBLE PRECISION,
+    created_at DOUBLE PRECISION NOT NULL,
+    started_at DOUBLE PRECISION,
+    finished_at DOUBLE PRECISION,
+    agent TEXT,
+    pid INTEGER,
+    error TEXT,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, priority, id);
+CREATE TABLE IF NOT EXISTS events (
+    id {id},
+    at DOUBLE PRECISION NOT NULL,
+    cluster TEXT,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    message TEXT NOT NULL,
+    job_id INTEGER,
+    data TEXT
+);
+CREATE INDEX IF NOT EXISTS events_at ON events (cluster, at);
+CREATE TABLE IF NOT EXISTS drills (
+    id {id},
+    cluster TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL,
+    finished_at DOUBLE PRECISION NOT NULL,
+    passed INTEGER NOT NULL,
+    rto_seconds DOUBLE PRECISION NOT NULL,
+    result TEXT NOT NULL,
+    report TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS objectives (
+    id {id},
+    at DOUBLE PRECISION NOT NULL,
+    cluster TEXT NOT NULL,
+    rpo_exposure DOUBLE PRECISION,
+    rpo_objective DOUBLE PRECISION NOT NULL,
+    rto_expected DOUBLE PRECISION,
+    rto_objective DOUBLE PRECISION NOT NULL,
+    details TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS objectives_at ON objectives (cluster, at);
+CREATE TABLE IF NOT EXISTS schedule_state (
+    cluster TEXT NOT NULL,
+    schedule TEXT NOT NULL,
+    last_fire DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (cluster, schedule)
+);
+CREATE TABLE IF NOT EXISTS notices (
+    cluster TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    occurrence DOUBLE PRECISION NOT NULL,
+    sent_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (cluster, kind, occurrence)
+);
+"""
+
+CLAIMABLE = "state = 'queued'"
+
+
+class Database:
+    """A connection shared by the threads of one process (a lock serialises them)."""
+
+    dialect = "sqlite"
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.transaction() as cursor:
+            cursor.execute(self.sql(sql), params)
+            return cursor.fetchall() if cursor.description else []
+
+    def insert(self, sql: str, params: Sequence[Any]) -> int:
+        """Run an INSERT and return the new row's id."""
+        with self.transaction() as cursor:
+            cursor.execute(self.sql(sql) + " RETURNING id", params)
+            return int(cursor.fetchone()[0])
+
+    def sql(self, text: str) -> str:
+        return text
+
+    def claim_query(self) -> str:
+        return (f"SELECT id FROM jobs WHERE {CLAIMABLE} ORDER BY priority DESC, id "
+                "LIMIT 1")
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SqliteDatabase(Database):
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None,
+                                         check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.executescript(SCHEMA.format(id="INTEGER PRIMARY KEY AUTOINCREMENT"))
+        except (OSError, sqlite3.Error) as exc:
+            raise CatalogError(f"cannot open the catalog {path}: {exc}") from None
+        self.where = str(path)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self._lock:
+            cursor = self._conn.cursor()
+            try:
+                cursor.execute("BEGIN IMMEDIATE")  # writers queue here, not mid-transaction
+                yield cursor
+                cursor.execute("COMMIT")
+            except BaseException as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise CatalogError(f"catalog {self.where}: {exc}") from None
+                raise
+            finally:
+                cursor.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class PostgresDatabase(Database):
+    dialect = "postgresql"
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__()
+        import psycopg
+
+        self._psycopg = psycopg
+        try:
+            self._conn = psycopg.connect(dsn, connect_timeout=10, autocommit=True)
+            with self._conn.transaction():
+                self._conn.execute("SELECT pg_advisory_xact_lock(7412390)")  # one creator at a time
+                for statement in SCHEMA.format(id="BIGSERIAL PRIMARY KEY").split(";"):
+                    if statement.strip():
+                        self._conn.execute(statement)
+        except psycopg.Error as exc:
+            raise CatalogError(f"cannot open the catalog database: {_first_line(exc)}") from None
+        self.where = self._conn.info.dsn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self._lock:
+            try:
+                with self._conn.transaction(), self._conn.cursor() as cursor:
+                    yield cursor
+            except self._psycopg.Error as exc:
+                raise CatalogError(f"catalog database: {_first_line(exc)}") from None
+
+    def sql(self, text: str) -> str:
+        return text.replace("?", "%s")
+
+    def claim_query(self) -> str:
+        return super().claim_query() + " FOR UPDATE SKIP LOCKED"
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]

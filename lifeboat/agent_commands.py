@@ -1,0 +1,182 @@
+"""Handlers of ``agent``, ``jobs``, ``enqueue``, ``cancel`` and the internal ``run-job``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.errors import UsageError
+from lifeboat.commands import load_context
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from engine.agent.loop import Agent, job_command
+    from engine.catalog import Catalog
+
+    config, path, _cluster, storage = load_context(args, need_cluster=False)
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError("--duration must be positive")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with Catalog.open(config) as catalog:
+        agent = Agent(config, catalog, storage, job_command(path), _notifier(config))
+        print(f"lifeboat agent started (pid {os.getpid()}): {len(config.clusters)} cluster(s), "
+              f"catalog {catalog.db.where}", file=sys.stderr, flush=True)
+        agent.run(stop, args.duration)
+    print("lifeboat agent stopped", file=sys.stderr)
+    return 0
+
+
+def _notifier(config: Any) -> Any:
+    """The drill-notice sender from alerts/ (the engine must not import alerts)."""
+    try:
+        from alerts.notifiers import drill_notice
+    except ImportError:
+        return None
+
+    def notify(cluster: str, entry: Any, when: Any) -> dict[str, str]:
+        return {name: str(outcome) for name, outcome in _outcomes(drill_notice(config, cluster, when))}
+    return notify
+
+
+def _outcomes(result: Any) -> list[tuple[str, Any]]:
+    if isinstance(result, dict):
+        return list(result.items())
+    return [(getattr(r, "channel", str(i)), getattr(r, "outcome", r)) for i, r in enumerate(result)]
+
+
+def _who() -> str:
+    return f"{os.environ.get('SUDO_USER') or getpass.getuser()}@cli"
+
+
+def _enqueue(args: argparse.Namespace) -> int:
+    from engine import jobs
+    from engine.catalog import FINAL_STATES, SUCCEEDED, Catalog
+    from engine.units import parse_duration
+
+    who = args.requested_by or _who()  # before load_context switches to os_user
+    config, _path, cluster, _storage = load_context(args)
+    params = _job_params(args)
+    try:
+        max_duration = parse_duration(args.max_duration) if args.max_duration else None
+    except ValueError as exc:
+        raise UsageError(f"--max-duration: {exc}") from None
+    with Catalog.open(config) as catalog:
+        job_id = jobs.enqueue(catalog, config, args.kind, cluster, params, who, args.priority,
+                              max_duration)
+        print(f"job {job_id} queued: {args.kind} of cluster '{cluster}'", file=sys.stderr)
+        print(job_id)
+        if not args.wait:
+            return 0
+        deadline = None if args.wait_timeout is None else time.monotonic() + args.wait_timeout
+        while True:
+            job = catalog.job(job_id)
+            assert job is not None
+            if job.state in FINAL_STATES:
+                print(f"job {job_id} {job.state}" + (f": {job.error}" if job.error else ""),
+                      file=sys.stderr)
+                return 0 if job.state == SUCCEEDED else 1
+            if deadline is not None and time.monotonic() > deadline:
+                print(f"job {job_id} still {job.state} after {args.wait_timeout:g}s", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+
+
+def _job_params(args: argparse.Namespace) -> dict[str, Any]:
+    if args.kind == "backup":
+        return {"type": args.type, "checksum": args.checksum}
+    if args.kind == "verify":
+        return {"backup": args.backup, "since_last": args.since_last}
+    if args.kind == "drill":
+        return {"kind": args.drill_kind}
+    if args.kind == "expire":
+        return {"dry_run": args.dry_run}
+    if args.pgdata is None:
+        raise UsageError("enqueue restore: --pgdata is required")
+    target, value = "latest", None
+    for kind in ("time", "xid", "lsn", "name"):
+        if getattr(args, f"target_{kind}") is not None:
+            target, value = kind, getattr(args, f"target_{kind}")
+    if args.target:
+        target = args.target
+    return {"pgdata": str(Path(args.pgdata).absolute()), "backup": args.backup, "target": target,
+            "target_value": value, "target_exclusive": args.target_exclusive,
+            "target_action": args.target_action, "delta": args.delta, "force": args.force,
+            "archive_mode": args.archive_mode, "start": args.start, "port": args.port}
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from engine.catalog import ACTIVE_STATES, Catalog
+    from lifeboat.output import jobs_text
+
+    config, path, cluster, _storage = load_context(args, need_cluster=False)
+    if cluster:
+        config.cluster_name(cluster, path)
+    with Catalog.open(config) as catalog:
+        found = catalog.jobs(cluster=cluster, states=ACTIVE_STATES if args.active else None,
+                             limit=args.limit)
+    if args.output == "json":
+        json.dump({"jobs": [j.to_json() for j in found]}, sys.stdout, indent=2)
+        print()
+    else:
+        print(jobs_text(found))
+    return 0
+
+
+def _events(args: argparse.Namespace) -> int:
+    from engine.catalog import Catalog, iso
+
+    config, path, cluster, _storage = load_context(args, need_cluster=False)
+    if cluster:
+        config.cluster_name(cluster, path)
+    with Catalog.open(config) as catalog:
+        found = catalog.events(cluster=cluster, kind=args.kind, job_id=args.job, limit=args.limit)
+    found.reverse()  # oldest first, as a log reads
+    if args.output == "json":
+        json.dump({"events": [e.to_json() for e in found]}, sys.stdout, indent=2)
+        print()
+    else:
+        for e in found:
+            print(f"{iso(e.at)}  {e.severity:<7} {e.cluster or '-':<12} {e.kind:<18} {e.message}")
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from engine.catalog import CANCELLED, Catalog
+
+    who = _who()
+    config, _path, _cluster, _storage = load_context(args, need_cluster=False)
+    with Catalog.open(config) as catalog:
+        job = catalog.job(args.job_id)
+        if job is None:
+            raise UsageError(f"job {args.job_id} does not exist")
+        if not catalog.finish(job.id, CANCELLED, error=f"cancelled by {who}"):
+            print(f"job {job.id} had already ended ({job.state})", file=sys.stderr)
+            return 1
+        catalog.add_event(job.cluster, "job_cancelled", f"{job.kind} job {job.id} cancelled by "
+                          f"{who}", severity="warning", job_id=job.id)
+    print(f"job {job.id} cancelled" + (" (the agent stops its process)" if job.state == "running"
+                                       else ""), file=sys.stderr)
+    return 0
+
+
+def _run_job(args: argparse.Namespace) -> int:
+    from engine import jobs
+    from engine.catalog import Catalog
+
+    config, path, _cluster, storage = load_context(args, need_cluster=False)
+    with Catalog.open(config) as catalog:
+        return 0 if jobs.execute(config, path, catalog, storage, args.job_id) else 1
+
+
+HANDLERS = {"agent": _agent, "jobs": _jobs, "enqueue": _enqueue, "cancel": _cancel, "events": _events,
+            "run-job": _run_job}

@@ -1,0 +1,232 @@
+"""The agent with a real cluster: enqueued and scheduled jobs, priorities, limits,
+max_duration, throttling and jobs that survive an agent restart."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.agent import (
+    configure,
+    enqueue,
+    events,
+    job,
+    jobs,
+    running_agent,
+    slow_archiving,
+    wait_for,
+    wait_job,
+)
+from tests.integration.pg import Lifeboat, Workspace
+
+
+@pytest.fixture
+def env(workspace: Workspace) -> Iterator[Lifeboat]:
+    lifeboat = Lifeboat.create(workspace)
+    try:
+        configure(lifeboat)
+        lifeboat.cluster.start()
+        lifeboat.run("init")
+        yield lifeboat
+    finally:
+        lifeboat.cleanup()
+
+
+def _backup_ids(env: Lifeboat) -> list[str]:
+    info = json.loads(env.run("info", "--output", "json").stdout)
+    return [b["id"] for b in info["clusters"][0]["backups"]]
+
+
+def test_enqueued_backup_runs_and_is_recorded(env: Lifeboat) -> None:
+    with running_agent(env):
+        job_id = enqueue(env, "backup", "--requested-by", "alice")
+        done = wait_job(env, job_id)
+    assert done["state"] == "succeeded", done
+    assert done["progress"] == 100 and done["requested_by"] == "alice"
+    assert done["started_at"] and done["finished_at"] and done["duration_seconds"] > 0
+    assert done["result"]["backup"] in _backup_ids(env)
+    kinds = [e["kind"] for e in events(env) if e["job_id"] == job_id]
+    assert kinds == ["job_queued", "job_started", "job_succeeded"]
+
+
+def test_wait_returns_the_jobs_outcome(env: Lifeboat) -> None:
+    with running_agent(env):
+        ok = env.run("enqueue", "backup", "--wait", "--wait-timeout", "120")
+        failed = env.run("enqueue", "verify", "--backup", "20990101-000000F", "--wait",
+                         "--wait-timeout", "120", check=False)
+    assert ok.returncode == 0
+    assert failed.returncode == 1
+    job_id = int(failed.stdout.strip())
+    assert "does not exist" in job(env, job_id)["error"]
+
+
+def test_bad_job_parameters_are_refused_when_asked(env: Lifeboat) -> None:
+    done = env.run("enqueue", "restore", "--pgdata", "/tmp/x", "--target-time", "yesterday",
+                   check=False)
+    assert done.returncode == 2 and "time" in done.stderr
+    assert jobs(env) == []
+
+
+def test_a_restore_outranks_a_scheduled_backup_and_concurrency_is_bounded(
+        env: Lifeboat, workspace: Workspace) -> None:
+    configure(env, max_jobs=1)
+    env.run("backup")
+    backup = enqueue(env, "backup", "--priority", "40", "--requested-by", "schedule:nightly")
+    verify = enqueue(env, "verify", "--priority", "45")
+    target = workspace.path("restore-target", create=False)
+    restore = enqueue(env, "restore", "--pgdata", str(target))
+    with running_agent(env):
+        for job_id in (backup, verify, restore):
+            wait_job(env, job_id)
+    finished = {j["id"]: j for j in jobs(env)}
+    assert all(finished[i]["state"] == "succeeded" for i in (backup, verify, restore)), finished
+    started = [e["job_id"] for e in events(env, "job_started")]
+    assert started == [restore, verify, backup]  # priorities 100, 45, 40; queued in reverse
+    for earlier, later in itertools.pairwise(started):  # one at a time
+        assert finished[earlier]["finished_at"] <= finished[later]["started_at"]
+    assert (target / "PG_VERSION").exists()
+
+
+def test_max_duration_stops_an_overrunning_backup_and_leaves_no_backup(env: Lifeboat) -> None:
+    slow_archiving(env, 10)
+    try:
+        with running_agent(env):
+            job_id = enqueue(env, "backup", "--max-duration", "3s")
+            done = wait_job(env, job_id, timeout=60)
+    finally:
+        slow_archiving(env, 0)
+    assert done["state"] == "cancelled"
+    assert "exceeded max_duration 3s" in done["error"]
+    assert [e for e in events(env, "job_overran") if e["job_id"] == job_id]
+    assert _backup_ids(env) == []
+    env.run("backup")  # the lock and the repository are fine
+
+
+def test_a_job_interrupted_by_an_agent_crash_is_marked_failed(env: Lifeboat) -> None:
+    slow_archiving(env, 60)
+    try:
+        with running_agent(env) as agent:
+            job_id = enqueue(env, "backup")
+            running = wait_job(env, job_id, ("running",), timeout=30)
+            agent.send_signal(signal.SIGKILL)
+            agent.wait()
+        child = running["pid"]
+        assert child and _alive(child)  # its own session: it outlived the agent
+        with running_agent(env):
+            wait_for(lambda: not _alive(child), 30, "the orphaned job to be stopped")
+            done = wait_job(env, job_id, timeout=30)
+    finally:
+        slow_archiving(env, 0)
+    assert done["state"] == "failed" and "interrupted" in done["error"]
+    assert [e for e in events(env, "job_interrupted") if e["job_id"] == job_id]
+    assert _backup_ids(env) == []
+
+
+def test_cancel_stops_a_running_job(env: Lifeboat) -> None:
+    slow_archiving(env, 60)
+    try:
+        with running_agent(env):
+            job_id = enqueue(env, "backup")
+            running = wait_job(env, job_id, ("running",), timeout=30)
+            env.run("cancel", str(job_id))
+            wait_for(lambda: not _alive(running["pid"]), 30, "the cancelled job to stop")
+    finally:
+        slow_archiving(env, 0)
+    assert job(env, job_id)["state"] == "cancelled"
+    assert _backup_ids(env) == []
+
+
+def test_schedule_fires_with_resource_limits(env: Lifeboat) -> None:
+    configure(env, cluster_extra=(
+        '[clusters.main.schedules.hourly]\ncron = "0 * * * *"\ntype = "full"\n'
+        'max_duration = "10m"\n[clusters.main.schedules.hourly.resources]\n'
+        'io_priority = "low"\ncpu_limit = "50%"\n'))
+    _seed_schedule(env, "hourly", time.time() - 2 * 3600)  # two fires were missed
+    slow_archiving(env, 8)
+    try:
+        with running_agent(env):
+            scheduled = wait_for(lambda: [j for j in jobs(env) if j["schedule"] == "hourly"], 30,
+                                 "the scheduled job")
+            job_id = scheduled[0]["id"]
+            running = wait_job(env, job_id, ("running",), timeout=30)
+            nice, io_class = _limits(running["pid"])
+            done = wait_job(env, job_id, timeout=90)
+    finally:
+        slow_archiving(env, 0)
+    assert done["state"] == "succeeded", done
+    assert done["requested_by"] == "schedule:hourly" and done["priority"] == 40
+    assert done["params"]["jobs"] == max(1, (os.cpu_count() or 1) // 2)
+    assert nice == 10 and "idle" in io_class
+    missed = events(env, "schedule_missed")
+    assert missed and "missed 1 run" in missed[0]["message"]
+    assert len([j for j in jobs(env) if j["schedule"] == "hourly"]) == 1  # caught up once
+
+
+def test_a_job_waits_while_the_server_is_busy(env: Lifeboat) -> None:
+    configure(env, cluster_extra=(
+        '[clusters.main.schedules.quiet]\ncron = "0 * * * *"\nmax_active_sessions = 0\n'))
+    _seed_schedule(env, "quiet", time.time() - 3600)
+    def hold_a_session() -> None:
+        with contextlib.suppress(Exception):  # cancelled below
+            env.cluster.sql("SELECT pg_sleep(20)")
+
+    busy = threading.Thread(target=hold_a_session, daemon=True)
+    busy.start()
+    wait_for(lambda: env.cluster.value("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                                       "AND query LIKE 'SELECT pg_sleep%'"), 10, "the busy session")
+    with running_agent(env):
+        waiting = wait_for(lambda: [j for j in jobs(env) if j["state"] == "waiting"], 30,
+                           "the job to wait")
+        assert "active sessions" in waiting[0]["message"]
+        env.cluster.sql("SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+                        "WHERE query LIKE 'SELECT pg_sleep%' AND pid <> pg_backend_pid()")
+        done = wait_job(env, waiting[0]["id"], timeout=90)
+    assert done["state"] == "succeeded"
+    assert [e for e in events(env, "job_waiting") if "active sessions" in e["message"]]
+
+
+def _seed_schedule(env: Lifeboat, name: str, last_fire: float) -> None:
+    """Record an earlier last fire, as an agent that stopped a while ago would have."""
+    from engine.catalog import Catalog
+    from engine.config import load_config
+
+    config = load_config(env.config)
+    catalog_dir = config.catalog.path.parent
+    with Catalog.open(config) as catalog:
+        catalog.set_schedule_last("main", name, last_fire)
+    for path in catalog_dir.iterdir():  # made as root here: hand them to postgres
+        os.chown(path, *_postgres_ids())
+
+
+def _postgres_ids() -> tuple[int, int]:
+    import pwd
+
+    entry = pwd.getpwnam("postgres")
+    return entry.pw_uid, entry.pw_gid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().split(") ", 1)[1].split()[0] != "Z"
+
+
+def _limits(pid: int) -> tuple[int, str]:
+    """The nice value and I/O class of the job's process (the run-job under nice/ionice)."""
+    import subprocess
+
+    with open(f"/proc/{pid}/stat") as handle:
+        nice = int(handle.read().split(") ", 1)[1].split()[16])
+    io_class = subprocess.run(["ionice", "-p", str(pid)], capture_output=True, text=True).stdout
+    return nice, io_class
