@@ -26,6 +26,7 @@ class ClusterReport:
     backups: list[BackupSummary] = field(default_factory=list)
     damaged: list[tuple[str, str]] = field(default_factory=list)
     archive: list[archive.TimelineRange] = field(default_factory=list)
+    objectives: dict[str, Any] | None = None  # class, objectives and the latest measurement
 
     def to_json(self) -> dict[str, Any]:
         backups: list[dict[str, Any]] = [
@@ -43,6 +44,7 @@ class ClusterReport:
                 {"timeline": r.timeline, "first": r.first, "last": r.last, "segments": r.count}
                 for r in self.archive
             ],
+            "objectives": self.objectives,
         }
 
 

@@ -208,3 +208,33 @@ def _lsn(value: int) -> str:
     from engine.wal import format_lsn
 
     return format_lsn(value)
+
+
+def recorded(config: Config, clusters: list[str]) -> dict[str, dict[str, Any]]:
+    """Each cluster's class, objectives and the agent's latest measurement (for ``info``)."""
+    from engine.errors import CatalogError
+
+    found: dict[str, dict[str, Any]] = {}
+    latest: dict[str, ObjectivesRecord | None] = dict.fromkeys(clusters)
+    note = None
+    if config.catalog.dsn is None and not config.catalog.path.exists():
+        note = "not measured: no catalog yet (the agent measures objectives)"
+    else:
+        try:
+            with Catalog.open(config) as catalog:
+                latest = {c: catalog.latest_objectives(c) for c in clusters}
+        except CatalogError as exc:
+            note = f"not measured: {exc}"
+    for cluster in clusters:
+        settings = config.clusters[cluster]
+        record = latest[cluster]
+        if record is None:
+            found[cluster] = {"class": settings.recovery_class,
+                              "rpo_objective_seconds": settings.rpo_objective,
+                              "rto_objective_seconds": settings.rto_objective,
+                              "measured_at": None, "rpo_exposure_seconds": None,
+                              "rto_expected_seconds": None, "rpo_met": None, "rto_met": None,
+                              "note": note or "not measured yet: the agent has not run"}
+        else:
+            found[cluster] = {"class": settings.recovery_class} | record.to_json()
+    return found

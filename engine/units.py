@@ -26,6 +26,8 @@ def parse_duration(text: str | int | float) -> float:
     compact = text.strip().replace(" ", "")
     if not compact:
         raise ValueError("empty duration")
+    if re.fullmatch(r"\d+(?:\.\d+)?", compact):
+        return float(compact)  # a bare number is seconds, as in the file's numbers
     pos = 0
     total = 0.0
     for match in _DURATION_PART.finditer(compact):

@@ -202,6 +202,10 @@ def _info(args: argparse.Namespace) -> int:
     config, path, cluster, storage = load_context(args, need_cluster=False)
     names = [config.cluster_name(cluster, path)] if cluster else sorted(config.clusters)
     reports = [cluster_report(storage, name) for name in names]
+    from engine.objectives import recorded
+
+    for report, objectives in zip(reports, recorded(config, names).values(), strict=True):
+        report.objectives = objectives
     if args.output == "json":
         json.dump({"repository": str(config.repository.path),
                    "clusters": [r.to_json() for r in reports]}, sys.stdout, indent=2)

@@ -32,7 +32,26 @@ def info_text(repository: str, reports: list[ClusterReport]) -> str:
                             if b.corrupt_pages else ""))
         for backup_id, error in report.damaged:
             lines.append(f"  backup {backup_id}: DAMAGED: {error}")
+        if report.objectives:
+            lines.append(objectives_text(report.objectives))
     return "\n".join(lines)
+
+
+def objectives_text(o: dict) -> str:
+    from engine.units import format_duration
+
+    def measured(value: float | None, objective: float, met: bool | None, what: str) -> str:
+        if value is None:
+            return f"{what} objective {format_duration(objective)}"
+        verdict = "met" if met else "MISSED"
+        return f"{what} {format_duration(value)} / objective {format_duration(objective)} ({verdict})"
+
+    head = f"  objectives ({o['class']}): "
+    body = (measured(o["rpo_exposure_seconds"], o["rpo_objective_seconds"], o["rpo_met"], "RPO exposure")
+            + "; " + measured(o["rto_expected_seconds"], o["rto_objective_seconds"], o["rto_met"],
+                              "expected RTO"))
+    tail = f"; measured {o['measured_at']}" if o["measured_at"] else f"; {o['note']}"
+    return head + body + tail
 
 
 def verify_text(report: VerifyReport) -> str:
