@@ -121,15 +121,25 @@ def _check_segment(name: str, data: bytes | mmap.mmap, info: clusterinfo.Cluster
         )
 
 
-def get(storage: Storage, cluster: str, name: str, dest: str | os.PathLike[str]) -> bool:
-    """Restore ``name`` to ``dest``. False when legitimately absent; raises when damaged."""
+def get(storage: Storage, cluster: str, name: str, dest: str | os.PathLike[str],
+        stream_dir: str | None = None) -> bool:
+    """Restore ``name`` to ``dest``. False when legitimately absent; raises when damaged.
+
+    A file the repository does not hold yet is served from ``stream_dir`` (pg_receivewal's
+    directory) when given: the complete segment, else its ``.partial``.
+    """
     kind = wal.wal_file_kind(name)
     if kind is None:
         raise UsageError(f"{name}: not a WAL file name")
     try:
         obj = storage.get(layout.wal_key(cluster, name))
     except NotFoundError:
-        damage = missing_is_damage(storage, cluster, name)
+        if stream_dir is not None:
+            if get_streamed(storage, cluster, stream_dir, name, dest):
+                return True
+            if storage.exists(layout.wal_key(cluster, name)):  # archived, then pruned meanwhile
+                return get(storage, cluster, name, dest)
+        damage = missing_is_damage(storage, cluster, name, stream_dir)
         if damage:
             raise ArchiveDamagedError(damage) from None
         return False
@@ -139,16 +149,92 @@ def get(storage: Storage, cluster: str, name: str, dest: str | os.PathLike[str])
         data = decode(obj, name)
     except ChecksumError as exc:
         raise ArchiveDamagedError(f"{exc}; recovery must not continue past it") from None
+    _write_dest(dest, data)
+    return True
+
+
+def _write_dest(dest: str | os.PathLike[str], data: bytes) -> None:
     head, tail = os.path.split(os.fspath(dest))
     tmp = os.path.join(head, f".{tail}.lifeboat-{os.getpid()}")
     with open(tmp, "wb") as handle:
         handle.write(data)
     os.rename(tmp, dest)
+
+
+PARTIAL = ".partial"
+
+
+def streamed_file(stream_dir: str, name: str) -> str | None:
+    """The path of ``name`` in pg_receivewal's directory: the file, else a segment's ``.partial``."""
+    candidates = (name, name + PARTIAL) if wal.is_segment(name) else (name,)
+    for candidate in candidates:
+        path = os.path.join(stream_dir, candidate)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def get_streamed(storage: Storage, cluster: str, stream_dir: str, name: str,
+                 dest: str | os.PathLike[str]) -> bool:
+    """Copy ``name`` from the streaming directory to ``dest``; False when it is not there.
+
+    A ``.partial`` is copied whole: pg_receivewal pads it to the segment size, and
+    PostgreSQL replays up to its last valid record.
+    """
+    for _attempt in range(3):  # a .partial is renamed when its segment completes: look again
+        path = streamed_file(stream_dir, name)
+        if path is None:
+            return False
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+            break
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ArchiveDamagedError(f"cannot read streamed WAL {path}: {exc.strerror}") from None
+    else:
+        return False
+    if wal.is_segment(name):
+        size = clusterinfo.read(storage, cluster).wal_segment_size
+        if len(data) != size:
+            raise ArchiveDamagedError(f"streamed WAL {path} is {len(data)} bytes, not a whole "
+                                      f"{size}-byte segment: recovery must not continue past it")
+    _write_dest(dest, data)
     return True
 
 
-def missing_is_damage(storage: Storage, cluster: str, name: str) -> str | None:
-    """Why a missing ``name`` means a damaged archive, or None if its absence is legitimate."""
+def streamed_after(stream_dir: str, name: str) -> str | None:
+    """The first segment (complete or ``.partial``) of ``name``'s timeline streamed after it."""
+    try:
+        entries = os.listdir(stream_dir)
+    except OSError:
+        return None
+    later = [e for e in entries if e[:24] > name and e[:8] == name[:8]
+             and wal.wal_file_kind(e) in ("segment", "partial")]
+    return min(later) if later else None
+
+
+def streamed_segments(stream_dir: str, segment_size: int) -> dict[int, list[int]]:
+    """Complete segments in the streaming directory, per timeline, sorted."""
+    try:
+        entries = os.listdir(stream_dir)
+    except OSError:
+        return {}
+    found: dict[int, list[int]] = {}
+    for entry in entries:
+        if wal.is_segment(entry):
+            segment = wal.parse_segment(entry, segment_size)
+            found.setdefault(segment.timeline, []).append(segment.segno)
+    return {tl: sorted(segnos) for tl, segnos in sorted(found.items())}
+
+
+def missing_is_damage(storage: Storage, cluster: str, name: str,
+                      stream_dir: str | None = None) -> str | None:
+    """Why a missing ``name`` means a damaged archive, or None if its absence is legitimate.
+
+    Later WAL of the same timeline in the repository or in ``stream_dir`` means a gap.
+    """
     kind = wal.wal_file_kind(name)
     if kind == "history":
         timeline = wal.history_timeline(name)
@@ -172,6 +258,11 @@ def missing_is_damage(storage: Storage, cluster: str, name: str) -> str | None:
         return (f"WAL segment {name} is missing from the archive, but later segments of "
                 f"timeline {segment.timeline} are present (next: {later}): the archive has a "
                 "gap; recovery cannot continue past it")
+    streamed = None if stream_dir is None else streamed_after(stream_dir, name)
+    if streamed is not None:
+        return (f"WAL segment {name} is missing from the archive and the streaming directory "
+                f"{stream_dir}, but later WAL of timeline {segment.timeline} was streamed "
+                f"({streamed}): recovery cannot continue past the gap")
     return None
 
 

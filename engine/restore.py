@@ -106,7 +106,9 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path,
                            written.written_bytes, written.removed)
     if not options.start:
         return result
-    end = expected_end(storage, cluster, backup, options.target)
+    streaming = config.clusters[cluster].streaming.enabled
+    end = expected_end(storage, cluster, backup, options.target,
+                       str(config.streaming_directory(cluster)) if streaming else None)
     result.archive_end = end
     info = clusterinfo.read(storage, cluster)
     bin_dir = server.bin_dir_for(backup.pg_version, config.clusters[cluster].bin_dir)
@@ -128,14 +130,21 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path,
 
 
 def expected_end(storage: Storage, cluster: str, backup: BackupSummary,
-                 target: RecoveryTarget) -> str | None:
-    """The last archived segment that recovery to ``target`` should replay (for 'latest')."""
+                 target: RecoveryTarget, stream_dir: str | None = None) -> str | None:
+    """The last archived segment that recovery to ``target`` should replay (for 'latest').
+
+    Complete segments streamed into ``stream_dir`` but not archived yet count; a
+    ``.partial`` does not (how far its valid WAL goes is known only by replaying it).
+    """
     if target.kind != "latest":
         return None
     size = clusterinfo.read(storage, cluster).wal_segment_size
     spans = timelines.recovery_path(storage, cluster, backup.timeline, parse_lsn(backup.start_lsn),
                                     parse_lsn(backup.stop_lsn), size, target.timeline)
     archived = archive.segments_by_timeline(storage, cluster, size)
+    if stream_dir is not None:
+        for tl, segnos in archive.streamed_segments(stream_dir, size).items():
+            archived[tl] = sorted(set(archived.get(tl, [])) | set(segnos))
     held = {(tl, segno) for tl, segnos in archived.items() for segno in segnos}
     present = [item for item in timelines.required_segments(spans, archived) if item in held]
     return segment_name(*present[-1], size) if present else None
