@@ -1,1 +1,2 @@
-"""Alert rules, routing and auto-remediation (on the roadmap; they read the collectors' metrics)."""
+"""Alert rules, routing and auto-remediation (on the roadmap; they read the collectors' metrics),
+and the notifiers that deliver notices (:mod:`alerts.notifiers`: Slack, JSON webhook)."""

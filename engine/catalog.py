@@ -225,9 +225,13 @@ class Catalog:
              json.dumps(data) if data is not None else None))
 
     def events(self, cluster: str | None = None, kind: str | None = None,
-               since: float | None = None, job_id: int | None = None, limit: int = 100
-               ) -> list[Event]:
-        where, params = self._filter(cluster=cluster, kind=kind, job_id=job_id)
+               since: float | None = None, job_id: int | None = None, limit: int = 100,
+               with_agent: bool = False) -> list[Event]:
+        """Newest first. ``with_agent``: a cluster's events and the agent's own (no cluster)."""
+        where, params = self._filter(kind=kind, job_id=job_id)
+        if cluster is not None:
+            where.append("(cluster = ? OR cluster IS NULL)" if with_agent else "cluster = ?")
+            params.append(cluster)
         if since is not None:
             where.append("at >= ?")
             params.append(since)

@@ -29,6 +29,7 @@ from engine.storage.base import Storage
 ASSUMED_RESTORE_RATE = 100 * 1024 * 1024  # bytes/s, until a restore was measured
 ASSUMED_REPLAY_RATE = 64 * 1024 * 1024  # bytes/s of WAL, until a drill measured it
 ASSUMED_STARTUP = 10.0  # seconds to start the restored server and end recovery
+REPLAY_SAMPLE_BYTES = 64 * 1024 * 1024  # a drill that replayed less measures start-up only
 
 
 class PositionHistory:
@@ -76,20 +77,22 @@ def measured_rates(catalog: Catalog, cluster: str) -> Rates:
         if job.kind == "restore" and job.result and job.result.get("seconds"):
             restore.append(job.result["bytes"] / max(job.result["seconds"], 1e-3))
     for drill in catalog.drills(cluster, limit=20):
-        timing = drill.result.get("timing", {})
+        timing = drill.result.get("timing") or {}
         if timing.get("restore_bytes") and timing.get("restore_seconds"):
             restore.append(timing["restore_bytes"] / max(timing["restore_seconds"], 1e-3))
-        if timing.get("wal_bytes") and timing.get("replay_seconds"):
-            replay.append(timing["wal_bytes"] / max(timing["replay_seconds"], 1e-3))
-        if timing.get("startup_seconds") is not None:
-            startup.append(timing["startup_seconds"])
+        if timing.get("replay_seconds") is not None:
+            if timing.get("wal_bytes", 0) >= REPLAY_SAMPLE_BYTES:
+                replay.append(timing["wal_bytes"] / max(timing["replay_seconds"], 1e-3))
+            else:  # too little WAL to time replay: the time is the server's start-up
+                startup.append(timing["replay_seconds"])
     parts = []
     if restore:
         parts.append(f"restore rate measured by {len(restore[:5])} restore(s)")
     else:
         parts.append("restore rate assumed (nothing restored yet)")
-    if not replay:
-        parts.append("replay rate assumed")
+    parts.append("replay rate measured" if replay else "replay rate assumed")
+    if startup:
+        parts.append("start-up measured by drills")
     return Rates(statistics.median(restore[:5]) if restore else ASSUMED_RESTORE_RATE,
                  statistics.median(replay[:5]) if replay else ASSUMED_REPLAY_RATE,
                  statistics.median(startup[:5]) if startup else ASSUMED_STARTUP,

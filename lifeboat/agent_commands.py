@@ -139,7 +139,8 @@ def _events(args: argparse.Namespace) -> int:
     if cluster:
         config.cluster_name(cluster, path)
     with Catalog.open(config) as catalog:
-        found = catalog.events(cluster=cluster, kind=args.kind, job_id=args.job, limit=args.limit)
+        found = catalog.events(cluster=cluster, kind=args.kind, job_id=args.job, limit=args.limit,
+                               with_agent=True)
     found.reverse()  # oldest first, as a log reads
     if args.output == "json":
         json.dump({"events": [e.to_json() for e in found]}, sys.stdout, indent=2)
@@ -173,6 +174,12 @@ def _run_job(args: argparse.Namespace) -> int:
     from engine import jobs
     from engine.catalog import Catalog
 
+    def stopped(signum: int, _frame: object) -> None:
+        # SystemExit unwinds through every finally: a drill stops and removes its scratch
+        # cluster, a backup releases its lock; none of it records success
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stopped)
     config, path, _cluster, storage = load_context(args, need_cluster=False)
     with Catalog.open(config) as catalog:
         return 0 if jobs.execute(config, path, catalog, storage, args.job_id) else 1

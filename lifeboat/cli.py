@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", choices=["text", "json"], default="text")
     command("version", "print the version")
     _agent_commands(command)
+    from lifeboat import drill_command
+
+    drill_command.add_arguments(command)
     return parser
 
 

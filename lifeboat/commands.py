@@ -11,7 +11,7 @@ from typing import Any
 
 from engine.config_file import config_path
 from engine.errors import UsageError
-from lifeboat import wal_commands
+from lifeboat import drill_command, wal_commands
 from lifeboat.privileges import become
 
 
@@ -227,6 +227,7 @@ HANDLERS = {
     "wal-get": wal_commands.wal_get,
     "backup": _backup, "restore": _restore, "restore-point": _restore_point,
     "info": _info, "verify": _verify, "expire": _expire, "version": _version,
+    "drill": drill_command.drill, "drill-report": drill_command.report,
 }
 
 

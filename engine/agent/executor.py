@@ -24,7 +24,7 @@ from engine.config import Config
 from engine.config_agent import ResourcesConfig, ScheduleConfig
 from engine.units import format_duration
 
-KILL_GRACE = 5.0
+KILL_GRACE = 20.0  # SIGTERM lets a job clean up (a drill removes its scratch cluster)
 
 
 @dataclass

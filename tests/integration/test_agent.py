@@ -230,3 +230,29 @@ def _limits(pid: int) -> tuple[int, str]:
         nice = int(handle.read().split(") ", 1)[1].split()[16])
     io_class = subprocess.run(["ionice", "-p", str(pid)], capture_output=True, text=True).stdout
     return nice, io_class
+
+
+def test_stakeholders_are_told_once_before_a_full_drill(env: Lifeboat) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.integration.test_notifiers import Receiver
+
+    soon = datetime.now(UTC) + timedelta(days=1)
+    receiver = Receiver()
+    try:
+        configure(env, cluster_extra=(f'[clusters.main.drills]\nfull = "0 3 {soon.day} {soon.month} *"\n'),
+                  top_extra=(f'[notifications]\nslack_webhook_url = "{receiver.url}/slack/200"\n'
+                             f'webhook_url = "{receiver.url}/hook/200"\nstakeholders = ["ops_team"]\n'))
+        with running_agent(env):
+            notice = wait_for(lambda: events(env, "drill_notice"), 30, "the drill notice")
+        with running_agent(env):  # a restarted agent does not announce it again
+            wait_for(lambda: events(env, "agent_started")[1:], 30, "the second agent")
+            time.sleep(1.5)
+        assert len(events(env, "drill_notice")) == 1
+        assert "(slack: ok, webhook: ok)" in notice[0]["message"] and notice[0]["severity"] == "info"
+        paths = sorted(r["path"] for r in receiver.requests)
+        assert paths == ["/hook/200", "/slack/200"]
+        text = json.dumps([r["json"] for r in receiver.requests])
+        assert "main" in text and "ops_team" in text and f"{soon:%Y-%m-%d}" in text
+    finally:
+        receiver.close()

@@ -150,3 +150,25 @@ def test_position_history_exposure() -> None:
 def test_expected_rto_adds_restore_replay_and_startup() -> None:
     rates = Rates(100.0, 50.0, 5.0, "test")
     assert expected_rto(1000, 500, rates) == pytest.approx(10 + 10 + 5)
+
+
+def test_rates_come_from_restores_and_drills(tmp_path: Path) -> None:
+    from engine.objectives import ASSUMED_RESTORE_RATE, measured_rates
+
+    config = _config(tmp_path)
+    with Catalog.open(config) as catalog:
+        assumed = measured_rates(catalog, "main")
+        assert assumed.restore_bytes_per_second == ASSUMED_RESTORE_RATE and "assumed" in assumed.basis
+        job = catalog.enqueue("restore", "main", {}, "t", 100)
+        catalog.mark_running(job, "a", None)
+        catalog.finish(job, "succeeded", {"bytes": 1000, "seconds": 2.0})
+        catalog.add_drill("main", "full", 0.0, 10.0, True, 9.0, {"timing": {
+            "restore_bytes": 3000, "restore_seconds": 1.0, "wal_bytes": 128 * 2**20,
+            "replay_seconds": 2.0}}, "")
+        catalog.add_drill("main", "full", 0.0, 10.0, True, 9.0, {"timing": {
+            "restore_bytes": 3000, "restore_seconds": 1.0, "wal_bytes": 1000, "replay_seconds": 1.5}}, "")
+        rates = measured_rates(catalog, "main")
+    assert rates.restore_bytes_per_second == 3000  # median of 500, 3000, 3000
+    assert rates.replay_bytes_per_second == 64 * 2**20
+    assert rates.startup_seconds == 1.5
+    assert "measured by 3 restore(s)" in rates.basis and "replay rate measured" in rates.basis

@@ -1,0 +1,67 @@
+"""A drill's place in the catalog: its result, its report (with the trend of past drills)
+and an event; and the one call the agent's job runner and the CLI both make."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engine.catalog import Catalog
+from engine.config import Config
+from engine.drill import report
+from engine.drill.model import DrillResult
+from engine.drill.run import Progress, run
+from engine.storage import Storage
+
+TREND_WINDOW = 90 * 86400.0  # the seed's historical_window
+TREND_LIMIT = 50
+
+
+def history(catalog: Catalog, result: DrillResult) -> list[dict[str, Any]]:
+    """Past drills of the cluster within :data:`TREND_WINDOW`, oldest first, as result dicts."""
+    past = [r for r in catalog.drills(result.cluster, None, TREND_LIMIT)
+            if r.started_at >= result.started_at - TREND_WINDOW]
+    return [dict(r.result, id=r.id) for r in sorted(past, key=lambda r: r.started_at)]
+
+
+def record(catalog: Catalog, result: DrillResult) -> tuple[int, str]:
+    """Render the report and store the drill and an event. Returns (drill id, report).
+
+    The catalog's rto_seconds cannot be empty: a drill that never got a validated cluster
+    stores the time it ran (``result.rto_seconds`` in its result stays null, and it failed).
+    """
+    text = report.render(result, history(catalog, result))
+    rto = result.rto_seconds if result.rto_seconds is not None else result.finished_at - result.started_at
+    drill_id = catalog.add_drill(result.cluster, result.kind, result.started_at, result.finished_at,
+                                 result.passed, rto, result.to_json(), text)
+    catalog.add_event(result.cluster, "drill", report.headline(result),
+                      severity="info" if result.passed else "error",
+                      data={"drill_id": drill_id, "kind": result.kind, "passed": result.passed,
+                            "rto_seconds": result.rto_seconds,
+                            "failed_checks": [c.name for c in result.failed_checks()]})
+    return drill_id, text
+
+
+def summary(result: DrillResult, drill_id: int) -> dict[str, Any]:
+    """What a job records of a drill (the full result and report are in the drills table)."""
+    failed = result.failed_checks()
+    found: dict[str, Any] = {
+        "drill_id": drill_id, "cluster": result.cluster, "kind": result.kind, "passed": result.passed,
+        "rto_seconds": result.rto_seconds, "rto_objective": result.rto_objective,
+        "restore_seconds": result.restore_seconds, "validation_seconds": result.validation_seconds,
+        "accuracy": result.accuracy, "completeness": result.completeness,
+        "restore_point": result.restore_point, "backup_id": result.backup_id,
+        "checks": len(result.checks), "failed_checks": [{"name": c.name, "detail": c.detail} for c in failed],
+        "scratch_removed": result.scratch_removed}
+    if failed:
+        found["error"] = report.headline(result)
+    return found
+
+
+def run_and_record(config: Config, cluster: str, storage: Storage, config_path: Path, kind: str,
+                   progress: Progress | None = None) -> dict[str, Any]:
+    """Run a drill now and record it; the summary, with ``_ok`` for the job runner."""
+    with Catalog.open(config) as catalog:  # opened first: a drill that cannot be recorded does not run
+        result = run(config, cluster, storage, config_path, kind, progress)
+        drill_id, _text = record(catalog, result)
+    return summary(result, drill_id) | {"_ok": result.passed}

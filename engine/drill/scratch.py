@@ -1,0 +1,133 @@
+"""The scratch cluster a drill restores into, isolated from everything else, and its removal.
+
+The backup restores whole (a physical backup cannot do less) into
+``<drills.scratch_dir>/<drill name>/``, tablespaces beside it, never at their original
+locations. Before it starts, settings are added so the copy cannot act as the source:
+no WAL archiving (archive_mode off), no logical replication workers (an enabled
+subscription would otherwise consume its publisher's slot), no synchronous standby to
+wait for, a socket in its own directory and TCP on 127.0.0.1 only, on a free port.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine import durable, restore, server
+from engine.config import Config
+from engine.postgres import Endpoint
+from engine.recovery import RecoveryTarget
+from engine.storage import Storage
+from engine.wal import parse_lsn
+
+MARKER = "# lifeboat drill: the scratch copy must not act as the source"
+
+
+@dataclass
+class Scratch:
+    directory: Path
+    port: int
+    bin_dir: Path | None = None
+    timing: dict[str, float] = field(default_factory=dict)  # restore and replay, for the RTO estimate
+
+    @property
+    def pgdata(self) -> Path:
+        return self.directory / "pgdata"
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / "server.log"
+
+    def endpoint(self, user: str, database: str, tcp: bool = False) -> Endpoint:
+        host = "127.0.0.1" if tcp else str(self.directory)
+        return Endpoint(host, self.port, user, database)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def create(config: Config, cluster: str, name: str) -> Scratch:
+    parent = config.clusters[cluster].drills.scratch_dir
+    parent.mkdir(parents=True, exist_ok=True)
+    directory = parent / name
+    directory.mkdir(mode=0o700)
+    return Scratch(directory, free_port())
+
+
+def settings(scratch: Scratch) -> dict[str, str]:
+    return {"listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": f"'{scratch.directory}'",
+            "max_logical_replication_workers": "0",
+            "synchronous_standby_names": "''",
+            "cluster_name": "'lifeboat-drill'"}
+
+
+def restore_into(config: Config, cluster: str, storage: Storage, config_path: Path,
+                 scratch: Scratch, backup: str, point: str, timeout: float,
+                 progress: Callable[[int, int], None] | None = None
+                 ) -> tuple[restore.RestoreResult, server.ReachedPoint]:
+    """Restore ``backup``, recover to restore point ``point``, promote; the server runs."""
+    summary = restore.choose(storage, cluster, restore.RestoreOptions(scratch.pgdata, backup_id=backup))
+    options = restore.RestoreOptions(
+        pgdata=scratch.pgdata, target=RecoveryTarget("name", point, action="promote"),
+        backup_id=backup, archive_mode="off", port=scratch.port, timeout=timeout,
+        tablespace_map={int(t["oid"]): scratch.directory / f"tablespace-{t['oid']}"
+                        for t in summary.tablespaces})
+    copy_started = time.monotonic()
+    result = restore.run(config, cluster, storage, config_path, options, progress)
+    copied = time.monotonic()
+    auto = scratch.pgdata / "postgresql.auto.conf"
+    lines = [auto.read_text().rstrip("\n"), MARKER,
+             *(f"{name} = {value}" for name, value in settings(scratch).items())]
+    durable.write_atomic(auto, ("\n".join(lines) + "\n").encode(), 0o600)
+    scratch.bin_dir = server.bin_dir_for(summary.pg_version, config.clusters[cluster].bin_dir)
+    server.start(scratch.pgdata, scratch.bin_dir, scratch.log_file, scratch.port)
+    reached = server.wait_for_recovery(scratch.pgdata, scratch.log_file, "promote", timeout)
+    replayed = time.monotonic()
+    wal_bytes = max(0, parse_lsn(reached.lsn) - parse_lsn(summary.start_lsn)) if reached.lsn else 0
+    scratch.timing = {"restore_bytes": result.bytes, "restore_seconds": round(copied - copy_started, 3),
+                      "wal_bytes": wal_bytes, "replay_seconds": round(replayed - copied, 3)}
+    return result, reached
+
+
+def remove(scratch: Scratch) -> str | None:
+    """Stop the scratch server (immediately: nothing in it is kept) and delete the directory.
+    Returns what went wrong, or None."""
+    problem = None
+    pid = server.read_pid_file(scratch.pgdata)
+    if pid is not None and _running(pid.pid):
+        if scratch.bin_dir is not None:
+            subprocess.run([str(scratch.bin_dir / "pg_ctl"), "-D", str(scratch.pgdata), "-m",
+                            "immediate", "-w", "-t", "60", "stop"], capture_output=True, text=True)
+        if _running(pid.pid):
+            os.kill(pid.pid, signal.SIGQUIT)  # what pg_ctl's immediate mode sends
+            for _ in range(100):
+                if not _running(pid.pid):
+                    break
+                time.sleep(0.1)
+            else:
+                problem = f"the scratch server (pid {pid.pid}) did not stop"
+    shutil.rmtree(scratch.directory, ignore_errors=True)
+    if scratch.directory.exists():
+        problem = (problem + "; " if problem else "") + f"{scratch.directory} could not be removed"
+    return problem
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
