@@ -157,6 +157,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/lifeboat-bench"))
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "latest.md")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--archive-lag", action="store_true",
+                        help="run the WAL archive lag benchmark instead (bench/archive_lag.py; "
+                             "see python -m bench.archive_lag --help for its options)")
     args = parser.parse_args(argv)
     if args.scale < 1 or args.runs < 1 or args.pgbench_seconds < 1:
         parser.error("--scale, --runs and --pgbench-seconds must be at least 1")
@@ -186,6 +189,12 @@ def cleanup(bench: Bench, keep: bool) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--archive-lag" in argv:  # the separate archive-lag benchmark, with its own options
+        from bench.archive_lag import main as archive_lag_main
+
+        argv.remove("--archive-lag")
+        return archive_lag_main(argv)
     args = parse_args(argv)
     user = OsUser.lookup(OS_USER)
     if os.geteuid() not in (0, user.uid):

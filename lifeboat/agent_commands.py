@@ -21,6 +21,7 @@ def _agent(args: argparse.Namespace) -> int:
     from engine.agent.loop import Agent, job_command
     from engine.catalog import Catalog
 
+    _prepare_directories(args)
     config, path, _cluster, storage = load_context(args, need_cluster=False)
     if args.duration is not None and args.duration <= 0:
         raise UsageError("--duration must be positive")
@@ -34,6 +35,38 @@ def _agent(args: argparse.Namespace) -> int:
         agent.run(stop, args.duration)
     print("lifeboat agent stopped", file=sys.stderr)
     return 0
+
+
+def _prepare_directories(args: argparse.Namespace) -> None:
+    """Started as root: make the agent's directories and give them to os_user (who cannot
+    create them under /var/lib or /var/spool), before switching to that user."""
+    if os.geteuid() != 0:
+        return
+    import pwd
+
+    from engine.config import load_config
+    from engine.config_file import config_path
+
+    config = load_config(config_path(args.config))
+    if config.os_user == "root":
+        return
+    try:
+        entry = pwd.getpwnam(config.os_user)
+    except KeyError:
+        return  # become() reports it
+    wanted = [config.agent.state_dir]
+    if config.catalog.dsn is None:
+        wanted.append(config.catalog.path.parent)
+    for name, cluster in config.clusters.items():
+        if cluster.archive.mode == "async":
+            wanted.append(config.spool_directory(name))
+        if cluster.streaming.enabled:
+            wanted.append(config.streaming_directory(name))
+    for directory in wanted:
+        missing = [d for d in (directory, *directory.parents) if not d.exists()]
+        directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        for made in missing:
+            os.chown(made, entry.pw_uid, entry.pw_gid)
 
 
 def _notifier(config: Any) -> Any:

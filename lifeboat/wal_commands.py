@@ -43,13 +43,20 @@ def parse_fast(argv: list[str]) -> SimpleNamespace | None:
 
 
 def wal_push(args: SimpleNamespace) -> int:
-    from engine import archive
-    from engine.codec import Codec
     from engine.settings_cache import archive_settings
-    from engine.storage.posix import PosixStorage
 
     settings = archive_settings(config_path(args.config), args.cluster)
     become(settings.os_user)
+    if settings.archive_mode == "async":
+        from engine.wal_async import await_ack
+
+        # the agent pushes this very file (or did): confirm without reading it
+        if await_ack(settings.spool, args.wal_path, settings.cluster, settings.repository):
+            return 0
+    from engine import archive
+    from engine.codec import Codec
+    from engine.storage.posix import PosixStorage
+
     archive.push(PosixStorage(settings.repository), settings.cluster, args.wal_path,
                  Codec(settings.algorithm, settings.level))  # type: ignore[arg-type]
     return 0
@@ -63,5 +70,5 @@ def wal_get(args: SimpleNamespace) -> int:
     settings = archive_settings(config_path(args.config), args.cluster)
     become(settings.os_user)
     found = archive.get(PosixStorage(settings.repository), settings.cluster, args.wal_name,
-                        args.destination)
+                        args.destination, settings.stream_dir)
     return 0 if found else 1

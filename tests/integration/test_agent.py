@@ -256,3 +256,37 @@ def test_stakeholders_are_told_once_before_a_full_drill(env: Lifeboat) -> None:
         assert "main" in text and "ops_team" in text and f"{soon:%Y-%m-%d}" in text
     finally:
         receiver.close()
+
+
+def test_a_running_job_is_paused_while_the_server_is_busy(env: Lifeboat) -> None:
+    configure(env, cluster_extra=(
+        '[clusters.main.schedules.gentle]\ncron = "0 * * * *"\nmax_active_sessions = 0\n'))
+    _seed_schedule(env, "gentle", time.time() - 3600)
+    slow_archiving(env, 6)
+
+    def hold_a_session() -> None:
+        with contextlib.suppress(Exception):  # cancelled below
+            env.cluster.sql("SELECT pg_sleep(60)")
+
+    try:
+        with running_agent(env):
+            job_id = wait_for(lambda: [j["id"] for j in jobs(env) if j["state"] == "running"], 30,
+                              "the job to start")[0]
+            pid = job(env, job_id)["pid"]
+            threading.Thread(target=hold_a_session, daemon=True).start()
+            wait_for(lambda: events(env, "job_paused"), 30, "the job to be paused")
+            assert _state(pid) == "T"  # stopped
+            env.cluster.sql("SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+                            "WHERE query LIKE 'SELECT pg_sleep%' AND pid <> pg_backend_pid()")
+            wait_for(lambda: events(env, "job_resumed"), 30, "the job to resume")
+            done = wait_job(env, job_id, timeout=90)
+    finally:
+        slow_archiving(env, 0)
+    assert done["state"] == "succeeded"
+    paused = events(env, "job_paused")[0]
+    assert "active sessions" in paused["message"] and paused["job_id"] == job_id
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().split(") ", 1)[1].split()[0]

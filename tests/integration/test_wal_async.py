@@ -1,0 +1,187 @@
+"""Async WAL archiving on a real cluster: the agent pushes ``.ready`` files ahead, and
+``wal-push`` (PostgreSQL's archive_command) confirms them from the acknowledgement."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from engine.wal_async import archive_backlog
+from tests.integration.pg import LIFEBOAT, Lifeboat, Workspace
+
+ASYNC_FAILURES = ("archive_push_failed", "archive_async_error")
+
+
+def async_config(env: Lifeboat) -> Path:
+    """Ask for async archiving (the agent's state in the workspace); returns the cluster's spool."""
+    spool, state = env.workspace.path("spool"), env.workspace.path("agent")
+    env.write_config(env.cluster, extra=(
+        f'\n[clusters.main.archive]\nmode = "async"\nspool = "{spool}"\npush_jobs = 3\n'
+        f'\n[catalog]\npath = "{state}/catalog.sqlite3"\n\n[agent]\nstate_dir = "{state}"\n'))
+    return spool / env.name
+
+
+@contextmanager
+def archiver(env: Lifeboat) -> Iterator[subprocess.Popen[str]]:
+    """``lifeboat agent`` (it becomes the OS user postgres and pushes ahead), until SIGTERM."""
+    log = open(env.workspace.root / f"agent-{env.cluster.port}.log", "w+")  # noqa: SIM115
+    process = subprocess.Popen([str(LIFEBOAT), "agent", "--config", str(env.config)],
+                               stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        log.seek(0)
+        output = log.read()
+        log.close()
+    assert process.returncode == 0, output
+    events = json.loads(env.run("events", "--output", "json").stdout)["events"]
+    failures = [e for e in events if e["kind"] in ASYNC_FAILURES]
+    assert not failures, failures
+
+
+def wait_for(what: str, condition: Callable[[], object], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def archiver_stats(env: Lifeboat) -> tuple[int, int, str]:
+    row = env.cluster.sql("SELECT archived_count, failed_count, coalesce(last_archived_wal, '') "
+                          "FROM pg_stat_archiver")[0]
+    return int(row[0]), int(row[1]), str(row[2])
+
+
+def acks(spool: Path) -> set[str]:
+    """WAL files the agent has acknowledged and wal-push not yet confirmed."""
+    if not spool.exists():
+        return set()
+    return {n.removesuffix(".ack") for n in os.listdir(spool) if n.endswith(".ack")}
+
+
+def segno(name: str) -> int:
+    return int(name[8:16], 16) * 0x100 + int(name[16:24], 16)  # 16 MB segments
+
+
+def set_archive_command(env: Lifeboat, command: str | None) -> None:
+    """ALTER SYSTEM archive_command ('' pauses archiving without failures; None: the file's)."""
+    if command is None:
+        env.cluster.sql("ALTER SYSTEM RESET archive_command")
+    else:
+        env.cluster.sql(f"ALTER SYSTEM SET archive_command = '{command}'")
+    env.cluster.sql("SELECT pg_reload_conf()")
+    wanted = env.archive_command() if command is None else command
+    wait_for("the new archive_command", lambda: env.cluster.value(
+        "SELECT current_setting('archive_command')") == wanted, timeout=10)
+
+
+@pytest.fixture
+def async_lifeboat(workspace: Workspace) -> Iterator[tuple[Lifeboat, Path]]:
+    """A started cluster in async mode, its repository initialised, and its spool."""
+    env = Lifeboat.create(workspace)
+    spool = async_config(env)
+    try:
+        env.cluster.start()
+        env.run("init")
+        yield env, spool
+    finally:
+        env.cleanup()
+
+
+def test_wal_push_confirms_segments_the_agent_pushed_ahead(
+        async_lifeboat: tuple[Lifeboat, Path]) -> None:
+    env, spool = async_lifeboat
+    pgdata = env.cluster.pgdata
+    wait_for("an empty archive queue", lambda: archive_backlog(pgdata)[0] == 0)
+    set_archive_command(env, "")  # PostgreSQL keeps .ready files, counting no failure
+    env.cluster.sql("CREATE TABLE t (id int)")
+    names = []
+    for i in range(6):
+        env.cluster.sql("INSERT INTO t SELECT generate_series(1, 1000) + %s", (i * 1000,))
+        names.append(env.cluster.value("SELECT pg_walfile_name(pg_switch_wal())"))
+    ready, age = archive_backlog(pgdata)
+    assert ready >= 6 and age >= 0
+    archived_before, failed_before, _ = archiver_stats(env)
+
+    with archiver(env):
+        wait_for("acknowledgements of the 6 segments", lambda: acks(spool) >= set(names))
+    for name in names:  # in the archive, and they decode to PostgreSQL's own files
+        env.run("wal-get", name, str(env.workspace.root / "fetched"))
+        assert (env.workspace.root / "fetched").read_bytes() == (pgdata / "pg_wal" / name).read_bytes()
+
+    # With the cluster's identity gone from the repository a real push would fail; the
+    # confirmations below need neither the repository nor a running agent.
+    info = env.repo / "clusters" / env.name / "cluster.json"
+    info.rename(info.with_suffix(".aside"))
+    try:
+        set_archive_command(env, None)
+        wait_for("PostgreSQL to archive the 6 segments",
+                 lambda: archiver_stats(env)[0] >= archived_before + len(names))
+        _archived, failed, last = archiver_stats(env)
+    finally:
+        info.with_suffix(".aside").rename(info)
+    assert failed == failed_before == 0
+    assert last >= names[-1]
+    assert not acks(spool) & set(names)  # each acknowledgement was consumed by wal-push
+    assert archive_backlog(pgdata) == (0, 0.0)
+
+
+def test_catching_up_under_load_with_the_agent_then_restore(
+        async_lifeboat: tuple[Lifeboat, Path]) -> None:
+    """A backlog (archiving paused while pgbench -i loads) drains under pgbench with the agent
+    pushing ahead of archive_command; every segment is archived once and restores."""
+    env, spool = async_lifeboat
+    env.run("backup")
+    archived_before = archiver_stats(env)[0]
+    # +1: at a segment boundary pg_walfile_name names the segment that just ended
+    first = env.cluster.value("SELECT pg_walfile_name(pg_current_wal_lsn() + 1)")
+    set_archive_command(env, "")
+    assert env.cluster.pgbench("-i", "-s", "8", "-q", timeout=60).returncode == 0
+    assert archive_backlog(env.cluster.pgdata)[0] >= 5
+    seen: set[str] = set()
+    watching = threading.Event()
+
+    def watch() -> None:  # acknowledgements appear briefly: wal-push consumes them
+        while not watching.is_set():
+            seen.update(acks(spool))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    with archiver(env):
+        watcher.start()
+        try:
+            wait_for("the agent to push the backlog ahead", lambda: seen)
+            set_archive_command(env, None)
+            done = env.cluster.pgbench("-c", "4", "-j", "2", "-T", "4", timeout=60)
+            assert done.returncode == 0, done.stderr
+            last = env.cluster.value("SELECT pg_walfile_name(pg_switch_wal())")
+            wait_for("the archive to catch up", lambda: archiver_stats(env)[2] >= last, timeout=30)
+        finally:
+            watching.set()
+            watcher.join(5)
+    archived, failed, _ = archiver_stats(env)
+    assert failed == 0
+    assert archived - archived_before >= segno(last) - segno(first) + 1 >= 5  # each segment once
+    assert seen, "the agent never pushed a segment ahead of archive_command"
+    assert archive_backlog(env.cluster.pgdata) == (0, 0.0)
+    expected = env.cluster.table_checksums()
+    assert expected["public.pgbench_accounts"][0] == 800000
+
+    restored, done = env.restore()
+    assert "recovery promoted" in done.stdout
+    assert restored.table_checksums() == expected
