@@ -72,7 +72,8 @@ def read_pid_file(pgdata: Path) -> PidFile | None:
                    lines[7].strip())
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (owned by anyone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -144,7 +145,7 @@ def wait_for_recovery(pgdata: Path, log_file: Path, action: str,
         pid = read_pid_file(pgdata)
         if pid is not None:
             seen_pid = pid.pid
-        if pid is None or not _alive(pid.pid):
+        if pid is None or not process_alive(pid.pid):
             if seen_pid is not None or pid is not None or _log_says_stopped(log_file):
                 if action == "shutdown" and _log_has(log_file, "shutdown at recovery target"):
                     return _shutdown_point(log_file)

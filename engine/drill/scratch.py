@@ -105,14 +105,14 @@ def remove(scratch: Scratch) -> str | None:
     Returns what went wrong, or None."""
     problem = None
     pid = server.read_pid_file(scratch.pgdata)
-    if pid is not None and _running(pid.pid):
+    if pid is not None and server.process_alive(pid.pid):
         if scratch.bin_dir is not None:
             subprocess.run([str(scratch.bin_dir / "pg_ctl"), "-D", str(scratch.pgdata), "-m",
                             "immediate", "-w", "-t", "60", "stop"], capture_output=True, text=True)
-        if _running(pid.pid):
+        if server.process_alive(pid.pid):
             os.kill(pid.pid, signal.SIGQUIT)  # what pg_ctl's immediate mode sends
             for _ in range(100):
-                if not _running(pid.pid):
+                if not server.process_alive(pid.pid):
                     break
                 time.sleep(0.1)
             else:
@@ -121,13 +121,3 @@ def remove(scratch: Scratch) -> str | None:
     if scratch.directory.exists():
         problem = (problem + "; " if problem else "") + f"{scratch.directory} could not be removed"
     return problem
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

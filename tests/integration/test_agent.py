@@ -290,3 +290,32 @@ def test_a_running_job_is_paused_while_the_server_is_busy(env: Lifeboat) -> None
 def _state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as handle:
         return handle.read().split(") ", 1)[1].split()[0]
+
+
+def test_the_agent_works_with_a_postgresql_catalog(env: Lifeboat) -> None:
+    """Teams share one catalog in PostgreSQL (here the machine's server on 5432)."""
+    import psycopg
+
+    database = f"lifeboat_agent_{os.getpid()}"
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres",
+                         autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {database}")
+        conn.execute(f"CREATE DATABASE {database}")
+    try:
+        configure(env, top_extra="")
+        text = env.config.read_text().replace(
+            "[catalog]\n", f'[catalog]\ndsn = "postgresql://postgres@127.0.0.1:5432/{database}"\n')
+        env.config.write_text(text)
+        with running_agent(env):
+            job_id = enqueue(env, "backup", "--type", "incr")
+            done = wait_job(env, job_id)
+        assert done["state"] == "succeeded" and done["result"]["type"] == "full"  # nothing to build on
+        with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={database}") as conn:
+            rows = conn.execute("SELECT kind, state, requested_by FROM jobs").fetchall()
+            kinds = [r[0] for r in conn.execute("SELECT kind FROM events ORDER BY id").fetchall()]
+        assert rows == [("backup", "succeeded", done["requested_by"])]
+        assert "agent_started" in kinds and "job_succeeded" in kinds
+    finally:
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres",
+                             autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
