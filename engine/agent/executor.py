@@ -87,10 +87,10 @@ class Executor:
 
     def stop(self, reason: str = "the agent is stopping") -> None:
         for entry in self.running.values():
-            self.catalog.finish(entry.job.id, CANCELLED, error=f"cancelled: {reason}")
-            self.catalog.add_event(entry.job.cluster, "job_cancelled",
-                                   f"{entry.job.kind} job {entry.job.id} cancelled: {reason}",
-                                   severity="warning", job_id=entry.job.id)
+            if self.catalog.finish(entry.job.id, CANCELLED, error=f"cancelled: {reason}"):
+                self.catalog.add_event(entry.job.cluster, "job_cancelled",
+                                       f"{entry.job.kind} job {entry.job.id} cancelled: {reason}",
+                                       severity="warning", job_id=entry.job.id)
             _kill_group(entry.process.pid, signal.SIGCONT)
             _kill_group(entry.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + KILL_GRACE
@@ -137,10 +137,10 @@ class Executor:
             if job.max_duration is not None and elapsed > job.max_duration:
                 reason = (f"exceeded max_duration {format_duration(job.max_duration)} "
                           f"(ran {format_duration(elapsed)}); the job was stopped")
-                self.catalog.finish(job.id, CANCELLED, error=f"cancelled: {reason}")
-                self.catalog.add_event(job.cluster, "job_overran", f"{job.kind} job {job.id} "
-                                       f"{reason}", severity="warning", job_id=job.id)
-                self._kill(entry)
+                if self.catalog.finish(job.id, CANCELLED, error=f"cancelled: {reason}"):
+                    self.catalog.add_event(job.cluster, "job_overran", f"{job.kind} job {job.id} "
+                                           f"{reason}", severity="warning", job_id=job.id)
+                    self._kill(entry)
                 continue
             self._throttle(entry)
 
