@@ -101,7 +101,7 @@ class DrillRecord:
     started_at: float
     finished_at: float
     passed: bool
-    rto_seconds: float
+    rto_seconds: float | None  # None: no validated cluster was reached
     result: dict[str, Any]
     report: str
 
@@ -244,15 +244,17 @@ class Catalog:
     # drills ---------------------------------------------------------------------------
 
     def add_drill(self, cluster: str, kind: str, started_at: float, finished_at: float,
-                  passed: bool, rto_seconds: float, result: dict[str, Any], report: str) -> int:
+                  passed: bool, rto_seconds: float | None, result: dict[str, Any], report: str) -> int:
         return self.db.insert(
             "INSERT INTO drills (cluster, kind, started_at, finished_at, passed, rto_seconds, "
             "result, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (cluster, kind, started_at, finished_at, int(passed), rto_seconds,
              json.dumps(result), report))
 
-    def drills(self, cluster: str, kind: str | None = None, limit: int = 50) -> list[DrillRecord]:
-        where, params = self._filter(cluster=cluster, kind=kind)
+    def drills(self, cluster: str, kind: str | None = None, limit: int = 50,
+               drill_id: int | None = None) -> list[DrillRecord]:
+        """Newest first; ``drill_id`` picks one."""
+        where, params = self._filter(cluster=cluster, kind=kind, id=drill_id)
         rows = self.db.execute(
             "SELECT id, cluster, kind, started_at, finished_at, passed, rto_seconds, result, report "
             f"FROM drills WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?", (*params, limit))

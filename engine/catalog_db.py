@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS drills (
     started_at DOUBLE PRECISION NOT NULL,
     finished_at DOUBLE PRECISION NOT NULL,
     passed INTEGER NOT NULL,
-    rto_seconds DOUBLE PRECISION NOT NULL,
+    rto_seconds DOUBLE PRECISION,
     result TEXT NOT NULL,
     report TEXT NOT NULL
 );

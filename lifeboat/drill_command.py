@@ -89,7 +89,7 @@ def report(args: argparse.Namespace) -> int:
         if args.list:
             records = catalog.drills(cluster, args.kind, args.limit)
         elif args.id is not None:
-            records = [r for r in catalog.drills(cluster, args.kind, 100000) if r.id == args.id]
+            records = catalog.drills(cluster, args.kind, 1, drill_id=args.id)
             if not records:
                 raise UsageError(f"no drill {args.id} of cluster '{cluster}' in the catalog "
                                  "(lifeboat drill-report --list shows them)")

@@ -27,13 +27,11 @@ def history(catalog: Catalog, result: DrillResult) -> list[dict[str, Any]]:
 def record(catalog: Catalog, result: DrillResult) -> tuple[int, str]:
     """Render the report and store the drill and an event. Returns (drill id, report).
 
-    The catalog's rto_seconds cannot be empty: a drill that never got a validated cluster
-    stores the time it ran (``result.rto_seconds`` in its result stays null, and it failed).
+    A drill that never got a validated cluster has no RTO (null): it failed.
     """
     text = report.render(result, history(catalog, result))
-    rto = result.rto_seconds if result.rto_seconds is not None else result.finished_at - result.started_at
     drill_id = catalog.add_drill(result.cluster, result.kind, result.started_at, result.finished_at,
-                                 result.passed, rto, result.to_json(), text)
+                                 result.passed, result.rto_seconds, result.to_json(), text)
     catalog.add_event(result.cluster, "drill", report.headline(result),
                       severity="info" if result.passed else "error",
                       data={"drill_id": drill_id, "kind": result.kind, "passed": result.passed,
