@@ -1,17 +1,24 @@
 """When a scheduled job may run: off-peak windows and load-based throttling.
 
-Each check returns None when the job may go on, else the reason it waits, so the
-reason can be recorded as an event next to its cause (the load or session count).
+Each check returns None when the job may go on, else a :class:`Blocker`: the cause
+(``window``, ``load``, ``sessions``), which decides when a new event is recorded, and a
+message with the measured value next to its threshold.
 """
 
 from __future__ import annotations
 
 import os
 from datetime import datetime
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from engine.config import ClusterConfig
 from engine.config_agent import ScheduleConfig, parse_window
+
+
+class Blocker(NamedTuple):
+    cause: str
+    message: str
 
 
 def in_window(window: str, timezone: str, now: float) -> bool:
@@ -41,22 +48,23 @@ def active_sessions(cluster: ClusterConfig) -> int | None:
         return None
 
 
-def start_blocker(schedule: ScheduleConfig, cluster: ClusterConfig, now: float) -> str | None:
-    """Why a scheduled job must not start yet (outside its window), else None."""
+def start_blocker(schedule: ScheduleConfig, cluster: ClusterConfig, now: float) -> Blocker | None:
+    """Why a scheduled job must not start yet (outside its window, or busy), else None."""
     if schedule.window and not in_window(schedule.window, schedule.timezone, now):
-        return f"waiting for the off-peak window {schedule.window} ({schedule.timezone})"
+        return Blocker("window", f"waiting for the off-peak window {schedule.window} "
+                                 f"({schedule.timezone})")
     return load_blocker(schedule, cluster)
 
 
-def load_blocker(schedule: ScheduleConfig, cluster: ClusterConfig) -> str | None:
+def load_blocker(schedule: ScheduleConfig, cluster: ClusterConfig) -> Blocker | None:
     """Why a scheduled job must wait or pause because the host or server is busy."""
     if schedule.max_load is not None:
         load = host_load()
         if load > schedule.max_load:
-            return f"host load {load:.2f} is above max_load {schedule.max_load:g}"
+            return Blocker("load", f"host load {load:.2f} is above max_load {schedule.max_load:g}")
     if schedule.max_active_sessions is not None:
         sessions = active_sessions(cluster)
         if sessions is not None and sessions > schedule.max_active_sessions:
-            return (f"{sessions} active sessions on the server, above max_active_sessions "
-                    f"{schedule.max_active_sessions}")
+            return Blocker("sessions", f"{sessions} active sessions on the server, above "
+                                       f"max_active_sessions {schedule.max_active_sessions}")
     return None

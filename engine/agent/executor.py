@@ -154,14 +154,14 @@ class Executor:
         schedule = self._schedule_of(entry.job)
         if schedule is None or (schedule.max_load is None and schedule.max_active_sessions is None):
             return
-        reason = conditions.load_blocker(schedule, self.config.clusters[entry.job.cluster])
-        if reason and not entry.paused:
+        blocker = conditions.load_blocker(schedule, self.config.clusters[entry.job.cluster])
+        if blocker and not entry.paused:
             _kill_group(entry.process.pid, signal.SIGSTOP)
-            entry.paused = reason
+            entry.paused = blocker.message
             self.catalog.add_event(entry.job.cluster, "job_paused", f"{entry.job.kind} job "
-                                   f"{entry.job.id} paused: {reason}", severity="warning",
+                                   f"{entry.job.id} paused: {blocker.message}", severity="warning",
                                    job_id=entry.job.id)
-        elif not reason and entry.paused:
+        elif not blocker and entry.paused:
             _kill_group(entry.process.pid, signal.SIGCONT)
             entry.paused = None
             self.catalog.add_event(entry.job.cluster, "job_resumed", f"{entry.job.kind} job "
@@ -181,16 +181,16 @@ class Executor:
                 continue
             blocker = self._blocker(job)
             if blocker:
-                if self._waiting_reason.get(job.id) != blocker:
-                    self._waiting_reason[job.id] = blocker
-                    self.catalog.set_waiting(job.id, blocker)
+                if self._waiting_reason.get(job.id) != blocker.cause:  # one event per cause
+                    self._waiting_reason[job.id] = blocker.cause
                     self.catalog.add_event(job.cluster, "job_waiting", f"{job.kind} job {job.id} "
-                                           f"{blocker}", job_id=job.id)
+                                           f"{blocker.message}", job_id=job.id)
+                self.catalog.set_waiting(job.id, blocker.message)
                 continue
             if self._start(job):
                 free -= 1
 
-    def _blocker(self, job: Job) -> str | None:
+    def _blocker(self, job: Job) -> conditions.Blocker | None:
         schedule = self._schedule_of(job)
         if schedule is None:
             return None

@@ -172,3 +172,16 @@ def test_rates_come_from_restores_and_drills(tmp_path: Path) -> None:
     assert rates.replay_bytes_per_second == 64 * 2**20
     assert rates.startup_seconds == 1.5
     assert "measured by 3 restore(s)" in rates.basis and "replay rate measured" in rates.basis
+
+
+def test_blockers_name_their_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _config(tmp_path, '[clusters.main.schedules.x]\ncron = "0 2 * * *"\n'
+                     'window = "01:00-06:00"\nmax_load = 2.5\n')
+    schedule, cluster = config.clusters["main"].schedules["x"], config.clusters["main"]
+    monkeypatch.setattr(conditions, "host_load", lambda: 3.75)
+    outside = conditions.start_blocker(schedule, cluster, _ts("2026-11-25T12:00:00"))
+    assert outside.cause == "window" and "01:00-06:00 (UTC)" in outside.message
+    busy = conditions.start_blocker(schedule, cluster, _ts("2026-11-25T02:00:00"))
+    assert busy == conditions.Blocker("load", "host load 3.75 is above max_load 2.5")
+    monkeypatch.setattr(conditions, "host_load", lambda: 1.0)
+    assert conditions.start_blocker(schedule, cluster, _ts("2026-11-25T02:00:00")) is None
