@@ -310,6 +310,11 @@ class Catalog:
                 (cluster, kind, occurrence, time.time()))
             return True
 
+    def release_notice(self, cluster: str, kind: str, occurrence: float) -> None:
+        """Forget a claimed notice so that it is sent again (its delivery can be retried)."""
+        self.db.execute("DELETE FROM notices WHERE cluster = ? AND kind = ? AND occurrence = ?",
+                        (cluster, kind, occurrence))
+
     @staticmethod
     def _filter(**columns: Any) -> tuple[list[str], list[Any]]:
         where = [f"{name} = ?" for name, value in columns.items() if value is not None]

@@ -25,6 +25,8 @@ from engine.catalog import ACTIVE_STATES, Catalog
 from engine.config import Config
 from engine.units import format_duration
 
+NOTICE_RETRY = 300.0  # a notice a channel could not take yet is sent again after this
+
 #: notify(cluster, schedule entry, when) -> outcome per channel, e.g. {"slack": "ok"}
 Notify = Callable[[str, "Entry", datetime], dict[str, str]]
 
@@ -90,6 +92,7 @@ class Scheduler:
     def __init__(self, config: Config, catalog: Catalog, notify: Notify | None = None) -> None:
         self.config, self.catalog, self.notify = config, catalog, notify
         self.entries = entries(config)
+        self._notice_retry: dict[tuple[str, str, float], float] = {}  # -> retry no sooner than
 
     def tick(self, now: float | None = None) -> list[int]:
         """Queue what is due; returns the ids of the jobs queued."""
@@ -131,6 +134,9 @@ class Scheduler:
         upcoming = next_fire(entry.cron, entry.timezone, now)
         if upcoming - now > entry.notify_before:
             return
+        key = (entry.cluster, entry.name, upcoming)
+        if now < self._notice_retry.get(key, 0.0):
+            return
         if not self.catalog.claim_notice(entry.cluster, entry.name, upcoming):
             return
         when = datetime.fromtimestamp(upcoming, ZoneInfo(entry.timezone))
@@ -143,6 +149,11 @@ class Scheduler:
                 outcomes = {"error": f"{exc.__class__.__name__}: {exc}"}
         ok = bool(outcomes) and all(v == "ok" for v in outcomes.values())
         sent = ", ".join(f"{k}: {v}" for k, v in outcomes.items()) or "no channel configured"
+        if "retryable" in outcomes.values() and upcoming - now > NOTICE_RETRY:
+            # a channel said "try again": the notice is sent again later, to every channel
+            self.catalog.release_notice(entry.cluster, entry.name, upcoming)
+            self._notice_retry[key] = now + NOTICE_RETRY
+            sent += f"; will retry in {format_duration(NOTICE_RETRY)}"
         self.catalog.add_event(entry.cluster, "drill_notice",
                                f"{entry.name} at {when.isoformat()} announced "
                                f"{format_duration(upcoming - now)} ahead ({sent})",

@@ -185,3 +185,25 @@ def test_blockers_name_their_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert busy == conditions.Blocker("load", "host load 3.75 is above max_load 2.5")
     monkeypatch.setattr(conditions, "host_load", lambda: 1.0)
     assert conditions.start_blocker(schedule, cluster, _ts("2026-11-25T02:00:00")) is None
+
+
+def test_a_notice_a_channel_could_not_take_is_sent_again_later(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    answers = iter([{"slack": "retryable"}, {"slack": "ok"}])
+    calls = []
+
+    def notify(cluster: str, entry: object, when: datetime) -> dict[str, str]:
+        calls.append(when)
+        return next(answers)
+
+    with Catalog.open(config) as catalog:
+        scheduler = Scheduler(config, catalog, notify)
+        start = _ts("2026-12-04T09:00:00")  # 42 h before the first Sunday of December, 03:00
+        scheduler.tick(start)
+        scheduler.tick(start + 10)  # too soon to retry
+        assert len(calls) == 1
+        scheduler.tick(start + 301)
+        scheduler.tick(start + 700)  # delivered: not sent again
+        assert len(calls) == 2 and calls[0] == calls[1]
+        messages = [e.message for e in reversed(catalog.events(kind="drill_notice"))]
+    assert "will retry in 5m" in messages[0] and "slack: ok" in messages[1]
