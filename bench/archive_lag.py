@@ -42,7 +42,6 @@ from bench.environment import (
     REPO_ROOT,
     Bench,
     BenchError,
-    OsUser,
     Paths,
     as_postgres,
     child_env,
@@ -52,9 +51,9 @@ from bench.environment import (
     run,
 )
 from bench.files import make_dir, write_file
-from bench.prerequisites import SetupError, ensure_programs
-from bench.report import machine, write_report
-from bench.run import _terminate, cleanup, prepare_workdir, stop_stale, tool_versions
+from bench.harness import execute, preflight
+from bench.report import machine
+from bench.run import tool_versions
 from bench.tool_commands import lifeboat_config, pgbackrest_config
 from engine.wal_async import archive_backlog
 
@@ -370,38 +369,13 @@ def benchmark(bench: Bench, args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    user = OsUser.lookup(OS_USER)
-    if os.geteuid() != 0:
-        print("archive_lag must run as root", file=sys.stderr)
-        return 2
-    if not LIFEBOAT.exists():
-        print(f"{LIFEBOAT} not found: run with the virtualenv's python", file=sys.stderr)
-        return 2
-    try:
-        ensure_programs()
-    except SetupError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGTERM, _terminate)
+    user = preflight("archive_lag")
+    if isinstance(user, int):
+        return user
     port = free_port()
     bench = Bench(Paths.under(args.workdir), user, find_pg_bin(), args.scale, 1, port,
                   free_port([port]))
-    try:
-        if args.workdir.exists():
-            stop_stale(bench)
-        prepare_workdir(args.workdir, user)
-        with cleanup(bench, args.keep):
-            report = benchmark(bench, args)
-    except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
-    write_report(report, args.out)
-    print(report)
-    log(f"report written to {args.out}")
-    return 0
+    return execute(bench, args, lambda bench: benchmark(bench, args))
 
 
 if __name__ == "__main__":

@@ -22,30 +22,23 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 
 if not __package__:  # run as a script (python bench/run.py): make the package `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.backup_restore import BACKUPS, restore, verify_lifeboat_restore
-from bench.cluster import connect, query, set_up, stop_server
+from bench.cluster import connect, query, set_up
 from bench.dataset import Dataset, load_data
 from bench.environment import (
     LIFEBOAT,
-    OS_USER,
     PGBACKREST,
     REPO_ROOT,
     STARTED_AT,
     Bench,
-    BenchError,
-    OsUser,
     Paths,
     available_memory,
     find_pg_bin,
@@ -53,10 +46,9 @@ from bench.environment import (
     log,
     run,
 )
-from bench.files import chown_tree
+from bench.harness import execute, preflight
 from bench.incremental import INCR_TOOLS, incremental_benchmark
-from bench.prerequisites import SetupError, ensure_programs
-from bench.report import TOOLS, MiB, Results, render, write_report
+from bench.report import TOOLS, MiB, Results, render
 from bench.wal_push import WAL_SEGMENTS, wal_push_benchmark
 
 MARKER = ".lifeboat-bench"
@@ -123,27 +115,6 @@ def benchmark(bench: Bench) -> Results:
     return results
 
 
-def prepare_workdir(root: Path, user: OsUser) -> None:
-    """A new work directory; an old one is reused only if this script made it."""
-    if root.exists() and any(root.iterdir()):
-        if not (root / MARKER).exists():
-            raise BenchError(f"{root} exists and was not made by this benchmark: choose another "
-                             "--workdir or remove it")
-        log(f"removing the previous run's {root}")
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True, mode=0o750)
-    (root / MARKER).write_text("made by bench/run.py; removed at the end unless --keep\n")
-    chown_tree(root, user)
-
-
-def stop_stale(bench: Bench) -> None:
-    """Stop servers a previous, killed run may have left in the same work directory."""
-    for pgdata in (bench.paths.pgdata, bench.paths.verify):
-        if (pgdata / "postmaster.pid").exists():
-            log(f"stopping a server left running in {pgdata}")
-            stop_server(bench, pgdata)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=int, default=100, help="pgbench scale (default 100)")
@@ -170,24 +141,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextmanager
-def cleanup(bench: Bench, keep: bool) -> Iterator[None]:
-    """Stop every server started, and remove the work directory unless ``keep``."""
-    try:
-        yield
-    finally:
-        for pgdata in reversed(bench.started):
-            stop_server(bench, pgdata)
-        if keep:
-            log(f"kept {bench.paths.root}")
-        else:
-            shutil.rmtree(bench.paths.root, ignore_errors=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--archive-lag" in argv:  # the separate archive-lag benchmark, with its own options
@@ -196,42 +149,21 @@ def main(argv: list[str] | None = None) -> int:
         argv.remove("--archive-lag")
         return archive_lag_main(argv)
     args = parse_args(argv)
-    user = OsUser.lookup(OS_USER)
-    if os.geteuid() not in (0, user.uid):
-        print("run.py must run as root (or as postgres)", file=sys.stderr)
-        return 2
-    if not LIFEBOAT.exists():
-        print(f"{LIFEBOAT} not found: run with the virtualenv's python", file=sys.stderr)
-        return 2
-    try:
-        ensure_programs()
-    except SetupError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGTERM, _terminate)
+    user = preflight("run.py")
+    if isinstance(user, int):
+        return user
     ports: list[int] = []
     for _ in range(2):
         ports.append(free_port(ports))
     bench = Bench(Paths.under(args.workdir), user, find_pg_bin(), args.scale, args.runs, *ports,
                   grow_mb=args.grow_mb, append_mb=args.append_mb, pgbench_seconds=args.pgbench_seconds)
-    try:
-        if args.workdir.exists():
-            stop_stale(bench)
-        prepare_workdir(args.workdir, user)
-        with cleanup(bench, args.keep):
-            results = benchmark(bench)
-            results.total_seconds = time.monotonic() - STARTED_AT
-            report = render(results, WAL_SEGMENTS)
-    except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
-    write_report(report, args.out)
-    print(report)
-    log(f"report written to {args.out}")
-    return 0
+
+    def measure(bench: Bench) -> str:
+        results = benchmark(bench)
+        results.total_seconds = time.monotonic() - STARTED_AT
+        return render(results, WAL_SEGMENTS)
+
+    return execute(bench, args, measure)
 
 
 if __name__ == "__main__":
