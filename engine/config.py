@@ -287,5 +287,12 @@ def _describe(exc: ValidationError, source: Path | str) -> str:
 
 
 def plain(config: Config) -> dict[str, Any]:
-    """The validated configuration as plain data (for the settings cache)."""
-    return config.model_dump(mode="json")
+    """The validated configuration as plain data (for the settings cache), with the WAL
+    paths each cluster's wal-push and wal-get need resolved by :class:`Config` itself."""
+    data = config.model_dump(mode="json")
+    data["wal_paths"] = {
+        name: {"spool": str(config.spool_directory(name)),
+               "stream_dir": str(config.streaming_directory(name)) if cluster.streaming.enabled
+               else None}
+        for name, cluster in config.clusters.items()}
+    return data

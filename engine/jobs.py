@@ -45,6 +45,7 @@ class RestoreParams(_Params):
     target_value: str | None = None
     target_exclusive: bool = False
     target_action: Literal["promote", "pause", "shutdown"] = "promote"
+    target_timeline: str | None = None
     delta: bool = False
     force: bool = False
     archive_mode: Literal["preserve", "off"] = "preserve"
@@ -169,7 +170,7 @@ def _restore_options(params: RestoreParams) -> Any:
     from engine.recovery import RecoveryTarget
 
     target = RecoveryTarget(params.target, params.target_value, params.target_exclusive,
-                            params.target_action)
+                            params.target_action, params.target_timeline)
     return restore.RestoreOptions(
         pgdata=Path(params.pgdata), target=target, backup_id=params.backup, force=params.force,
         delta=params.delta, archive_mode=params.archive_mode, port=params.port,

@@ -90,13 +90,7 @@ def archive_settings(path: str, cluster: str | None) -> ArchiveSettings:
         raise ConfigError(f"unknown cluster '{cluster}': {path} defines "
                           f"[clusters.*]: {', '.join(sorted(clusters)) or 'none'}")
     compression = data["compression"]
-    entry = clusters[cluster]
-    streaming = entry["streaming"]
-    stream_dir = None
-    if streaming["enabled"]:
-        stream_dir = streaming["directory"] or os.path.join(
-            data["agent"]["state_dir"], "stream", cluster)
+    paths = data["wal_paths"][cluster]
     return ArchiveSettings(cluster, data["repository"]["path"],
                            compression["algorithm"], compression["level"], data["os_user"],
-                           entry["archive"]["mode"],
-                           os.path.join(entry["archive"]["spool"], cluster), stream_dir)
+                           clusters[cluster]["archive"]["mode"], paths["spool"], paths["stream_dir"])

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import UsageError
-from lifeboat.commands import load_context
+from lifeboat.commands import load_context, restore_target
 
 
 def _agent(args: argparse.Namespace) -> int:
@@ -77,14 +77,8 @@ def _notifier(config: Any) -> Any:
         return None
 
     def notify(cluster: str, entry: Any, when: Any) -> dict[str, str]:
-        return {name: str(outcome) for name, outcome in _outcomes(drill_notice(config, cluster, when))}
+        return {d.channel: str(d.outcome) for d in drill_notice(config, cluster, when)}
     return notify
-
-
-def _outcomes(result: Any) -> list[tuple[str, Any]]:
-    if isinstance(result, dict):
-        return list(result.items())
-    return [(getattr(r, "channel", str(i)), getattr(r, "outcome", r)) for i, r in enumerate(result)]
 
 
 def _who() -> str:
@@ -135,15 +129,11 @@ def _job_params(args: argparse.Namespace) -> dict[str, Any]:
         return {"dry_run": args.dry_run}
     if args.pgdata is None:
         raise UsageError("enqueue restore: --pgdata is required")
-    target, value = "latest", None
-    for kind in ("time", "xid", "lsn", "name"):
-        if getattr(args, f"target_{kind}") is not None:
-            target, value = kind, getattr(args, f"target_{kind}")
-    if args.target:
-        target = args.target
-    return {"pgdata": str(Path(args.pgdata).absolute()), "backup": args.backup, "target": target,
-            "target_value": value, "target_exclusive": args.target_exclusive,
-            "target_action": args.target_action, "delta": args.delta, "force": args.force,
+    target = restore_target(args)  # the restore command's own reading of the target options
+    return {"pgdata": str(Path(args.pgdata).absolute()), "backup": args.backup, "target": target.kind,
+            "target_value": target.value, "target_exclusive": target.exclusive,
+            "target_timeline": target.timeline,
+            "target_action": target.action, "delta": args.delta, "force": args.force,
             "archive_mode": args.archive_mode, "start": args.start, "port": args.port}
 
 

@@ -119,6 +119,7 @@ def _agent_commands(command: Any) -> None:
     target.add_argument("--target", choices=["latest", "immediate"])
     p.add_argument("--target-exclusive", action="store_true")
     p.add_argument("--target-action", choices=["promote", "pause", "shutdown"], default="promote")
+    p.add_argument("--target-timeline", metavar="TL")
     p.add_argument("--delta", action="store_true")
     p.add_argument("--force", action="store_true")
     p.add_argument("--archive-mode", choices=["preserve", "off"], default="preserve")

@@ -106,7 +106,8 @@ def _tablespace_map(items: list[str]) -> dict[int, Path]:
     return mapping
 
 
-def _target(args: argparse.Namespace) -> Any:
+def restore_target(args: argparse.Namespace) -> Any:
+    """The RecoveryTarget the --target-* options ask for (restore and enqueue restore)."""
     from engine.recovery import RecoveryTarget
 
     for kind in ("time", "xid", "lsn", "name"):
@@ -123,7 +124,7 @@ def _restore(args: argparse.Namespace) -> int:
     from engine.units import format_size, parse_duration
     from lifeboat.progress import byte_progress
 
-    target = _target(args)
+    target = restore_target(args)
     if not args.pgdata.is_absolute():
         args.pgdata = args.pgdata.absolute()
     if args.port is not None and not 1 <= args.port <= 65535:

@@ -34,6 +34,7 @@ def running_agent(env: Lifeboat, duration: float = 240) -> Iterator[subprocess.P
         process = subprocess.Popen([str(LIFEBOAT), "--config", str(env.config), "agent",
                                     "--duration", str(duration)], stdout=handle, stderr=handle,
                                    text=True)
+        process.log = log  # type: ignore[attr-defined]  # what the agent printed, for failures
         try:
             yield process
         finally:

@@ -3,62 +3,39 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from engine.wal_async import archive_backlog
-from tests.integration.pg import LIFEBOAT, Lifeboat, Workspace
+from tests.integration.agent import configure, events, running_agent, wait_for
+from tests.integration.pg import Lifeboat, Workspace
 
 ASYNC_FAILURES = ("archive_push_failed", "archive_async_error")
 
 
 def async_config(env: Lifeboat) -> Path:
     """Ask for async archiving (the agent's state in the workspace); returns the cluster's spool."""
-    spool, state = env.workspace.path("spool"), env.workspace.path("agent")
-    env.write_config(env.cluster, extra=(
-        f'\n[clusters.main.archive]\nmode = "async"\nspool = "{spool}"\npush_jobs = 3\n'
-        f'\n[catalog]\npath = "{state}/catalog.sqlite3"\n\n[agent]\nstate_dir = "{state}"\n'))
+    spool = env.workspace.path("spool")
+    configure(env, cluster_extra=f'[clusters.main.archive]\nmode = "async"\nspool = "{spool}"\n'
+                                 'push_jobs = 3\n')
     return spool / env.name
 
 
 @contextmanager
-def archiver(env: Lifeboat) -> Iterator[subprocess.Popen[str]]:
-    """``lifeboat agent`` (it becomes the OS user postgres and pushes ahead), until SIGTERM."""
-    log = open(env.workspace.root / f"agent-{env.cluster.port}.log", "w+")  # noqa: SIM115
-    process = subprocess.Popen([str(LIFEBOAT), "agent", "--config", str(env.config)],
-                               stdout=log, stderr=subprocess.STDOUT, text=True)
-    try:
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        log.seek(0)
-        output = log.read()
-        log.close()
-    assert process.returncode == 0, output
-    events = json.loads(env.run("events", "--output", "json").stdout)["events"]
-    failures = [e for e in events if e["kind"] in ASYNC_FAILURES]
+def archiver(env: Lifeboat) -> Iterator[None]:
+    """``lifeboat agent`` (it becomes the OS user postgres and pushes ahead), until SIGTERM;
+    it must stop cleanly and record no push failure."""
+    with running_agent(env) as process:
+        yield
+    assert process.returncode == 0, process.log.read_text()
+    failures = [e for e in events(env) if e["kind"] in ASYNC_FAILURES]
     assert not failures, failures
-
-
-def wait_for(what: str, condition: Callable[[], object], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def archiver_stats(env: Lifeboat) -> tuple[int, int, str]:
@@ -86,8 +63,8 @@ def set_archive_command(env: Lifeboat, command: str | None) -> None:
         env.cluster.sql(f"ALTER SYSTEM SET archive_command = '{command}'")
     env.cluster.sql("SELECT pg_reload_conf()")
     wanted = env.archive_command() if command is None else command
-    wait_for("the new archive_command", lambda: env.cluster.value(
-        "SELECT current_setting('archive_command')") == wanted, timeout=10)
+    wait_for(lambda: env.cluster.value("SELECT current_setting('archive_command')") == wanted, 10,
+             "the new archive_command")
 
 
 @pytest.fixture
@@ -107,7 +84,7 @@ def test_wal_push_confirms_segments_the_agent_pushed_ahead(
         async_lifeboat: tuple[Lifeboat, Path]) -> None:
     env, spool = async_lifeboat
     pgdata = env.cluster.pgdata
-    wait_for("an empty archive queue", lambda: archive_backlog(pgdata)[0] == 0)
+    wait_for(lambda: archive_backlog(pgdata)[0] == 0, 20, "an empty archive queue")
     set_archive_command(env, "")  # PostgreSQL keeps .ready files, counting no failure
     env.cluster.sql("CREATE TABLE t (id int)")
     names = []
@@ -119,7 +96,7 @@ def test_wal_push_confirms_segments_the_agent_pushed_ahead(
     archived_before, failed_before, _ = archiver_stats(env)
 
     with archiver(env):
-        wait_for("acknowledgements of the 6 segments", lambda: acks(spool) >= set(names))
+        wait_for(lambda: acks(spool) >= set(names), 20, "acknowledgements of the 6 segments")
     for name in names:  # in the archive, and they decode to PostgreSQL's own files
         env.run("wal-get", name, str(env.workspace.root / "fetched"))
         assert (env.workspace.root / "fetched").read_bytes() == (pgdata / "pg_wal" / name).read_bytes()
@@ -130,8 +107,8 @@ def test_wal_push_confirms_segments_the_agent_pushed_ahead(
     info.rename(info.with_suffix(".aside"))
     try:
         set_archive_command(env, None)
-        wait_for("PostgreSQL to archive the 6 segments",
-                 lambda: archiver_stats(env)[0] >= archived_before + len(names))
+        wait_for(lambda: archiver_stats(env)[0] >= archived_before + len(names), 20,
+                 "PostgreSQL to archive the 6 segments")
         _archived, failed, last = archiver_stats(env)
     finally:
         info.with_suffix(".aside").rename(info)
@@ -165,12 +142,12 @@ def test_catching_up_under_load_with_the_agent_then_restore(
     with archiver(env):
         watcher.start()
         try:
-            wait_for("the agent to push the backlog ahead", lambda: seen)
+            wait_for(lambda: seen, 20, "the agent to push the backlog ahead")
             set_archive_command(env, None)
             done = env.cluster.pgbench("-c", "4", "-j", "2", "-T", "4", timeout=60)
             assert done.returncode == 0, done.stderr
             last = env.cluster.value("SELECT pg_walfile_name(pg_switch_wal())")
-            wait_for("the archive to catch up", lambda: archiver_stats(env)[2] >= last, timeout=30)
+            wait_for(lambda: archiver_stats(env)[2] >= last, 30, "the archive to catch up")
         finally:
             watching.set()
             watcher.join(5)
