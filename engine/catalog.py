@@ -159,13 +159,23 @@ class Catalog:
             (kind, cluster, json.dumps(params, sort_keys=True), requested_by, priority, QUEUED,
              schedule, max_duration, time.time()))
 
+    def start_run(self, kind: str, cluster: str, params: dict[str, Any], requested_by: str,
+                  priority: int, runner: str, pid: int) -> int:
+        """Record a run that starts now outside the agent (a CLI command) as a running job."""
+        now = time.time()
+        return self.db.insert(
+            "INSERT INTO jobs (kind, cluster, params, requested_by, priority, state, created_at, "
+            "started_at, agent, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, cluster, json.dumps(params, sort_keys=True), requested_by, priority, RUNNING,
+             now, now, runner, pid))
+
     def job(self, job_id: int) -> Job | None:
         rows = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         return Job.from_row(rows[0]) if rows else None
 
     def jobs(self, cluster: str | None = None, states: tuple[str, ...] | None = None,
-             limit: int = 100) -> list[Job]:
-        where, params = self._filter(cluster=cluster)
+             limit: int = 100, kind: str | None = None) -> list[Job]:
+        where, params = self._filter(cluster=cluster, kind=kind)
         if states:
             where.append(f"state IN ({', '.join('?' * len(states))})")
             params.extend(states)
@@ -173,6 +183,17 @@ class Catalog:
         rows = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs{clause} ORDER BY id DESC LIMIT ?",
                                (*params, limit))
         return [Job.from_row(r) for r in rows]
+
+    def job_counts(self, since: float) -> list[tuple[str, str, str | None, str | None, str, int, int]]:
+        """Ended jobs counted in the database (cheap however long the history): rows of
+        (cluster, kind, params' type, schedule, state, count, count finished since ``since``)."""
+        kind_of = self.db.json_field("params", "type")
+        rows = self.db.execute(
+            f"SELECT cluster, kind, {kind_of}, schedule, state, count(*), "
+            "sum(CASE WHEN finished_at >= ? THEN 1 ELSE 0 END) FROM jobs "
+            f"WHERE state IN ({', '.join('?' * len(FINAL_STATES))}) "
+            f"GROUP BY cluster, kind, {kind_of}, schedule, state", (since, *FINAL_STATES))
+        return [(r[0], r[1], r[2], r[3], r[4], int(r[5]), int(r[6] or 0)) for r in rows]
 
     def pending(self) -> list[Job]:
         """Queued and waiting jobs, in the order they should run."""
@@ -197,9 +218,24 @@ class Catalog:
         self.db.execute("UPDATE jobs SET state = ?, message = ? WHERE id = ? AND state IN (?, ?)",
                         (WAITING, message, job_id, QUEUED, WAITING))
 
-    def set_progress(self, job_id: int, percent: float, message: str = "") -> None:
-        self.db.execute("UPDATE jobs SET progress = ?, message = ? WHERE id = ? AND state = ?",
-                        (max(0, min(100, int(percent))), message, job_id, RUNNING))
+    def set_progress(self, job_id: int, percent: float, message: str = "",
+                     done_total_bytes: tuple[int, int] | None = None) -> None:
+        with self.db.transaction() as cursor:
+            cursor.execute(self.db.sql(
+                "UPDATE jobs SET progress = ?, message = ? WHERE id = ? AND state = ?"),
+                (max(0, min(100, int(percent))), message, job_id, RUNNING))
+            if done_total_bytes is not None and cursor.rowcount == 1:
+                cursor.execute(self.db.sql("DELETE FROM job_progress WHERE job_id = ?"), (job_id,))
+                cursor.execute(self.db.sql(
+                    "INSERT INTO job_progress (job_id, done_bytes, total_bytes, at) VALUES (?, ?, ?, ?)"),
+                    (job_id, *done_total_bytes, time.time()))
+
+    def byte_progress(self) -> dict[int, tuple[int, int]]:
+        """(bytes done, bytes in all) of running jobs that report bytes, by job id."""
+        rows = self.db.execute(
+            "SELECT p.job_id, p.done_bytes, p.total_bytes FROM job_progress p JOIN jobs j "
+            "ON j.id = p.job_id WHERE j.state = ?", (RUNNING,))
+        return {int(r[0]): (int(r[1]), int(r[2])) for r in rows}
 
     def finish(self, job_id: int, state: str, result: dict[str, Any] | None = None,
                error: str | None = None) -> bool:
@@ -212,7 +248,9 @@ class Catalog:
                 "WHERE id = ? AND state IN (?, ?, ?)"),
                 (state, time.time(), error, json.dumps(result) if result is not None else None,
                  state, job_id, *ACTIVE_STATES))
-            return cursor.rowcount == 1
+            ended = cursor.rowcount == 1
+            cursor.execute(self.db.sql("DELETE FROM job_progress WHERE job_id = ?"), (job_id,))
+            return ended
 
     # events ---------------------------------------------------------------------------
 

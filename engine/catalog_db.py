@@ -76,6 +76,12 @@ CREATE TABLE IF NOT EXISTS schedule_state (
     last_fire DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (cluster, schedule)
 );
+CREATE TABLE IF NOT EXISTS job_progress (
+    job_id INTEGER PRIMARY KEY,
+    done_bytes BIGINT NOT NULL,
+    total_bytes BIGINT NOT NULL,
+    at DOUBLE PRECISION NOT NULL
+);
 CREATE TABLE IF NOT EXISTS notices (
     cluster TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -117,6 +123,10 @@ class Database:
     def claim_query(self) -> str:
         return (f"SELECT id FROM jobs WHERE {CLAIMABLE} ORDER BY priority DESC, id "
                 "LIMIT 1")
+
+    def json_field(self, column: str, key: str) -> str:
+        """SQL for the text of ``key`` in a JSON ``column`` (NULL when absent)."""
+        return f"json_extract({column}, '$.{key}')"
 
     def close(self) -> None:
         raise NotImplementedError
@@ -192,6 +202,9 @@ class PostgresDatabase(Database):
 
     def claim_query(self) -> str:
         return super().claim_query() + " FOR UPDATE SKIP LOCKED"
+
+    def json_field(self, column: str, key: str) -> str:
+        return f"({column}::json ->> '{key}')"
 
     def close(self) -> None:
         self._conn.close()

@@ -27,6 +27,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from engine.config_agent import (
@@ -35,6 +36,7 @@ from engine.config_agent import (
     ArchiveConfig,
     CatalogConfig,
     DrillConfig,
+    ExporterConfig,
     NotificationsConfig,
     ObjectivesConfig,
     ScheduleConfig,
@@ -79,6 +81,18 @@ class CompressionConfig(_Section):
         return value
 
 
+RegionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,63}$")]
+
+
+class CopyConfig(_Section):
+    """A copy of the repository in another region, kept up to date by the agent."""
+
+    path: Path
+    interval: Duration = 60.0  # how often the agent brings the copy up to date
+
+    _check_path = field_validator("path")(_absolute)
+
+
 class RepositoryConfig(_Section):
     """Where backups and WAL are kept, and how files are cut into blocks.
 
@@ -91,8 +105,20 @@ class RepositoryConfig(_Section):
     block_size: Size = 16 * 1024
     frame_size: Size = 512 * 1024
     pack_size: Size = 64 * 1024 * 1024
+    region: RegionName = "local"  # where it is (a metrics label)
+    copies: dict[RegionName, CopyConfig] = Field(default_factory=dict)  # region -> its copy
 
     _check_path = field_validator("path")(_absolute)
+
+    @model_validator(mode="after")
+    def _copies_elsewhere(self) -> RepositoryConfig:
+        for region, copy in self.copies.items():
+            if region == self.region:
+                raise ValueError(f"copies.{region}: a copy must be in another region than "
+                                 f"the repository ('{self.region}')")
+            if copy.path == self.path:
+                raise ValueError(f"copies.{region}.path: a copy cannot be the repository itself")
+        return self
 
     @field_validator("block_size")
     @classmethod
@@ -170,6 +196,9 @@ class ClusterConfig(_Section):
     streaming: StreamingConfig = StreamingConfig()
     schedules: dict[ClusterName, ScheduleConfig] = Field(default_factory=dict)
     drills: DrillConfig = DrillConfig()
+    service: str | None = None  # what the cluster serves (metrics label; default: its name)
+    datacenter: str = "local"  # where the primary runs (metrics label)
+    replica_datacenters: dict[str, str] = Field(default_factory=dict)  # application_name -> dc
 
     _check_pgdata = field_validator("pgdata")(_absolute)
 
@@ -209,6 +238,11 @@ class Config(_Section):
     catalog: CatalogConfig = CatalogConfig()
     agent: AgentConfig = AgentConfig()
     notifications: NotificationsConfig = NotificationsConfig()
+    exporter: ExporterConfig = ExporterConfig()
+
+    def service_of(self, cluster: str) -> str:
+        """The service label of a cluster's metrics and data-loss events."""
+        return self.clusters[cluster].service or cluster
 
     def cluster(self, name: str | None, source: Path | str = "the configuration") -> ClusterConfig:
         """The named cluster, or the only one when no name is given."""

@@ -217,3 +217,22 @@ class NotificationsConfig(_Section):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value
+
+
+class ExporterConfig(_Section):
+    """The Prometheus exporter on ``/metrics`` (served by the agent and ``lifeboat exporter``)."""
+
+    enabled: bool = True  # serve /metrics from the agent
+    address: str = "127.0.0.1"
+    port: int = Field(default=9887, ge=1, le=65535)
+    refresh_interval: Duration = 5.0  # scrapes read state refreshed this often
+    repository_interval: Duration = 60.0  # repository sizes (a walk of the repository)
+    success_rate_window: Duration = 7 * 86400.0
+    query_timeout: Duration = 2.0  # each database query of a refresh
+
+    @field_validator("refresh_interval", "repository_interval", "query_timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be more than 0")
+        return value

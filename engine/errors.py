@@ -40,6 +40,12 @@ class NotFoundError(StorageError):
     """An object that was asked for is not in the repository."""
 
 
+class CopyConflictError(StorageError):
+    """The target holds something under a key that differs from the source's object
+    (another cluster's identity, a WAL file or pack of another size): it is not a copy
+    of this source, and nothing is overwritten."""
+
+
 class ChecksumError(LifeboatError):
     """Stored data does not match its recorded checksum (it is damaged)."""
 
@@ -72,6 +78,15 @@ class BackupError(LifeboatError):
 
 class RestoreError(LifeboatError):
     """A restore could not be completed or did not reach its target."""
+
+
+class RecoveryShortfallError(RestoreError):
+    """Recovery ended before the point that was asked (or before the archive's end):
+    committed work was not recovered. ``cause`` names why, as the data-loss metric does."""
+
+    def __init__(self, message: str, cause: str = "restore_short_of_target") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class CatalogError(LifeboatError):

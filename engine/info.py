@@ -48,7 +48,9 @@ class ClusterReport:
         }
 
 
-def cluster_report(storage: Storage, cluster: str) -> ClusterReport:
+def cluster_report(storage: Storage, cluster: str, with_archive: bool = True) -> ClusterReport:
+    """The cluster's backups and, ``with_archive``, its archive's ranges (a walk of the
+    whole WAL prefix)."""
     report = ClusterReport(cluster)
     try:
         report.info = clusterinfo.read(storage, cluster)
@@ -60,5 +62,6 @@ def cluster_report(storage: Storage, cluster: str) -> ClusterReport:
             report.backups.append(read_summary(storage, cluster, backup_id))
         except LifeboatError as exc:
             report.damaged.append((backup_id, str(exc)))
-    report.archive = archive.archive_ranges(storage, cluster, report.info.wal_segment_size)
+    if with_archive:
+        report.archive = archive.archive_ranges(storage, cluster, report.info.wal_segment_size)
     return report

@@ -7,14 +7,18 @@ the agent's executor starts ``lifeboat run-job ID`` in a child process, which ca
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.catalog import FAILED, SUCCEEDED, Catalog
+from engine.catalog import CANCELLED, FAILED, SUCCEEDED, Catalog, agent_identity
 from engine.errors import JobError, LifeboatError, UsageError
 
 if TYPE_CHECKING:
@@ -107,10 +111,11 @@ def enqueue(catalog: Catalog, config: Config, kind: str, cluster: str, params: d
 
 
 class ProgressReporter:
-    """Writes a job's progress to the catalog at most once a second."""
+    """Writes a job's progress to the catalog at most once a second; ``in_bytes``: done
+    and total are bytes (backups and restores), recorded as such for the metrics."""
 
-    def __init__(self, catalog: Catalog, job_id: int) -> None:
-        self.catalog, self.job_id, self._last = catalog, job_id, 0.0
+    def __init__(self, catalog: Catalog, job_id: int, in_bytes: bool = False) -> None:
+        self.catalog, self.job_id, self.in_bytes, self._last = catalog, job_id, in_bytes, 0.0
 
     def __call__(self, done: float, total: float, message: str = "") -> None:
         now = time.monotonic()
@@ -118,7 +123,36 @@ class ProgressReporter:
             return
         self._last = now
         percent = 100.0 * done / total if total else 0.0
-        self.catalog.set_progress(self.job_id, min(percent, 99.0), message)
+        self.catalog.set_progress(self.job_id, min(percent, 99.0), message,
+                                  (int(done), int(total)) if self.in_bytes else None)
+
+
+BYTE_PROGRESS_KINDS = ("backup", "restore")
+
+
+def record_outcome(catalog: Catalog, config: Config, kind: str, cluster: str, job_id: int,
+                   result: dict[str, Any] | None = None, error: BaseException | None = None) -> bool:
+    """Record how a job ended (its state, an event, and any data loss it found); True when
+    it succeeded. The agent's job runner and the CLI's recorded runs both end here."""
+    from engine import data_loss
+
+    if error is not None:
+        text = str(error) if isinstance(error, LifeboatError) else (
+            f"internal error: {error.__class__.__name__}: {error}")
+        state = CANCELLED if isinstance(error, KeyboardInterrupt) else FAILED
+        catalog.finish(job_id, state, error=text)
+        catalog.add_event(cluster, f"job_{state}", f"{kind} job {job_id} {state}: {error}",
+                          severity="error", job_id=job_id)
+        data_loss.record(catalog, config, cluster, data_loss.from_error(error), job_id)
+        return False
+    result = dict(result or {})
+    ok = result.pop("_ok", True)
+    state = SUCCEEDED if ok else FAILED
+    catalog.finish(job_id, state, result, None if ok else result.get("error", "checks failed"))
+    catalog.add_event(cluster, f"job_{state}", f"{kind} job {job_id} {state}",
+                      severity="info" if ok else "error", job_id=job_id, data=result)
+    data_loss.record(catalog, config, cluster, data_loss.from_result(kind, result), job_id)
+    return ok
 
 
 def execute(config: Config, config_path: Path, catalog: Catalog, storage: Storage,
@@ -129,26 +163,57 @@ def execute(config: Config, config_path: Path, catalog: Catalog, storage: Storag
         raise JobError(f"job {job_id} does not exist in the catalog")
     if job.state != "running":
         raise JobError(f"job {job_id} is {job.state}, not running: only the agent starts jobs")
-    report = ProgressReporter(catalog, job_id)
+    report = ProgressReporter(catalog, job_id, job.kind in BYTE_PROGRESS_KINDS)
     runner = RUNNERS[job.kind]
     try:
         result = runner(config, config_path, job.cluster, storage, job.params, report)
     except LifeboatError as exc:
-        catalog.finish(job_id, FAILED, error=str(exc))
-        catalog.add_event(job.cluster, "job_failed", f"{job.kind} job {job_id} failed: {exc}",
-                          severity="error", job_id=job_id)
-        return False
+        return record_outcome(catalog, config, job.kind, job.cluster, job_id, error=exc)
     except Exception as exc:
-        catalog.finish(job_id, FAILED, error=f"internal error: {exc.__class__.__name__}: {exc}")
-        catalog.add_event(job.cluster, "job_failed", f"{job.kind} job {job_id} failed: {exc}",
-                          severity="error", job_id=job_id)
+        record_outcome(catalog, config, job.kind, job.cluster, job_id, error=exc)
         raise
-    ok = result.pop("_ok", True)
-    state = SUCCEEDED if ok else FAILED
-    catalog.finish(job_id, state, result, None if ok else result.get("error", "checks failed"))
-    catalog.add_event(job.cluster, f"job_{state}", f"{job.kind} job {job_id} {state}",
-                      severity="info" if ok else "error", job_id=job_id, data=result)
-    return ok
+    return record_outcome(catalog, config, job.kind, job.cluster, job_id, result)
+
+
+@dataclass
+class RecordedRun:
+    """A command run outside the agent (``lifeboat backup`` ...), recorded as a job: set
+    ``result`` before the run ends; ``progress(done, total, message)`` in bytes."""
+
+    progress: Callable[[float, float, str], None]
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def recorded_run(config: Config, kind: str, cluster: str, params: dict[str, Any],
+                 requested_by: str, warn: Callable[[str], None]) -> Iterator[RecordedRun]:
+    """Record a CLI run in the catalog: running while the body runs, then its outcome
+    (``run.result``, or the error it raised). Metrics and ``lifeboat jobs`` see it as they
+    see the agent's jobs. A catalog that cannot be opened does not stop the run: ``warn``
+    says so and the run goes on unrecorded."""
+    try:
+        catalog: Catalog | None = Catalog.open(config)
+        job_id: int | None = catalog.start_run(kind, cluster, params, requested_by,
+                                               PRIORITY[kind], f"cli@{agent_identity()}", os.getpid())
+    except LifeboatError as exc:
+        warn(f"this {kind} is not recorded in the catalog: {exc}")
+        catalog, job_id = None, None
+    run = RecordedRun(ProgressReporter(catalog, job_id, True) if catalog and job_id
+                      else lambda done, total, message="": None)
+    try:
+        yield run
+    except BaseException as exc:
+        if catalog is not None and job_id is not None:
+            with contextlib.suppress(LifeboatError):
+                record_outcome(catalog, config, kind, cluster, job_id, error=exc)
+        raise
+    else:
+        if catalog is not None and job_id is not None:
+            with contextlib.suppress(LifeboatError):
+                record_outcome(catalog, config, kind, cluster, job_id, run.result)
+    finally:
+        if catalog is not None:
+            catalog.close()
 
 
 Runner = Callable[["Config", Path, str, "Storage", dict[str, Any], ProgressReporter], dict[str, Any]]
@@ -161,8 +226,14 @@ def _run_backup(config: Config, path: Path, cluster: str, storage: Storage,
     request = backup.BackupRequest(params["type"], params["jobs"], params["checksum"], params["expire"])
     summary = backup.run(config, cluster, storage, path, request,
                          lambda p: report(p.done_bytes, p.total_bytes, p.phase))
+    return backup_result(summary, request)
+
+
+def backup_result(summary: Any, request: Any) -> dict[str, Any]:
+    """What a backup job records (the CLI's recorded runs too)."""
     return {"backup": summary.id, "type": summary.type, "size_bytes": summary.size_bytes,
-            "stored_bytes": summary.stored_bytes, "notices": request.notices}
+            "stored_bytes": summary.stored_bytes, "corrupt_pages": summary.corrupt_pages,
+            "corrupt_files": summary.corrupt_files, "notices": request.notices}
 
 
 def _restore_options(params: RestoreParams) -> Any:
@@ -182,16 +253,8 @@ def _run_restore(config: Config, path: Path, cluster: str, storage: Storage,
     from engine import restore
 
     options = _restore_options(RestoreParams.model_validate(params))
-    started = time.monotonic()
-    result = restore.run(config, cluster, storage, path, options,
-                         lambda done, total: report(done, total, "restoring"))
-    out: dict[str, Any] = {"backup": result.backup.id, "pgdata": str(result.pgdata),
-                           "bytes": result.bytes, "files": result.files,
-                           "seconds": round(time.monotonic() - started, 3)}
-    if result.reached is not None:
-        out["reached"] = {"lsn": result.reached.lsn, "time": result.reached.time,
-                          "timeline": result.reached.timeline, "state": result.reached.state}
-    return out
+    return restore.run(config, cluster, storage, path, options,
+                       lambda done, total: report(done, total, "restoring")).to_json()
 
 
 def _run_verify(config: Config, path: Path, cluster: str, storage: Storage,

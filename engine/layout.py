@@ -41,32 +41,36 @@ def frame_checksum(data: bytes | bytearray | memoryview) -> bytes:
 
 
 
+def cluster_prefix(cluster: str) -> str:
+    """Everything the repository holds for one cluster."""
+    return f"clusters/{cluster}"
+
+
 def cluster_info_key(cluster: str) -> str:
-    return f"clusters/{cluster}/cluster.json"
+    return f"{cluster_prefix(cluster)}/cluster.json"
 
 
 def wal_prefix(cluster: str) -> str:
-    return f"clusters/{cluster}/wal"
+    return f"{cluster_prefix(cluster)}/wal"
 
 
 def wal_key(cluster: str, name: str) -> str:
     """Key of an archived WAL file (segment, partial, backup history or timeline history)."""
     if is_history(name):
-        return f"clusters/{cluster}/wal/history/{name}"
-    return f"clusters/{cluster}/wal/{name[:16]}/{name}"
-
+        return f"{cluster_prefix(cluster)}/wal/history/{name}"
+    return f"{cluster_prefix(cluster)}/wal/{name[:16]}/{name}"
 
 
 def history_prefix(cluster: str) -> str:
-    return f"clusters/{cluster}/wal/history"
+    return f"{cluster_prefix(cluster)}/wal/history"
 
 
 def backups_prefix(cluster: str) -> str:
-    return f"clusters/{cluster}/backups"
+    return f"{cluster_prefix(cluster)}/backups"
 
 
 def manifest_key(cluster: str, backup_id: str) -> str:
-    return f"clusters/{cluster}/backups/{backup_id}{MANIFEST_SUFFIX}"
+    return f"{cluster_prefix(cluster)}/backups/{backup_id}{MANIFEST_SUFFIX}"
 
 
 def backup_id_of(key: str) -> str | None:
@@ -75,24 +79,28 @@ def backup_id_of(key: str) -> str | None:
 
 
 def pack_key(cluster: str, pack_id: str) -> str:
-    return f"clusters/{cluster}/packs/{pack_id[:2]}/{pack_id}"
+    return f"{cluster_prefix(cluster)}/packs/{pack_id[:2]}/{pack_id}"
 
 
 def packs_prefix(cluster: str) -> str:
-    return f"clusters/{cluster}/packs"
+    return f"{cluster_prefix(cluster)}/packs"
+
+
+def restore_points_prefix(cluster: str) -> str:
+    return f"{cluster_prefix(cluster)}/restore-points"
 
 
 def restore_point_key(cluster: str, name: str) -> str:
     if not 0 < len(name) <= 200 or not _SAFE_CHARS.issuperset(name) or name.startswith("."):
         safe = hashlib.sha256(name.encode()).hexdigest()[:32]
-        return f"clusters/{cluster}/restore-points/h-{safe}.json"
-    return f"clusters/{cluster}/restore-points/{name}.json"
+        return f"{restore_points_prefix(cluster)}/h-{safe}.json"
+    return f"{restore_points_prefix(cluster)}/{name}.json"
 
 
 def verify_state_key(cluster: str) -> str:
     """What earlier verifications proved (packs and WAL segments), for --since-last."""
-    return f"clusters/{cluster}/verified.json"
+    return f"{cluster_prefix(cluster)}/verified.json"
 
 
 def lock_key(cluster: str) -> str:
-    return f"clusters/{cluster}/lock"
+    return f"{cluster_prefix(cluster)}/lock"

@@ -117,7 +117,7 @@ def server_position(config: Config, cluster: str) -> ServerPosition | None:
 
     settings = config.clusters[cluster]
     try:
-        with postgres.connect(postgres.endpoint_of(settings), f"cluster '{cluster}'",
+        with postgres.connect(postgres.endpoint_of(settings), cluster,
                               timeout=3.0) as conn:
             lsn, timeline = postgres.row(
                 conn, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, timeline_id "

@@ -43,13 +43,16 @@ def _first_line(exc: BaseException) -> str:
 
 
 @contextmanager
-def connect(endpoint: Endpoint, name: str, timeout: float = 10.0) -> Iterator[psycopg.Connection]:
-    """An autocommit connection; a clear PostgresError when the server cannot be reached."""
+def connect(endpoint: Endpoint, name: str, timeout: float = 10.0,
+            statement_timeout: float | None = None) -> Iterator[psycopg.Connection]:
+    """An autocommit connection; a clear PostgresError when the server cannot be reached.
+    ``statement_timeout`` (seconds) bounds each statement (the exporter's queries)."""
+    options = "" if statement_timeout is None else f"-c statement_timeout={int(statement_timeout * 1000)}"
     try:
         conn = psycopg.connect(
             host=endpoint.host, port=endpoint.port, user=endpoint.user,
             dbname=endpoint.database, connect_timeout=max(1, int(timeout)),
-            autocommit=True, application_name="lifeboat",
+            autocommit=True, application_name="lifeboat", options=options,
         )
     except psycopg.Error as exc:
         raise PostgresError(

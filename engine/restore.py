@@ -3,13 +3,14 @@ the server and check that recovery reached what was asked."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import archive, clusterinfo, durable, restore_points, server, timelines
 from engine.config import Config
-from engine.errors import NotFoundError, RestoreError
+from engine.errors import NotFoundError, RecoveryShortfallError, RestoreError
 from engine.manifest import BackupSummary, list_backup_ids, read_manifest, read_summary
 from engine.pg_commands import restore_command
 from engine.recovery import RecoveryTarget, choose_backup, settings_for, write_settings
@@ -46,6 +47,37 @@ class RestoreResult:
     log_file: Path | None = None
     reached: server.ReachedPoint | None = None
     archive_end: str | None = None
+    seconds: float = 0.0  # from the start of the restore to its end (recovery included)
+
+    def target_gap_seconds(self) -> float | None:
+        """For a time target: the requested time minus the last transaction recovered
+        (positive: recovery stopped before the time asked). None when either is unknown."""
+        if self.target.kind != "time" or self.reached is None or not self.reached.time:
+            return None
+        try:
+            asked, reached = (_timestamp(self.target.value or ""), _timestamp(self.reached.time))
+        except ValueError:
+            return None
+        return round(asked - reached, 3)
+
+    def to_json(self) -> dict[str, object]:
+        """What a restore job records (and the restore-time metrics read)."""
+        out: dict[str, object] = {
+            "backup": self.backup.id, "backup_bytes": self.backup.size_bytes,
+            "pgdata": str(self.pgdata), "bytes": self.bytes, "files": self.files,
+            "target": self.target.kind, "target_value": self.target.value, "seconds": self.seconds}
+        if self.reached is not None:
+            out["reached"] = {"lsn": self.reached.lsn, "time": self.reached.time,
+                              "timeline": self.reached.timeline, "state": self.reached.state}
+            out["target_gap_seconds"] = self.target_gap_seconds()
+        return out
+
+
+def _timestamp(text: str) -> float:
+    from datetime import UTC, datetime
+
+    moment = datetime.fromisoformat(text.strip())
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def list_backups(storage: Storage, cluster: str) -> list[BackupSummary]:
@@ -69,6 +101,17 @@ def choose(storage: Storage, cluster: str, options: RestoreOptions) -> BackupSum
 def run(config: Config, cluster: str, storage: Storage, config_path: Path,
         options: RestoreOptions, progress: Callable[[int, int], None] | None = None
         ) -> RestoreResult:
+    """Restore as ``options`` say; the result says what was restored, how long it took and,
+    when the server was started, the point recovery reached."""
+    started = time.monotonic()
+    result = _run(config, cluster, storage, config_path, options, progress)
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def _run(config: Config, cluster: str, storage: Storage, config_path: Path,
+         options: RestoreOptions, progress: Callable[[int, int], None] | None
+         ) -> RestoreResult:
     backup = choose(storage, cluster, options)
     manifest = read_manifest(storage, cluster, backup.id)
     locations = tablespace_locations(backup, options.tablespace_map)
@@ -122,7 +165,7 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path,
     if options.target.kind == "latest" and end is not None and reached.lsn is not None:
         reached_segno = segment_of_lsn(parse_lsn(reached.lsn), info.wal_segment_size)
         if reached_segno < parse_segment(end, info.wal_segment_size).segno:
-            raise RestoreError(
+            raise RecoveryShortfallError(
                 f"recovery stopped at {reached.lsn}, but the archive holds WAL up to {end}: "
                 "transactions after that point were not recovered (server log: "
                 f"{result.log_file})")

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import PostgresError, RestoreError
+from engine.errors import PostgresError, RecoveryShortfallError, RestoreError
 
 _LOG_LEVEL = re.compile(r"\b(LOG|FATAL|PANIC|ERROR|WARNING|DETAIL|HINT):\s+(.*)$")
 
@@ -117,11 +117,17 @@ def _stop_message(log_file: Path) -> str | None:
     return None
 
 
+_ARCHIVE_FATAL = re.compile(r'could not restore file "([0-9A-F]{24})" from archive')
+
+
 def _failure(log_file: Path) -> RestoreError:
     lines = [m for m in log_messages(log_file, ("FATAL", "PANIC", "ERROR", "DETAIL", "HINT"))]
     detail = "\n  ".join(lines[-12:]) if lines else f"(no error in {log_file})"
-    return RestoreError(f"the restored server stopped during recovery:\n  {detail}\n"
-                        f"  (server log: {log_file})")
+    message = f"the restored server stopped during recovery:\n  {detail}\n  (server log: {log_file})"
+    if any(_ARCHIVE_FATAL.search(line) for line in lines):
+        # wal-get refused a missing or damaged segment: recovery stopped short of it
+        return RecoveryShortfallError(message, cause="wal_gap")
+    return RestoreError(message)
 
 
 def _shutdown_point(log_file: Path) -> ReachedPoint:

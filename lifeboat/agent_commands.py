@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import signal
@@ -15,6 +14,7 @@ from typing import Any
 
 from engine.errors import UsageError
 from lifeboat.commands import load_context, restore_target
+from lifeboat.privileges import who
 
 
 def _agent(args: argparse.Namespace) -> int:
@@ -32,7 +32,18 @@ def _agent(args: argparse.Namespace) -> int:
         agent = Agent(config, catalog, storage, job_command(path), _notifier(config))
         print(f"lifeboat agent started (pid {os.getpid()}): {len(config.clusters)} cluster(s), "
               f"catalog {catalog.db.where}", file=sys.stderr, flush=True)
-        agent.run(stop, args.duration)
+        exporter = None
+        if config.exporter.enabled:
+            from lifeboat.observe_commands import start_exporter
+
+            # the agent measures objectives itself: the exporter only reads them
+            exporter = start_exporter(config, storage, stop, measure_objectives=False)
+        try:
+            agent.run(stop, args.duration)
+        finally:
+            stop.set()
+            if exporter is not None:
+                exporter.stop()
     print("lifeboat agent stopped", file=sys.stderr)
     return 0
 
@@ -54,7 +65,7 @@ def _prepare_directories(args: argparse.Namespace) -> None:
         entry = pwd.getpwnam(config.os_user)
     except KeyError:
         return  # become() reports it
-    wanted = [config.agent.state_dir]
+    wanted = [config.agent.state_dir, *(copy.path for copy in config.repository.copies.values())]
     if config.catalog.dsn is None:
         wanted.append(config.catalog.path.parent)
     for name, cluster in config.clusters.items():
@@ -81,16 +92,12 @@ def _notifier(config: Any) -> Any:
     return notify
 
 
-def _who() -> str:
-    return f"{os.environ.get('SUDO_USER') or getpass.getuser()}@cli"
-
-
 def _enqueue(args: argparse.Namespace) -> int:
     from engine import jobs
     from engine.catalog import FINAL_STATES, SUCCEEDED, Catalog
     from engine.units import parse_duration
 
-    who = args.requested_by or _who()  # before load_context switches to os_user
+    asker = args.requested_by or who()  # before load_context switches to os_user
     config, _path, cluster, _storage = load_context(args)
     params = _job_params(args)
     try:
@@ -98,7 +105,7 @@ def _enqueue(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--max-duration: {exc}") from None
     with Catalog.open(config) as catalog:
-        job_id = jobs.enqueue(catalog, config, args.kind, cluster, params, who, args.priority,
+        job_id = jobs.enqueue(catalog, config, args.kind, cluster, params, asker, args.priority,
                               max_duration)
         print(f"job {job_id} queued: {args.kind} of cluster '{cluster}'", file=sys.stderr)
         print(job_id)
@@ -177,17 +184,17 @@ def _events(args: argparse.Namespace) -> int:
 def _cancel(args: argparse.Namespace) -> int:
     from engine.catalog import CANCELLED, Catalog
 
-    who = _who()
+    asker = who()
     config, _path, _cluster, _storage = load_context(args, need_cluster=False)
     with Catalog.open(config) as catalog:
         job = catalog.job(args.job_id)
         if job is None:
             raise UsageError(f"job {args.job_id} does not exist")
-        if not catalog.finish(job.id, CANCELLED, error=f"cancelled by {who}"):
+        if not catalog.finish(job.id, CANCELLED, error=f"cancelled by {asker}"):
             print(f"job {job.id} had already ended ({job.state})", file=sys.stderr)
             return 1
         catalog.add_event(job.cluster, "job_cancelled", f"{job.kind} job {job.id} cancelled by "
-                          f"{who}", severity="warning", job_id=job.id)
+                          f"{asker}", severity="warning", job_id=job.id)
     print(f"job {job.id} cancelled" + (" (the agent stops its process)" if job.state == "running"
                                        else ""), file=sys.stderr)
     return 0

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only what no earlier verify proved (new packs and WAL)")
     p.add_argument("--output", choices=["text", "json"], default="text")
     p.add_argument("--jobs", type=int, metavar="N", help="parallel workers (default: cores)")
+    p = command("copy", "bring the repository's copies in other regions up to date for the cluster")
+    p.add_argument("--region", metavar="REGION", help="only this region's copy (default: all)")
+    p.add_argument("--output", choices=["text", "json"], default="text")
     p = command("restore-point", "create a named restore point (pg_create_restore_point)")
     p.add_argument("name", metavar="NAME")
     p = command("info", "list backups and the WAL archive")
@@ -84,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lifeboat import drill_command
 
     drill_command.add_arguments(command)
+    from lifeboat import observe_commands
+
+    observe_commands.add_arguments(command)
     return parser
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from engine.config_file import config_path
 from engine.errors import UsageError
 from lifeboat import drill_command, wal_commands
-from lifeboat.privileges import become
+from lifeboat.privileges import become, who
 
 
 def load_context(args: argparse.Namespace, need_cluster: bool = True) -> tuple[Any, Path, str, Any]:
@@ -22,6 +22,7 @@ def load_context(args: argparse.Namespace, need_cluster: bool = True) -> tuple[A
 
     path = Path(config_path(args.config)).absolute()
     config = load_config(path)
+    args.requested_by_user = who()  # before switching user: jobs record who asked
     become(config.os_user)
     cluster = config.cluster_name(args.cluster, path) if need_cluster else args.cluster
     return config, path, cluster, open_posix(config.repository.path)
@@ -49,8 +50,23 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _notice(text: str) -> None:
+    print(f"lifeboat: notice: {text}", file=sys.stderr)
+
+
+def recorded(args: argparse.Namespace, config: Any, kind: str, cluster: str,
+             params: dict[str, Any]) -> Any:
+    """The command's run, recorded in the catalog as a job (see engine.jobs.recorded_run),
+    with its parameters completed as an enqueued job's are."""
+    from engine.jobs import recorded_run, validate_params
+
+    return recorded_run(config, kind, cluster, validate_params(kind, params), args.requested_by_user,
+                        _notice)
+
+
 def _backup(args: argparse.Namespace) -> int:
     from engine import backup
+    from engine.jobs import backup_result
     from engine.units import format_size
     from lifeboat.progress import byte_progress
 
@@ -59,11 +75,17 @@ def _backup(args: argparse.Namespace) -> int:
         raise UsageError("--jobs must be at least 1")
     started = time.monotonic()
     request = backup.BackupRequest(args.type, args.jobs, args.checksum, not args.no_expire)
+    params = {"type": args.type, "checksum": args.checksum, "expire": not args.no_expire,
+              "jobs": args.jobs}
     try:
-        with byte_progress(f"backup {cluster}") as update:
-            callback = None if update is None else (
-                lambda p: update(p.done_bytes, p.total_bytes, p.phase))
+        with recorded(args, config, "backup", cluster, params) as run, \
+                byte_progress(f"backup {cluster}") as update:
+            def callback(p: Any) -> None:
+                run.progress(p.done_bytes, p.total_bytes, p.phase)
+                if update is not None:
+                    update(p.done_bytes, p.total_bytes, p.phase)
             summary = backup.run(config, cluster, storage, path, request, callback)
+            run.result = backup_result(summary, request)
     finally:
         for notice in request.notices:
             print(f"lifeboat: notice: {notice}", file=sys.stderr)
@@ -85,7 +107,9 @@ def _expire(args: argparse.Namespace) -> int:
     from lifeboat.output import expire_text
 
     config, _path, cluster, storage = load_context(args)
-    report = expire.run(config, cluster, storage, args.dry_run)
+    with recorded(args, config, "expire", cluster, {"dry_run": args.dry_run}) as run:
+        report = expire.run(config, cluster, storage, args.dry_run)
+        run.result = dict(report.to_json())
     for notice in report.notices:
         print(f"lifeboat: notice: {notice}", file=sys.stderr)
     if args.output == "json":
@@ -140,15 +164,21 @@ def _restore(args: argparse.Namespace) -> int:
         port=args.port, standby=args.standby, start=args.start, jobs=args.jobs,
         timeout=timeout)
     config, path, cluster, storage = load_context(args)
-    started = time.monotonic()
-    with byte_progress(f"restore {cluster}") as update:
-        callback = None if update is None else (lambda done, total: update(done, total, ""))
+    params = {"pgdata": str(args.pgdata), "backup": args.backup, "target": target.kind,
+              "target_value": target.value, "delta": args.delta, "start": args.start}
+    with recorded(args, config, "restore", cluster, params) as run, \
+            byte_progress(f"restore {cluster}") as update:
+        def callback(done: int, total: int) -> None:
+            run.progress(done, total, "restoring")
+            if update is not None:
+                update(done, total, "")
         result = restore.run(config, cluster, storage, path, options, callback)
+        run.result = result.to_json()
     delta = (f"; delta: {format_size(result.written_bytes)} rewritten, {result.removed} "
              "extra files removed") if args.delta else ""
     print(f"restored backup {result.backup.id} of cluster '{cluster}' into {result.pgdata}: "
           f"{format_size(result.bytes)} in {result.files} files "
-          f"({time.monotonic() - started:.1f}s), target {target.describe()}{delta}")
+          f"({result.seconds:.1f}s), target {target.describe()}{delta}")
     if result.reached is not None:
         point = result.reached
         print(f"recovery {point.state}: reached LSN {point.lsn}, last transaction at "
@@ -169,7 +199,9 @@ def _verify(args: argparse.Namespace) -> int:
     config, _path, cluster, storage = load_context(args)
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
-    with byte_progress(f"verify {cluster}") as update:
+    params = {"backup": args.backup, "since_last": args.since_last, "jobs": args.jobs}
+    with recorded(args, config, "verify", cluster, params) as run, \
+            byte_progress(f"verify {cluster}") as update:
         callback = None
         if update is not None:
             done = [0]
@@ -179,12 +211,38 @@ def _verify(args: argparse.Namespace) -> int:
                 update(done[0], 0, "")
         report = verify.run(storage, cluster, args.backup, args.since_last,
                             args.jobs or config.jobs, callback)
+        run.result = report.to_json() | {"_ok": report.ok}
     if args.output == "json":
         json.dump(report.to_json(), sys.stdout, indent=2)
         print()
     else:
         print(verify_text(report))
     return 0 if report.ok else 1
+
+
+def _copy(args: argparse.Namespace) -> int:
+    from engine.copies import copy_cluster
+    from engine.storage import open_posix
+    from engine.units import format_size
+
+    config, _path, cluster, storage = load_context(args)
+    copies = config.repository.copies
+    if args.region is not None and args.region not in copies:
+        raise UsageError(f"--region {args.region}: the configuration has no [repository.copies."
+                         f"{args.region}] (regions: {', '.join(sorted(copies)) or 'none'})")
+    regions = [args.region] if args.region else sorted(copies)
+    if not regions:
+        raise UsageError("no copies configured: add [repository.copies.REGION] path = \"...\"")
+    reports = [copy_cluster(storage, open_posix(copies[r].path), cluster, r) for r in regions]
+    if args.output == "json":
+        json.dump([r.to_json() for r in reports], sys.stdout, indent=2)
+        print()
+    else:
+        for r in reports:
+            print(f"copy of cluster '{cluster}' to region {r.region}: {r.backups_copied} backups, "
+                  f"{r.packs_copied} packs, {r.wal_copied} WAL files ({format_size(r.bytes_copied)}) "
+                  f"in {r.seconds:.1f}s")
+    return 0
 
 
 def _restore_point(args: argparse.Namespace) -> int:
@@ -226,7 +284,7 @@ def _version(args: argparse.Namespace) -> int:
 HANDLERS = {
     "init": _init, "check": _check, "wal-push": wal_commands.wal_push,
     "wal-get": wal_commands.wal_get,
-    "backup": _backup, "restore": _restore, "restore-point": _restore_point,
+    "backup": _backup, "restore": _restore, "restore-point": _restore_point, "copy": _copy,
     "info": _info, "verify": _verify, "expire": _expire, "version": _version,
     "drill": drill_command.drill, "drill-report": drill_command.report,
 }
@@ -236,6 +294,7 @@ def run(args: argparse.Namespace) -> int:
     handler = HANDLERS.get(args.command)
     if handler is None:
         from lifeboat.agent_commands import HANDLERS as AGENT_HANDLERS
+        from lifeboat.observe_commands import HANDLERS as OBSERVE_HANDLERS
 
-        handler = AGENT_HANDLERS[args.command]
+        handler = (AGENT_HANDLERS | OBSERVE_HANDLERS)[args.command]
     return handler(args)

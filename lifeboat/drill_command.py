@@ -41,7 +41,7 @@ def drill(args: argparse.Namespace) -> int:
     config, path, cluster, storage = load_context(args)
     with Catalog.open(config) as catalog:  # first: a drill that cannot be recorded does not run
         result = run(config, cluster, storage, path, args.kind, _say if sys.stderr.isatty() else None)
-        drill_id, _report = record(catalog, result)
+        drill_id, _report = record(catalog, result, config)
     if args.output == "json":
         json.dump({"id": drill_id} | result.to_json(), sys.stdout, indent=2)
         print()

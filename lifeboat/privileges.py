@@ -13,6 +13,13 @@ import pwd
 from engine.errors import ConfigError
 
 
+def who() -> str:
+    """Who is asking, as jobs record it (``alice@cli``); call it before :func:`become`."""
+    import getpass
+
+    return f"{os.environ.get('SUDO_USER') or getpass.getuser()}@cli"
+
+
 def become(user: str) -> None:
     """Switch from root to ``user``; nothing to do for any other caller."""
     if os.geteuid() != 0 or user == "root":

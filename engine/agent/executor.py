@@ -22,6 +22,7 @@ from engine.agent import conditions
 from engine.catalog import CANCELLED, FAILED, RUNNING, Catalog, Job, agent_identity
 from engine.config import Config
 from engine.config_agent import ResourcesConfig, ScheduleConfig
+from engine.server import process_alive
 from engine.units import format_duration
 
 KILL_GRACE = 20.0  # SIGTERM lets a job clean up (a drill removes its scratch cluster)
@@ -75,10 +76,15 @@ class Executor:
         """Mark jobs that an earlier agent left running as failed, and stop their processes."""
         failed = []
         for job in self.catalog.jobs(states=(RUNNING,), limit=10_000):
-            if job.pid:
-                _kill_group(job.pid, signal.SIGKILL)
-            reason = (f"interrupted: the agent ({job.agent}) stopped while the job ran; "
-                      "it was not completed")
+            if (job.agent or "").startswith("cli@"):  # a command run outside the agent
+                if _cli_run_alive(job):
+                    continue
+                reason = f"interrupted: the command ({job.agent[4:]}) ended without recording it"
+            else:
+                if job.pid:
+                    _kill_group(job.pid, signal.SIGKILL)
+                reason = (f"interrupted: the agent ({job.agent}) stopped while the job ran; "
+                          "it was not completed")
             if self.catalog.finish(job.id, FAILED, error=reason):
                 self.catalog.add_event(job.cluster, "job_interrupted", f"{job.kind} job {job.id} "
                                        f"{reason}", severity="error", job_id=job.id)
@@ -224,6 +230,15 @@ class Executor:
                                f"(pid {process.pid}, resource limits: {applied})", job_id=job.id,
                                data={"pid": process.pid, "limits": prefix})
         return True
+
+
+def _cli_run_alive(job: Job) -> bool:
+    """Whether the CLI process that recorded ``job`` (``cli@host:pid``) still runs here;
+    a run on another host is assumed alive."""
+    host = (job.agent or "")[4:].rpartition(":")[0]
+    if host != os.uname().nodename:
+        return True
+    return bool(job.pid) and process_alive(job.pid)
 
 
 def _kill_group(pid: int, sig: int) -> None:

@@ -62,6 +62,20 @@ class Agent:
                 streamer = StreamingSupervisor(self.config, cluster, self.storage, self.event(cluster))
                 self._guard(f"streaming {cluster}", cluster, streamer.start)
                 self.streamers.append(streamer)
+        self._start_copies(stop)
+
+    def _start_copies(self, stop: threading.Event) -> None:
+        from engine.agent.copier import RegionCopier
+
+        def record(cluster: str | None, kind: str, severity: str, message: str) -> None:
+            self.catalog.add_event(cluster, kind, message, severity=severity)
+
+        for region in self.config.repository.copies:
+            copier = RegionCopier(self.config, self.storage, region, record)
+            thread = threading.Thread(target=copier.run, args=(stop,), daemon=True,
+                                      name=f"copy-{region}")
+            thread.start()
+            self._threads.append(thread)
 
     def run(self, stop: threading.Event, duration: float | None = None) -> None:
         """Loop until ``stop`` is set (or ``duration`` seconds passed)."""
@@ -78,6 +92,7 @@ class Agent:
                                     lambda c=cluster: self.objectives.measure(c))
                 stop.wait(self.config.agent.poll_interval)
         finally:
+            stop.set()  # the agent's threads (async WAL, copies) end with it
             self.shutdown()
 
     def tick(self) -> None:

@@ -45,7 +45,7 @@ def amcheck(scratch: Scratch, user: str, scope: Scope, whole_databases: bool) ->
     """pg_amcheck over heaps and B-tree indexes (heapallindexed: every heap tuple must be in
     every index) of the databases in scope, or only of the critical tables."""
     binary = scratch.bin_dir / "pg_amcheck" if scratch.bin_dir else Path("pg_amcheck")
-    command = [str(binary), "-h", str(scratch.directory), "-p", str(scratch.port), "-U", user,
+    command = [str(binary), "-h", str(scratch.sockets), "-p", str(scratch.port), "-U", user,
                "--install-missing", "--heapallindexed"]
     if whole_databases:
         targets = [_pattern(db) for db in scope.databases]

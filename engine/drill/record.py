@@ -24,8 +24,9 @@ def history(catalog: Catalog, result: DrillResult) -> list[dict[str, Any]]:
     return [dict(r.result, id=r.id) for r in sorted(past, key=lambda r: r.started_at)]
 
 
-def record(catalog: Catalog, result: DrillResult) -> tuple[int, str]:
-    """Render the report and store the drill and an event. Returns (drill id, report).
+def record(catalog: Catalog, result: DrillResult, config: Config) -> tuple[int, str]:
+    """Render the report and store the drill and an event (and a data-loss event when the
+    restore lacked committed rows). Returns (drill id, report).
 
     A drill that never got a validated cluster has no RTO (null): it failed.
     """
@@ -37,6 +38,12 @@ def record(catalog: Catalog, result: DrillResult) -> tuple[int, str]:
                       data={"drill_id": drill_id, "kind": result.kind, "passed": result.passed,
                             "rto_seconds": result.rto_seconds,
                             "failed_checks": [c.name for c in result.failed_checks()]})
+    if result.completeness is not None and result.completeness < 1.0:
+        from engine import data_loss
+
+        lost = data_loss.Loss("drill_rows_lost", f"drill {drill_id}: the restore holds "
+                              f"{result.completeness:.4%} of the source's rows")
+        data_loss.record(catalog, config, result.cluster, [lost])
     return drill_id, text
 
 
@@ -61,5 +68,5 @@ def run_and_record(config: Config, cluster: str, storage: Storage, config_path: 
     """Run a drill now and record it; the summary, with ``_ok`` for the job runner."""
     with Catalog.open(config) as catalog:  # opened first: a drill that cannot be recorded does not run
         result = run(config, cluster, storage, config_path, kind, progress)
-        drill_id, _text = record(catalog, result)
+        drill_id, _text = record(catalog, result, config)
     return summary(result, drill_id) | {"_ok": result.passed}

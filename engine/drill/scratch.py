@@ -30,12 +30,20 @@ from engine.wal import parse_lsn
 MARKER = "# lifeboat drill: the scratch copy must not act as the source"
 
 
+SOCKET_PATH_MAX = 107  # bytes of a Unix socket path (sun_path) on Linux
+
+
 @dataclass
 class Scratch:
     directory: Path
     port: int
     bin_dir: Path | None = None
     timing: dict[str, float] = field(default_factory=dict)  # restore and replay, for the RTO estimate
+    socket_dir: Path | None = None  # a short directory of its own when ``directory`` is too long
+
+    @property
+    def sockets(self) -> Path:
+        return self.socket_dir or self.directory
 
     @property
     def pgdata(self) -> Path:
@@ -46,7 +54,7 @@ class Scratch:
         return self.directory / "server.log"
 
     def endpoint(self, user: str, database: str, tcp: bool = False) -> Endpoint:
-        host = "127.0.0.1" if tcp else str(self.directory)
+        host = "127.0.0.1" if tcp else str(self.sockets)
         return Endpoint(host, self.port, user, database)
 
 
@@ -61,12 +69,17 @@ def create(config: Config, cluster: str, name: str) -> Scratch:
     parent.mkdir(parents=True, exist_ok=True)
     directory = parent / name
     directory.mkdir(mode=0o700)
-    return Scratch(directory, free_port())
+    scratch = Scratch(directory, free_port())
+    if len(str(directory / f".s.PGSQL.{scratch.port}.lock")) > SOCKET_PATH_MAX:
+        import tempfile  # the server could not create its socket there
+
+        scratch.socket_dir = Path(tempfile.mkdtemp(prefix="lifeboat-drill-"))
+    return scratch
 
 
 def settings(scratch: Scratch) -> dict[str, str]:
     return {"listen_addresses": "'127.0.0.1'",
-            "unix_socket_directories": f"'{scratch.directory}'",
+            "unix_socket_directories": f"'{scratch.sockets}'",
             "max_logical_replication_workers": "0",
             "synchronous_standby_names": "''",
             "cluster_name": "'lifeboat-drill'"}
@@ -118,6 +131,8 @@ def remove(scratch: Scratch) -> str | None:
             else:
                 problem = f"the scratch server (pid {pid.pid}) did not stop"
     shutil.rmtree(scratch.directory, ignore_errors=True)
+    if scratch.socket_dir is not None:
+        shutil.rmtree(scratch.socket_dir, ignore_errors=True)
     if scratch.directory.exists():
         problem = (problem + "; " if problem else "") + f"{scratch.directory} could not be removed"
     return problem

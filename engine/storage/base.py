@@ -43,6 +43,8 @@ class Storage(Protocol):
     - ``list`` returns the keys under ``prefix`` in sorted order; with
       ``recursive=False`` it returns immediate children, sub-prefixes ending in '/'.
     - ``delete`` of a missing key is not an error.
+    - ``usage`` is the bytes of the objects under ``prefix`` (0 when there are none); it
+      may count writes in flight, as a storage bill would.
     - ``put_stream_if_absent`` is ``put_if_absent`` for content given as chunks (a
       manifest of a large database), never held whole in memory.
     - ``open_stream`` reads an object sequentially (NotFoundError when missing).
@@ -73,6 +75,8 @@ class Storage(Protocol):
     def size(self, key: str) -> int: ...
 
     def list(self, prefix: str, recursive: bool = True) -> list[str]: ...
+
+    def usage(self, prefix: str) -> int: ...  # bytes stored under ``prefix`` (0: nothing)
 
     def delete(self, key: str) -> None: ...
 

@@ -226,6 +226,15 @@ class PosixStorage:
             found.extend(head + name for name in files if not name.startswith("."))
         return sorted(found)
 
+    def usage(self, prefix: str) -> int:
+        total = 0
+        for directory, dirs, files in os.walk(self.path_of(prefix.rstrip("/"))):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                with contextlib.suppress(FileNotFoundError):  # removed while walking
+                    total += os.stat(os.path.join(directory, name)).st_size
+        return total
+
     def delete(self, key: str) -> None:
         path = self.path_of(key)
         with self._fd_lock:

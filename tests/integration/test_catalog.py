@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,6 +61,29 @@ def test_jobs_are_claimed_by_priority_once(config: object) -> None:
         assert [j.id for j in catalog.pending()] == [mid]
         assert [j.id for j in catalog.jobs(states=(CANCELLED,))] == [low]
         assert catalog.job(999) is None
+
+
+def test_job_counts_progress_and_cli_runs(config: object) -> None:
+    """What the exporter reads: counts by type and state (in SQL, on both databases), the
+    byte progress of running jobs, and runs recorded by the CLI."""
+    with Catalog.open(config) as catalog:
+        first = jobs.enqueue(catalog, config, "backup", "main", {"type": "incr"}, "t", schedule="nightly")
+        second = jobs.enqueue(catalog, config, "backup", "main", {"type": "incr"}, "t")
+        third = jobs.enqueue(catalog, config, "verify", "main", {}, "t")
+        for job_id, state in ((first, SUCCEEDED), (second, FAILED), (third, SUCCEEDED)):
+            catalog.mark_running(job_id, "a", None)
+            catalog.finish(job_id, state)
+        cli = catalog.start_run("restore", "main", {"pgdata": "/x"}, "bob@cli", 100, "cli@h:9", 9)
+        catalog.set_progress(cli, 50, "restoring", (5, 10))
+        assert catalog.byte_progress() == {cli: (5, 10)}
+        counts = set(catalog.job_counts(since=0))
+        assert counts == {("main", "backup", "incr", None, FAILED, 1, 1),
+                          ("main", "backup", "incr", "nightly", SUCCEEDED, 1, 1),
+                          ("main", "verify", None, None, SUCCEEDED, 1, 1)}
+        assert all(row[6] == 0 for row in catalog.job_counts(since=time.time() + 60))
+        catalog.finish(cli, SUCCEEDED)
+        assert catalog.byte_progress() == {}
+        assert catalog.job(cli).agent == "cli@h:9" and catalog.job(cli).requested_by == "bob@cli"
 
 
 def test_concurrent_claims_take_each_job_once(config: object) -> None:
@@ -127,3 +151,4 @@ def test_bad_jobs_and_unreachable_catalogs_are_clear_errors(config: object, tmp_
                                "t.toml")
     with pytest.raises(CatalogError, match="cannot open the catalog database"):
         Catalog.open(unreachable)
+

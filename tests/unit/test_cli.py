@@ -101,3 +101,62 @@ def test_wal_push_imports_nothing_heavy_once_validated(tmp_path: Path, storage: 
     config.write_text(config.read_text() + "bogus = 1\n")  # an edit means validating again
     third = subprocess.run(command, capture_output=True, text=True, env=env)
     assert third.returncode == 2 and "clusters.main.bogus: unknown key" in third.stderr
+
+
+def test_grafana_and_rules_export_write_what_the_code_generates(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from alerts.rules import render_alertmanager, render_rules
+    from collectors.grafana_dashboard import render
+
+    board, rules, manager = tmp_path / "board.json", tmp_path / "rules.yml", tmp_path / "am.yml"
+    assert run(capsys, "grafana", "export", "--output", str(board))[0] == 0
+    assert board.read_text() == render() and json.loads(board.read_text())["uid"] == "lifeboat-overview"
+    code, out, _ = run(capsys, "rules", "export")
+    assert code == 0 and out == render_rules()
+    code, _, err = run(capsys, "rules", "export", "--output", str(rules), "--alertmanager", str(manager),
+                       "--runbook-base", "https://runbooks.example/lifeboat.md")
+    assert code == 0 and str(rules) in err
+    assert "https://runbooks.example/lifeboat.md#" in rules.read_text()
+    assert manager.read_text() == render_alertmanager()
+    assert yaml.safe_load(rules.read_text())["groups"][0]["name"] == "lifeboat"
+    assert run(capsys, "grafana", "export", "--output", str(tmp_path / "no" / "dir.json"))[0] == 2
+    assert run(capsys, "grafana")[0] == 2  # the action is required
+
+
+def test_exporter_refuses_a_bad_port_and_names_a_busy_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    path = write_config(tmp_path, extra=f'[catalog]\npath = "{tmp_path}/catalog.sqlite3"\n')
+    code, _, err = run(capsys, "--config", str(path), "exporter", "--port", "70000")
+    assert code == 2 and "--port" in err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = run(capsys, "--config", str(path), "exporter", "--port", str(port),
+                           "--duration", "1")
+    assert code == 1 and f"cannot serve metrics on 127.0.0.1:{port}" in err
+
+
+def test_copy_brings_a_region_up_to_date_and_names_unknown_regions(
+        tmp_path: Path, storage: object, capsys: pytest.CaptureFixture[str]) -> None:
+    from engine import layout
+
+    copy = tmp_path / "dr"
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace(
+        "[clusters.main]", f'[repository.copies.dr]\npath = "{copy}"\n[clusters.main]'))
+    source = tmp_path / "repo" / "wal" / "000000010000000000000001"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(fake_segment(1, 1))
+    assert run(capsys, "--config", str(path), "wal-push", str(source))[0] == 0
+    code, out, _ = run(capsys, "--config", str(path), "copy", "--output", "json")
+    assert code == 0 and json.loads(out)[0]["wal_copied"] == 1 and json.loads(out)[0]["region"] == "dr"
+    assert (copy / layout.cluster_info_key("main")).exists()
+    code, out, _ = run(capsys, "--config", str(path), "copy")
+    assert code == 0 and "0 WAL files" in out  # nothing left to copy
+    code, _, err = run(capsys, "--config", str(path), "copy", "--region", "mars")
+    assert code == 2 and "mars" in err and "dr" in err

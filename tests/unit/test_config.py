@@ -96,3 +96,26 @@ def test_sizes() -> None:
     assert parse_size("1 GiB") == 1024**3
     with pytest.raises(ValueError):
         parse_size("lots")
+
+
+def test_exporter_and_metrics_labels_are_checked() -> None:
+    config = parse_config(MINIMAL, "f.toml")
+    exporter = config.exporter
+    assert (exporter.address, exporter.port, exporter.enabled) == ("127.0.0.1", 9887, True)
+    assert config.service_of("main") == "main" and config.repository.region == "local"
+    raw = MINIMAL + b"""service = "shop"
+replica_datacenters = { standby1 = 2 }
+[exporter]
+port = 0
+refresh_interval = "0s"
+success_rate_window = "a week"
+scrape = true
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw.replace(b'[repository]\npath = "/srv/repo"\n',
+                                 b'[repository]\npath = "/srv/repo"\nregion = "eu west"\n'), "f.toml")
+    text = str(caught.value)
+    for key in ("exporter.port:", "exporter.refresh_interval: ", "exporter.success_rate_window:",
+                "exporter.scrape: unknown key", "repository.region:",
+                "clusters.main.replica_datacenters.standby1:"):
+        assert key in text, key

@@ -57,6 +57,15 @@ def test_list(store: Storage) -> None:
     assert store.list("missing") == []
 
 
+def test_usage_counts_bytes_under_a_prefix(store: Storage) -> None:
+    store.put("u/a", b"x" * 100)
+    store.put("u/d/b", b"y" * 23)
+    store.put("v/c", b"z" * 1000)
+    assert store.usage("u") == 123
+    assert store.usage("u/d") == 23
+    assert store.usage("missing") == 0
+
+
 def test_writer_is_invisible_until_commit(store: Storage) -> None:
     writer = store.open_writer("packs/aa/pack1")
     assert writer.write(b"abc") == 0

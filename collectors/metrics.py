@@ -1,0 +1,205 @@
+"""Every metric Lifeboat exports, defined once.
+
+The exporter renders these definitions, the Grafana dashboard is generated from them
+and the alert rules (:mod:`alerts.rules`) take their thresholds from them, so a name, a
+unit or a threshold changes in one place. Names follow Prometheus conventions: the
+``lifeboat_`` prefix, base units (seconds, bytes, ratios 0-1), counters end in
+``_total``, events are exported as timestamps (queries compute ages), and identifiers
+such as backup ids live only on ``_info`` series.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["gauge", "counter", "histogram"]
+#: Rows of the dashboard, in order.
+GROUPS = ("backups", "wal", "replication", "objectives", "drills", "tiers", "host", "exporter")
+
+BACKUP_TYPES = ("full", "diff", "incr")
+JOB_RESULTS = ("succeeded", "failed", "cancelled")
+DRILL_KINDS = ("full", "partial")
+RECOVERY_TYPES = ("full", "pitr", "drill_full", "drill_partial")
+#: Data size classes of a recovery, by the restored backup's size: (label, upper bound).
+SIZE_CLASSES = (("small", 10 * 2**30), ("medium", 100 * 2**30), ("large", 2**40),
+                ("xlarge", float("inf")))
+#: Data-loss causes and the severity each is recorded with.
+DATA_LOSS_CAUSES = {
+    "restore_short_of_target": "critical",  # recovery stopped before the requested point
+    "wal_gap": "critical",  # a WAL segment missing from the archive
+    "corrupt_block": "critical",  # a block or page that fails its checksum
+    "drill_rows_lost": "critical",  # a drill's restore lacks committed rows
+}
+#: The seed's recovery_time buckets (30s, 1m, 5m, 15m, 30m, 1h) with a boundary at every
+#: recovery class's RTO objective (1h, 4h, 24h), so "within objective" is a bucket.
+RECOVERY_BUCKETS = (30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0, 86400.0)
+RECOVERY_SLA_SECONDS = 900.0  # the seed's recovery_time sla_target: 15m
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Alerting levels of a metric; ``below``: it alerts when the value falls under them."""
+
+    warning: float | None
+    critical: float | None
+    below: bool = False
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...]
+    unit: str  # Grafana's unit id: s, bytes, percentunit, dateTimeAsIso, short, Bps, none
+    group: str
+    threshold: Threshold | None = None
+    buckets: tuple[float, ...] = ()
+
+
+def _m(name: str, kind: Kind, unit: str, group: str, labels: tuple[str, ...], help: str,
+       **extra: object) -> Metric:
+    return Metric(name, kind, help, labels, unit, group, **extra)  # type: ignore[arg-type]
+
+
+C = ("cluster",)
+CT = ("cluster", "type")
+CK = ("cluster", "kind")
+CC = ("cluster", "class")
+REPLICA = ("cluster", "replica", "datacenter")
+
+METRICS: tuple[Metric, ...] = (
+    # backups ------------------------------------------------------------------------------
+    _m("lifeboat_up", "gauge", "none", "backups", C,
+       "1 when the cluster's PostgreSQL server answered the exporter's last refresh, else 0."),
+    _m("lifeboat_backups_total", "counter", "short", "backups", (*CT, "result"),
+       "Backups attempted, by type and result (from the catalog: agent jobs and CLI runs)."),
+    _m("lifeboat_backup_success_ratio", "gauge", "percentunit", "backups", CT,
+       "Share of backups that succeeded over the configured window (NaN: none attempted).",
+       threshold=Threshold(warning=0.95, critical=0.90, below=True)),
+    _m("lifeboat_backup_last_success_timestamp_seconds", "gauge", "dateTimeAsIso", "backups", CT,
+       "When the newest backup of this type in the repository finished (0: none)."),
+    _m("lifeboat_backup_last_duration_seconds", "gauge", "s", "backups", CT,
+       "How long the newest backup of this type in the repository took."),
+    _m("lifeboat_backup_last_size_bytes", "gauge", "bytes", "backups", CT,
+       "Size of the cluster's files in the newest backup of this type."),
+    _m("lifeboat_backup_info", "gauge", "none", "backups", (*CT, "backup_id", "timeline"),
+       "The newest backup of each type, with its id (always 1)."),
+    _m("lifeboat_schedule_attempts_total", "counter", "short", "backups",
+       ("cluster", "schedule", "result"),
+       "Jobs started by each schedule, by result (queued, running, succeeded, failed, ...)."),
+    _m("lifeboat_jobs_running", "gauge", "short", "backups", CK,
+       "Jobs running now, by kind."),
+    _m("lifeboat_job_progress_bytes", "gauge", "bytes", "backups", CK,
+       "Bytes done by running backup and restore jobs."),
+    _m("lifeboat_job_size_bytes", "gauge", "bytes", "backups", CK,
+       "Bytes to do in all by running backup and restore jobs."),
+    # WAL archive --------------------------------------------------------------------------
+    _m("lifeboat_wal_archive_lag_segments", "gauge", "short", "wal", C,
+       "Completed WAL segments the server wrote that the repository does not hold yet."),
+    _m("lifeboat_wal_archive_lag_seconds", "gauge", "s", "wal", C,
+       "Age of the oldest completed WAL segment still waiting to be archived (0: none).",
+       threshold=Threshold(warning=600.0, critical=1800.0)),
+    _m("lifeboat_wal_unsafe_bytes", "gauge", "bytes", "wal", C,
+       "WAL the server wrote beyond the end of what the repository holds (or the receiver "
+       "flushed), from the agent's newest objectives measurement."),
+    _m("lifeboat_wal_archive_failures_total", "counter", "short", "wal", C,
+       "Failed archive_command runs (pg_stat_archiver.failed_count)."),
+    _m("lifeboat_wal_archived_total", "counter", "short", "wal", C,
+       "WAL files archived (pg_stat_archiver.archived_count)."),
+    _m("lifeboat_wal_last_archived_timestamp_seconds", "gauge", "dateTimeAsIso", "wal", C,
+       "When archive_command last succeeded (0: never)."),
+    _m("lifeboat_wal_ready_files", "gauge", "short", "wal", C,
+       "Files in pg_wal/archive_status waiting for archive_command (.ready)."),
+    _m("lifeboat_wal_directory_bytes", "gauge", "bytes", "wal", C,
+       "Size of pg_wal."),
+    _m("lifeboat_recovery_window_start_timestamp_seconds", "gauge", "dateTimeAsIso", "wal", C,
+       "The earliest point a restore can reach: when the oldest backup finished (0: none)."),
+    # replication --------------------------------------------------------------------------
+    _m("lifeboat_replication_lag_seconds", "gauge", "s", "replication", REPLICA,
+       "How far each replica or WAL receiver is behind the primary, in time.",
+       threshold=Threshold(warning=180.0, critical=300.0)),
+    _m("lifeboat_replication_lag_bytes", "gauge", "bytes", "replication", REPLICA,
+       "How far each replica or WAL receiver is behind the primary, in WAL bytes."),
+    _m("lifeboat_replica_info", "gauge", "none", "replication",
+       (*REPLICA, "state", "sync_state"),
+       "Each connected replica or WAL receiver (always 1)."),
+    # recovery objectives ------------------------------------------------------------------
+    _m("lifeboat_rpo_exposure_seconds", "gauge", "s", "objectives", CC,
+       "Age of the oldest written work not yet safe in the repository (measured RPO)."),
+    _m("lifeboat_rpo_objective_seconds", "gauge", "s", "objectives", CC,
+       "The cluster's RPO objective."),
+    _m("lifeboat_rto_expected_seconds", "gauge", "s", "objectives", CC,
+       "How long a restore to the latest point would take now (expected RTO)."),
+    _m("lifeboat_rto_objective_seconds", "gauge", "s", "objectives", CC,
+       "The cluster's RTO objective."),
+    _m("lifeboat_recovery_duration_seconds", "histogram", "s", "objectives",
+       ("cluster", "type", "size_class", "class"),
+       "Time restores and drills took to give back a usable cluster.",
+       threshold=Threshold(warning=RECOVERY_SLA_SECONDS, critical=None),
+       buckets=RECOVERY_BUCKETS),
+    _m("lifeboat_restore_target_gap_seconds", "gauge", "s", "objectives", C,
+       "The newest point-in-time restore: requested target time minus the time reached."),
+    _m("lifeboat_data_loss_events_total", "counter", "short", "objectives",
+       ("cluster", "cause", "severity", "service"),
+       "Events where data was or would have been lost, by cause."),
+    # drills -------------------------------------------------------------------------------
+    _m("lifeboat_drill_last_success_timestamp_seconds", "gauge", "dateTimeAsIso", "drills", CK,
+       "When the newest passed drill of this kind finished (0: never)."),
+    _m("lifeboat_drill_last_passed", "gauge", "none", "drills", CK,
+       "1 when the newest drill of this kind passed, 0 when it failed."),
+    _m("lifeboat_drill_last_duration_seconds", "gauge", "s", "drills", CK,
+       "How long the newest drill of this kind took."),
+    _m("lifeboat_drill_last_failed_checks", "gauge", "short", "drills", CK,
+       "Checks the newest drill of this kind failed."),
+    _m("lifeboat_drills_total", "counter", "short", "drills", (*CK, "result"),
+       "Drills run, by kind and result (passed, failed)."),
+    _m("lifeboat_drill_period_seconds", "gauge", "s", "drills", CK,
+       "Longest gap between two scheduled drills of this kind (0: not scheduled)."),
+    # repository tiers ---------------------------------------------------------------------
+    _m("lifeboat_repository_bytes", "gauge", "bytes", "tiers", ("cluster", "tier", "region"),
+       "Bytes the cluster's blocks, manifests and WAL take in the repository and in each "
+       "region's copy of it."),
+    _m("lifeboat_copy_lag_seconds", "gauge", "s", "tiers", ("cluster", "region"),
+       "How far each region's copy of the repository is behind: the age of the oldest backup "
+       "or WAL file the copy lacks (0: in sync).",
+       threshold=Threshold(warning=3600.0, critical=6 * 3600.0)),
+    _m("lifeboat_repository_backups", "gauge", "short", "tiers", CT,
+       "Backups of each type in the repository."),
+    _m("lifeboat_compression_ratio", "gauge", "none", "tiers", C,
+       "Bytes read over bytes stored for the new data of the newest backup."),
+    # host, while jobs run -----------------------------------------------------------------
+    _m("lifeboat_host_load1", "gauge", "short", "host", (),
+       "The host's 1-minute load average."),
+    _m("lifeboat_host_io_utilization_ratio", "gauge", "percentunit", "host", ("device",),
+       "Share of time each block device was busy since the previous refresh."),
+    _m("lifeboat_host_network_bytes_per_second", "gauge", "Bps", "host", ("direction",),
+       "Bytes per second through the host's network interfaces (not loopback)."),
+    # the exporter itself ------------------------------------------------------------------
+    _m("lifeboat_exporter_last_refresh_timestamp_seconds", "gauge", "dateTimeAsIso", "exporter", (),
+       "When the exporter last refreshed its cached state."),
+    _m("lifeboat_exporter_refresh_duration_seconds", "gauge", "s", "exporter", (),
+       "How long the last refresh took."),
+    _m("lifeboat_exporter_refresh_errors_total", "counter", "short", "exporter", ("part",),
+       "Refreshes of a part (catalog, repository, postgres, host) that failed."),
+    _m("lifeboat_catalog_up", "gauge", "none", "exporter", (),
+       "1 when the catalog answered the last refresh."),
+    _m("lifeboat_repository_up", "gauge", "none", "exporter", (),
+       "1 when the repository answered the last refresh."),
+    _m("lifeboat_build_info", "gauge", "none", "exporter", ("version",),
+       "The running Lifeboat's version (always 1)."),
+)
+
+BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
+
+
+def metric(name: str) -> Metric:
+    return BY_NAME[name]
+
+
+def size_class(size_bytes: float) -> str:
+    for label, bound in SIZE_CLASSES:
+        if size_bytes < bound:
+            return label
+    return SIZE_CLASSES[-1][0]

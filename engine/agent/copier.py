@@ -1,0 +1,44 @@
+"""The agent's copies of the repository in other regions: one thread per region brings
+its copy up to date every ``interval`` (:func:`engine.copies.copy_cluster`)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from engine.config import Config
+from engine.storage import Storage, open_posix
+
+OnEvent = Callable[[str | None, str, str, str], None]  # cluster, kind, severity, message
+
+
+class RegionCopier:
+    def __init__(self, config: Config, storage: Storage, region: str, on_event: OnEvent) -> None:
+        self.config, self.storage, self.region, self.on_event = config, storage, region, on_event
+        self.settings = config.repository.copies[region]
+        self._failing: dict[str, str] = {}  # cluster -> the failure last recorded
+
+    def round(self) -> None:
+        """Copy every cluster once; a failure is recorded when it starts or changes, and
+        its end when a later round succeeds."""
+        from engine.copies import copy_cluster
+
+        target = open_posix(self.settings.path)
+        for cluster in self.config.clusters:
+            try:
+                report = copy_cluster(self.storage, target, cluster, self.region)
+            except Exception as exc:
+                message = f"copy to region {self.region} failed: {exc.__class__.__name__}: {exc}"
+                if self._failing.get(cluster) != message:
+                    self._failing[cluster] = message
+                    self.on_event(cluster, "copy_failed", "error", message)
+                continue
+            if self._failing.pop(cluster, None) is not None:
+                self.on_event(cluster, "copy_recovered", "info",
+                              f"copy to region {self.region} works again "
+                              f"({report.backups_copied} backups, {report.wal_copied} WAL files copied)")
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.round()
+            stop.wait(self.settings.interval)

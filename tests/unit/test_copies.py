@@ -1,0 +1,268 @@
+"""Copies to another region: the target ends up holding what the source holds, restores
+(verify passes), and never holds a backup whose packs or WAL are missing."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from engine import archive, clusterinfo, layout, pgdata, verify
+from engine.blockcopy import BaseFiles, BlockCopier, PackSet
+from engine.codec import Codec
+from engine.copies import copy_cluster, copy_lag
+from engine.errors import CopyConflictError, NotFoundError, StorageError
+from engine.manifest import ManifestWriter, list_backup_ids, read_manifest, read_summary
+from engine.storage.posix import PosixStorage
+from tests.unit.conftest import SEGMENT_SIZE, SYSID, fake_segment
+from tests.unit.helpers import summary
+
+BLOCK = 64 * 1024
+FRAME = 4 * BLOCK
+CODEC = Codec("zstd", 3)
+FULL, INCR = "20261125-010000F", "20261125-020000I"
+INFO = clusterinfo.ClusterInfo(SYSID, 150020, SEGMENT_SIZE, 8192, "2026-11-25T00:00:00+00:00")
+
+
+def repository(path: Path, cls: type[PosixStorage] = PosixStorage) -> PosixStorage:
+    storage = cls(path)
+    clusterinfo.write(storage, "main", INFO)
+    return storage
+
+
+def push(storage: PosixStorage, tmp_path: Path, name: str, data: bytes) -> None:
+    path = tmp_path / "pg_wal" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(data)
+    archive.push(storage, "main", path, CODEC)
+
+
+def back_up(storage: PosixStorage, tree: Path, backup_id: str, base_id: str | None = None,
+            **changes: object) -> list[str]:
+    """A real backup of ``tree`` (packs, then the manifest); the ids of the packs it references."""
+    packs = PackSet(storage, "main", pack_size=256 * 1024)
+    base = None
+    if base_id:
+        base = BaseFiles(read_manifest(storage, "main", base_id), time.time() + 3600, True)
+    copier = BlockCopier(packs, CODEC, BLOCK, FRAME, jobs=2, base=base)
+    writer = ManifestWriter(BLOCK)
+    for entry in copier.copy(pgdata.walk(tree, 15)):
+        writer.add(entry)
+    ids = packs.finish()
+    values: dict[str, object] = {"packs": ids, "block_size": BLOCK, "frame_size": FRAME,
+                                 "system_identifier": SYSID} | changes
+    storage.put_stream_if_absent(layout.manifest_key("main", backup_id),
+                                 writer.finish(summary(backup_id, **values)))
+    return ids
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> PosixStorage:
+    repo = _source(tmp_path)
+    repo.put(layout.restore_point_key("main", "before-migration"), b'{"name": "before-migration"}')
+    return repo
+
+
+def _source(tmp_path: Path) -> PosixStorage:
+    """WAL on two timelines (a history file, a .partial) and a full and an incremental backup
+    that share packs."""
+    repo = repository(tmp_path / "source")
+    for name, data in [("000000010000000000000001", fake_segment(1, 1)),
+                       ("000000010000000000000002", fake_segment(1, 2)),
+                       ("000000010000000000000003.partial", fake_segment(1, 3)),
+                       ("00000002.history", b"1\t0/3000100\tno recovery target specified\n"),
+                       ("000000020000000000000003", fake_segment(2, 3))]:
+        push(repo, tmp_path, name, data)
+    tree = tmp_path / "pgdata"
+    write_tree(tree, {"PG_VERSION": b"15\n", "global/pg_control": os.urandom(8192),
+                      "base/5/16384": os.urandom(BLOCK * 6), "base/5/16385": os.urandom(BLOCK * 5)})
+    full = back_up(repo, tree, FULL)
+    write_tree(tree, {"base/5/16385": os.urandom(BLOCK * 5)})
+    incr = back_up(repo, tree, INCR, FULL, type="incr")
+    assert set(full) & set(incr) and set(incr) - set(full)  # shared packs, and new ones
+    return repo
+
+
+def content(storage: PosixStorage) -> dict[str, bytes]:
+    """The cluster's WAL, packs, manifests and identity, key -> bytes."""
+    keys = [layout.cluster_info_key("main")]
+    for prefix in (layout.wal_prefix("main"), layout.packs_prefix("main"), layout.backups_prefix("main"),
+                   layout.restore_points_prefix("main")):
+        keys += storage.list(prefix)
+    return {key: storage.get(key) for key in keys if storage.exists(key)}
+
+
+def test_the_target_holds_what_the_source_holds_and_restores(source: PosixStorage,
+                                                             tmp_path: Path) -> None:
+    target = PosixStorage(tmp_path / "target")
+    report = copy_cluster(source, target, "main", "eu-west")
+    expected = content(source)
+    assert content(target) == expected
+    packs = len(source.list(layout.packs_prefix("main")))
+    assert (report.wal_copied, report.packs_copied, report.backups_copied) == (5, packs, 2)
+    assert report.bytes_copied >= sum(len(v) for v in expected.values())
+    assert report.skipped == [] and report.to_json()["region"] == "eu-west"
+    for backup_id in (FULL, INCR):
+        copied = read_summary(target, "main", backup_id)
+        assert copied == read_summary(source, "main", backup_id)
+        assert all(target.get(layout.pack_key("main", p)) == source.get(layout.pack_key("main", p))
+                   for p in copied.packs)
+    checked = verify.run(target, "main")
+    assert checked.ok, checked.problems
+    assert checked.backups == 2 and checked.blocks > 0 and checked.wal_segments >= 2
+
+    again = copy_cluster(source, target, "main", "eu-west")
+    assert (again.wal_copied, again.packs_copied, again.backups_copied, again.bytes_copied) == (0, 0, 0, 0)
+    assert again.skipped == []
+
+
+class ManifestPutFailsOnce(PosixStorage):
+    """A target whose first manifest write fails (the network drops while copying it)."""
+
+    failures = 1
+
+    def put_stream_if_absent(self, key: str, chunks: Iterable[bytes]) -> bool:
+        if layout.backup_id_of(key) is not None and self.failures:
+            self.failures -= 1
+            for _ in chunks:  # half-sent, then the connection drops
+                break
+            raise StorageError(f"cannot write {key}: connection reset by peer")
+        return super().put_stream_if_absent(key, chunks)
+
+
+def test_an_interrupted_copy_leaves_no_manifest_and_the_next_copy_completes_it(
+        source: PosixStorage, tmp_path: Path) -> None:
+    flaky = ManifestPutFailsOnce(tmp_path / "target")
+    with pytest.raises(StorageError, match=f"{FULL}.manifest: connection reset"):
+        copy_cluster(source, flaky, "main", "eu-west")
+    assert list_backup_ids(flaky, "main") == []  # packs may be orphans; no manifest without them
+    full_packs = read_summary(source, "main", FULL).packs
+    assert all(flaky.exists(layout.pack_key("main", p)) for p in full_packs)
+
+    report = copy_cluster(source, PosixStorage(tmp_path / "target"), "main", "eu-west")
+    assert report.backups_copied == 2 and report.wal_copied == 0
+    target = PosixStorage(tmp_path / "target")
+    assert content(target) == content(source)
+    assert verify.run(target, "main").ok
+
+
+def test_a_target_of_another_cluster_is_refused_and_nothing_is_copied(source: PosixStorage,
+                                                                      tmp_path: Path) -> None:
+    target = PosixStorage(tmp_path / "target")
+    clusterinfo.write(target, "main", INFO._replace(system_identifier=42))
+    before = target.get(layout.cluster_info_key("main"))
+    with pytest.raises(CopyConflictError, match=r"cluster\.json belongs to database system 42.*wrong target"):
+        copy_cluster(source, target, "main", "eu-west")
+    assert content(target) == {layout.cluster_info_key("main"): before}
+
+
+def test_a_wal_file_of_another_size_in_the_target_is_a_conflict(source: PosixStorage,
+                                                                tmp_path: Path) -> None:
+    target = repository(tmp_path / "target")
+    key = layout.wal_key("main", "000000010000000000000002")
+    target.put(key, b"something else")
+    with pytest.raises(CopyConflictError, match="000000010000000000000002 is 14 bytes"):
+        copy_cluster(source, target, "main", "eu-west")
+    assert target.get(key) == b"something else"  # not overwritten
+    assert set(content(target)) == {layout.cluster_info_key("main"), key}  # nothing else written
+
+
+def set_mtime(storage: PosixStorage, key: str, when: float) -> None:
+    os.utime(storage.path_of(key), (when, when))
+
+
+def test_copy_lag_is_the_age_of_the_oldest_object_the_target_lacks(source: PosixStorage,
+                                                                   tmp_path: Path) -> None:
+    target = PosixStorage(tmp_path / "target")
+    assert copy_lag(source, target, "main", now=time.time() + 100) >= 100  # nothing copied yet
+    copy_cluster(source, target, "main", "eu-west")
+    assert copy_lag(source, target, "main", now=10_000.0) == 0.0
+
+    push(source, tmp_path, "000000020000000000000004", fake_segment(2, 4))
+    tree = tmp_path / "pgdata"
+    write_tree(tree, {"base/5/16384": os.urandom(BLOCK * 6)})
+    back_up(source, tree, "20261125-030000I", INCR, type="incr")
+    new_wal = layout.wal_key("main", "000000020000000000000004")
+    new_manifest = layout.manifest_key("main", "20261125-030000I")
+    set_mtime(source, new_wal, 7_000.0)
+    set_mtime(source, new_manifest, 8_000.0)
+    assert copy_lag(source, target, "main", now=10_000.0) == 3_000.0  # the WAL is the oldest
+    set_mtime(source, new_manifest, 6_500.0)
+    assert copy_lag(source, target, "main", now=10_000.0) == 3_500.0
+    assert copy_lag(source, target, "main", now=6_000.0) == 0.0  # never negative
+
+    report = copy_cluster(source, target, "main", "eu-west")
+    assert (report.wal_copied, report.backups_copied) == (1, 1) and report.packs_copied >= 1
+    assert copy_lag(source, target, "main", now=10_000.0) == 0.0
+
+
+class ExpiresDuringCopy(PosixStorage):
+    """A source where expire removes backup ``victim`` (manifest first, then its packs) just
+    as the copy starts reading its first pack."""
+
+    victim = FULL
+
+    def open_stream(self, key: str) -> BinaryIO:
+        manifest = layout.manifest_key("main", self.victim)
+        if key.startswith(layout.packs_prefix("main")) and self.exists(manifest):
+            packs = read_summary(self, "main", self.victim).packs
+            if key.rsplit("/", 1)[-1] in packs:
+                self.delete(manifest)
+                for pack in packs:
+                    self.delete(layout.pack_key("main", pack))
+        return super().open_stream(key)
+
+
+def test_a_backup_expired_from_the_source_while_copying_is_skipped(tmp_path: Path) -> None:
+    source = repository(tmp_path / "source", ExpiresDuringCopy)
+    push(source, tmp_path, "000000010000000000000002", fake_segment(1, 2))
+    old, new = tmp_path / "old", tmp_path / "new"
+    write_tree(old, {"PG_VERSION": b"15\n", "base/5/1": os.urandom(BLOCK * 3)})
+    write_tree(new, {"PG_VERSION": b"15\n", "base/5/1": os.urandom(BLOCK * 3)})
+    back_up(source, old, FULL)
+    back_up(source, new, "20261125-020000F")  # a full of its own: no pack shared
+    target = PosixStorage(tmp_path / "target")
+    report = copy_cluster(source, target, "main", "eu-west")
+    assert report.backups_copied == 1
+    assert len(report.skipped) == 1
+    assert report.skipped[0].startswith(f"backup {FULL}: expired from the source while copying (pack ")
+    assert list_backup_ids(target, "main") == ["20261125-020000F"]
+    assert verify.run(target, "main").ok
+    with pytest.raises(NotFoundError):
+        read_summary(target, "main", FULL)
+
+
+def test_a_backup_whose_wal_is_not_archived_is_not_copied(source: PosixStorage, tmp_path: Path) -> None:
+    tree = tmp_path / "pgdata"
+    back_up(source, tree, "20261125-030000F", start_lsn="0/9000028", stop_lsn="0/9000100",
+            start_wal="000000010000000000000009", stop_wal="000000010000000000000009")
+    target = PosixStorage(tmp_path / "target")
+    report = copy_cluster(source, target, "main", "eu-west")
+    assert list_backup_ids(target, "main") == [FULL, INCR]
+    assert report.skipped == ["backup 20261125-030000F: its WAL 000000010000000000000009 is not in "
+                              "the target yet"]
+    set_mtime(source, layout.manifest_key("main", "20261125-030000F"), 1_000.0)
+    assert copy_lag(source, target, "main", now=2_000.0) == 1_000.0  # it shows as lag
+
+
+def test_a_damaged_manifest_is_not_copied(source: PosixStorage, tmp_path: Path) -> None:
+    path = Path(source.path_of(layout.manifest_key("main", INCR)))
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x01  # in the body: the summary still reads
+    path.write_bytes(bytes(data))
+    target = PosixStorage(tmp_path / "target")
+    report = copy_cluster(source, target, "main", "eu-west")
+    assert list_backup_ids(target, "main") == [FULL]
+    assert report.skipped[0].startswith(f"backup {INCR}: ") and "fails its checksum" in report.skipped[0]
+    assert os.listdir(target.path_of(layout.backups_prefix("main"))) == [f"{FULL}.manifest"]
