@@ -6,6 +6,8 @@ a job is claimed atomically. Statements are written with ``?`` placeholders.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -132,6 +134,22 @@ class Database:
         raise NotImplementedError
 
 
+@contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """Serialise opening the catalog between processes.
+
+    Two processes that open a new SQLite file at once can deadlock inside SQLite (one
+    switching it to WAL, the other creating tables); SQLite then fails one of them with
+    "database is locked" at once, without waiting for its busy timeout.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class SqliteDatabase(Database):
     dialect = "sqlite"
 
@@ -141,9 +159,10 @@ class SqliteDatabase(Database):
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None,
                                          check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.executescript(SCHEMA.format(id="INTEGER PRIMARY KEY AUTOINCREMENT"))
+            with _directory_lock(path.parent):
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=FULL")
+                self._conn.executescript(SCHEMA.format(id="INTEGER PRIMARY KEY AUTOINCREMENT"))
         except (OSError, sqlite3.Error) as exc:
             raise CatalogError(f"cannot open the catalog {path}: {exc}") from None
         self.where = str(path)

@@ -152,3 +152,27 @@ def test_bad_jobs_and_unreachable_catalogs_are_clear_errors(config: object, tmp_
     with pytest.raises(CatalogError, match="cannot open the catalog database"):
         Catalog.open(unreachable)
 
+
+def _open_fresh_catalog(path: str, start: object) -> None:
+    from engine.catalog_db import SqliteDatabase
+
+    start.wait()  # type: ignore[attr-defined]
+    SqliteDatabase(Path(path)).close()
+
+
+def test_processes_opening_a_new_sqlite_catalog_at_once_all_succeed(tmp_path: Path) -> None:
+    """The agent, its exporter and a CLI command may all create the catalog together;
+    SQLite alone fails one of them with "database is locked" within a few dozen rounds."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for round_ in range(200):
+        path = tmp_path / f"catalog-{round_}.sqlite3"
+        start = context.Barrier(3)
+        openers = [context.Process(target=_open_fresh_catalog, args=(str(path), start))
+                   for _ in range(3)]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join(60)
+        assert [opener.exitcode for opener in openers] == [0, 0, 0], f"round {round_}"
