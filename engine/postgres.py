@@ -42,6 +42,9 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
+APPLICATION_NAME = "lifeboat"  # how sessions show in pg_stat_activity (load checks skip them)
+
+
 @contextmanager
 def connect(endpoint: Endpoint, name: str, timeout: float = 10.0,
             statement_timeout: float | None = None) -> Iterator[psycopg.Connection]:
@@ -52,7 +55,7 @@ def connect(endpoint: Endpoint, name: str, timeout: float = 10.0,
         conn = psycopg.connect(
             host=endpoint.host, port=endpoint.port, user=endpoint.user,
             dbname=endpoint.database, connect_timeout=max(1, int(timeout)),
-            autocommit=True, application_name="lifeboat", options=options,
+            autocommit=True, application_name=APPLICATION_NAME, options=options,
         )
     except psycopg.Error as exc:
         raise PostgresError(

@@ -36,15 +36,23 @@ def host_load() -> float:
 
 
 def active_sessions(cluster: ClusterConfig) -> int | None:
-    """Client sessions running a query on the cluster now; None when it cannot be asked."""
+    """Client sessions running a query on the cluster now; None when it cannot be asked.
+
+    Lifeboat's own sessions do not count: a backup waiting in pg_backup_stop would
+    otherwise pause itself, then resume when its own query ends, and pause again.
+    """
+    import psycopg
+
     from engine import postgres
+    from engine.errors import PostgresError
 
     try:
         with postgres.connect(postgres.endpoint_of(cluster), "the cluster", timeout=3.0) as conn:
             return int(postgres.value(
                 conn, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"))
-    except Exception:
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid() "
+                "AND application_name NOT LIKE %s", (postgres.APPLICATION_NAME + "%",)))
+    except (PostgresError, psycopg.OperationalError):  # down or unreachable: not a load
         return None
 
 

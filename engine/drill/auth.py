@@ -21,6 +21,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
+from engine import postgres
 from engine.drill import state
 from engine.drill.checks import connect, error_text
 from engine.drill.model import Check
@@ -51,7 +52,7 @@ def logins(scratch: Scratch, user: str, database: str, reference: Reference) -> 
         try:
             with psycopg.connect(host="127.0.0.1", port=scratch.port, user=role, dbname=target[0],
                                  connect_timeout=5, autocommit=True,
-                                 application_name="lifeboat drill") as conn:
+                                 application_name=f"{postgres.APPLICATION_NAME} drill") as conn:
                 current = conn.execute("SELECT current_user").fetchone()
             ok = current is not None and current[0] == role
             checks.append(Check(name, ok, f"authenticated over TCP into database {target[0]}"
