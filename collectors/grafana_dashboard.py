@@ -275,8 +275,14 @@ PANELS: dict[str, tuple[PanelSpec, ...]] = {
                   unit="short", steps=SLOW_RECOVERIES, decimals=0,
                   description="Restores and drills that took longer than the recovery SLA, and all "
                               "recorded."),
-        _stat("Restore target gap", "lifeboat_restore_target_gap_seconds",
-              sel("lifeboat_restore_target_gap_seconds"), "{{cluster}}", width=3),
+        _stat("Restore target gap (time)", "lifeboat_restore_target_gap_seconds",
+              sel("lifeboat_restore_target_gap_seconds"), "{{cluster}}", width=3,
+              description="Newest restore to a time target: the time asked minus the last "
+                          "commit replayed."),
+        _stat("Restore target gap (LSN)", "lifeboat_restore_target_gap_bytes",
+              sel("lifeboat_restore_target_gap_bytes"), "{{cluster}}", width=3,
+              description="Newest restore to an LSN or restore-point target: its LSN minus the "
+                          "LSN replay reached."),
         _stat("Data loss events in time range", "lifeboat_data_loss_events_total",
               _or_zero(_increase("lifeboat_data_loss_events_total", "cluster", "$__range")),
               "{{cluster}}", width=3, steps=DATA_LOSS, decimals=0,

@@ -178,16 +178,17 @@ def _running(snapshot: Snapshot, catalog: Catalog, clusters: list[str]) -> None:
 
 def _recoveries(snapshot: Snapshot, config: Config, catalog: Catalog,
                 drills: dict[str, list[DrillRecord]]) -> None:
-    """The recovery-time histogram (restores and drills) and the newest PITR target gap."""
+    """The recovery-time histogram (restores and drills) and the newest PITR target gaps."""
     observed: dict[tuple[str, str, str], list[float]] = {}
-    gap_seen: set[str] = set()
+    gap_seen: set[tuple[str, str]] = set()
     for job in catalog.jobs(kind="restore", states=FINAL_STATES, limit=HISTORY_LIMIT):
         if job.cluster not in config.clusters or not job.result:
             continue
-        if job.cluster not in gap_seen and job.result.get("target_gap_seconds") is not None:
-            gap_seen.add(job.cluster)  # newest first: the first one found is the newest
-            snapshot.set("lifeboat_restore_target_gap_seconds", job.result["target_gap_seconds"],
-                         cluster=job.cluster)
+        for unit in ("seconds", "bytes"):
+            gap = job.result.get(f"target_gap_{unit}")
+            if gap is not None and (job.cluster, unit) not in gap_seen:
+                gap_seen.add((job.cluster, unit))  # newest first: the first one found is the newest
+                snapshot.set(f"lifeboat_restore_target_gap_{unit}", gap, cluster=job.cluster)
         if job.state != SUCCEEDED or job.result.get("seconds") is None:
             continue
         kind = "full" if job.result.get("target") in (None, "latest", "immediate") else "pitr"

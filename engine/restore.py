@@ -48,6 +48,7 @@ class RestoreResult:
     reached: server.ReachedPoint | None = None
     archive_end: str | None = None
     seconds: float = 0.0  # from the start of the restore to its end (recovery included)
+    target_lsn: int | None = None  # the LSN an LSN or restore-point target names, when known
 
     def target_gap_seconds(self) -> float | None:
         """For a time target: the requested time minus the last transaction recovered
@@ -60,6 +61,13 @@ class RestoreResult:
             return None
         return round(asked - reached, 3)
 
+    def target_gap_bytes(self) -> int | None:
+        """For an LSN or restore-point target: the target's LSN minus the LSN replay reached
+        (positive: recovery stopped before it). None when either is unknown."""
+        if self.target_lsn is None or self.reached is None or not self.reached.lsn:
+            return None
+        return self.target_lsn - parse_lsn(self.reached.lsn)
+
     def to_json(self) -> dict[str, object]:
         """What a restore job records (and the restore-time metrics read)."""
         out: dict[str, object] = {
@@ -70,6 +78,7 @@ class RestoreResult:
             out["reached"] = {"lsn": self.reached.lsn, "time": self.reached.time,
                               "timeline": self.reached.timeline, "state": self.reached.state}
             out["target_gap_seconds"] = self.target_gap_seconds()
+            out["target_gap_bytes"] = self.target_gap_bytes()
         return out
 
 
@@ -86,16 +95,28 @@ def list_backups(storage: Storage, cluster: str) -> list[BackupSummary]:
 
 def choose(storage: Storage, cluster: str, options: RestoreOptions) -> BackupSummary:
     """The backup a restore with ``options`` would use (runs nothing)."""
+    return _choose(storage, cluster, options, target_lsn(storage, cluster, options.target))
+
+
+def _choose(storage: Storage, cluster: str, options: RestoreOptions,
+            named_lsn: int | None) -> BackupSummary:
     if options.backup_id:
         try:
             return read_summary(storage, cluster, options.backup_id)
         except NotFoundError:
             raise RestoreError(f"backup '{options.backup_id}' of cluster '{cluster}' does not "
                                "exist ('lifeboat info' lists the backups)") from None
-    point_lsn = None
-    if options.target.kind == "name":
-        point_lsn = restore_points.lookup_lsn(storage, cluster, str(options.target.value))
-    return choose_backup(list_backups(storage, cluster), options.target, point_lsn)
+    return choose_backup(list_backups(storage, cluster), options.target, named_lsn)
+
+
+def target_lsn(storage: Storage, cluster: str, target: RecoveryTarget) -> int | None:
+    """The LSN a target names: an LSN target's own, or the LSN of a restore point that
+    ``lifeboat restore-point`` recorded; None for other targets."""
+    if target.kind == "lsn" and target.value:
+        return parse_lsn(str(target.value))
+    if target.kind == "name":
+        return restore_points.lookup_lsn(storage, cluster, str(target.value))
+    return None
 
 
 def run(config: Config, cluster: str, storage: Storage, config_path: Path,
@@ -112,7 +133,8 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path,
 def _run(config: Config, cluster: str, storage: Storage, config_path: Path,
          options: RestoreOptions, progress: Callable[[int, int], None] | None
          ) -> RestoreResult:
-    backup = choose(storage, cluster, options)
+    named_lsn = target_lsn(storage, cluster, options.target)
+    backup = _choose(storage, cluster, options, named_lsn)
     manifest = read_manifest(storage, cluster, backup.id)
     locations = tablespace_locations(backup, options.tablespace_map)
     pgdata = options.pgdata
@@ -146,7 +168,8 @@ def _run(config: Config, cluster: str, storage: Storage, config_path: Path,
     write_settings(pgdata, settings, backup.id,
                    "standby.signal" if options.standby else "recovery.signal")
     result = RestoreResult(backup, pgdata, options.target, written.files, written.bytes,
-                           written.written_bytes, written.removed)
+                           written.written_bytes, written.removed,
+                           target_lsn=named_lsn)
     if not options.start:
         return result
     streaming = config.clusters[cluster].streaming.enabled

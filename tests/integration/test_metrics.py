@@ -109,6 +109,15 @@ def test_prometheus_sees_backups_restores_drills_archive_lag_and_a_failure(
         gap = value(prom, "lifeboat_restore_target_gap_seconds")
         assert gap is not None and 1.0 <= gap < 60, gap  # the last commit before the target was ~1 s earlier
 
+        # a restore to a restore point ends exactly on its record: a gap of 0 bytes
+        env.run("restore-point", "metrics")
+        env.switch_and_archive()
+        restored, done = env.restore("--target-name", "metrics")
+        restored.stop()
+        eventually(prom, f"lifeboat_recovery_duration_seconds_count{{{pitr}}}", lambda v: v == 2)
+        assert value(prom, "lifeboat_restore_target_gap_bytes") == 0
+        assert value(prom, "lifeboat_restore_target_gap_seconds") == gap  # still the time target's
+
         # a partial drill
         drill = env.run("drill", "--kind", "partial", check=False)
         assert drill.returncode == 0, drill.stdout + drill.stderr

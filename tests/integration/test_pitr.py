@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
+from tests.integration.agent import configure
 from tests.integration.pg import Cluster, Lifeboat
 
 
@@ -48,7 +51,14 @@ def history(lifeboat: Lifeboat) -> dict[int, Marker]:
     return made
 
 
+def newest_restore(lifeboat: Lifeboat) -> dict[str, Any]:
+    """What the newest restore recorded in the catalog (the CLI records its runs as jobs)."""
+    jobs = json.loads(lifeboat.run("jobs", "--output", "json", "--limit", "50").stdout)["jobs"]
+    return next(j["result"] for j in jobs if j["kind"] == "restore")
+
+
 def test_every_target_kind_stops_exactly_there(lifeboat: Lifeboat, history: dict[int, Marker]) -> None:
+    configure(lifeboat)  # a catalog in the workspace, where the restores record their results
     cases = [
         (["--target-time", history[2].committed_at], [1, 2]),
         (["--target-xid", str(history[2].xid)], [1, 2]),
@@ -65,6 +75,14 @@ def test_every_target_kind_stops_exactly_there(lifeboat: Lifeboat, history: dict
         if args and args[0] != "--target":
             assert "recovery stopping" in done.stdout, done.stdout
         restored.stop("immediate")
+        gap = newest_restore(lifeboat)["target_gap_bytes"]
+        if args[:1] == ["--target-name"]:
+            assert gap == 0, gap  # replay ends exactly at the restore point's record
+        elif args[:1] == ["--target-lsn"]:
+            # an inclusive LSN target replays the record starting there, then stops
+            assert gap is not None and -65536 <= gap < 0, gap
+        else:
+            assert gap is None, (args, gap)
 
 
 def test_target_actions_pause_and_shutdown(lifeboat: Lifeboat, history: dict[int, Marker]) -> None:

@@ -119,7 +119,10 @@ def test_recoveries_fill_the_histogram_and_the_target_gap(tmp_path: Path) -> Non
                   {"seconds": 42.0, "bytes": 5, "backup_bytes": 20 * 2**30, "target": "latest"})
         _finished(catalog, "restore", "succeeded", {"pgdata": "/b"},
                   {"seconds": 1200.0, "bytes": 5, "backup_bytes": 100, "target": "time",
-                   "target_gap_seconds": 2.5})
+                   "target_gap_seconds": 2.5, "target_gap_bytes": None})
+        _finished(catalog, "restore", "succeeded", {"pgdata": "/d"},
+                  {"seconds": 3.0, "bytes": 5, "backup_bytes": 100, "target": "lsn",
+                   "target_gap_seconds": None, "target_gap_bytes": -96})
         _finished(catalog, "restore", "failed", {"pgdata": "/c"}, error="no")
         catalog.add_drill("main", "partial", 100.0, 110.0, True, 9.0,
                           {"timing": {"restore_bytes": 10}, "checks": [{"passed": True}]}, "report")
@@ -128,11 +131,13 @@ def test_recoveries_fill_the_histogram_and_the_target_gap(tmp_path: Path) -> Non
     hists = snapshot.histograms["lifeboat_recovery_duration_seconds"]
     assert hists[("main", "full", "medium", "critical")].count == 1
     over_sla = hists[("main", "pitr", "small", "critical")]
-    assert over_sla.count == 1 and over_sla.buckets[3] == 0 and over_sla.buckets[4] == 1  # 900 < 1200 <= 1800
+    assert over_sla.count == 2 and over_sla.buckets[3] == 1 and over_sla.buckets[4] == 2  # 900 < 1200 <= 1800
     assert hists[("main", "drill_partial", "small", "critical")].count == 1
     assert hists[("main", "drill_full", "xlarge", "critical")].count == 0  # every series starts at 0
     assert len(hists) == 4 * 4
+    # each gauge holds the newest restore that measured it, whatever restored since
     assert snapshot.values["lifeboat_restore_target_gap_seconds"][("main",)] == 2.5
+    assert snapshot.values["lifeboat_restore_target_gap_bytes"][("main",)] == -96
     drills = snapshot.values
     assert drills["lifeboat_drills_total"][("main", "partial", "passed")] == 1
     assert drills["lifeboat_drill_last_passed"][("main", "partial")] == 1
