@@ -72,6 +72,13 @@ def wait_job(env: Lifeboat, job_id: int, states: tuple[str, ...] = ("succeeded",
                     timeout, f"job {job_id} to reach {states}")
 
 
+def wait_running(env: Lifeboat, job_id: int, timeout: float = 30) -> dict[str, Any]:
+    """The job once it runs and its process is known (the agent marks it running, then
+    starts the process and records its pid)."""
+    return wait_for(lambda: (lambda j: j if j["state"] == "running" and j["pid"] else None)(
+        job(env, job_id)), timeout, f"job {job_id} to run")
+
+
 def enqueue(env: Lifeboat, *args: str) -> int:
     done = env.run("enqueue", *args)
     return int(done.stdout.strip())

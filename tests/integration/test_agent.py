@@ -24,6 +24,7 @@ from tests.integration.agent import (
     slow_archiving,
     wait_for,
     wait_job,
+    wait_running,
 )
 from tests.integration.pg import Lifeboat, Workspace
 
@@ -115,7 +116,7 @@ def test_a_job_interrupted_by_an_agent_crash_is_marked_failed(env: Lifeboat) -> 
     try:
         with running_agent(env) as agent:
             job_id = enqueue(env, "backup")
-            running = wait_job(env, job_id, ("running",), timeout=30)
+            running = wait_running(env, job_id)
             agent.send_signal(signal.SIGKILL)
             agent.wait()
         child = running["pid"]
@@ -135,7 +136,7 @@ def test_cancel_stops_a_running_job(env: Lifeboat) -> None:
     try:
         with running_agent(env):
             job_id = enqueue(env, "backup")
-            running = wait_job(env, job_id, ("running",), timeout=30)
+            running = wait_running(env, job_id)
             env.run("cancel", str(job_id))
             wait_for(lambda: not _alive(running["pid"]), 30, "the cancelled job to stop")
     finally:
@@ -156,7 +157,7 @@ def test_schedule_fires_with_resource_limits(env: Lifeboat) -> None:
             scheduled = wait_for(lambda: [j for j in jobs(env) if j["schedule"] == "hourly"], 30,
                                  "the scheduled job")
             job_id = scheduled[0]["id"]
-            running = wait_job(env, job_id, ("running",), timeout=30)
+            running = wait_running(env, job_id)
             nice, io_class = _limits(running["pid"])
             done = wait_job(env, job_id, timeout=90)
     finally:
@@ -272,7 +273,7 @@ def test_a_running_job_is_paused_while_the_server_is_busy(env: Lifeboat) -> None
         with running_agent(env):
             job_id = wait_for(lambda: [j["id"] for j in jobs(env) if j["state"] == "running"], 30,
                               "the job to start")[0]
-            pid = job(env, job_id)["pid"]
+            pid = wait_running(env, job_id)["pid"]
             threading.Thread(target=hold_a_session, daemon=True).start()
             wait_for(lambda: events(env, "job_paused"), 30, "the job to be paused")
             assert _state(pid) == "T"  # stopped
