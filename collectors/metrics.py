@@ -24,13 +24,6 @@ RECOVERY_TYPES = ("full", "pitr", "drill_full", "drill_partial")
 #: Data size classes of a recovery, by the restored backup's size: (label, upper bound).
 SIZE_CLASSES = (("small", 10 * 2**30), ("medium", 100 * 2**30), ("large", 2**40),
                 ("xlarge", float("inf")))
-#: Data-loss causes and the severity each is recorded with.
-DATA_LOSS_CAUSES = {
-    "restore_short_of_target": "critical",  # recovery stopped before the requested point
-    "wal_gap": "critical",  # a WAL segment missing from the archive
-    "corrupt_block": "critical",  # a block or page that fails its checksum
-    "drill_rows_lost": "critical",  # a drill's restore lacks committed rows
-}
 #: The seed's recovery_time buckets (30s, 1m, 5m, 15m, 30m, 1h) with a boundary at every
 #: recovery class's RTO objective (1h, 4h, 24h), so "within objective" is a bucket.
 RECOVERY_BUCKETS = (30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0, 86400.0)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 QUEUED, WAITING, RUNNING = "queued", "waiting", "running"
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
+OBJECTIVES_KEPT_SECONDS = 86400.0
 ACTIVE_STATES = (QUEUED, WAITING, RUNNING)
 FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
 
@@ -302,11 +303,16 @@ class Catalog:
     # objectives -----------------------------------------------------------------------
 
     def record_objectives(self, record: ObjectivesRecord) -> None:
-        self.db.execute(
-            "INSERT INTO objectives (at, cluster, rpo_exposure, rpo_objective, rto_expected, "
-            "rto_objective, details) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (record.at, record.cluster, record.rpo_exposure, record.rpo_objective,
-             record.rto_expected, record.rto_objective, json.dumps(record.details)))
+        """Store a measurement; the cluster's measurements older than a day go (the agent
+        measures every few seconds, and only the newest is read: Prometheus keeps history)."""
+        with self.db.transaction() as cursor:
+            cursor.execute(self.db.sql(
+                "INSERT INTO objectives (at, cluster, rpo_exposure, rpo_objective, rto_expected, "
+                "rto_objective, details) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+                (record.at, record.cluster, record.rpo_exposure, record.rpo_objective,
+                 record.rto_expected, record.rto_objective, json.dumps(record.details)))
+            cursor.execute(self.db.sql("DELETE FROM objectives WHERE cluster = ? AND at < ?"),
+                           (record.cluster, record.at - OBJECTIVES_KEPT_SECONDS))
 
     def latest_objectives(self, cluster: str) -> ObjectivesRecord | None:
         rows = self.db.execute(
@@ -315,9 +321,6 @@ class Catalog:
         if not rows:
             return None
         return ObjectivesRecord(*rows[0][:6], json.loads(rows[0][6]))
-
-    def prune_objectives(self, older_than: float) -> None:
-        self.db.execute("DELETE FROM objectives WHERE at < ?", (older_than,))
 
     # schedules and notices ------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The catalog's two databases behind one small interface: SQLite (default) and PostgreSQL.
 
 Only what differs lives here: connecting, the placeholder style, the id column and how
-a job is claimed atomically. Statements are written with ``?`` placeholders.
+a JSON field is read. Statements are written with ``?`` placeholders.
 """
 
 from __future__ import annotations
@@ -93,13 +93,11 @@ CREATE TABLE IF NOT EXISTS notices (
 );
 """
 
-CLAIMABLE = "state = 'queued'"
 
 
 class Database:
     """A connection shared by the threads of one process (a lock serialises them)."""
 
-    dialect = "sqlite"
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -121,10 +119,6 @@ class Database:
 
     def sql(self, text: str) -> str:
         return text
-
-    def claim_query(self) -> str:
-        return (f"SELECT id FROM jobs WHERE {CLAIMABLE} ORDER BY priority DESC, id "
-                "LIMIT 1")
 
     def json_field(self, column: str, key: str) -> str:
         """SQL for the text of ``key`` in a JSON ``column`` (NULL when absent)."""
@@ -151,7 +145,6 @@ def _directory_lock(directory: Path) -> Iterator[None]:
 
 
 class SqliteDatabase(Database):
-    dialect = "sqlite"
 
     def __init__(self, path: Path) -> None:
         super().__init__()
@@ -189,7 +182,6 @@ class SqliteDatabase(Database):
 
 
 class PostgresDatabase(Database):
-    dialect = "postgresql"
 
     def __init__(self, dsn: str) -> None:
         super().__init__()
@@ -218,9 +210,6 @@ class PostgresDatabase(Database):
 
     def sql(self, text: str) -> str:
         return text.replace("?", "%s")
-
-    def claim_query(self) -> str:
-        return super().claim_query() + " FOR UPDATE SKIP LOCKED"
 
     def json_field(self, column: str, key: str) -> str:
         return f"({column}::json ->> '{key}')"

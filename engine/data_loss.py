@@ -66,5 +66,5 @@ def record(catalog: Catalog, config: Config, cluster: str, losses: list[Loss],
     for loss in losses:
         severity = CAUSES[loss.cause]
         catalog.add_event(cluster, EVENT_KIND, f"data loss ({loss.cause}): {loss.detail}",
-                          severity="critical" if severity == "critical" else "error", job_id=job_id,
+                          severity=severity, job_id=job_id,
                           data={"cause": loss.cause, "severity": severity, "service": service})

@@ -80,17 +80,19 @@ def ack_matches(spool: str, path: str, cluster: str, repository: str) -> bool:
     return text == ack_text(stat, cluster, repository)
 
 
-def consume_ack(spool: str, path: str, cluster: str, repository: str) -> bool:
-    """``wal-push``'s question: was ``path`` pushed ahead? If so, drop its acknowledgement.
+def consume_ack(spool: str, path: str, cluster: str, repository: str) -> bool | None:
+    """``wal-push``'s question: was ``path`` pushed ahead? If so (True), drop its
+    acknowledgement; None when there is none (yet).
 
     An acknowledgement for another file of the same name (a cluster restored without a
     new timeline, a stale one from before a crash) is removed too, and False returned:
-    the caller then pushes the file itself.
+    the agent counts that name as done and will not acknowledge it again, so the caller
+    pushes the file itself, at once.
     """
     ack = ack_path(spool, os.path.basename(path))
     text = _read(ack)
     if text is None:
-        return False
+        return None
     try:
         stat = os.stat(path)
     except OSError:
@@ -118,16 +120,19 @@ def agent_alive(spool: str, now: float | None = None) -> bool:
 
 def await_ack(spool: str, path: str, cluster: str, repository: str, wait: float = ACK_WAIT) -> bool:
     """``wal-push`` in async mode: True once the agent acknowledged ``path`` (the ack is
-    consumed); False at once when no agent is alive, or when ``wait`` passed without it."""
-    if consume_ack(spool, path, cluster, repository):
-        return True
+    consumed); False at once when no agent is alive or its acknowledgement is for another
+    file, or when ``wait`` passed without one."""
+    acked = consume_ack(spool, path, cluster, repository)
+    if acked is not None:
+        return acked
     import time
 
     deadline = time.monotonic() + wait
     while agent_alive(spool) and time.monotonic() < deadline:
         time.sleep(ACK_POLL)
-        if consume_ack(spool, path, cluster, repository):
-            return True
+        acked = consume_ack(spool, path, cluster, repository)
+        if acked is not None:
+            return acked
     return False
 
 

@@ -9,12 +9,13 @@ from collections.abc import Callable
 from engine.config import Config
 from engine.storage import Storage, open_posix
 
-OnEvent = Callable[[str | None, str, str, str], None]  # cluster, kind, severity, message
+#: The agent's ``event(cluster)``: an ``on_event(kind, severity, message)`` for that cluster.
+EventsFor = Callable[[str | None], Callable[[str, str, str], None]]
 
 
 class RegionCopier:
-    def __init__(self, config: Config, storage: Storage, region: str, on_event: OnEvent) -> None:
-        self.config, self.storage, self.region, self.on_event = config, storage, region, on_event
+    def __init__(self, config: Config, storage: Storage, region: str, event: EventsFor) -> None:
+        self.config, self.storage, self.region, self.event = config, storage, region, event
         self.settings = config.repository.copies[region]
         self._failing: dict[str, str] = {}  # cluster -> the failure last recorded
 
@@ -23,20 +24,20 @@ class RegionCopier:
         its end when a later round succeeds."""
         from engine.copies import copy_cluster
 
-        target = open_posix(self.settings.path)
         for cluster in self.config.clusters:
-            try:
+            try:  # opening the target fails like a copy (an unmounted path), recorded, retried
+                target = open_posix(self.settings.path)
                 report = copy_cluster(self.storage, target, cluster, self.region)
             except Exception as exc:
                 message = f"copy to region {self.region} failed: {exc.__class__.__name__}: {exc}"
                 if self._failing.get(cluster) != message:
                     self._failing[cluster] = message
-                    self.on_event(cluster, "copy_failed", "error", message)
+                    self.event(cluster)("copy_failed", "error", message)
                 continue
             if self._failing.pop(cluster, None) is not None:
-                self.on_event(cluster, "copy_recovered", "info",
-                              f"copy to region {self.region} works again "
-                              f"({report.backups_copied} backups, {report.wal_copied} WAL files copied)")
+                self.event(cluster)("copy_recovered", "info",
+                                    f"copy to region {self.region} works again ({report.backups_copied} "
+                                    f"backups, {report.wal_copied} WAL files copied)")
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():

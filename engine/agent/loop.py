@@ -31,7 +31,6 @@ class Agent:
         self.executor = Executor(config, catalog, job_command, config.agent.state_dir / "jobs")
         self.scheduler = Scheduler(config, catalog, notify)
         self.objectives = ObjectivesMonitor(config, catalog, storage)
-        self.archivers: list[Any] = []
         self.streamers: list[Any] = []
         self._threads: list[threading.Thread] = []
         self._errors: dict[str, tuple[str, float]] = {}
@@ -51,7 +50,6 @@ class Agent:
                 from engine.wal_async import AsyncArchiver
 
                 archiver = AsyncArchiver(self.config, cluster, self.storage, self.event(cluster))
-                self.archivers.append(archiver)
                 thread = threading.Thread(target=archiver.run, args=(stop,), daemon=True,
                                           name=f"wal-async-{cluster}")
                 thread.start()
@@ -67,11 +65,8 @@ class Agent:
     def _start_copies(self, stop: threading.Event) -> None:
         from engine.agent.copier import RegionCopier
 
-        def record(cluster: str | None, kind: str, severity: str, message: str) -> None:
-            self.catalog.add_event(cluster, kind, message, severity=severity)
-
         for region in self.config.repository.copies:
-            copier = RegionCopier(self.config, self.storage, region, record)
+            copier = RegionCopier(self.config, self.storage, region, self.event)
             thread = threading.Thread(target=copier.run, args=(stop,), daemon=True,
                                       name=f"copy-{region}")
             thread.start()

@@ -123,6 +123,9 @@ def test_events_drills_objectives_schedules_and_notices(config: object) -> None:
         latest = catalog.latest_objectives("main")
         assert latest.rpo_exposure == 400.0 and latest.to_json()["rpo_met"] is False
         assert latest.to_json()["rto_met"] is True
+        catalog.record_objectives(ObjectivesRecord(5.0 + 86400 + 1, "main", 1.0, 300.0, 40.0, 3600.0, {}))
+        kept = catalog.db.execute("SELECT at FROM objectives WHERE cluster = 'main' ORDER BY at")
+        assert [row[0] for row in kept] == [9.0, 86406.0]  # the day-old measurement went
         assert catalog.schedule_last("main", "nightly") is None
         catalog.set_schedule_last("main", "nightly", 100.0)
         catalog.set_schedule_last("main", "nightly", 200.0)

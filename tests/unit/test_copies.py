@@ -266,3 +266,27 @@ def test_a_damaged_manifest_is_not_copied(source: PosixStorage, tmp_path: Path) 
     assert list_backup_ids(target, "main") == [FULL]
     assert report.skipped[0].startswith(f"backup {INCR}: ") and "fails its checksum" in report.skipped[0]
     assert os.listdir(target.path_of(layout.backups_prefix("main"))) == [f"{FULL}.manifest"]
+
+
+def test_the_agents_copier_records_a_failure_once_and_its_recovery(source: PosixStorage,
+                                                                     tmp_path: Path) -> None:
+    from engine.agent.copier import RegionCopier
+    from engine.config import Config
+
+    target = tmp_path / "dr"
+    target.write_text("not a directory")  # e.g. the copy's volume is not mounted
+    config = Config.model_validate({
+        "repository": {"path": str(tmp_path / "source"),
+                       "copies": {"dr": {"path": str(target), "interval": "1h"}}},
+        "clusters": {"main": {"pgdata": str(tmp_path / "pgdata")}}})
+    recorded: list[tuple[str | None, str, str]] = []
+    copier = RegionCopier(config, source, "dr",
+                          lambda cluster: lambda kind, severity, _message: recorded.append(
+                              (cluster, kind, severity)))
+    copier.round()
+    copier.round()  # the same failure again: not recorded twice
+    assert recorded == [("main", "copy_failed", "error")]
+    target.unlink()
+    copier.round()
+    assert recorded[1:] == [("main", "copy_recovered", "info")]
+    assert content(PosixStorage(target)) == content(source)

@@ -137,11 +137,11 @@ def test_ack_for_another_repository_or_cluster_does_not_match(tmp_path: Path) ->
     ack.write_text(wal_async.ack_text(path.stat(), "other", str(tmp_path / "repo")))
     assert not wal_async.ack_matches(str(spool), str(path), "main", str(tmp_path / "repo"))
     ack.write_text(wal_async.ack_text(path.stat(), "main", str(tmp_path / "repo"))[:-8])  # torn
-    assert not wal_async.consume_ack(str(spool), str(path), "main", str(tmp_path / "repo"))
+    assert wal_async.consume_ack(str(spool), str(path), "main", str(tmp_path / "repo")) is False
     assert not ack.exists()
     ack.write_text(wal_async.ack_text(path.stat(), "main", str(tmp_path / "repo")))
-    assert wal_async.consume_ack(str(spool), str(path), "main", str(tmp_path / "repo"))
-    assert not wal_async.consume_ack(str(spool), str(path), "main", str(tmp_path / "repo"))
+    assert wal_async.consume_ack(str(spool), str(path), "main", str(tmp_path / "repo")) is True
+    assert wal_async.consume_ack(str(spool), str(path), "main", str(tmp_path / "repo")) is None
 
 
 def test_agent_repushes_a_file_whose_ack_is_stale(
@@ -215,6 +215,12 @@ def test_wal_push_waits_for_a_live_agent_and_not_for_a_dead_one(
     started = time.monotonic()
     assert not wal_async.await_ack(spool, str(other), "main", repo, wait=0.5)
     assert time.monotonic() - started >= 0.5
+    # an acknowledgement for another file of that name: the agent will not send another,
+    # so wal-push pushes the file itself at once instead of waiting
+    Path(wal_async.ack_path(spool, SEG[1])).write_text(wal_async.ack_text(path.stat(), "main", repo))
+    started = time.monotonic()
+    assert not wal_async.await_ack(spool, str(other), "main", repo, wait=10)
+    assert time.monotonic() - started < 1
     stale = time.time() - wal_async.HEARTBEAT_FRESH - 1
     os.utime(os.path.join(spool, wal_async.HEARTBEAT), (stale, stale))
     assert not wal_async.agent_alive(spool)
