@@ -8,4 +8,5 @@ flags = ["-O3", "-funroll-loops"]
 if platform.machine() in ("x86_64", "AMD64"):
     flags.append("-msse4.1")  # lets the 32 lanes be computed with vector instructions
 
-setup(ext_modules=[Extension("engine._pagecheck", ["engine/_pagecheck.c"], extra_compile_args=flags)])
+setup(ext_modules=[Extension("engine.postgres._pagecheck", ["engine/postgres/_pagecheck.c"],
+                             extra_compile_args=flags)])

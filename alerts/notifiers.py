@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from engine.config import Config
+from engine.config.schema import Config
 
 TIMEOUT = 10.0
 _quiet = logging.getLogger("lifeboat.notifiers")

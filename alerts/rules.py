@@ -20,7 +20,7 @@ import yaml
 from prometheus_client.utils import floatToGoString
 
 from collectors import metrics
-from engine.config_agent import DrillConfig
+from engine.config.sections import DrillConfig
 
 Severity = Literal["critical", "warning", "info"]
 SEVERITIES: tuple[str, ...] = ("critical", "warning", "info")

@@ -55,7 +55,7 @@ from bench.harness import execute, preflight
 from bench.report import machine
 from bench.run import tool_versions
 from bench.tool_commands import lifeboat_config, pgbackrest_config
-from engine.wal_async import archive_backlog
+from engine.wal.async_archive import archive_backlog
 
 TOOLS = ("lifeboat-sync", "lifeboat-async", "pgbackrest-async")
 TITLES = {"lifeboat-sync": "Lifeboat sync", "lifeboat-async": "Lifeboat async",

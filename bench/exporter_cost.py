@@ -20,9 +20,9 @@ from pathlib import Path
 from prometheus_client import generate_latest
 
 from collectors.exporter import Refresher, registry_for
-from engine.catalog import Catalog
-from engine.config import Config
-from engine.storage.posix import PosixStorage
+from engine.catalog.store import Catalog
+from engine.config.schema import Config
+from engine.repository.storage.posix import PosixStorage
 
 
 def _fill(catalog: Catalog, jobs: int, drills: int) -> None:

@@ -29,8 +29,8 @@ from collectors.snapshot import Snapshot
 from engine.version import VERSION
 
 if TYPE_CHECKING:
-    from engine.config import Config
-    from engine.storage.base import Storage
+    from engine.config.schema import Config
+    from engine.repository.storage.base import Storage
 
 log = logging.getLogger(__name__)
 PARTS = ("postgres", "catalog", "repository", "host")
@@ -96,7 +96,7 @@ class Refresher:
     def _run_catalog(self, now: float) -> bool:
         """Refresh the catalog part; True when a job ended since the last round (so the
         repository is read again now rather than at its interval)."""
-        from engine.catalog import Catalog
+        from engine.catalog.store import Catalog
 
         changed = False
 
@@ -121,8 +121,8 @@ class Refresher:
 
     def _measure_objectives(self, now: float) -> None:
         """Measure objectives the agent has not measured lately (an exporter on its own)."""
+        from engine.catalog.objectives import ObjectivesMonitor
         from engine.errors import LifeboatError
-        from engine.objectives import ObjectivesMonitor
 
         interval = self.config.agent.objectives_interval
         for cluster in self.config.clusters:

@@ -20,13 +20,13 @@ from collectors.metrics import (
     size_class,
 )
 from collectors.snapshot import Snapshot
-from engine import data_loss
-from engine.catalog import FINAL_STATES, RUNNING, SUCCEEDED, Catalog, DrillRecord
+from engine.catalog import data_loss
+from engine.catalog.store import FINAL_STATES, RUNNING, SUCCEEDED, Catalog, DrillRecord
 from engine.jobs import BYTE_PROGRESS_KINDS, PARAMS
 
 if TYPE_CHECKING:
-    from engine.config import Config
-    from engine.storage.base import Storage
+    from engine.config.schema import Config
+    from engine.repository.storage.base import Storage
 
 HISTORY_LIMIT = 1_000_000  # rows of job history read per refresh, at most
 
@@ -35,8 +35,8 @@ HISTORY_LIMIT = 1_000_000  # rows of job history read per refresh, at most
 
 def postgres(snapshot: Snapshot, config: Config, cluster: str, timeout: float) -> str | None:
     """The server's archiver, WAL directory and replicas; why not, when it did not answer."""
-    from engine import postgres as pg
     from engine.errors import PostgresError
+    from engine.postgres import connection as pg
 
     settings = config.clusters[cluster]
     try:
@@ -93,7 +93,7 @@ def segments_behind(ready: int, last_archived: str | None, current: str | None,
     """Completed segments not archived: the ``.ready`` count, or pg_stat_archiver's gap from
     the last archived segment to the one being written, whichever is larger (the gap
     counts on the same timeline only; history and partial files have no place in it)."""
-    from engine.wal import is_segment, parse_segment
+    from engine.wal.names import is_segment, parse_segment
 
     if not (last_archived and current and is_segment(last_archived) and is_segment(current)):
         return ready
@@ -277,8 +277,8 @@ def drill_periods(snapshot: Snapshot, config: Config, now: float) -> None:
 
 def repository(snapshot: Snapshot, config: Config, storage: Storage, cluster: str) -> None:
     """Backups in the repository (the source of truth for what exists) and its sizes."""
-    from engine import layout
-    from engine.info import cluster_report
+    from engine.repository import layout
+    from engine.repository.info import cluster_report
 
     report = cluster_report(storage, cluster, with_archive=False)
     newest: dict[str, Any] = {}
@@ -315,10 +315,10 @@ def _copies(snapshot: Snapshot, config: Config, storage: Storage, cluster: str) 
     """Each region's copy: its size and how far it is behind (NaN: it cannot be read)."""
     if not config.repository.copies:
         return
-    from engine import layout
-    from engine.copies import copy_lag
     from engine.errors import LifeboatError
-    from engine.storage import open_posix
+    from engine.repository import layout
+    from engine.repository.copies import copy_lag
+    from engine.repository.storage import open_posix
 
     for region, settings in config.repository.copies.items():
         target = open_posix(settings.path)

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.catalog import CANCELLED, FAILED, SUCCEEDED, Catalog, agent_identity
+from engine.catalog.store import CANCELLED, FAILED, SUCCEEDED, Catalog, agent_identity
 from engine.errors import JobError, LifeboatError, UsageError
 
 if TYPE_CHECKING:
-    from engine.config import Config
-    from engine.storage.base import Storage
+    from engine.config.schema import Config
+    from engine.repository.storage.base import Storage
 
 #: Default priorities: a restore outranks everything, a scheduled job yields to an asked one.
 PRIORITY = {"restore": 100, "drill": 60, "backup": 50, "verify": 40, "expire": 30}
@@ -134,7 +134,7 @@ def record_outcome(catalog: Catalog, config: Config, kind: str, cluster: str, jo
                    result: dict[str, Any] | None = None, error: BaseException | None = None) -> bool:
     """Record how a job ended (its state, an event, and any data loss it found); True when
     it succeeded. The agent's job runner and the CLI's recorded runs both end here."""
-    from engine import data_loss
+    from engine.catalog import data_loss
 
     if error is not None:
         text = str(error) if isinstance(error, LifeboatError) else (
@@ -221,7 +221,7 @@ Runner = Callable[["Config", Path, str, "Storage", dict[str, Any], ProgressRepor
 
 def _run_backup(config: Config, path: Path, cluster: str, storage: Storage,
                 params: dict[str, Any], report: ProgressReporter) -> dict[str, Any]:
-    from engine import backup
+    from engine.backup import physical as backup
 
     request = backup.BackupRequest(params["type"], params["jobs"], params["checksum"], params["expire"])
     summary = backup.run(config, cluster, storage, path, request,
@@ -237,8 +237,8 @@ def backup_result(summary: Any, request: Any) -> dict[str, Any]:
 
 
 def _restore_options(params: RestoreParams) -> Any:
-    from engine import restore
-    from engine.recovery import RecoveryTarget
+    from engine.restore import physical as restore
+    from engine.restore.recovery import RecoveryTarget
 
     target = RecoveryTarget(params.target, params.target_value, params.target_exclusive,
                             params.target_action, params.target_timeline)
@@ -250,7 +250,7 @@ def _restore_options(params: RestoreParams) -> Any:
 
 def _run_restore(config: Config, path: Path, cluster: str, storage: Storage,
                  params: dict[str, Any], report: ProgressReporter) -> dict[str, Any]:
-    from engine import restore
+    from engine.restore import physical as restore
 
     options = _restore_options(RestoreParams.model_validate(params))
     return restore.run(config, cluster, storage, path, options,
@@ -259,7 +259,7 @@ def _run_restore(config: Config, path: Path, cluster: str, storage: Storage,
 
 def _run_verify(config: Config, path: Path, cluster: str, storage: Storage,
                 params: dict[str, Any], report: ProgressReporter) -> dict[str, Any]:
-    from engine import verify
+    from engine.repository import verify
 
     result = verify.run(storage, cluster, params["backup"], params["since_last"],
                         params["jobs"] or config.jobs)
@@ -268,7 +268,7 @@ def _run_verify(config: Config, path: Path, cluster: str, storage: Storage,
 
 def _run_expire(config: Config, path: Path, cluster: str, storage: Storage,
                 params: dict[str, Any], report: ProgressReporter) -> dict[str, Any]:
-    from engine import expire
+    from engine.repository import expire
 
     return dict(expire.run(config, cluster, storage, params["dry_run"]).to_json())
 

@@ -19,7 +19,7 @@ from lifeboat.privileges import who
 
 def _agent(args: argparse.Namespace) -> int:
     from engine.agent.loop import Agent, job_command
-    from engine.catalog import Catalog
+    from engine.catalog.store import Catalog
 
     _prepare_directories(args)
     config, path, _cluster, storage = load_context(args, need_cluster=False)
@@ -55,8 +55,8 @@ def _prepare_directories(args: argparse.Namespace) -> None:
         return
     import pwd
 
-    from engine.config import load_config
-    from engine.config_file import config_path
+    from engine.config.file import config_path
+    from engine.config.schema import load_config
 
     config = load_config(config_path(args.config))
     if config.os_user == "root":
@@ -94,8 +94,8 @@ def _notifier(config: Any) -> Any:
 
 def _enqueue(args: argparse.Namespace) -> int:
     from engine import jobs
-    from engine.catalog import FINAL_STATES, SUCCEEDED, Catalog
-    from engine.units import parse_duration
+    from engine.catalog.store import FINAL_STATES, SUCCEEDED, Catalog
+    from engine.config.units import parse_duration
 
     asker = args.requested_by or who()  # before load_context switches to os_user
     config, _path, cluster, _storage = load_context(args)
@@ -145,7 +145,7 @@ def _job_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    from engine.catalog import ACTIVE_STATES, Catalog
+    from engine.catalog.store import ACTIVE_STATES, Catalog
     from lifeboat.output import jobs_text
 
     config, path, cluster, _storage = load_context(args, need_cluster=False)
@@ -163,7 +163,7 @@ def _jobs(args: argparse.Namespace) -> int:
 
 
 def _events(args: argparse.Namespace) -> int:
-    from engine.catalog import Catalog, iso
+    from engine.catalog.store import Catalog, iso
 
     config, path, cluster, _storage = load_context(args, need_cluster=False)
     if cluster:
@@ -182,7 +182,7 @@ def _events(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from engine.catalog import CANCELLED, Catalog
+    from engine.catalog.store import CANCELLED, Catalog
 
     asker = who()
     config, _path, _cluster, _storage = load_context(args, need_cluster=False)
@@ -202,7 +202,7 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _run_job(args: argparse.Namespace) -> int:
     from engine import jobs
-    from engine.catalog import Catalog
+    from engine.catalog.store import Catalog
 
     def stopped(signum: int, _frame: object) -> None:
         # SystemExit unwinds through every finally: a drill stops and removes its scratch

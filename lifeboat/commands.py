@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.config_file import config_path
+from engine.config.file import config_path
 from engine.errors import UsageError
 from lifeboat import drill_command, wal_commands
 from lifeboat.privileges import become, who
@@ -17,8 +17,8 @@ from lifeboat.privileges import become, who
 
 def load_context(args: argparse.Namespace, need_cluster: bool = True) -> tuple[Any, Path, str, Any]:
     """The validated configuration, its path, the cluster asked for and the repository."""
-    from engine.config import load_config
-    from engine.storage import open_posix
+    from engine.config.schema import load_config
+    from engine.repository.storage import open_posix
 
     path = Path(config_path(args.config)).absolute()
     config = load_config(path)
@@ -29,7 +29,7 @@ def load_context(args: argparse.Namespace, need_cluster: bool = True) -> tuple[A
 
 
 def _init(args: argparse.Namespace) -> int:
-    from engine import cluster_setup
+    from engine.postgres import cluster_setup
 
     config, path, cluster, storage = load_context(args)
     result = cluster_setup.init(config, cluster, storage, path)
@@ -41,7 +41,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from engine import cluster_setup
+    from engine.postgres import cluster_setup
 
     config, path, cluster, storage = load_context(args)
     result = cluster_setup.check(config, cluster, storage, path)
@@ -65,9 +65,9 @@ def recorded(args: argparse.Namespace, config: Any, kind: str, cluster: str,
 
 
 def _backup(args: argparse.Namespace) -> int:
-    from engine import backup
+    from engine.backup import physical as backup
+    from engine.config.units import format_size
     from engine.jobs import backup_result
-    from engine.units import format_size
     from lifeboat.progress import byte_progress
 
     config, path, cluster, storage = load_context(args)
@@ -103,7 +103,7 @@ def _backup(args: argparse.Namespace) -> int:
 
 
 def _expire(args: argparse.Namespace) -> int:
-    from engine import expire
+    from engine.repository import expire
     from lifeboat.output import expire_text
 
     config, _path, cluster, storage = load_context(args)
@@ -132,7 +132,7 @@ def _tablespace_map(items: list[str]) -> dict[int, Path]:
 
 def restore_target(args: argparse.Namespace) -> Any:
     """The RecoveryTarget the --target-* options ask for (restore and enqueue restore)."""
-    from engine.recovery import RecoveryTarget
+    from engine.restore.recovery import RecoveryTarget
 
     for kind in ("time", "xid", "lsn", "name"):
         value = getattr(args, f"target_{kind}")
@@ -144,8 +144,8 @@ def restore_target(args: argparse.Namespace) -> Any:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from engine import restore
-    from engine.units import format_size, parse_duration
+    from engine.config.units import format_size, parse_duration
+    from engine.restore import physical as restore
     from lifeboat.progress import byte_progress
 
     target = restore_target(args)
@@ -192,7 +192,7 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from engine import verify
+    from engine.repository import verify
     from lifeboat.output import verify_text
     from lifeboat.progress import byte_progress
 
@@ -221,9 +221,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _copy(args: argparse.Namespace) -> int:
-    from engine.copies import copy_cluster
-    from engine.storage import open_posix
-    from engine.units import format_size
+    from engine.config.units import format_size
+    from engine.repository.copies import copy_cluster
+    from engine.repository.storage import open_posix
 
     config, _path, cluster, storage = load_context(args)
     copies = config.repository.copies
@@ -246,7 +246,7 @@ def _copy(args: argparse.Namespace) -> int:
 
 
 def _restore_point(args: argparse.Namespace) -> int:
-    from engine import restore_points
+    from engine.restore import points as restore_points
 
     config, _path, cluster, storage = load_context(args)
     point = restore_points.create(config, cluster, storage, args.name)
@@ -255,13 +255,13 @@ def _restore_point(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from engine.info import cluster_report
+    from engine.repository.info import cluster_report
     from lifeboat.output import info_text
 
     config, path, cluster, storage = load_context(args, need_cluster=False)
     names = [config.cluster_name(cluster, path)] if cluster else sorted(config.clusters)
     reports = [cluster_report(storage, name) for name in names]
-    from engine.objectives import recorded
+    from engine.catalog.objectives import recorded
 
     for report, objectives in zip(reports, recorded(config, names).values(), strict=True):
         report.objectives = objectives

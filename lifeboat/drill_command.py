@@ -33,7 +33,7 @@ def _say(percent: float, message: str) -> None:
 
 
 def drill(args: argparse.Namespace) -> int:
-    from engine.catalog import Catalog
+    from engine.catalog.store import Catalog
     from engine.drill.record import record
     from engine.drill.run import run
     from lifeboat.commands import load_context
@@ -79,7 +79,7 @@ def _text(result: Any, drill_id: int) -> str:
 
 
 def report(args: argparse.Namespace) -> int:
-    from engine.catalog import Catalog, iso
+    from engine.catalog.store import Catalog, iso
     from lifeboat.commands import load_context
 
     config, _path, cluster, _storage = load_context(args)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from engine.expire import ExpireReport
-from engine.info import ClusterReport
-from engine.units import format_size
-from engine.verify import VerifyReport
+from engine.config.units import format_size
+from engine.repository.expire import ExpireReport
+from engine.repository.info import ClusterReport
+from engine.repository.verify import VerifyReport
 
 
 def info_text(repository: str, reports: list[ClusterReport]) -> str:
@@ -38,7 +38,7 @@ def info_text(repository: str, reports: list[ClusterReport]) -> str:
 
 
 def objectives_text(o: dict) -> str:
-    from engine.units import format_duration
+    from engine.config.units import format_duration
 
     def measured(value: float | None, objective: float, met: bool | None, what: str) -> str:
         if value is None:
@@ -85,8 +85,8 @@ def expire_text(report: ExpireReport) -> str:
     return "\n".join(lines)
 
 
-def jobs_text(jobs: list) -> str:  # list[engine.catalog.Job]
-    from engine.catalog import iso
+def jobs_text(jobs: list) -> str:  # list[engine.catalog.store.Job]
+    from engine.catalog.store import iso
 
     if not jobs:
         return "no jobs"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from engine.config_file import config_path
+from engine.config.file import config_path
 from lifeboat.privileges import become
 
 
@@ -43,19 +43,19 @@ def parse_fast(argv: list[str]) -> SimpleNamespace | None:
 
 
 def wal_push(args: SimpleNamespace) -> int:
-    from engine.settings_cache import archive_settings
+    from engine.config.cache import archive_settings
 
     settings = archive_settings(config_path(args.config), args.cluster)
     become(settings.os_user)
     if settings.archive_mode == "async":
-        from engine.wal_async import await_ack
+        from engine.wal.async_archive import await_ack
 
         # the agent pushes this very file (or did): confirm without reading it
         if await_ack(settings.spool, args.wal_path, settings.cluster, settings.repository):
             return 0
-    from engine import archive
-    from engine.codec import Codec
-    from engine.storage.posix import PosixStorage
+    from engine.repository.codec import Codec
+    from engine.repository.storage.posix import PosixStorage
+    from engine.wal import archive
 
     archive.push(PosixStorage(settings.repository), settings.cluster, args.wal_path,
                  Codec(settings.algorithm, settings.level))  # type: ignore[arg-type]
@@ -63,9 +63,9 @@ def wal_push(args: SimpleNamespace) -> int:
 
 
 def wal_get(args: SimpleNamespace) -> int:
-    from engine import archive
-    from engine.settings_cache import archive_settings
-    from engine.storage.posix import PosixStorage
+    from engine.config.cache import archive_settings
+    from engine.repository.storage.posix import PosixStorage
+    from engine.wal import archive
 
     settings = archive_settings(config_path(args.config), args.cluster)
     become(settings.os_user)

@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-from engine.config import ClusterConfig
-from engine.config_agent import ScheduleConfig, parse_window
+from engine.config.schema import ClusterConfig
+from engine.config.sections import ScheduleConfig, parse_window
 
 
 class Blocker(NamedTuple):
@@ -43,8 +43,8 @@ def active_sessions(cluster: ClusterConfig) -> int | None:
     """
     import psycopg
 
-    from engine import postgres
     from engine.errors import PostgresError
+    from engine.postgres import connection as postgres
 
     try:
         with postgres.connect(postgres.endpoint_of(cluster), "the cluster", timeout=3.0) as conn:

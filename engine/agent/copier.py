@@ -1,13 +1,13 @@
 """The agent's copies of the repository in other regions: one thread per region brings
-its copy up to date every ``interval`` (:func:`engine.copies.copy_cluster`)."""
+its copy up to date every ``interval`` (:func:`engine.repository.copies.copy_cluster`)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
 
-from engine.config import Config
-from engine.storage import Storage, open_posix
+from engine.config.schema import Config
+from engine.repository.storage import Storage, open_posix
 
 #: The agent's ``event(cluster)``: an ``on_event(kind, severity, message)`` for that cluster.
 EventsFor = Callable[[str | None], Callable[[str, str, str], None]]
@@ -22,7 +22,7 @@ class RegionCopier:
     def round(self) -> None:
         """Copy every cluster once; a failure is recorded when it starts or changes, and
         its end when a later round succeeds."""
-        from engine.copies import copy_cluster
+        from engine.repository.copies import copy_cluster
 
         for cluster in self.config.clusters:
             try:  # opening the target fails like a copy (an unmounted path), recorded, retried

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.agent import conditions
-from engine.catalog import CANCELLED, FAILED, RUNNING, Catalog, Job, agent_identity
-from engine.config import Config
-from engine.config_agent import ResourcesConfig, ScheduleConfig
-from engine.server import process_alive
-from engine.units import format_duration
+from engine.catalog.store import CANCELLED, FAILED, RUNNING, Catalog, Job, agent_identity
+from engine.config.schema import Config
+from engine.config.sections import ResourcesConfig, ScheduleConfig
+from engine.config.units import format_duration
+from engine.postgres.server import process_alive
 
 KILL_GRACE = 20.0  # SIGTERM lets a job clean up (a drill removes its scratch cluster)
 

@@ -16,10 +16,10 @@ from typing import Any
 
 from engine.agent.executor import Executor
 from engine.agent.scheduler import Notify, Scheduler
-from engine.catalog import Catalog
-from engine.config import Config
-from engine.objectives import ObjectivesMonitor
-from engine.storage.base import Storage
+from engine.catalog.objectives import ObjectivesMonitor
+from engine.catalog.store import Catalog
+from engine.config.schema import Config
+from engine.repository.storage.base import Storage
 
 ERROR_REPEAT = 300.0  # the same failure of a part is recorded at most every 5 minutes
 
@@ -47,7 +47,7 @@ class Agent:
                                + (f"; jobs {interrupted} had been interrupted" if interrupted else ""))
         for cluster, settings in self.config.clusters.items():
             if settings.archive.mode == "async":
-                from engine.wal_async import AsyncArchiver
+                from engine.wal.async_archive import AsyncArchiver
 
                 archiver = AsyncArchiver(self.config, cluster, self.storage, self.event(cluster))
                 thread = threading.Thread(target=archiver.run, args=(stop,), daemon=True,
@@ -55,7 +55,7 @@ class Agent:
                 thread.start()
                 self._threads.append(thread)
             if settings.streaming.enabled:
-                from engine.streaming import StreamingSupervisor
+                from engine.wal.streaming import StreamingSupervisor
 
                 streamer = StreamingSupervisor(self.config, cluster, self.storage, self.event(cluster))
                 self._guard(f"streaming {cluster}", cluster, streamer.start)

@@ -21,9 +21,9 @@ from croniter import croniter
 
 from engine import jobs
 from engine.agent.executor import worker_count
-from engine.catalog import ACTIVE_STATES, Catalog
-from engine.config import Config
-from engine.units import format_duration
+from engine.catalog.store import ACTIVE_STATES, Catalog
+from engine.config.schema import Config
+from engine.config.units import format_duration
 
 NOTICE_RETRY = 300.0  # a notice a channel could not take yet is sent again after this
 

@@ -21,12 +21,12 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from engine import postgres
 from engine.drill import state
 from engine.drill.checks import connect, error_text
 from engine.drill.model import Check
 from engine.drill.reference import Reference, Scope
 from engine.drill.scratch import Scratch
+from engine.postgres import connection as postgres
 
 #: At most this many privilege statements per drill (roles x tables x 4 grows fast).
 MAX_PRIVILEGE_PROBES = 4000

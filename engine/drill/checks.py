@@ -15,13 +15,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from engine import postgres
 from engine.drill import state
 from engine.drill.model import Check, TableComparison
 from engine.drill.reference import Reference, Scope
 from engine.drill.scratch import Scratch
 from engine.drill.state import Table
 from engine.errors import PostgresError
+from engine.postgres import connection as postgres
 
 _CONSTRAINT_KINDS = {"f": "foreign keys", "c": "checks", "u": "unique", "p": "primary keys",
                      "x": "exclusion"}

@@ -15,12 +15,12 @@ from typing import Any
 
 import psycopg
 
-from engine import postgres
-from engine.config import Config
-from engine.config_agent import ProbeConfig
+from engine.config.schema import Config
+from engine.config.sections import ProbeConfig
 from engine.drill.checks import error_text
 from engine.drill.model import ProbeTiming
 from engine.errors import PostgresError
+from engine.postgres import connection as postgres
 
 Connector = Callable[[str], AbstractContextManager[psycopg.Connection]]
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.catalog import Catalog
-from engine.config import Config
+from engine.catalog.store import Catalog
+from engine.config.schema import Config
 from engine.drill import report
 from engine.drill.model import DrillResult
 from engine.drill.run import Progress, run
-from engine.storage import Storage
+from engine.repository.storage import Storage
 
 TREND_WINDOW = 90 * 86400.0  # the seed's historical_window
 TREND_LIMIT = 50
@@ -39,7 +39,7 @@ def record(catalog: Catalog, result: DrillResult, config: Config) -> tuple[int, 
                             "rto_seconds": result.rto_seconds,
                             "failed_checks": [c.name for c in result.failed_checks()]})
     if result.completeness is not None and result.completeness < 1.0:
-        from engine import data_loss
+        from engine.catalog import data_loss
 
         lost = data_loss.Loss("drill_rows_lost", f"drill {drill_id}: the restore holds "
                               f"{result.completeness:.4%} of the source's rows")

@@ -44,14 +44,16 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from engine import cluster_setup, layout, postgres
-from engine.config import Config
+from engine.config.schema import Config
 from engine.drill import state
 from engine.drill.state import Table
 from engine.errors import DrillError
-from engine.restore_points import RestorePoint
-from engine.storage import Storage
-from engine.wal import format_lsn
+from engine.postgres import cluster_setup
+from engine.postgres import connection as postgres
+from engine.repository import layout
+from engine.repository.storage import Storage
+from engine.restore.points import RestorePoint
+from engine.wal.names import format_lsn
 
 LOCK_TIMEOUT = 2.0
 LOCK_ATTEMPTS = 5

@@ -18,14 +18,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from engine import restore
-from engine.config import Config
+from engine.config.schema import Config
 from engine.drill import auth, checks, crud, model, probes, reference, scratch, state
 from engine.drill.model import Check, DrillResult
 from engine.drill.reference import Reference, Scope
 from engine.errors import DrillError, LifeboatError, UsageError
-from engine.recovery import RecoveryTarget, choose_backup
-from engine.storage import Storage
+from engine.repository.storage import Storage
+from engine.restore import physical as restore
+from engine.restore.recovery import RecoveryTarget, choose_backup
 
 KINDS = ("full", "partial")
 

@@ -20,12 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine import durable, restore, server
-from engine.config import Config
-from engine.postgres import Endpoint
-from engine.recovery import RecoveryTarget
-from engine.storage import Storage
-from engine.wal import parse_lsn
+from engine import durable
+from engine.config.schema import Config
+from engine.postgres import server
+from engine.postgres.connection import Endpoint
+from engine.repository.storage import Storage
+from engine.restore import physical as restore
+from engine.restore.recovery import RecoveryTarget
+from engine.wal.names import parse_lsn
 
 MARKER = "# lifeboat drill: the scratch copy must not act as the source"
 

@@ -196,8 +196,8 @@ def test_a_job_waits_while_the_server_is_busy(env: Lifeboat) -> None:
 
 def _seed_schedule(env: Lifeboat, name: str, last_fire: float) -> None:
     """Record an earlier last fire, as an agent that stopped a while ago would have."""
-    from engine.catalog import Catalog
-    from engine.config import load_config
+    from engine.catalog.store import Catalog
+    from engine.config.schema import load_config
 
     config = load_config(env.config)
     catalog_dir = config.catalog.path.parent

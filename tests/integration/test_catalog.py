@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from engine import jobs
-from engine.catalog import CANCELLED, FAILED, RUNNING, SUCCEEDED, Catalog, ObjectivesRecord
-from engine.config import parse_config
+from engine.catalog.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, Catalog, ObjectivesRecord
+from engine.config.schema import parse_config
 from engine.errors import CatalogError, UsageError
 
 SERVER = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -157,7 +157,7 @@ def test_bad_jobs_and_unreachable_catalogs_are_clear_errors(config: object, tmp_
 
 
 def _open_fresh_catalog(path: str, start: object) -> None:
-    from engine.catalog_db import SqliteDatabase
+    from engine.catalog.db import SqliteDatabase
 
     start.wait()  # type: ignore[attr-defined]
     SqliteDatabase(Path(path)).close()

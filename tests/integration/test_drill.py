@@ -181,10 +181,10 @@ def test_drill_fails_on_a_slow_restored_cluster_and_an_unlogged_critical_table(s
 def sabotaged_drill(config: str) -> None:
     """Run as postgres: a partial drill whose restored copy has a damaged page in shop.orders
     (stopped, one tuple's bytes flipped as a failing disk would, started again)."""
-    from engine import server
-    from engine.config import load_config
+    from engine.config.schema import load_config
     from engine.drill.run import run
-    from engine.storage import open_posix
+    from engine.postgres import server
+    from engine.repository.storage import open_posix
 
     loaded = load_config(config)
 

@@ -53,8 +53,8 @@ def test_incremental_without_a_base_is_a_full_backup(lifeboat: Lifeboat) -> None
 def test_a_second_backup_is_refused_naming_the_holder(lifeboat: Lifeboat) -> None:
     holder = subprocess.Popen(
         ["runuser", "-u", "postgres", "--", sys.executable, "-c",
-         "import sys, time; from engine.storage.posix import PosixStorage; "
-         "from engine.locks import cluster_lock; "
+         "import sys, time; from engine.repository.storage.posix import PosixStorage; "
+         "from engine.repository.locks import cluster_lock; "
          f"lock = cluster_lock(PosixStorage({str(lifeboat.repo)!r}), 'main', 'backup --type full'); "
          "import os; lock.__enter__(); print(os.getpid(), flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)

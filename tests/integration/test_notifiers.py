@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from alerts.notifiers import JsonWebhook, Notice, Outcome, SlackWebhook, drill_notice
-from engine.config import Config, parse_config
+from engine.config.schema import Config, parse_config
 from tests.integration.pg import free_port
 
 WHEN = datetime(2026, 12, 6, 3, 0, tzinfo=UTC)

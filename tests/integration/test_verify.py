@@ -6,9 +6,9 @@ import json
 import time
 from pathlib import Path
 
-from engine import layout
-from engine.manifest import read_manifest
-from engine.storage.posix import PosixStorage
+from engine.repository import layout
+from engine.repository.manifest import read_manifest
+from engine.repository.storage.posix import PosixStorage
 from tests.integration.pg import Lifeboat
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.wal_async import archive_backlog
+from engine.wal.async_archive import archive_backlog
 from tests.integration.agent import configure, events, running_agent, wait_for
 from tests.integration.pg import Lifeboat, Workspace
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import clusterinfo
-from engine.storage.posix import PosixStorage
+from engine.repository import clusterinfo
+from engine.repository.storage.posix import PosixStorage
 
 
 @pytest.fixture(autouse=True)

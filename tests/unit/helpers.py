@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.manifest import BackupSummary
+from engine.repository.manifest import BackupSummary
 
 
 def summary(backup_id: str = "20261125-010000F", **changes: object) -> BackupSummary:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import blockcopy, pgdata
-from engine.blockcopy import BlockCopier, PackSet
-from engine.codec import RAW, ZSTD, Codec
-from engine.storage.posix import PosixStorage
+from engine.backup import blockcopy
+from engine.backup.blockcopy import BlockCopier, PackSet
+from engine.postgres import pgdata
+from engine.repository.codec import RAW, ZSTD, Codec
+from engine.repository.storage.posix import PosixStorage
 
 BLOCK = 64 * 1024
 
@@ -71,7 +72,7 @@ PAGE_FILE = Path(__file__).parent / "data" / "pgbench_accounts_block7.page"
 
 def test_page_checksum_matches_postgresql() -> None:
     """A page written by PostgreSQL 15 (initdb -k): block 7 of pgbench_accounts."""
-    from engine import pagecheck
+    from engine.postgres import pagecheck
 
     page = PAGE_FILE.read_bytes()
     assert pagecheck.bad_pages(page, 7, 1 << 62) == []

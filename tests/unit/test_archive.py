@@ -2,10 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import archive, layout
-from engine.codec import Codec
 from engine.errors import ArchiveDamagedError, ArchiveDuplicateError, UsageError
-from engine.storage.posix import PosixStorage
+from engine.repository import layout
+from engine.repository.codec import Codec
+from engine.repository.storage.posix import PosixStorage
+from engine.wal import archive
 from tests.unit.conftest import fake_segment
 
 CODEC = Codec("zstd", 3)

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from engine import layout, pgdata
-from engine.blockcopy import BlockCopier, PackSet
-from engine.codec import Codec
+from engine.backup.blockcopy import BlockCopier, PackSet
 from engine.errors import ChecksumError
-from engine.manifest import ManifestWriter, read_manifest
-from engine.restore_files import FileWriter
-from engine.storage.posix import PosixStorage
+from engine.postgres import pgdata
+from engine.repository import layout
+from engine.repository.codec import Codec
+from engine.repository.manifest import ManifestWriter, read_manifest
+from engine.repository.storage.posix import PosixStorage
+from engine.restore.files import FileWriter
 from tests.trees import tree
 from tests.unit.helpers import summary
 
@@ -182,7 +183,7 @@ def test_delta_restore_equals_a_clean_restore(tmp_path: Path) -> None:
 
 def test_delta_refuses_a_directory_that_is_not_a_data_directory(tmp_path: Path) -> None:
     from engine.errors import RestoreError
-    from engine.restore_files import prepare_directory
+    from engine.restore.files import prepare_directory
 
     home = tmp_path / "home"
     home.mkdir()

@@ -143,7 +143,7 @@ def test_exporter_refuses_a_bad_port_and_names_a_busy_one(
 
 def test_copy_brings_a_region_up_to_date_and_names_unknown_regions(
         tmp_path: Path, storage: object, capsys: pytest.CaptureFixture[str]) -> None:
-    from engine import layout
+    from engine.repository import layout
 
     copy = tmp_path / "dr"
     path = write_config(tmp_path)

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_config, parse_config
+from engine.config.schema import load_config, parse_config
+from engine.config.units import parse_duration, parse_size
 from engine.errors import ConfigError
-from engine.units import parse_duration, parse_size
 
 MINIMAL = b'[repository]\npath = "/srv/repo"\n[clusters.main]\npgdata = "/srv/pg"\n'
 

@@ -11,13 +11,15 @@ from typing import BinaryIO
 
 import pytest
 
-from engine import archive, clusterinfo, layout, pgdata, verify
-from engine.blockcopy import BaseFiles, BlockCopier, PackSet
-from engine.codec import Codec
-from engine.copies import copy_cluster, copy_lag
+from engine.backup.blockcopy import BaseFiles, BlockCopier, PackSet
 from engine.errors import CopyConflictError, NotFoundError, StorageError
-from engine.manifest import ManifestWriter, list_backup_ids, read_manifest, read_summary
-from engine.storage.posix import PosixStorage
+from engine.postgres import pgdata
+from engine.repository import clusterinfo, layout, verify
+from engine.repository.codec import Codec
+from engine.repository.copies import copy_cluster, copy_lag
+from engine.repository.manifest import ManifestWriter, list_backup_ids, read_manifest, read_summary
+from engine.repository.storage.posix import PosixStorage
+from engine.wal import archive
 from tests.unit.conftest import SEGMENT_SIZE, SYSID, fake_segment
 from tests.unit.helpers import summary
 
@@ -271,7 +273,7 @@ def test_a_damaged_manifest_is_not_copied(source: PosixStorage, tmp_path: Path) 
 def test_the_agents_copier_records_a_failure_once_and_its_recovery(source: PosixStorage,
                                                                      tmp_path: Path) -> None:
     from engine.agent.copier import RegionCopier
-    from engine.config import Config
+    from engine.config.schema import Config
 
     target = tmp_path / "dr"
     target.write_text("not a directory")  # e.g. the copy's volume is not mounted

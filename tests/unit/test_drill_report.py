@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config_agent import DrillConfig
+from engine.config.sections import DrillConfig
 from engine.drill import model, report
 from engine.drill.model import Check, DrillResult, ProbeTiming, TableComparison
 

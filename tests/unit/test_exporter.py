@@ -15,9 +15,10 @@ from collectors import sources
 from collectors.exporter import Refresher, registry_for
 from collectors.metrics import METRICS, RECOVERY_BUCKETS
 from collectors.snapshot import Histogram, Snapshot
-from engine import data_loss, jobs
-from engine.catalog import Catalog
-from engine.config import Config
+from engine import jobs
+from engine.catalog import data_loss
+from engine.catalog.store import Catalog
+from engine.config.schema import Config
 from engine.errors import RecoveryShortfallError
 
 

@@ -7,12 +7,13 @@ import os
 import time
 from pathlib import Path
 
-from engine import layout, pgdata
-from engine.blockcopy import BaseFiles, BlockCopier, PackSet
-from engine.codec import Codec
-from engine.manifest import ManifestWriter, read_manifest
-from engine.restore_files import FileWriter
-from engine.storage.posix import PosixStorage
+from engine.backup.blockcopy import BaseFiles, BlockCopier, PackSet
+from engine.postgres import pgdata
+from engine.repository import layout
+from engine.repository.codec import Codec
+from engine.repository.manifest import ManifestWriter, read_manifest
+from engine.repository.storage.posix import PosixStorage
+from engine.restore.files import FileWriter
 from tests.unit.helpers import summary
 
 BLOCK = 64 * 1024

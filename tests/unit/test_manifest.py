@@ -2,9 +2,9 @@ import hashlib
 
 import pytest
 
-from engine import layout
 from engine.errors import ChecksumError
-from engine.manifest import (
+from engine.repository import layout
+from engine.repository.manifest import (
     BlockRef,
     FileEntry,
     ManifestWriter,
@@ -12,7 +12,7 @@ from engine.manifest import (
     read_manifest,
     read_summary,
 )
-from engine.storage.posix import PosixStorage
+from engine.repository.storage.posix import PosixStorage
 from tests.unit.helpers import summary
 
 

@@ -1,7 +1,7 @@
 import os
 from pathlib import Path
 
-from engine import pgdata
+from engine.postgres import pgdata
 
 
 def touch(path: Path, data: bytes = b"x") -> None:

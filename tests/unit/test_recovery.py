@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import RestoreError, UsageError
-from engine.recovery import RecoveryTarget, choose_backup, settings_for, write_settings
+from engine.restore.recovery import RecoveryTarget, choose_backup, settings_for, write_settings
 from tests.unit.helpers import summary
 
 A = summary("20261124-010000F", stopped_at="2026-11-24T01:00:04.000Z", stop_lsn="0/2000100",

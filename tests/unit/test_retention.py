@@ -1,6 +1,6 @@
 from datetime import UTC, datetime, timedelta
 
-from engine.retention import plan
+from engine.repository.retention import plan
 from tests.unit.helpers import summary
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

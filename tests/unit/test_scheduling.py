@@ -11,11 +11,11 @@ import pytest
 from engine.agent import conditions
 from engine.agent.executor import resource_prefix, worker_count
 from engine.agent.scheduler import Scheduler, entries, fires_between, next_fire
-from engine.catalog import Catalog
-from engine.config import parse_config
-from engine.config_agent import ResourcesConfig
+from engine.catalog.objectives import PositionHistory, Rates, expected_rto
+from engine.catalog.store import Catalog
+from engine.config.schema import parse_config
+from engine.config.sections import ResourcesConfig
 from engine.errors import ConfigError
-from engine.objectives import PositionHistory, Rates, expected_rto
 
 
 def _ts(text: str, tz: str = "UTC") -> float:
@@ -153,7 +153,7 @@ def test_expected_rto_adds_restore_replay_and_startup() -> None:
 
 
 def test_rates_come_from_restores_and_drills(tmp_path: Path) -> None:
-    from engine.objectives import ASSUMED_RESTORE_RATE, measured_rates
+    from engine.catalog.objectives import ASSUMED_RESTORE_RATE, measured_rates
 
     config = _config(tmp_path)
     with Catalog.open(config) as catalog:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import NotFoundError, StorageError
-from engine.storage import Storage
-from engine.storage.posix import PosixStorage
+from engine.repository.storage import Storage
+from engine.repository.storage.posix import PosixStorage
 
 DRIVERS: dict[str, Callable[[Path], Storage]] = {"posix": lambda p: PosixStorage(p / "repo")}
 
@@ -109,7 +109,7 @@ def test_lock_of_a_killed_holder_is_taken_over(store: Storage, tmp_path: Path) -
     import subprocess
     import sys
 
-    code = ("import sys, time; from engine.storage.posix import PosixStorage; "
+    code = ("import sys, time; from engine.repository.storage.posix import PosixStorage; "
             f"PosixStorage({str(tmp_path / 'repo')!r}).lock('clusters/main/lock', 'backup (pid X)'); "
             "print('locked', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

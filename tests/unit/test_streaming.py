@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from engine import archive, layout
-from engine.codec import Codec
-from engine.config import parse_config
+from engine.config.schema import parse_config
 from engine.errors import ArchiveDamagedError
-from engine.recovery import RecoveryTarget
-from engine.restore import expected_end
-from engine.storage.posix import PosixStorage
-from engine.streaming import StreamingSupervisor, conninfo, standby_names
+from engine.repository import layout
+from engine.repository.codec import Codec
+from engine.repository.storage.posix import PosixStorage
+from engine.restore.physical import expected_end
+from engine.restore.recovery import RecoveryTarget
+from engine.wal import archive
+from engine.wal.streaming import StreamingSupervisor, conninfo, standby_names
 from lifeboat.cli import main
 from tests.unit.conftest import SEGMENT_SIZE, fake_segment
 from tests.unit.helpers import summary

@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from engine import archive, timelines
-from engine.codec import Codec
-from engine.storage.posix import PosixStorage
+from engine.repository.codec import Codec
+from engine.repository.storage.posix import PosixStorage
+from engine.wal import archive, timelines
 from tests.unit.conftest import fake_segment
 
 SIZE = 16 * 1024 * 1024

@@ -1,6 +1,6 @@
 import pytest
 
-from engine import wal
+from engine.wal import names as wal
 
 
 def test_lsn_round_trip() -> None:

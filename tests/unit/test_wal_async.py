@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import archive, layout, wal_async
-from engine.config import Config, parse_config
-from engine.storage.posix import PosixStorage
+from engine.config.schema import Config, parse_config
+from engine.repository import layout
+from engine.repository.storage.posix import PosixStorage
+from engine.wal import archive
+from engine.wal import async_archive as wal_async
 from lifeboat.cli import main
 from tests.unit.conftest import fake_segment
 
@@ -293,13 +295,13 @@ def test_confirming_imports_nothing_heavy(tmp_path: Path, storage: PosixStorage)
     config = make_config(tmp_path)
     path = wal_file(tmp_path, SEG[0])
     wal_async.AsyncArchiver(load(config), "main", storage).push_ready()
-    heavy = ("pydantic", "psycopg", "argparse", "concurrent.futures", "engine.archive",
-             "engine.codec", "zstandard")
+    heavy = ("pydantic", "psycopg", "argparse", "concurrent.futures", "engine.wal.archive",
+             "engine.repository.codec", "zstandard")
     probe = ("import sys; from lifeboat.cli import main; rc = main(sys.argv[1:]); "
              f"print(rc, [m for m in {heavy!r} if m in sys.modules]); sys.exit(rc)")
     command = [sys.executable, "-c", probe, "--config", str(config), "wal-push", str(path)]
     env = {"LIFEBOAT_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
-    subprocess.run([sys.executable, "-c", "from engine.settings_cache import validated_plain; "
+    subprocess.run([sys.executable, "-c", "from engine.config.cache import validated_plain; "
                     f"validated_plain({str(config)!r})"], env=env, check=True, cwd=os.getcwd())
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=30)
     assert (done.returncode, done.stdout.strip()) == (0, "0 []"), done.stderr

@@ -1,0 +1,2 @@
+"""Backups: physical backups (pg_backup_start, block copy into packs, manifest last).
+"""

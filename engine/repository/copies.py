@@ -1,0 +1,305 @@
+"""Copies of a cluster's repository content in another region (another repository).
+
+:func:`copy_cluster` brings a target repository up to date with what the source holds
+for one cluster; :func:`copy_lag` says how far behind the target is. The order of the
+copy keeps the target's promise that a backup whose manifest it holds restores:
+
+1. the repository marker and the cluster's identity (``cluster.json``), if absent; an
+   identity that differs is a conflict (a different system identifier: the wrong target);
+2. timeline history files, then every other archived WAL file the target lacks, oldest
+   name first (an interrupted copy leaves a prefix of the archive, not a gap);
+3. for each backup the target lacks, oldest first, and only if the WAL from its start to
+   its stop segment is now in the target: every pack it references, then its manifest.
+
+The backups to copy are listed *before* the WAL, so each one's WAL (archived before its
+manifest was written) is in that WAL listing. An interrupted copy leaves at most orphan
+packs, never a manifest whose packs or WAL are missing; the next copy completes it.
+
+Nothing is ever rewritten or deleted in the target (retention of copies comes later, and
+will have to take the target's cluster lock, which the copy holds while it writes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import BinaryIO
+
+from engine.errors import ChecksumError, CopyConflictError, LifeboatError, NotFoundError, StorageError
+from engine.repository import clusterinfo, layout
+from engine.repository.locks import cluster_lock
+from engine.repository.manifest import BackupSummary, list_backup_ids, read_summary
+from engine.repository.storage import Storage
+from engine.wal import names as wal
+
+CHUNK = 8 * 1024 * 1024  # bytes read from the source and written to the target at a time
+
+
+@dataclass
+class CopyReport:
+    """What one :func:`copy_cluster` call wrote into the target."""
+
+    cluster: str
+    region: str
+    wal_copied: int = 0  # WAL segments, partials, backup and timeline history files
+    packs_copied: int = 0
+    backups_copied: int = 0  # manifests copied
+    bytes_copied: int = 0
+    seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)  # what was not copied this time, and why
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def copy_cluster(source: Storage, target: Storage, cluster: str, region: str) -> CopyReport:
+    """Bring ``target`` up to date with what ``source`` holds for ``cluster``.
+
+    Contract:
+
+    - Only what the target lacks is written, with put-if-absent semantics, streamed in
+      chunks of :data:`CHUNK` bytes; each write is durable when the driver returns.
+    - Each object copied is validated: the bytes streamed and the target's size equal the
+      source's size, and a manifest's body must match the SHA-256 its summary records
+      (checked while streaming, so a damaged manifest never becomes visible); a mismatch
+      raises :class:`StorageError` naming the key.
+    - An object already in the target with another size than the source's (a WAL file, a
+      pack a new backup references) raises :class:`CopyConflictError` naming it; so does a
+      ``cluster.json`` that differs. Nothing is written after a WAL conflict is found.
+    - A WAL file that vanishes from the source meanwhile (expire ran) is skipped; a backup
+      whose manifest or pack vanished (it was expired), whose manifest is unreadable, or
+      whose WAL is not in the target is skipped. Each skip is named in ``report.skipped``;
+      a backup skipped keeps :func:`copy_lag` growing until it is copied.
+    - Nothing is deleted from the target.
+    - The target's cluster lock is held while copying (LockBusyError if another copy to
+      the same target runs).
+
+    Cost: every call lists the cluster's whole WAL prefix and backups of both sides, and
+    compares the sizes of the WAL files both hold (one stat each side per file: cheap on
+    posix, one HEAD request each on an object store, where a listing with sizes would
+    save them). Packs are looked at only for backups being copied.
+    """
+    started = time.monotonic()
+    report = CopyReport(cluster, region)
+    info = _copy_identity(source, target, cluster, report)
+    with cluster_lock(target, cluster, f"copy to region {region} from {source.describe()}"):
+        held = set(list_backup_ids(target, cluster))
+        backups = [b for b in list_backup_ids(source, cluster) if b not in held]  # before the WAL
+        wal_held = _copy_wal(source, target, cluster, report)
+        packs_held: set[str] = set()
+        for backup_id in backups:
+            _copy_backup(source, target, cluster, backup_id, wal_held, packs_held,
+                         info.wal_segment_size, report)
+        _copy_restore_points(source, target, cluster, report)
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+def copy_lag(source: Storage, target: Storage, cluster: str, now: float | None = None) -> float:
+    """Seconds the target is behind: now minus the write time (Storage.mtime in source) of the
+    oldest backup manifest or archived WAL file of the source that the target lacks; 0 when the
+    target holds everything the source does.
+
+    Lists the WAL and backups of both sides (the cost of :func:`copy_cluster`'s listing) and
+    reads the mtime of each object the target lacks. An object that vanishes from the source
+    while looked at (expired) does not count.
+    """
+    now = time.time() if now is None else now
+    held = set(list_backup_ids(target, cluster))
+    missing = [layout.manifest_key(cluster, b) for b in list_backup_ids(source, cluster) if b not in held]
+    held_wal = _wal_names(target, cluster)
+    missing += [layout.wal_key(cluster, n) for n in sorted(_wal_names(source, cluster) - held_wal)]
+    oldest: float | None = None
+    for key in missing:
+        try:
+            written = source.mtime(key)
+        except NotFoundError:
+            continue
+        oldest = written if oldest is None else min(oldest, written)
+    return 0.0 if oldest is None else max(0.0, now - oldest)
+
+
+# identity ---------------------------------------------------------------------------------
+
+def _copy_identity(source: Storage, target: Storage, cluster: str,
+                   report: CopyReport) -> clusterinfo.ClusterInfo:
+    """The repository marker and ``cluster.json``; a differing identity is a conflict."""
+    try:
+        marker = source.get(layout.REPO_MARKER)
+    except NotFoundError:
+        marker = None
+    if marker is not None and target.put_if_absent(layout.REPO_MARKER, marker):
+        report.bytes_copied += len(marker)
+    ours = clusterinfo.read(source, cluster)  # ClusterSetupError when not initialised
+    key = layout.cluster_info_key(cluster)
+    raw = source.get(key)
+    if target.put_if_absent(key, raw):
+        report.bytes_copied += len(raw)
+        return ours
+    theirs = clusterinfo.read(target, cluster)
+    if theirs.system_identifier != ours.system_identifier:
+        raise CopyConflictError(
+            f"{target.describe()}: {key} belongs to database system {theirs.system_identifier}, "
+            f"but the source's cluster '{cluster}' is system {ours.system_identifier}: this is "
+            "the wrong target (another cluster's copy); nothing was copied")
+    if theirs != ours:
+        changed = ", ".join(f"{name} {getattr(theirs, name)!r} (source {getattr(ours, name)!r})"
+                            for name in ours._fields if getattr(theirs, name) != getattr(ours, name))
+        raise CopyConflictError(f"{target.describe()}: {key} differs from the source's: {changed}; "
+                                "nothing was copied")
+    return ours
+
+
+# WAL --------------------------------------------------------------------------------------
+
+def _wal_names(storage: Storage, cluster: str) -> set[str]:
+    names = (k.rsplit("/", 1)[-1] for k in storage.list(layout.wal_prefix(cluster)))
+    return {n for n in names if wal.wal_file_kind(n) is not None}
+
+
+def _copy_wal(source: Storage, target: Storage, cluster: str, report: CopyReport) -> set[str]:
+    """Copy the WAL files the target lacks (history files first); the names it now holds."""
+    theirs = _wal_names(target, cluster)
+    ours = _wal_names(source, cluster)
+    for name in sorted(ours & theirs):  # a conflict stops the copy before anything is written
+        key = layout.wal_key(cluster, name)
+        try:
+            size = source.size(key)
+        except NotFoundError:
+            continue
+        theirs_size = target.size(key)
+        if theirs_size != size:
+            raise CopyConflictError(
+                f"{target.describe()}: {key} is {theirs_size} bytes but the source's is {size}: "
+                "the target's archive is not a copy of this source's (refusing to overwrite it)")
+    missing = sorted(ours - theirs, key=lambda n: (wal.wal_file_kind(n) != "history", n))
+    for name in missing:
+        key = layout.wal_key(cluster, name)
+        try:
+            written = _copy_object(source, target, key)
+        except NotFoundError:
+            report.skipped.append(f"WAL {name}: removed from the source while copying")
+            continue
+        theirs.add(name)
+        if written:
+            report.wal_copied += 1
+            report.bytes_copied += written
+    return theirs
+
+
+# backups ----------------------------------------------------------------------------------
+
+def _copy_backup(source: Storage, target: Storage, cluster: str, backup_id: str, wal_held: set[str],
+                 packs_held: set[str], segment_size: int, report: CopyReport) -> None:
+    """Its packs, then its manifest; a backup that cannot be copied yet is skipped."""
+    try:
+        summary = read_summary(source, cluster, backup_id)
+    except NotFoundError:
+        report.skipped.append(f"backup {backup_id}: expired from the source while copying")
+        return
+    except LifeboatError as exc:
+        report.skipped.append(f"backup {backup_id}: its manifest in the source is unreadable ({exc})")
+        return
+    lacking = [n for n in _own_wal(summary, segment_size) if n not in wal_held]
+    if lacking:
+        report.skipped.append(f"backup {backup_id}: its WAL {lacking[0]} is not in the target yet")
+        return
+    for pack_id in summary.packs:
+        if pack_id in packs_held:
+            continue
+        key = layout.pack_key(cluster, pack_id)
+        try:
+            written = _copy_pack(source, target, key)
+        except NotFoundError:
+            report.skipped.append(f"backup {backup_id}: expired from the source while copying "
+                                  f"(pack {pack_id} is gone)")
+            return
+        packs_held.add(pack_id)
+        if written:
+            report.packs_copied += 1
+            report.bytes_copied += written
+    key = layout.manifest_key(cluster, backup_id)
+    try:
+        written = _copy_object(source, target, key, summary)
+    except NotFoundError:
+        report.skipped.append(f"backup {backup_id}: expired from the source while copying")
+        return
+    except ChecksumError as exc:
+        report.skipped.append(f"backup {backup_id}: {exc}")
+        return
+    if written:
+        report.backups_copied += 1
+        report.bytes_copied += written
+
+
+def _own_wal(summary: BackupSummary, segment_size: int) -> list[str]:
+    """The segments from the backup's start to its stop: without them it cannot be restored."""
+    first = wal.parse_segment(summary.start_wal, segment_size).segno
+    last = wal.parse_segment(summary.stop_wal, segment_size).segno
+    return [wal.segment_name(summary.timeline, segno, segment_size) for segno in range(first, last + 1)]
+
+
+def _copy_pack(source: Storage, target: Storage, key: str) -> int:
+    """Copy a pack unless the target holds it with the same size; bytes written."""
+    try:
+        theirs = target.size(key)
+    except NotFoundError:
+        return _copy_object(source, target, key)
+    size = source.size(key)
+    if theirs != size:
+        raise CopyConflictError(f"{target.describe()}: {key} is {theirs} bytes but the source's is "
+                                f"{size}: refusing to copy a backup that references it")
+    return 0
+
+
+# objects ----------------------------------------------------------------------------------
+
+def _copy_restore_points(source: Storage, target: Storage, cluster: str, report: CopyReport) -> None:
+    """Named restore points (small records), so ``restore --target-name`` works from the copy."""
+    prefix = layout.restore_points_prefix(cluster)
+    for key in sorted(set(source.list(prefix)) - set(target.list(prefix))):
+        try:
+            report.bytes_copied += _copy_object(source, target, key)
+        except NotFoundError:
+            continue
+
+
+def _copy_object(source: Storage, target: Storage, key: str,
+                 manifest: BackupSummary | None = None) -> int:
+    """Stream ``key`` into the target unless present; bytes written (0: it was there already,
+    with the same size). NotFoundError when the source no longer holds it."""
+    size = source.size(key)
+    with source.open_stream(key) as stream:
+        written = target.put_stream_if_absent(key, _chunks(stream, key, size, manifest))
+    theirs = target.size(key)
+    if theirs != size:
+        if not written:
+            raise CopyConflictError(f"{target.describe()}: {key} is {theirs} bytes but the "
+                                    f"source's is {size} (refusing to overwrite it)")
+        raise StorageError(f"{target.describe()}: {key} was copied but holds {theirs} bytes "
+                           f"instead of the source's {size}")
+    return size if written else 0
+
+
+def _chunks(stream: BinaryIO, key: str, size: int, manifest: BackupSummary | None) -> Iterator[bytes]:
+    """The object's bytes. At the end of the stream, before the target's put can commit, it
+    raises (so the put fails and nothing becomes visible) when they were not ``size`` bytes or
+    a manifest's body fails the SHA-256 its summary records."""
+    body_start = size - manifest.body_bytes if manifest is not None else size
+    digest = hashlib.sha256()
+    offset = 0
+    while chunk := stream.read(CHUNK):
+        if offset + len(chunk) > body_start:
+            digest.update(memoryview(chunk)[max(0, body_start - offset):])
+        offset += len(chunk)
+        if offset > size:
+            break
+        yield chunk
+    if offset != size:
+        raise StorageError(f"{key}: read {offset} bytes from the source, expected {size} "
+                           "(it changed while being copied)")
+    if manifest is not None and digest.hexdigest() != manifest.body_sha256:
+        raise ChecksumError(f"{key}: the source's manifest body fails its checksum (damaged); "
+                            "it was not copied")

@@ -1,0 +1,63 @@
+"""Retention planning: which backups and which WAL ``expire`` removes. Pure: it reads
+summaries and rules, touches nothing.
+
+Rules per backup type keep the newest N, or those younger than an age. Since every
+backup restores on its own, types are judged independently: an incremental whose full
+backup expired still restores (the blocks it references stay until no backup does).
+Two backups are never expired: the newest, and the newest that is old enough to start
+the point-in-time recovery window. WAL older than the oldest kept backup's start is
+removed; nothing a kept backup or the window needs ever is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from engine.repository.manifest import BackupSummary
+from engine.wal.names import parse_lsn, segment_of_lsn
+
+
+@dataclass
+class ExpirePlan:
+    expire: list[BackupSummary] = field(default_factory=list)
+    keep: list[BackupSummary] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)  # backup id -> why expired / kept
+    wal_before_segno: int | None = None  # archived segments below this are removable
+
+
+def _stopped(summary: BackupSummary) -> float:
+    return datetime.fromisoformat(summary.stopped_at.replace("Z", "+00:00")).timestamp()
+
+
+def plan(backups: list[BackupSummary], rules: dict[str, tuple[str, float]],
+         window: float | None, now: float, segment_size: int) -> ExpirePlan:
+    result = ExpirePlan()
+    if not backups:
+        return result
+    ordered = sorted(backups, key=lambda b: (_stopped(b), b.id))
+    protected = {ordered[-1].id: "the newest backup"}
+    if window is not None:
+        old_enough = [b for b in ordered if _stopped(b) <= now - window]
+        if old_enough:
+            protected.setdefault(old_enough[-1].id, "starts the recovery window")
+    for backup_type, (kind, amount) in rules.items():
+        of_type = [b for b in ordered if b.type == backup_type]
+        if kind == "count":
+            doomed = of_type[:max(0, len(of_type) - int(amount))]
+            why = f"more than {int(amount)} {backup_type} backups are kept"
+        else:
+            doomed = [b for b in of_type if _stopped(b) < now - amount]
+            why = f"older than the {backup_type} retention of {amount / 86400:g} days"
+        for backup in doomed:
+            result.reasons[backup.id] = why
+    for backup in ordered:
+        if backup.id in result.reasons and backup.id not in protected:
+            result.expire.append(backup)
+        else:
+            if backup.id in result.reasons:
+                result.reasons[backup.id] = f"kept: {protected[backup.id]}"
+            result.keep.append(backup)
+    result.wal_before_segno = min(segment_of_lsn(parse_lsn(b.start_lsn), segment_size)
+                                  for b in result.keep)
+    return result

@@ -1,0 +1,344 @@
+"""Writing a backup's files into a data directory (empty, or an old copy with delta).
+
+Each file is fsynced as soon as its last block is written, in the background, so
+flushing overlaps the work on the next files. ``global/pg_control`` is written last,
+after every other file and directory is durable, so a directory whose restore was
+interrupted cannot be started by mistake. A delta restore hashes what is on disk and
+rewrites only the blocks whose SHA-256 differs, then removes what the backup does not
+have: the result is the same as a clean restore.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine import durable
+from engine.errors import RestoreError
+from engine.repository import layout
+from engine.repository.frames import FrameReader
+from engine.repository.manifest import BackupSummary, BlockRef, FileEntry, Manifest
+from engine.repository.storage import Storage
+from engine.restore.block_sink import BlockSink, open_for_blocks, preallocate
+
+CONTROL_FILE = "global/pg_control"
+IN_PROGRESS = ".lifeboat-restore"  # present while a restore writes the directory
+BATCH_BYTES = 8 * 1024 * 1024
+_TABLESPACE_LINK = re.compile(r"^pg_tblspc/\d+$")
+Progress = Callable[[int], None]
+
+
+@dataclass
+class WriteResult:
+    files: int = 0
+    bytes: int = 0
+    written_bytes: int = 0  # less than bytes after a delta restore
+    removed: int = 0
+    tablespaces: dict[int, Path] = field(default_factory=dict)
+
+
+def prepare_directory(path: Path, force: bool, delta: bool = False,
+                      what: str = "data directory") -> None:
+    """A directory to restore into: empty, or emptied with ``force``, or left as it is
+    for ``delta`` (which compares and patches); never one a running server uses."""
+    if path.exists() and not path.is_dir():
+        raise RestoreError(f"{path} exists and is not a directory")
+    if delta and path.is_dir() and any(path.iterdir()):
+        if not (path / "PG_VERSION").exists() and not (path / IN_PROGRESS).exists():
+            raise RestoreError(f"{path} does not look like a PostgreSQL data directory (no "
+                               "PG_VERSION): refusing --delta, which removes what the backup "
+                               "does not have (use --force to replace its contents)")
+        _refuse_if_running(path)
+        control = path / CONTROL_FILE
+        if control.exists():  # until the end, an interrupted delta restore cannot start
+            control.unlink()
+            durable.fsync_dir(control.parent)
+    elif path.is_dir() and any(path.iterdir()):
+        if not force:
+            raise RestoreError(f"{what} {path} is not empty: refusing to overwrite it "
+                               "(use --delta to update it in place, or --force to replace "
+                               "its contents)")
+        _refuse_if_running(path)
+        for child in path.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    durable.make_dirs(path, 0o700)
+    os.chmod(path, 0o700)
+    durable.write_atomic(path / IN_PROGRESS, b"", 0o600)
+
+
+def _refuse_if_running(pgdata: Path) -> None:
+    pid_file = pgdata / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        pass
+    raise RestoreError(f"{pgdata} belongs to a running server (pid {pid}): stop it first")
+
+
+def tablespace_locations(summary: BackupSummary, remap: dict[int, Path]) -> dict[int, Path]:
+    unknown = set(remap) - {t["oid"] for t in summary.tablespaces}
+    if unknown:
+        known = ", ".join(f"{t['oid']} ({t['name']})" for t in summary.tablespaces) or "none"
+        raise RestoreError(f"--tablespace-map names tablespace OID {sorted(unknown)[0]}, which "
+                           f"backup {summary.id} does not have (it has: {known})")
+    return {t["oid"]: remap.get(t["oid"], Path(t["location"])) for t in summary.tablespaces}
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Flusher:
+    """fsyncs each file once all of its batches are written, on threads of its own."""
+
+    def __init__(self, threads: int = 2) -> None:
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="lifeboat-fsync")
+        self._lock = threading.Lock()
+        self._remaining: dict[Path, int] = {}
+        self._futures: list[Future[None]] = []
+
+    def expect(self, path: Path, batches: list[Future[int]]) -> None:
+        if not batches:
+            self._flush(path)
+            return
+        with self._lock:
+            self._remaining[path] = len(batches)
+        for batch in batches:
+            batch.add_done_callback(lambda done, p=path: self._batch_done(p, done))
+
+    def _batch_done(self, path: Path, done: Future[int]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        with self._lock:
+            self._remaining[path] -= 1
+            last = self._remaining[path] == 0
+        if last:
+            self._flush(path)
+
+    def _flush(self, path: Path) -> None:
+        future = self._pool.submit(_fsync_file, path)
+        with self._lock:
+            self._futures.append(future)
+
+    def finish(self, check: bool = True) -> None:
+        """Wait until every file handed over is durable; with ``check``, raise the first
+        failure. Call it once no batch can complete any more (after the pool is shut down)."""
+        try:
+            for future in self._futures:
+                if check:
+                    future.result()
+                else:
+                    future.exception()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class FileWriter:
+    """Writes a manifest's files under a data directory; every stored frame is verified."""
+
+    def __init__(self, storage: Storage, cluster: str, summary: BackupSummary, pgdata: Path,
+                 jobs: int, progress: Progress | None = None, delta: bool = False) -> None:
+        self._pgdata = pgdata
+        self._jobs = jobs
+        self._progress = progress
+        self._delta = delta
+        self._block_size = summary.block_size
+        self._frame_limit = max(summary.frame_size, summary.block_size)
+        self._major = summary.pg_version // 10000
+        self._reader = FrameReader(storage, cluster, summary.packs, self._frame_limit)
+
+    def _write_batch(self, entry: FileEntry, first_index: int, refs: list[BlockRef]) -> int:
+        """Write blocks ``first_index``.. of a new file."""
+        fd = open_for_blocks(self._pgdata / entry.path, entry.size)
+        try:
+            sink = BlockSink(fd, self._block_size, self._frame_limit)
+            for block_no, data in self._reader.blocks(entry.path, list(enumerate(refs, first_index))):
+                sink.write(block_no, data)
+            sink.flush()
+        finally:
+            os.close(fd)
+        return self._done(sum(ref.raw for ref in refs), sum(ref.raw for ref in refs))
+
+    def _patch_batch(self, entry: FileEntry, first_index: int, refs: list[BlockRef]) -> int:
+        """Rewrite the blocks ``first_index``.. of an existing file whose content differs."""
+        fd = os.open(self._pgdata / entry.path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            size = self._block_size
+            stale = [(n, ref) for n, ref in enumerate(refs, first_index)
+                     if layout.block_id(os.pread(fd, ref.raw, n * size)) != ref.digest]
+            sink = BlockSink(fd, size, self._frame_limit)
+            for block_no, data in self._reader.blocks(entry.path, stale):
+                sink.write(block_no, data)
+            sink.flush()
+        finally:
+            os.close(fd)
+        return self._done(sum(ref.raw for ref in refs), sum(ref.raw for _, ref in stale))
+
+    def _done(self, checked: int, written: int) -> int:
+        if self._progress is not None:
+            self._progress(checked)
+        return written
+
+    def _create(self, entry: FileEntry) -> None:
+        fd = os.open(self._pgdata / entry.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                     entry.mode)
+        try:
+            preallocate(fd, entry.size)
+        finally:
+            os.close(fd)
+
+    def _create_and_write(self, entry: FileEntry,
+                          work: list[tuple[FileEntry, int, list[BlockRef]]]) -> int:
+        self._create(entry)
+        return sum(self._write_batch(*batch) for batch in work)
+
+    def _batches(self, entry: FileEntry) -> list[tuple[FileEntry, int, list[BlockRef]]]:
+        per_batch = max(1, BATCH_BYTES // self._frame_limit) * (self._frame_limit // self._block_size)
+        return [(entry, i, entry.blocks[i:i + per_batch])
+                for i in range(0, len(entry.blocks), per_batch)]
+
+    def write(self, manifest: Manifest, locations: dict[int, Path]) -> WriteResult:
+        """Write every file (pg_control last), each durable before this returns."""
+        result = WriteResult(tablespaces=dict(locations))
+        directories = {self._pgdata, *locations.values()}
+        flusher = _Flusher()
+        completed = False
+        try:
+            control, kept = self._write_all(manifest, locations, result, directories, flusher)
+            completed = True
+        finally:
+            flusher.finish(check=completed)  # the pool is shut down: every callback has run
+        if control is None:
+            raise RestoreError(f"backup {manifest.summary.id} has no {CONTROL_FILE}: damaged")
+        if self._delta:
+            kept.add(IN_PROGRESS)
+            result.removed = self._remove_extras("", self._pgdata, kept, directories)
+        for directory in directories:
+            durable.fsync_dir(directory)
+        self._create(control)
+        for batch in self._batches(control):
+            written = self._write_batch(*batch)
+            result.bytes += written
+            result.written_bytes += written
+        _fsync_file(self._pgdata / CONTROL_FILE)
+        result.files += 1
+        durable.fsync_dir(self._pgdata / "global")
+        (self._pgdata / IN_PROGRESS).unlink(missing_ok=True)
+        durable.fsync_dir(self._pgdata)
+        return result
+
+    def _write_all(self, manifest: Manifest, locations: dict[int, Path], result: WriteResult,
+                   directories: set[Path], flusher: _Flusher) -> tuple[FileEntry | None, set[str]]:
+        control: FileEntry | None = None
+        kept: set[str] = set()
+        futures: deque[Future[int]] = deque()
+        limit = self._jobs * 8
+        with ThreadPoolExecutor(self._jobs, thread_name_prefix="lifeboat-restore") as pool:
+            try:
+                for entry in manifest.entries():
+                    kept.add(entry.path)
+                    target = self._pgdata / entry.path
+                    if entry.kind == "dir":
+                        self._make_dir(target, entry.mode)
+                        directories.add(target)
+                    elif entry.kind == "link":
+                        self._link_tablespace(entry, locations)
+                    elif entry.path == CONTROL_FILE:
+                        control = entry
+                    else:
+                        result.files += 1
+                        result.bytes += entry.size
+                        batches = self._schedule(pool, entry, target)
+                        flusher.expect(target, batches)
+                        futures.extend(batches)
+                    while len(futures) > limit:
+                        result.written_bytes += futures.popleft().result()
+                for future in futures:
+                    result.written_bytes += future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        return control, kept
+
+    def _schedule(self, pool: ThreadPoolExecutor, entry: FileEntry, target: Path) -> list[Future[int]]:
+        work = self._batches(entry)
+        if self._delta and target.is_file() and not target.is_symlink():
+            if target.stat().st_size != entry.size:
+                os.truncate(target, entry.size)
+            os.chmod(target, entry.mode)
+            return [pool.submit(self._patch_batch, *batch) for batch in work]
+        if self._delta and (target.is_symlink() or target.exists()):
+            _remove(target)
+        if len(work) > 1:
+            self._create(entry)
+            return [pool.submit(self._write_batch, *batch) for batch in work]
+        return [pool.submit(self._create_and_write, entry, work)]  # small: one task does all
+
+    def _make_dir(self, target: Path, mode: int) -> None:
+        if self._delta and (target.is_symlink() or (target.exists() and not target.is_dir())):
+            _remove(target)
+        target.mkdir(mode=mode, exist_ok=True)
+        if self._delta:
+            os.chmod(target, mode)
+
+    def _remove_extras(self, rel: str, directory: Path, kept: set[str],
+                       directories: set[Path]) -> int:
+        """Remove what the backup does not have (delta). In a tablespace's location only
+        this server's version directory is ours; anything else there is left alone."""
+        removed = 0
+        foreign_ok = bool(_TABLESPACE_LINK.match(rel))
+        for name in sorted(os.listdir(directory)):
+            child_rel = f"{rel}/{name}" if rel else name
+            path = directory / name
+            if child_rel in kept:
+                if path.is_dir():
+                    removed += self._remove_extras(child_rel, path, kept, directories)
+            elif not foreign_ok:
+                _remove(path)
+                directories.add(directory)
+                removed += 1
+        return removed
+
+    def _link_tablespace(self, entry: FileEntry, locations: dict[int, Path]) -> None:
+        oid = int(entry.path.rsplit("/", 1)[-1])
+        location = locations.get(oid, Path(entry.target or ""))
+        version_dirs = list(location.glob(f"PG_{self._major}_*")) if location.is_dir() else []
+        if not self._delta and any(any(p.iterdir()) for p in version_dirs if p.is_dir()):
+            raise RestoreError(
+                f"tablespace {oid} location {location} already holds data: map it elsewhere "
+                f"with --tablespace-map {oid}=DIR")
+        durable.make_dirs(location, 0o700)
+        link = self._pgdata / entry.path
+        if link.is_symlink() and Path(os.readlink(link)) == location:
+            return
+        if link.is_symlink() or link.exists():
+            _remove(link)
+        os.symlink(location, link)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
