@@ -26,6 +26,7 @@ from collectors import sources
 from collectors.host import HostMonitor
 from collectors.metrics import METRICS
 from collectors.snapshot import Snapshot
+from engine.errors import LifeboatError
 from engine.version import VERSION
 
 if TYPE_CHECKING:
@@ -205,6 +206,10 @@ def registry_for(refresher: Refresher) -> CollectorRegistry:
     return registry
 
 
+class ListenError(LifeboatError):
+    """The exporter's address could not be bound (taken, or not an address of this host)."""
+
+
 class Exporter:
     """The refresher thread and the HTTP server on ``/metrics``."""
 
@@ -219,11 +224,16 @@ class Exporter:
         self._threads: list[threading.Thread] = []
 
     def start(self, stop: threading.Event) -> None:
-        """Refresh once (so the first scrape has data), then serve and refresh in threads."""
+        """Refresh once (so the first scrape has data), then serve and refresh in threads;
+        ListenError when the address cannot be served."""
         from prometheus_client import start_http_server
 
         self.refresher.refresh()
-        self._server, server_thread = start_http_server(self.port, self.address, self.registry)
+        try:
+            self._server, server_thread = start_http_server(self.port, self.address, self.registry)
+        except OSError as exc:
+            raise ListenError(f"cannot serve metrics on {self.address}:{self.port}: "
+                              f"{exc.strerror or exc} (set [exporter] port, or --port)") from None
         refresh_thread = threading.Thread(target=self.refresher.run, args=(stop,), daemon=True,
                                           name="exporter-refresh")
         refresh_thread.start()

@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from engine.catalog.store import FINAL_STATES
+
 Kind = Literal["gauge", "counter", "histogram"]
 #: Rows of the dashboard, in order.
 GROUPS = ("backups", "wal", "replication", "objectives", "drills", "tiers", "host", "exporter")
 
-BACKUP_TYPES = ("full", "diff", "incr")
-JOB_RESULTS = ("succeeded", "failed", "cancelled")
-DRILL_KINDS = ("full", "partial")
+JOB_RESULTS = FINAL_STATES
 RECOVERY_TYPES = ("full", "pitr", "drill_full", "drill_partial")
 #: Data size classes of a recovery, by the restored backup's size: (label, upper bound).
 SIZE_CLASSES = (("small", 10 * 2**30), ("medium", 100 * 2**30), ("large", 2**40),

@@ -11,18 +11,12 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from collectors.host import HostMonitor
-from collectors.metrics import (
-    BACKUP_TYPES,
-    DRILL_KINDS,
-    JOB_RESULTS,
-    RECOVERY_TYPES,
-    SIZE_CLASSES,
-    size_class,
-)
+from collectors.metrics import JOB_RESULTS, RECOVERY_TYPES, SIZE_CLASSES, size_class
 from collectors.snapshot import Snapshot
 from engine.catalog import data_loss
 from engine.catalog.store import FINAL_STATES, RUNNING, SUCCEEDED, Catalog, DrillRecord
 from engine.jobs import BYTE_PROGRESS_KINDS, PARAMS
+from engine.vocabulary import BACKUP_TYPES, DRILL_KINDS, FIRST_TIER, TARGETS_WITHOUT_VALUE
 
 if TYPE_CHECKING:
     from engine.config.schema import Config
@@ -191,7 +185,7 @@ def _recoveries(snapshot: Snapshot, config: Config, catalog: Catalog,
                 snapshot.set(f"lifeboat_restore_target_gap_{unit}", gap, cluster=job.cluster)
         if job.state != SUCCEEDED or job.result.get("seconds") is None:
             continue
-        kind = "full" if job.result.get("target") in (None, "latest", "immediate") else "pitr"
+        kind = "full" if job.result.get("target") in (None, *TARGETS_WITHOUT_VALUE) else "pitr"
         size = size_class(job.result.get("backup_bytes") or job.result.get("bytes") or 0)
         observed.setdefault((job.cluster, kind, size), []).append(float(job.result["seconds"]))
     for cluster, records in drills.items():
@@ -307,7 +301,7 @@ def repository(snapshot: Snapshot, config: Config, storage: Storage, cluster: st
         snapshot.set("lifeboat_compression_ratio",
                      new_bytes / last.stored_bytes if last.stored_bytes else None, cluster=cluster)
     snapshot.set("lifeboat_repository_bytes", storage.usage(layout.cluster_prefix(cluster)),
-                 cluster=cluster, tier="hot", region=config.repository.region)
+                 cluster=cluster, tier=FIRST_TIER, region=config.repository.region)
     _copies(snapshot, config, storage, cluster)
 
 
@@ -318,17 +312,17 @@ def _copies(snapshot: Snapshot, config: Config, storage: Storage, cluster: str) 
     from engine.errors import LifeboatError
     from engine.repository import layout
     from engine.repository.copies import copy_lag
-    from engine.repository.storage import open_posix
+    from engine.repository.storage import open_storage
 
     for region, settings in config.repository.copies.items():
-        target = open_posix(settings.path)
+        target = open_storage(settings.url)
         try:
             lag: float | None = copy_lag(storage, target, cluster)
             size: float | None = target.usage(layout.cluster_prefix(cluster))
         except (LifeboatError, OSError):
             lag = size = None
         snapshot.set("lifeboat_copy_lag_seconds", lag, cluster=cluster, region=region)
-        snapshot.set("lifeboat_repository_bytes", size, cluster=cluster, tier="hot", region=region)
+        snapshot.set("lifeboat_repository_bytes", size, cluster=cluster, tier=FIRST_TIER, region=region)
 
 
 def _epoch(text: str) -> float:

@@ -99,3 +99,54 @@ class JobError(LifeboatError):
 
 class DrillError(LifeboatError):
     """A restore drill could not be carried out (its scope or reference point)."""
+
+
+class PathError(LifeboatError):
+    """A path the user gave (or configured) cannot be used: missing, of the wrong kind, not
+    writable, on a read-only or full file system. The message names it and what to do."""
+
+
+_WHAT_TO_DO = {
+    "EACCES": "permission denied{user}: give it to that user (chown/chmod) or run as root",
+    "EPERM": "operation not permitted{user}: give it to that user (chown/chmod) or run as root",
+    "ENOSPC": "the file system is full: free space there, or use another location",
+    "EDQUOT": "the disk quota is exhausted: free space there, or use another location",
+    "EROFS": "the file system is read-only: remount it read-write, or use another location",
+    "ENOTDIR": "a file stands where a directory is expected: move it away, or use another path",
+    "EISDIR": "a directory stands where a file is expected: move it away, or use another path",
+    "ENOENT": "it does not exist (or a directory above it does not): create it, or fix the path",
+    "EEXIST": "it already exists: move it away, or use another path",
+    "ENOTEMPTY": "the directory is not empty: empty it, or use another path",
+    "ENAMETOOLONG": "the name is too long: use a shorter path",
+    "ELOOP": "too many symbolic links: fix the link",
+    "EIO": "the device reported an I/O error: check the disk",
+}
+
+
+#: Causes that mean the path itself is wrong (exit 2), rather than the system refusing (exit 1).
+_WRONG_PATH = frozenset({"ENOTDIR", "EISDIR", "ENOENT", "EEXIST", "ENOTEMPTY", "ENAMETOOLONG",
+                         "ELOOP"})
+
+
+def path_error(exc: OSError, doing: str = "use", path: object = None) -> PathError:
+    """A PathError for an OSError on a path: what was being done, the path, the cause in
+    plain words and what to do about it (the user it ran as, for permission problems)."""
+    import errno
+    import os
+
+    name = errno.errorcode.get(exc.errno or 0, "")
+    where = path if path is not None else (exc.filename if exc.filename is not None else "a path")
+    user = ""
+    if name in ("EACCES", "EPERM"):
+        import pwd
+
+        try:
+            user = f" for user {pwd.getpwuid(os.geteuid()).pw_name}"
+        except KeyError:
+            user = f" for uid {os.geteuid()}"
+    advice = _WHAT_TO_DO.get(name)
+    text = advice.format(user=user) if advice else (exc.strerror or str(exc))
+    error = PathError(f"cannot {doing} {where}: {text}")
+    if name in _WRONG_PATH:
+        error.exit_code = EXIT_USAGE  # the path given is wrong, rather than the system refusing
+    return error

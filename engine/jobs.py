@@ -1,8 +1,14 @@
-"""Jobs: what can be asked of the agent, validated when asked, and how one is run.
+"""Jobs: the one request path, from parameters to the engine and back to the catalog.
 
-The CLI (``lifeboat enqueue``), the scheduler and later the console call :func:`enqueue`;
-the agent's executor starts ``lifeboat run-job ID`` in a child process, which calls
-:func:`execute`. Each kind runs the same engine function its CLI command runs.
+Every kind of work (backup, restore, verify, drill, expire) is asked for with the same
+parameters wherever it comes from: a direct command (``lifeboat restore ...``), a queued
+job (``lifeboat enqueue restore ...``, the scheduler, the console). This module is the one
+place that validates them (:func:`validate_params`), turns them into the engine's options
+and runs them (:func:`perform`), and records what ran (:func:`record_outcome`). The agent's
+executor starts ``lifeboat run-job ID`` in a child process, which calls :func:`execute`;
+a direct command calls :func:`perform` inside :func:`recorded_run`. So a direct restore
+and an enqueued one cannot disagree about what they mean, and the catalog holds exactly
+the parameters that ran.
 """
 
 from __future__ import annotations
@@ -14,47 +20,56 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.catalog.store import CANCELLED, FAILED, SUCCEEDED, Catalog, agent_identity
-from engine.errors import JobError, LifeboatError, UsageError
+from engine.errors import JobError, LifeboatError, UsageError, path_error
+from engine.vocabulary import ArchiveMode, BackupType, DrillKind, JobKind, TargetAction, TargetKind
 
 if TYPE_CHECKING:
     from engine.config.schema import Config
-    from engine.repository.storage.base import Storage
+    from engine.context import Context
 
 #: Default priorities: a restore outranks everything, a scheduled job yields to an asked one.
-PRIORITY = {"restore": 100, "drill": 60, "backup": 50, "verify": 40, "expire": 30}
+PRIORITY: dict[str, int] = {"restore": 100, "drill": 60, "backup": 50, "verify": 40, "expire": 30}
 SCHEDULED_PENALTY = 10
+#: Kinds whose progress is counted in bytes (exported as lifeboat_job_progress_bytes).
+BYTE_PROGRESS_KINDS = ("backup", "restore")
+
+#: ``progress(done, total, phase)``: how a running job reports.
+Progress = Callable[[float, float, str], None]
 
 
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    jobs: int | None = Field(default=None, ge=1, le=256)  # set from the schedule's resources
+    jobs: int | None = Field(default=None, ge=1, le=256)  # parallel workers (default: config)
 
 
 class BackupParams(_Params):
-    type: Literal["full", "diff", "incr"] = "full"
-    checksum: bool = False
-    expire: bool = True
+    type: BackupType = "full"
+    checksum: bool = False  # read and hash every file, trusting no size or mtime
+    expire: bool = True  # apply retention afterwards, when the configuration has rules
 
 
 class RestoreParams(_Params):
     pgdata: str
     backup: str | None = None
-    target: Literal["latest", "immediate", "time", "xid", "lsn", "name"] = "latest"
+    target: TargetKind = "latest"
     target_value: str | None = None
     target_exclusive: bool = False
-    target_action: Literal["promote", "pause", "shutdown"] = "promote"
+    target_action: TargetAction = "promote"
     target_timeline: str | None = None
+    tablespace_map: dict[int, str] = Field(default_factory=dict)  # OID -> absolute directory
     delta: bool = False
     force: bool = False
-    archive_mode: Literal["preserve", "off"] = "preserve"
+    archive_mode: ArchiveMode = "preserve"
+    standby: bool = False
     start: bool = False
     port: int | None = Field(default=None, ge=1, le=65535)
+    timeout: float | None = Field(default=None, gt=0)  # seconds to wait for recovery
 
 
 class VerifyParams(_Params):
@@ -63,22 +78,21 @@ class VerifyParams(_Params):
 
 
 class DrillParams(_Params):
-    kind: Literal["full", "partial"] = "full"
+    kind: DrillKind = "full"
 
 
 class ExpireParams(_Params):
     dry_run: bool = False
 
 
-PARAMS: dict[str, type[_Params]] = {
+PARAMS: dict[JobKind, type[_Params]] = {
     "backup": BackupParams, "restore": RestoreParams, "verify": VerifyParams,
     "drill": DrillParams, "expire": ExpireParams,
 }
 
 
-def validate_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The job's parameters checked and completed with defaults; JobError names what is wrong."""
-    model = PARAMS.get(kind)
+def _checked(kind: str, params: dict[str, Any]) -> _Params:
+    model = PARAMS.get(kind)  # type: ignore[call-overload]
     if model is None:
         raise UsageError(f"unknown job kind '{kind}' (one of {', '.join(PARAMS)})")
     try:
@@ -89,11 +103,137 @@ def validate_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
                              for e in exc.errors())
         raise UsageError(f"{kind} job: {problems}") from None
     if isinstance(checked, RestoreParams):
-        if not checked.pgdata.startswith("/"):
-            raise UsageError("restore job: pgdata must be an absolute path")
-        _restore_options(checked)  # the target is checked now, not when the job runs
-    return checked.model_dump()
+        restore_options(checked)  # the target and paths are checked now, not when the job runs
+    return checked
 
+
+def validate_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The job's parameters checked and completed with defaults, as the catalog stores them;
+    UsageError names what is wrong."""
+    return _checked(kind, params).model_dump(mode="json")
+
+
+# parameters -> the engine's options -------------------------------------------------------
+
+def backup_request(params: BackupParams) -> Any:
+    from engine.backup.physical import BackupRequest
+
+    return BackupRequest(params.type, params.jobs, params.checksum, params.expire)
+
+
+def restore_options(params: RestoreParams) -> Any:
+    """The RestoreOptions these parameters ask for (UsageError when they cannot make sense)."""
+    from engine.restore.physical import RestoreOptions
+    from engine.restore.recovery import RecoveryTarget
+
+    if not params.pgdata.startswith("/"):
+        raise UsageError("restore: pgdata must be an absolute path")
+    bad = [d for d in params.tablespace_map.values() if not d.startswith("/")]
+    if bad:
+        raise UsageError(f"restore: tablespace directory '{bad[0]}' must be an absolute path")
+    target = RecoveryTarget(params.target, params.target_value, params.target_exclusive,
+                            params.target_action, params.target_timeline)
+    return RestoreOptions(
+        pgdata=Path(params.pgdata), target=target, backup_id=params.backup, force=params.force,
+        delta=params.delta, tablespace_map={oid: Path(d) for oid, d in params.tablespace_map.items()},
+        archive_mode=params.archive_mode, port=params.port, standby=params.standby,
+        start=params.start, jobs=params.jobs, timeout=params.timeout)
+
+
+# running ----------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    """What a performed job produced: the engine's own result (``value``: a BackupSummary,
+    RestoreResult, VerifyReport, ExpireReport or DrillResult) for the CLI to show, what the
+    catalog records of it, and whether it succeeded."""
+
+    kind: str
+    value: Any
+    record: dict[str, Any]
+    ok: bool = True
+    detail: dict[str, Any] = field(default_factory=dict)  # more for the CLI (expire after backup)
+
+
+def perform(ctx: Context, kind: str, params: dict[str, Any], progress: Progress | None = None,
+            notices: list[str] | None = None) -> Outcome:
+    """Run ``kind`` with ``params`` on ``ctx``'s cluster now, in this process. ``notices``
+    collects what the operator should read even when the run fails."""
+    checked = _checked(kind, params)
+    report = progress or (lambda done, total, phase: None)
+    notes = notices if notices is not None else []
+    try:
+        return _PERFORMERS[kind](ctx, checked, report, notes)
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        raise path_error(exc) from None  # a path that cannot be used: named, with what to do
+
+
+def _backup(ctx: Context, params: BackupParams, report: Progress, notices: list[str]) -> Outcome:
+    from engine.backup import physical
+
+    request = backup_request(params)
+    request.notices = notices
+    summary = physical.run(ctx.config, ctx.require_cluster(), ctx.storage, ctx.config_path, request,
+                           lambda p: report(p.done_bytes, p.total_bytes, p.phase))
+    record = {"backup": summary.id, "type": summary.type, "size_bytes": summary.size_bytes,
+              "stored_bytes": summary.stored_bytes, "corrupt_pages": summary.corrupt_pages,
+              "corrupt_files": summary.corrupt_files, "notices": list(notices)}
+    expired = request.expired
+    if expired is not None:
+        record["expired"] = expired.to_json()
+    return Outcome("backup", summary, record, detail={"expired": expired})
+
+
+def _restore(ctx: Context, params: RestoreParams, report: Progress, notices: list[str]) -> Outcome:
+    from engine.restore import physical
+
+    result = physical.run(ctx.config, ctx.require_cluster(), ctx.storage, ctx.config_path,
+                          restore_options(params), lambda done, total: report(done, total, "restoring"))
+    return Outcome("restore", result, result.to_json())
+
+
+def _verify(ctx: Context, params: VerifyParams, report: Progress, notices: list[str]) -> Outcome:
+    from engine.repository import verify
+
+    done = [0]
+
+    def advance(n: int) -> None:
+        done[0] += n
+        report(done[0], 0, "verifying")
+
+    result = verify.run(ctx.storage, ctx.require_cluster(), params.backup, params.since_last,
+                        params.jobs or ctx.config.jobs, advance)
+    return Outcome("verify", result, result.to_json(), ok=result.ok)
+
+
+def _expire(ctx: Context, params: ExpireParams, report: Progress, notices: list[str]) -> Outcome:
+    from engine.repository import expire
+
+    result = expire.run(ctx.config, ctx.require_cluster(), ctx.storage, params.dry_run)
+    notices.extend(result.notices)
+    return Outcome("expire", result, dict(result.to_json()))
+
+
+def _drill(ctx: Context, params: DrillParams, report: Progress, notices: list[str]) -> Outcome:
+    from engine.drill.record import record, summary
+    from engine.drill.run import run
+
+    catalog = ctx.catalog  # opened first: a drill that cannot be recorded does not run
+    result = run(ctx.config, ctx.require_cluster(), ctx.storage, ctx.config_path, params.kind,
+                 lambda percent, message: report(percent, 100, message))
+    drill_id, _text = record(catalog, result, ctx.config)
+    return Outcome("drill", result, summary(result, drill_id), ok=result.passed,
+                   detail={"drill_id": drill_id})
+
+
+_PERFORMERS: dict[str, Callable[..., Outcome]] = {
+    "backup": _backup, "restore": _restore, "verify": _verify, "expire": _expire, "drill": _drill,
+}
+
+
+# queueing and recording -------------------------------------------------------------------
 
 def enqueue(catalog: Catalog, config: Config, kind: str, cluster: str, params: dict[str, Any],
             requested_by: str, priority: int | None = None, max_duration: float | None = None,
@@ -127,11 +267,9 @@ class ProgressReporter:
                                   (int(done), int(total)) if self.in_bytes else None)
 
 
-BYTE_PROGRESS_KINDS = ("backup", "restore")
-
-
 def record_outcome(catalog: Catalog, config: Config, kind: str, cluster: str, job_id: int,
-                   result: dict[str, Any] | None = None, error: BaseException | None = None) -> bool:
+                   result: dict[str, Any] | None = None, error: BaseException | None = None,
+                   ok: bool = True) -> bool:
     """Record how a job ended (its state, an event, and any data loss it found); True when
     it succeeded. The agent's job runner and the CLI's recorded runs both end here."""
     from engine.catalog import data_loss
@@ -146,7 +284,6 @@ def record_outcome(catalog: Catalog, config: Config, kind: str, cluster: str, jo
         data_loss.record(catalog, config, cluster, data_loss.from_error(error), job_id)
         return False
     result = dict(result or {})
-    ok = result.pop("_ok", True)
     state = SUCCEEDED if ok else FAILED
     catalog.finish(job_id, state, result, None if ok else result.get("error", "checks failed"))
     catalog.add_event(cluster, f"job_{state}", f"{kind} job {job_id} {state}",
@@ -155,51 +292,65 @@ def record_outcome(catalog: Catalog, config: Config, kind: str, cluster: str, jo
     return ok
 
 
-def execute(config: Config, config_path: Path, catalog: Catalog, storage: Storage,
-            job_id: int) -> bool:
-    """Run job ``job_id`` here and record its outcome; True when it succeeded."""
+def execute(ctx: Context, job_id: int) -> bool:
+    """Run queued job ``job_id`` here (``lifeboat run-job``) and record its outcome; True
+    when it succeeded."""
+    catalog = ctx.catalog
     job = catalog.job(job_id)
     if job is None:
         raise JobError(f"job {job_id} does not exist in the catalog")
     if job.state != "running":
         raise JobError(f"job {job_id} is {job.state}, not running: only the agent starts jobs")
+    ctx.cluster = job.cluster
     report = ProgressReporter(catalog, job_id, job.kind in BYTE_PROGRESS_KINDS)
-    runner = RUNNERS[job.kind]
     try:
-        result = runner(config, config_path, job.cluster, storage, job.params, report)
+        outcome = perform(ctx, job.kind, job.params, report)
     except LifeboatError as exc:
-        return record_outcome(catalog, config, job.kind, job.cluster, job_id, error=exc)
+        return record_outcome(catalog, ctx.config, job.kind, job.cluster, job_id, error=exc)
     except Exception as exc:
-        record_outcome(catalog, config, job.kind, job.cluster, job_id, error=exc)
+        record_outcome(catalog, ctx.config, job.kind, job.cluster, job_id, error=exc)
         raise
-    return record_outcome(catalog, config, job.kind, job.cluster, job_id, result)
+    return record_outcome(catalog, ctx.config, job.kind, job.cluster, job_id, outcome.record,
+                          ok=outcome.ok)
+
+
+def catalog_hint(config: Config, config_path: Path | None) -> str:
+    """What to run so that a SQLite catalog that cannot be opened can be."""
+    if config.catalog.dsn is not None:
+        return ""
+    named = f" --config {config_path}" if config_path is not None else ""
+    return (f"; to record runs, run once as root: lifeboat{named} init (it creates Lifeboat's "
+            f"directories, owned by {config.os_user}), or set [catalog] path to a file "
+            f"{config.os_user} may write")
 
 
 @dataclass
 class RecordedRun:
     """A command run outside the agent (``lifeboat backup`` ...), recorded as a job: set
-    ``result`` before the run ends; ``progress(done, total, message)`` in bytes."""
+    ``outcome`` before the run ends; ``progress(done, total, message)``."""
 
-    progress: Callable[[float, float, str], None]
-    result: dict[str, Any] = field(default_factory=dict)
+    progress: Progress
+    outcome: Outcome | None = None
 
 
 @contextmanager
 def recorded_run(config: Config, kind: str, cluster: str, params: dict[str, Any],
-                 requested_by: str, warn: Callable[[str], None]) -> Iterator[RecordedRun]:
+                 requested_by: str, warn: Callable[[str], None],
+                 config_path: Path | None = None) -> Iterator[RecordedRun]:
     """Record a CLI run in the catalog: running while the body runs, then its outcome
-    (``run.result``, or the error it raised). Metrics and ``lifeboat jobs`` see it as they
-    see the agent's jobs. A catalog that cannot be opened does not stop the run: ``warn``
-    says so and the run goes on unrecorded."""
+    (``run.outcome``, or the error it raised). ``params`` are recorded as validated, exactly
+    as an enqueued job's. Metrics and ``lifeboat jobs`` see it as they see the agent's jobs.
+    A catalog that cannot be opened does not stop the run: ``warn`` says so, and what to do."""
+    checked = validate_params(kind, params)
     try:
         catalog: Catalog | None = Catalog.open(config)
-        job_id: int | None = catalog.start_run(kind, cluster, params, requested_by,
+        job_id: int | None = catalog.start_run(kind, cluster, checked, requested_by,
                                                PRIORITY[kind], f"cli@{agent_identity()}", os.getpid())
     except LifeboatError as exc:
-        warn(f"this {kind} is not recorded in the catalog: {exc}")
+        warn(f"this {kind} is not recorded in the catalog: {exc}" + catalog_hint(config, config_path))
         catalog, job_id = None, None
-    run = RecordedRun(ProgressReporter(catalog, job_id, True) if catalog and job_id
-                      else lambda done, total, message="": None)
+    run = RecordedRun(ProgressReporter(catalog, job_id, kind in BYTE_PROGRESS_KINDS)
+                      if catalog and job_id else lambda done, total, message="": None)
     try:
         yield run
     except BaseException as exc:
@@ -209,80 +360,10 @@ def recorded_run(config: Config, kind: str, cluster: str, params: dict[str, Any]
         raise
     else:
         if catalog is not None and job_id is not None:
+            outcome = run.outcome
             with contextlib.suppress(LifeboatError):
-                record_outcome(catalog, config, kind, cluster, job_id, run.result)
+                record_outcome(catalog, config, kind, cluster, job_id,
+                               outcome.record if outcome else {}, ok=outcome.ok if outcome else True)
     finally:
         if catalog is not None:
             catalog.close()
-
-
-Runner = Callable[["Config", Path, str, "Storage", dict[str, Any], ProgressReporter], dict[str, Any]]
-
-
-def _run_backup(config: Config, path: Path, cluster: str, storage: Storage,
-                params: dict[str, Any], report: ProgressReporter) -> dict[str, Any]:
-    from engine.backup import physical as backup
-
-    request = backup.BackupRequest(params["type"], params["jobs"], params["checksum"], params["expire"])
-    summary = backup.run(config, cluster, storage, path, request,
-                         lambda p: report(p.done_bytes, p.total_bytes, p.phase))
-    return backup_result(summary, request)
-
-
-def backup_result(summary: Any, request: Any) -> dict[str, Any]:
-    """What a backup job records (the CLI's recorded runs too)."""
-    return {"backup": summary.id, "type": summary.type, "size_bytes": summary.size_bytes,
-            "stored_bytes": summary.stored_bytes, "corrupt_pages": summary.corrupt_pages,
-            "corrupt_files": summary.corrupt_files, "notices": request.notices}
-
-
-def _restore_options(params: RestoreParams) -> Any:
-    from engine.restore import physical as restore
-    from engine.restore.recovery import RecoveryTarget
-
-    target = RecoveryTarget(params.target, params.target_value, params.target_exclusive,
-                            params.target_action, params.target_timeline)
-    return restore.RestoreOptions(
-        pgdata=Path(params.pgdata), target=target, backup_id=params.backup, force=params.force,
-        delta=params.delta, archive_mode=params.archive_mode, port=params.port,
-        start=params.start, jobs=params.jobs)
-
-
-def _run_restore(config: Config, path: Path, cluster: str, storage: Storage,
-                 params: dict[str, Any], report: ProgressReporter) -> dict[str, Any]:
-    from engine.restore import physical as restore
-
-    options = _restore_options(RestoreParams.model_validate(params))
-    return restore.run(config, cluster, storage, path, options,
-                       lambda done, total: report(done, total, "restoring")).to_json()
-
-
-def _run_verify(config: Config, path: Path, cluster: str, storage: Storage,
-                params: dict[str, Any], report: ProgressReporter) -> dict[str, Any]:
-    from engine.repository import verify
-
-    result = verify.run(storage, cluster, params["backup"], params["since_last"],
-                        params["jobs"] or config.jobs)
-    return result.to_json() | {"_ok": result.ok}
-
-
-def _run_expire(config: Config, path: Path, cluster: str, storage: Storage,
-                params: dict[str, Any], report: ProgressReporter) -> dict[str, Any]:
-    from engine.repository import expire
-
-    return dict(expire.run(config, cluster, storage, params["dry_run"]).to_json())
-
-
-def _run_drill(config: Config, path: Path, cluster: str, storage: Storage,
-               params: dict[str, Any], report: ProgressReporter) -> dict[str, Any]:
-    from engine.drill.record import run_and_record
-
-    result = run_and_record(config, cluster, storage, path, params["kind"],
-                            lambda percent, message: report(percent, 100, message))
-    return result
-
-
-RUNNERS: dict[str, Runner] = {
-    "backup": _run_backup, "restore": _run_restore, "verify": _run_verify,
-    "expire": _run_expire, "drill": _run_drill,
-}

@@ -1,4 +1,5 @@
-"""Handlers of ``agent``, ``jobs``, ``enqueue``, ``cancel`` and the internal ``run-job``."""
+"""Handlers of ``agent``, ``jobs``, ``enqueue``, ``events``, ``cancel`` and the internal
+``run-job``."""
 
 from __future__ import annotations
 
@@ -9,35 +10,67 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from engine.errors import UsageError
-from lifeboat.commands import load_context, restore_target
+from lifeboat import arguments
 from lifeboat.privileges import who
+from lifeboat.wiring import open_for
+
+
+def add_arguments(command: Any) -> None:
+    p = command("agent", "run the agent: schedules, jobs, async and streaming WAL, objectives")
+    p.add_argument("--duration", type=float, metavar="SECONDS",
+                   help="stop after this many seconds (default: until SIGTERM)")
+    p = command("jobs", "list jobs from the catalog (newest first)")
+    p.add_argument("--active", action="store_true", help="only queued, waiting and running jobs")
+    p.add_argument("--limit", type=int, default=50, metavar="N")
+    p.add_argument("--output", choices=["text", "json"], default="text")
+    p = command("enqueue", "ask the agent to run a job (prints the job id)")
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True, parser_class=type(p))
+    for kind, options in arguments.OPTIONS.items():
+        each = kinds.add_parser(kind, help=f"queue a {kind} (the options of 'lifeboat {kind}')")
+        arguments.common_options(each, suppress=True)
+        options(each)
+        each.add_argument("--priority", type=int, metavar="N",
+                          help="higher runs first (default: restore 100, drill 60, backup 50, "
+                               "verify 40, expire 30)")
+        each.add_argument("--max-duration", metavar="DURATION", help="stop the job if it runs longer")
+        each.add_argument("--requested-by", metavar="WHO",
+                          help="recorded with the job (default: user@cli)")
+        each.add_argument("--wait", action="store_true",
+                          help="wait until the job ends; exit 0 if it succeeded, 1 otherwise")
+        each.add_argument("--wait-timeout", type=float, metavar="SECONDS")
+    p = command("events", "show the agent's events from the catalog (oldest first)")
+    p.add_argument("--kind", metavar="KIND", help="only events of this kind (e.g. job_failed)")
+    p.add_argument("--job", type=int, metavar="JOB", help="only events of this job")
+    p.add_argument("--limit", type=int, default=100, metavar="N")
+    p.add_argument("--output", choices=["text", "json"], default="text")
+    p = command("cancel", "cancel a queued or running job")
+    p.add_argument("job_id", type=int, metavar="JOB")
+    p = command("run-job", None)
+    p.add_argument("job_id", type=int, metavar="JOB")
 
 
 def _agent(args: argparse.Namespace) -> int:
     from engine.agent.loop import Agent, job_command
-    from engine.catalog.store import Catalog
+    from lifeboat.observe_commands import start_exporter
 
-    _prepare_directories(args)
-    config, path, _cluster, storage = load_context(args, need_cluster=False)
     if args.duration is not None and args.duration <= 0:
         raise UsageError("--duration must be positive")
+    ctx = open_for(args, need_cluster=False, state=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    with Catalog.open(config) as catalog:
-        agent = Agent(config, catalog, storage, job_command(path), _notifier(config))
-        print(f"lifeboat agent started (pid {os.getpid()}): {len(config.clusters)} cluster(s), "
-              f"catalog {catalog.db.where}", file=sys.stderr, flush=True)
+    with ctx:
+        agent = Agent(ctx.config, ctx.catalog, ctx.storage, job_command(ctx.config_path),
+                      _notifier(ctx.config))
+        print(f"lifeboat agent started (pid {os.getpid()}): {len(ctx.config.clusters)} cluster(s), "
+              f"catalog {ctx.catalog.db.where}", file=sys.stderr, flush=True)
         exporter = None
-        if config.exporter.enabled:
-            from lifeboat.observe_commands import start_exporter
-
+        if ctx.config.exporter.enabled:
             # the agent measures objectives itself: the exporter only reads them
-            exporter = start_exporter(config, storage, stop, measure_objectives=False)
+            exporter = start_exporter(ctx, stop, measure_objectives=False)
         try:
             agent.run(stop, args.duration)
         finally:
@@ -48,44 +81,9 @@ def _agent(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare_directories(args: argparse.Namespace) -> None:
-    """Started as root: make the agent's directories and give them to os_user (who cannot
-    create them under /var/lib or /var/spool), before switching to that user."""
-    if os.geteuid() != 0:
-        return
-    import pwd
-
-    from engine.config.file import config_path
-    from engine.config.schema import load_config
-
-    config = load_config(config_path(args.config))
-    if config.os_user == "root":
-        return
-    try:
-        entry = pwd.getpwnam(config.os_user)
-    except KeyError:
-        return  # become() reports it
-    wanted = [config.agent.state_dir, *(copy.path for copy in config.repository.copies.values())]
-    if config.catalog.dsn is None:
-        wanted.append(config.catalog.path.parent)
-    for name, cluster in config.clusters.items():
-        if cluster.archive.mode == "async":
-            wanted.append(config.spool_directory(name))
-        if cluster.streaming.enabled:
-            wanted.append(config.streaming_directory(name))
-    for directory in wanted:
-        missing = [d for d in (directory, *directory.parents) if not d.exists()]
-        directory.mkdir(mode=0o750, parents=True, exist_ok=True)
-        for made in missing:
-            os.chown(made, entry.pw_uid, entry.pw_gid)
-
-
 def _notifier(config: Any) -> Any:
     """The drill-notice sender from alerts/ (the engine must not import alerts)."""
-    try:
-        from alerts.notifiers import drill_notice
-    except ImportError:
-        return None
+    from alerts.notifiers import drill_notice
 
     def notify(cluster: str, entry: Any, when: Any) -> dict[str, str]:
         return {d.channel: str(d.outcome) for d in drill_notice(config, cluster, when)}
@@ -94,20 +92,20 @@ def _notifier(config: Any) -> Any:
 
 def _enqueue(args: argparse.Namespace) -> int:
     from engine import jobs
-    from engine.catalog.store import FINAL_STATES, SUCCEEDED, Catalog
+    from engine.catalog.store import FINAL_STATES, SUCCEEDED
     from engine.config.units import parse_duration
 
-    asker = args.requested_by or who()  # before load_context switches to os_user
-    config, _path, cluster, _storage = load_context(args)
-    params = _job_params(args)
+    asker = args.requested_by or who()  # before switching to os_user
+    params = arguments.params_from(args.kind, args)
     try:
         max_duration = parse_duration(args.max_duration) if args.max_duration else None
     except ValueError as exc:
         raise UsageError(f"--max-duration: {exc}") from None
-    with Catalog.open(config) as catalog:
-        job_id = jobs.enqueue(catalog, config, args.kind, cluster, params, asker, args.priority,
-                              max_duration)
-        print(f"job {job_id} queued: {args.kind} of cluster '{cluster}'", file=sys.stderr)
+    with open_for(args, state=True) as ctx:
+        catalog = ctx.catalog
+        job_id = jobs.enqueue(catalog, ctx.config, args.kind, ctx.require_cluster(), params, asker,
+                              args.priority, max_duration)
+        print(f"job {job_id} queued: {args.kind} of cluster '{ctx.cluster}'", file=sys.stderr)
         print(job_id)
         if not args.wait:
             return 0
@@ -125,35 +123,13 @@ def _enqueue(args: argparse.Namespace) -> int:
             time.sleep(0.5)
 
 
-def _job_params(args: argparse.Namespace) -> dict[str, Any]:
-    if args.kind == "backup":
-        return {"type": args.type, "checksum": args.checksum}
-    if args.kind == "verify":
-        return {"backup": args.backup, "since_last": args.since_last}
-    if args.kind == "drill":
-        return {"kind": args.drill_kind}
-    if args.kind == "expire":
-        return {"dry_run": args.dry_run}
-    if args.pgdata is None:
-        raise UsageError("enqueue restore: --pgdata is required")
-    target = restore_target(args)  # the restore command's own reading of the target options
-    return {"pgdata": str(Path(args.pgdata).absolute()), "backup": args.backup, "target": target.kind,
-            "target_value": target.value, "target_exclusive": target.exclusive,
-            "target_timeline": target.timeline,
-            "target_action": target.action, "delta": args.delta, "force": args.force,
-            "archive_mode": args.archive_mode, "start": args.start, "port": args.port}
-
-
 def _jobs(args: argparse.Namespace) -> int:
-    from engine.catalog.store import ACTIVE_STATES, Catalog
+    from engine.catalog.store import ACTIVE_STATES
     from lifeboat.output import jobs_text
 
-    config, path, cluster, _storage = load_context(args, need_cluster=False)
-    if cluster:
-        config.cluster_name(cluster, path)
-    with Catalog.open(config) as catalog:
-        found = catalog.jobs(cluster=cluster, states=ACTIVE_STATES if args.active else None,
-                             limit=args.limit)
+    with open_for(args, need_cluster=False) as ctx:
+        found = ctx.catalog.jobs(cluster=ctx.cluster, states=ACTIVE_STATES if args.active else None,
+                                 limit=args.limit)
     if args.output == "json":
         json.dump({"jobs": [j.to_json() for j in found]}, sys.stdout, indent=2)
         print()
@@ -163,14 +139,11 @@ def _jobs(args: argparse.Namespace) -> int:
 
 
 def _events(args: argparse.Namespace) -> int:
-    from engine.catalog.store import Catalog, iso
+    from engine.catalog.store import iso
 
-    config, path, cluster, _storage = load_context(args, need_cluster=False)
-    if cluster:
-        config.cluster_name(cluster, path)
-    with Catalog.open(config) as catalog:
-        found = catalog.events(cluster=cluster, kind=args.kind, job_id=args.job, limit=args.limit,
-                               with_agent=True)
+    with open_for(args, need_cluster=False) as ctx:
+        found = ctx.catalog.events(cluster=ctx.cluster, kind=args.kind, job_id=args.job,
+                                   limit=args.limit, with_agent=True)
     found.reverse()  # oldest first, as a log reads
     if args.output == "json":
         json.dump({"events": [e.to_json() for e in found]}, sys.stdout, indent=2)
@@ -182,11 +155,11 @@ def _events(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from engine.catalog.store import CANCELLED, Catalog
+    from engine.catalog.store import CANCELLED
 
     asker = who()
-    config, _path, _cluster, _storage = load_context(args, need_cluster=False)
-    with Catalog.open(config) as catalog:
+    with open_for(args, need_cluster=False) as ctx:
+        catalog = ctx.catalog
         job = catalog.job(args.job_id)
         if job is None:
             raise UsageError(f"job {args.job_id} does not exist")
@@ -202,7 +175,6 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _run_job(args: argparse.Namespace) -> int:
     from engine import jobs
-    from engine.catalog.store import Catalog
 
     def stopped(signum: int, _frame: object) -> None:
         # SystemExit unwinds through every finally: a drill stops and removes its scratch
@@ -210,9 +182,8 @@ def _run_job(args: argparse.Namespace) -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, stopped)
-    config, path, _cluster, storage = load_context(args, need_cluster=False)
-    with Catalog.open(config) as catalog:
-        return 0 if jobs.execute(config, path, catalog, storage, args.job_id) else 1
+    with open_for(args, need_cluster=False) as ctx:
+        return 0 if jobs.execute(ctx, args.job_id) else 1
 
 
 HANDLERS = {"agent": _agent, "jobs": _jobs, "enqueue": _enqueue, "cancel": _cancel, "events": _events,

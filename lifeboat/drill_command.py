@@ -7,6 +7,9 @@ import sys
 from typing import Any
 
 from engine.errors import UsageError
+from engine.vocabulary import DRILL_KINDS
+from lifeboat import arguments
+from lifeboat.wiring import open_for
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -16,32 +19,28 @@ if TYPE_CHECKING:
 def add_arguments(command: Any) -> None:
     p = command("drill", "run a restore drill now: restore the newest backup into a scratch cluster, "
                          "validate it against the source, record the result and report")
-    p.add_argument("--kind", choices=["full", "partial"], default="full",
-                   help="full (every table, default) or partial (critical tables, with CRUD)")
+    arguments.drill_options(p)
     p.add_argument("--output", choices=["text", "json"], default="text")
     p = command("drill-report", "show a recorded drill's report (default: the newest), or list drills")
     p.add_argument("--id", type=int, metavar="N", help="the drill to show (ids: --list)")
-    p.add_argument("--kind", choices=["full", "partial"], help="only drills of this kind")
+    p.add_argument("--kind", choices=DRILL_KINDS, help="only drills of this kind")
     p.add_argument("--list", action="store_true", help="list recorded drills, newest first")
     p.add_argument("--limit", type=int, default=20, metavar="N", help="with --list (default 20)")
     p.add_argument("--output", choices=["text", "json"], default="text",
                    help="text: the Markdown report; json: the recorded result")
 
 
-def _say(percent: float, message: str) -> None:
+def _say(done: float, total: float, message: str) -> None:
     print(f"lifeboat: drill: {message}", file=sys.stderr, flush=True)
 
 
 def drill(args: argparse.Namespace) -> int:
-    from engine.catalog.store import Catalog
-    from engine.drill.record import record
-    from engine.drill.run import run
-    from lifeboat.commands import load_context
+    from engine import jobs
 
-    config, path, cluster, storage = load_context(args)
-    with Catalog.open(config) as catalog:  # first: a drill that cannot be recorded does not run
-        result = run(config, cluster, storage, path, args.kind, _say if sys.stderr.isatty() else None)
-        drill_id, _report = record(catalog, result, config)
+    with open_for(args, state=True) as ctx:
+        outcome = jobs.perform(ctx, "drill", arguments.params_from("drill", args),
+                               _say if sys.stderr.isatty() else None)
+    result, drill_id = outcome.value, outcome.detail["drill_id"]
     if args.output == "json":
         json.dump({"id": drill_id} | result.to_json(), sys.stdout, indent=2)
         print()
@@ -79,13 +78,12 @@ def _text(result: Any, drill_id: int) -> str:
 
 
 def report(args: argparse.Namespace) -> int:
-    from engine.catalog.store import Catalog, iso
-    from lifeboat.commands import load_context
+    from engine.catalog.store import iso
 
-    config, _path, cluster, _storage = load_context(args)
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
-    with Catalog.open(config) as catalog:
+    with open_for(args) as ctx:
+        catalog, cluster = ctx.catalog, ctx.require_cluster()
         if args.list:
             records = catalog.drills(cluster, args.kind, args.limit)
         elif args.id is not None:

@@ -10,8 +10,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from engine.errors import LifeboatError, UsageError
-from lifeboat.commands import load_context
+from engine.context import Context
+from engine.errors import UsageError
+from lifeboat.wiring import open_for
 
 
 def add_arguments(command: Any) -> None:
@@ -35,11 +36,7 @@ def add_arguments(command: Any) -> None:
     export.add_argument("--runbook-base", metavar="URL", help="where the runbooks are published")
 
 
-class ListenError(LifeboatError):
-    """The exporter's address could not be bound."""
-
-
-def start_exporter(config: Any, storage: Any, stop: threading.Event, address: str | None = None,
+def start_exporter(ctx: Context, stop: threading.Event, address: str | None = None,
                    port: int | None = None, measure_objectives: bool = True) -> Any:
     """Start the exporter (collectors.exporter) and say where it listens."""
     import logging
@@ -47,27 +44,23 @@ def start_exporter(config: Any, storage: Any, stop: threading.Event, address: st
     from collectors.exporter import Exporter
 
     logging.basicConfig(format="lifeboat: %(message)s", level=logging.WARNING, stream=sys.stderr)
-    exporter = Exporter(config, storage, address, port, measure_objectives)
-    try:
-        exporter.start(stop)
-    except OSError as exc:
-        raise ListenError(f"cannot serve metrics on {exporter.address}:{exporter.port}: "
-                          f"{exc.strerror or exc}") from None
+    exporter = Exporter(ctx.config, ctx.storage, address, port, measure_objectives)
+    exporter.start(stop)
     print(f"lifeboat: metrics on http://{exporter.address}:{exporter.port}/metrics",
           file=sys.stderr, flush=True)
     return exporter
 
 
 def exporter(args: argparse.Namespace) -> int:
-    config, _path, _cluster, storage = load_context(args, need_cluster=False)
     if args.port is not None and not 1 <= args.port <= 65535:
         raise UsageError("--port must be within 1..65535")
     if args.duration is not None and args.duration <= 0:
         raise UsageError("--duration must be positive")
+    ctx = open_for(args, need_cluster=False, state=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    running = start_exporter(config, storage, stop, args.address, args.port)
+    running = start_exporter(ctx, stop, args.address, args.port)
     try:
         stop.wait(args.duration)
     finally:
@@ -80,10 +73,12 @@ def _write(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
         return
+    from engine.errors import path_error
+
     try:
         output.write_text(text)
     except OSError as exc:
-        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+        raise path_error(exc, "write", output) from None
     print(f"lifeboat: wrote {output}", file=sys.stderr)
 
 

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import sys
+from typing import TYPE_CHECKING
+
 from engine.config.units import format_size
-from engine.repository.expire import ExpireReport
-from engine.repository.info import ClusterReport
-from engine.repository.verify import VerifyReport
+
+if TYPE_CHECKING:
+    from engine.repository.expire import ExpireReport
+    from engine.repository.info import ClusterReport
+    from engine.repository.verify import VerifyReport
+
+def notice(text: str) -> None:
+    """Something the operator should read, on stderr (results go to stdout)."""
+    print(f"lifeboat: notice: {text}", file=sys.stderr)
 
 
 def info_text(repository: str, reports: list[ClusterReport]) -> str:

@@ -54,21 +54,21 @@ def wal_push(args: SimpleNamespace) -> int:
         if await_ack(settings.spool, args.wal_path, settings.cluster, settings.repository):
             return 0
     from engine.repository.codec import Codec
-    from engine.repository.storage.posix import PosixStorage
+    from engine.repository.storage import open_storage
     from engine.wal import archive
 
-    archive.push(PosixStorage(settings.repository), settings.cluster, args.wal_path,
+    archive.push(open_storage(settings.repository), settings.cluster, args.wal_path,
                  Codec(settings.algorithm, settings.level))  # type: ignore[arg-type]
     return 0
 
 
 def wal_get(args: SimpleNamespace) -> int:
     from engine.config.cache import archive_settings
-    from engine.repository.storage.posix import PosixStorage
+    from engine.repository.storage import open_storage
     from engine.wal import archive
 
     settings = archive_settings(config_path(args.config), args.cluster)
     become(settings.os_user)
-    found = archive.get(PosixStorage(settings.repository), settings.cluster, args.wal_name,
+    found = archive.get(open_storage(settings.repository), settings.cluster, args.wal_name,
                         args.destination, settings.stream_dir)
     return 0 if found else 1

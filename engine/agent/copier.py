@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 
 from engine.config.schema import Config
-from engine.repository.storage import Storage, open_posix
+from engine.repository.storage import Storage, open_storage
 
 #: The agent's ``event(cluster)``: an ``on_event(kind, severity, message)`` for that cluster.
 EventsFor = Callable[[str | None], Callable[[str, str, str], None]]
@@ -26,7 +26,7 @@ class RegionCopier:
 
         for cluster in self.config.clusters:
             try:  # opening the target fails like a copy (an unmounted path), recorded, retried
-                target = open_posix(self.settings.path)
+                target = open_storage(self.settings.url)
                 report = copy_cluster(self.storage, target, cluster, self.region)
             except Exception as exc:
                 message = f"copy to region {self.region} failed: {exc.__class__.__name__}: {exc}"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from engine.backup.blockcopy import MTIME_MARGIN, BaseFiles, BlockCopier, PackSet
 from engine.config.schema import Config
-from engine.errors import BackupError, PostgresError
+from engine.errors import BackupError, PostgresError, path_error
 from engine.postgres import connection as postgres
 from engine.postgres import pgdata
 from engine.postgres.cluster_setup import settings_problems, wait_for_segments
@@ -35,10 +35,8 @@ from engine.repository.manifest import (
 )
 from engine.repository.storage import Storage
 from engine.version import VERSION
+from engine.vocabulary import BACKUP_TYPE_LETTER, BACKUP_TYPES
 from engine.wal.names import format_lsn, segment_before_lsn, segment_name, segment_of_lsn
-
-BACKUP_TYPES = ("full", "diff", "incr")
-TYPE_SUFFIX = {"full": "F", "diff": "D", "incr": "I"}
 
 
 @dataclass
@@ -69,7 +67,7 @@ def new_backup_id(storage: Storage, cluster: str, backup_type: str) -> str:
     while True:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         if stamp > newest:
-            return stamp + TYPE_SUFFIX[backup_type]
+            return stamp + BACKUP_TYPE_LETTER[backup_type]
         time.sleep(0.2)
 
 
@@ -111,7 +109,10 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path,
     if request.backup_type not in BACKUP_TYPES:
         raise BackupError(f"backup type '{request.backup_type}' is not one of {', '.join(BACKUP_TYPES)}")
     with cluster_lock(storage, cluster, f"backup --type {request.backup_type}", request.notices):
-        summary = _run_locked(config, cluster, storage, config_path, request, progress)
+        try:
+            summary = _run_locked(config, cluster, storage, config_path, request, progress)
+        except OSError as exc:  # a file of the data directory that cannot be read
+            raise path_error(exc, "back up", exc.filename or config.clusters[cluster].pgdata) from None
         retention = config.retention_for(cluster)
         if request.expire and retention.expire_after_backup and retention.configured:
             request.expired = expire.run_locked(config, cluster, storage)

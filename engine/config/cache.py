@@ -94,6 +94,6 @@ def archive_settings(path: str, cluster: str | None) -> ArchiveSettings:
                           f"[clusters.*]: {', '.join(sorted(clusters)) or 'none'}")
     compression = data["compression"]
     paths = data["wal_paths"][cluster]
-    return ArchiveSettings(cluster, data["repository"]["path"],
+    return ArchiveSettings(cluster, data["repository_url"],
                            compression["algorithm"], compression["level"], data["os_user"],
                            clusters[cluster]["archive"]["mode"], paths["spool"], paths["stream_dir"])

@@ -92,6 +92,11 @@ class CopyConfig(_Section):
 
     _check_path = field_validator("path")(_absolute)
 
+    @property
+    def url(self) -> str:
+        """What :func:`engine.repository.storage.open_storage` opens."""
+        return str(self.path)
+
 
 class RepositoryConfig(_Section):
     """Where backups and WAL are kept, and how files are cut into blocks.
@@ -109,6 +114,11 @@ class RepositoryConfig(_Section):
     copies: dict[RegionName, CopyConfig] = Field(default_factory=dict)  # region -> its copy
 
     _check_path = field_validator("path")(_absolute)
+
+    @property
+    def url(self) -> str:
+        """What :func:`engine.repository.storage.open_storage` opens."""
+        return str(self.path)
 
     @model_validator(mode="after")
     def _copies_elsewhere(self) -> RepositoryConfig:
@@ -324,6 +334,7 @@ def plain(config: Config) -> dict[str, Any]:
     """The validated configuration as plain data (for the settings cache), with the WAL
     paths each cluster's wal-push and wal-get need resolved by :class:`Config` itself."""
     data = config.model_dump(mode="json")
+    data["repository_url"] = config.repository.url
     data["wal_paths"] = {
         name: {"spool": str(config.spool_directory(name)),
                "stream_dir": str(config.streaming_directory(name)) if cluster.streaming.enabled

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from engine.config.units import parse_duration
+from engine.vocabulary import BACKUP_TYPES, DRILL_KINDS, BackupType, DrillKind, ScheduleKind
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
@@ -120,8 +121,8 @@ class ResourcesConfig(_Section):
 class ScheduleConfig(_Section):
     """One scheduled job: ``[clusters.NAME.schedules.SCHEDULE]``."""
 
-    kind: Literal["backup", "verify", "expire", "drill"] = "backup"
-    type: Literal["full", "diff", "incr", "partial"] | None = None
+    kind: ScheduleKind = "backup"
+    type: BackupType | DrillKind | None = None
     cron: Annotated[str, BeforeValidator(check_cron)]
     timezone: Annotated[str, BeforeValidator(check_timezone)] = "UTC"
     max_duration: Duration | None = None
@@ -140,7 +141,7 @@ class ScheduleConfig(_Section):
 
     @model_validator(mode="after")
     def _type_fits_kind(self) -> ScheduleConfig:
-        allowed = {"backup": ("full", "diff", "incr"), "drill": ("full", "partial")}.get(self.kind)
+        allowed = {"backup": BACKUP_TYPES, "drill": DRILL_KINDS}.get(self.kind)
         if allowed is None and self.type is not None:
             raise ValueError(f"'type' does not apply to {self.kind} schedules")
         if allowed is not None and self.type is not None and self.type not in allowed:

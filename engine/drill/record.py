@@ -3,15 +3,12 @@ and an event; and the one call the agent's job runner and the CLI both make."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from engine.catalog.store import Catalog
 from engine.config.schema import Config
 from engine.drill import report
 from engine.drill.model import DrillResult
-from engine.drill.run import Progress, run
-from engine.repository.storage import Storage
 
 TREND_WINDOW = 90 * 86400.0  # the seed's historical_window
 TREND_LIMIT = 50
@@ -61,12 +58,3 @@ def summary(result: DrillResult, drill_id: int) -> dict[str, Any]:
     if failed:
         found["error"] = report.headline(result)
     return found
-
-
-def run_and_record(config: Config, cluster: str, storage: Storage, config_path: Path, kind: str,
-                   progress: Progress | None = None) -> dict[str, Any]:
-    """Run a drill now and record it; the summary, with ``_ok`` for the job runner."""
-    with Catalog.open(config) as catalog:  # opened first: a drill that cannot be recorded does not run
-        result = run(config, cluster, storage, config_path, kind, progress)
-        drill_id, _text = record(catalog, result, config)
-    return summary(result, drill_id) | {"_ok": result.passed}

@@ -26,8 +26,9 @@ from engine.errors import DrillError, LifeboatError, UsageError
 from engine.repository.storage import Storage
 from engine.restore import physical as restore
 from engine.restore.recovery import RecoveryTarget, choose_backup
+from engine.vocabulary import DRILL_KINDS
 
-KINDS = ("full", "partial")
+KINDS = DRILL_KINDS
 
 Progress = Callable[[float, str], None]  # (percent done, what is happening)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import LifeboatError
+from engine.errors import ClusterSetupError, LifeboatError
 from engine.repository import clusterinfo
 from engine.repository.manifest import BackupSummary, list_backup_ids, read_summary
 from engine.repository.storage import Storage
@@ -28,6 +28,11 @@ class ClusterReport:
     damaged: list[tuple[str, str]] = field(default_factory=list)
     archive: list[archive.TimelineRange] = field(default_factory=list)
     objectives: dict[str, Any] | None = None  # class, objectives and the latest measurement
+
+    @property
+    def failed(self) -> bool:
+        """The repository could not be read for this cluster (not: not initialised yet)."""
+        return self.status.startswith("error")
 
     def to_json(self) -> dict[str, Any]:
         backups: list[dict[str, Any]] = [
@@ -55,8 +60,11 @@ def cluster_report(storage: Storage, cluster: str, with_archive: bool = True) ->
     report = ClusterReport(cluster)
     try:
         report.info = clusterinfo.read(storage, cluster)
-    except LifeboatError as exc:
+    except ClusterSetupError as exc:
         report.status = f"not initialised ({exc})"
+        return report
+    except LifeboatError as exc:
+        report.status = f"error: {exc}"
         return report
     for backup_id in list_backup_ids(storage, cluster):
         try:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import durable
-from engine.errors import RestoreError
+from engine.errors import RestoreError, path_error
 from engine.repository import layout
 from engine.repository.frames import FrameReader
 from engine.repository.manifest import BackupSummary, BlockRef, FileEntry, Manifest
@@ -169,6 +169,12 @@ class FileWriter:
 
     def _write_batch(self, entry: FileEntry, first_index: int, refs: list[BlockRef]) -> int:
         """Write blocks ``first_index``.. of a new file."""
+        try:
+            return self._write_blocks(entry, first_index, refs)
+        except OSError as exc:
+            raise path_error(exc, "write", self._pgdata / entry.path) from None
+
+    def _write_blocks(self, entry: FileEntry, first_index: int, refs: list[BlockRef]) -> int:
         fd = open_for_blocks(self._pgdata / entry.path, entry.size)
         try:
             sink = BlockSink(fd, self._block_size, self._frame_limit)
@@ -200,12 +206,15 @@ class FileWriter:
         return written
 
     def _create(self, entry: FileEntry) -> None:
-        fd = os.open(self._pgdata / entry.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                     entry.mode)
+        path = self._pgdata / entry.path
         try:
-            preallocate(fd, entry.size)
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, entry.mode)
+            try:
+                preallocate(fd, entry.size)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise path_error(exc, "write", path) from None
 
     def _create_and_write(self, entry: FileEntry,
                           work: list[tuple[FileEntry, int, list[BlockRef]]]) -> int:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from engine import durable
 from engine.config.schema import Config
-from engine.errors import NotFoundError, RecoveryShortfallError, RestoreError
+from engine.directories import check_writable
+from engine.errors import NotFoundError, RecoveryShortfallError, RestoreError, path_error
 from engine.postgres import server
 from engine.postgres.commands import restore_command
 from engine.repository import clusterinfo
@@ -86,6 +87,16 @@ class RestoreResult:
         return out
 
 
+def start_log(config: Config, cluster: str) -> Path:
+    """Where a restored server started by ``--start`` logs: Lifeboat's own state directory,
+    never a path inside the data directory, which holds the user's files (a data directory
+    can well hold a file named ``log``)."""
+    from datetime import UTC, datetime
+
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return config.agent.state_dir / "restores" / f"{cluster}-{stamp}-{time.monotonic_ns() % 10**6}.log"
+
+
 def _timestamp(text: str) -> float:
     from datetime import UTC, datetime
 
@@ -129,7 +140,10 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path,
     """Restore as ``options`` say; the result says what was restored, how long it took and,
     when the server was started, the point recovery reached."""
     started = time.monotonic()
-    result = _run(config, cluster, storage, config_path, options, progress)
+    try:
+        result = _run(config, cluster, storage, config_path, options, progress)
+    except OSError as exc:  # a destination that cannot be written: named, with what to do
+        raise path_error(exc, "restore into", exc.filename or options.pgdata) from None
     result.seconds = round(time.monotonic() - started, 3)
     return result
 
@@ -142,6 +156,9 @@ def _run(config: Config, cluster: str, storage: Storage, config_path: Path,
     manifest = read_manifest(storage, cluster, backup.id)
     locations = tablespace_locations(backup, options.tablespace_map)
     pgdata = options.pgdata
+    log_file = start_log(config, cluster) if options.start else None
+    if log_file is not None:
+        check_writable(log_file.parent, "the restored server's start-up log")
     prepare_directory(pgdata, options.force, options.delta)
     done = 0
 
@@ -182,8 +199,9 @@ def _run(config: Config, cluster: str, storage: Storage, config_path: Path,
     result.archive_end = end
     info = clusterinfo.read(storage, cluster)
     bin_dir = server.bin_dir_for(backup.pg_version, config.clusters[cluster].bin_dir)
-    result.log_file = pgdata / "log" / "lifeboat-restore.log"
-    server.start(pgdata, bin_dir, result.log_file, options.port)
+    assert log_file is not None
+    result.log_file = log_file
+    server.start(pgdata, bin_dir, log_file, options.port)
     if options.standby:
         return result
     reached = server.wait_for_recovery(pgdata, result.log_file, options.target.action,

@@ -13,10 +13,9 @@ from pathlib import Path
 from engine import durable
 from engine.errors import RestoreError, UsageError
 from engine.repository.manifest import BackupSummary
+from engine.vocabulary import TARGET_ACTIONS, TARGET_KINDS, TARGETS_WITHOUT_VALUE
 from engine.wal.names import parse_lsn
 
-TARGET_KINDS = ("latest", "time", "xid", "lsn", "name", "immediate")
-ACTIONS = ("promote", "pause", "shutdown")
 RECOVERY_KEYS = frozenset({
     "restore_command", "recovery_target", "recovery_target_time", "recovery_target_xid",
     "recovery_target_lsn", "recovery_target_name", "recovery_target_inclusive",
@@ -39,9 +38,9 @@ class RecoveryTarget:
     def __post_init__(self) -> None:
         if self.kind not in TARGET_KINDS:
             raise UsageError(f"unknown recovery target '{self.kind}'")
-        if self.action not in ACTIONS:
-            raise UsageError(f"--target-action must be one of {', '.join(ACTIONS)}")
-        if self.kind in ("latest", "immediate"):
+        if self.action not in TARGET_ACTIONS:
+            raise UsageError(f"--target-action must be one of {', '.join(TARGET_ACTIONS)}")
+        if self.kind in TARGETS_WITHOUT_VALUE:
             if self.exclusive:
                 raise UsageError("--target-exclusive needs a time, xid or LSN target")
             return
@@ -73,7 +72,7 @@ class RecoveryTarget:
         return parsed
 
     def describe(self) -> str:
-        if self.kind in ("latest", "immediate"):
+        if self.kind in TARGETS_WITHOUT_VALUE:
             return self.kind
         return f"{self.kind} {self.value}" + (" (exclusive)" if self.exclusive else "")
 

@@ -13,6 +13,7 @@ of its timeline are present, or one that fails its checksum, raises
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import os
@@ -70,7 +71,7 @@ def push(storage: Storage, cluster: str, path: str | os.PathLike[str], codec: Co
     name = os.path.basename(path)
     kind = wal.wal_file_kind(name)
     if kind is None:
-        raise UsageError(f"{name}: not a WAL file name (segment, .history, .backup or .partial)")
+        raise UsageError(f"{path}: not a WAL file name (segment, .history, .backup or .partial)")
     info = clusterinfo.read(storage, cluster)
     data = _map(path)
     if kind in ("segment", "partial"):
@@ -105,7 +106,9 @@ def _map(path: str | os.PathLike[str]) -> mmap.mmap | bytes:
                 return b""
             return mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_READ)
     except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
+        from engine.errors import path_error
+
+        raise StorageError(str(path_error(exc, "read", path))) from None
 
 
 def _check_segment(name: str, data: bytes | mmap.mmap, info: clusterinfo.ClusterInfo, partial: bool) -> None:
@@ -157,9 +160,16 @@ def get(storage: Storage, cluster: str, name: str, dest: str | os.PathLike[str],
 def _write_dest(dest: str | os.PathLike[str], data: bytes) -> None:
     head, tail = os.path.split(os.fspath(dest))
     tmp = os.path.join(head, f".{tail}.lifeboat-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    os.rename(tmp, dest)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.rename(tmp, dest)
+    except OSError as exc:
+        from engine.errors import path_error
+
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise path_error(exc, "write", dest) from None
 
 
 PARTIAL = ".partial"

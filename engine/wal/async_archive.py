@@ -196,7 +196,7 @@ class AsyncArchiver:
         self.pgdata = str(entry.pgdata)
         self.wal_dir = os.path.join(self.pgdata, "pg_wal")
         self.spool = str(config.spool_directory(cluster))
-        self.repository = str(config.repository.path)
+        self.repository = config.repository.url
         self.jobs = entry.archive.push_jobs
         self.storage = storage
         self.codec = Codec(config.compression.algorithm, config.compression.level)  # type: ignore[arg-type]

@@ -200,7 +200,7 @@ class Lifeboat:
                 archive_mode: str = "off") -> tuple[Cluster, subprocess.CompletedProcess[str]]:
         pgdata = self.workspace.path("restored", create=False)
         port = free_port()
-        restored = Cluster(pgdata, port, pgdata / "log" / "lifeboat-restore.log")
+        restored = Cluster(pgdata, port, pgdata.parent / f"{pgdata.name}.log")
         self.restored.append(restored)
         extra = ["--port", str(port), *(["--start"] if start else [])]
         done = self.run("restore", "--pgdata", str(pgdata), "--archive-mode", archive_mode,

@@ -70,6 +70,6 @@ def test_killed_restore_is_completed_by_delta(lifeboat: Lifeboat, workspace: Wor
     port = free_port()
     lifeboat.run("restore", "--pgdata", str(target), "--delta", "--start", "--port", str(port),
                  "--archive-mode", "off")
-    restored = Cluster(target, port, target / "log" / "lifeboat-restore.log", started=True)
+    restored = Cluster(target, port, target.parent / f"{target.name}.log", started=True)
     lifeboat.restored.append(restored)
     assert restored.table_checksums() == expected

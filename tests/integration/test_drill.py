@@ -184,7 +184,7 @@ def sabotaged_drill(config: str) -> None:
     from engine.config.schema import load_config
     from engine.drill.run import run
     from engine.postgres import server
-    from engine.repository.storage import open_posix
+    from engine.repository.storage import open_storage
 
     loaded = load_config(config)
 
@@ -201,7 +201,7 @@ def sabotaged_drill(config: str) -> None:
         server.start(pgdata, place.bin_dir, place.log_file, place.port)  # type: ignore[attr-defined]
         server.wait_for_recovery(pgdata, place.log_file, "promote", 60)  # type: ignore[attr-defined]
 
-    result = run(loaded, "main", open_posix(loaded.repository.path), Path(config), "partial",
+    result = run(loaded, "main", open_storage(loaded.repository.url), Path(config), "partial",
                  before_validation=corrupt)
     print(json.dumps(result.to_json()))
 

@@ -91,6 +91,13 @@ def test_target_actions_pause_and_shutdown(lifeboat: Lifeboat, history: dict[int
     assert paused.value("SELECT pg_is_in_recovery()") is True
     assert markers(paused) == [1]
     paused.stop("immediate")
+    # the direct restore is recorded as a job with exactly the options that ran
+    recorded = [j for j in json.loads(lifeboat.run("jobs", "--output", "json", "--limit",
+                                                   "1000").stdout)["jobs"]
+                if j["params"].get("pgdata") == str(paused.pgdata)]
+    assert [(j["kind"], j["state"]) for j in recorded] == [("restore", "succeeded")]
+    assert {k: recorded[0]["params"][k] for k in ("target", "target_value", "target_action")} == {
+        "target": "name", "target_value": "rp1", "target_action": "pause"}
     stopped, done = lifeboat.restore("--target-xid", str(history[2].xid),
                                      "--target-action", "shutdown")
     assert "recovery shut down" in done.stdout

@@ -156,7 +156,7 @@ def test_data_loss_events_are_recorded_where_found_and_counted(tmp_path: Path) -
         job = catalog.start_run("verify", "main", {}, "me", 40, "cli@h:1", 1)
         problems = [{"kind": "block", "item": f"base/1/{i}", "detail": "checksum"} for i in range(5)]
         jobs.record_outcome(catalog, config, "verify", "main", job,
-                            {"problems": problems, "_ok": False})
+                            {"problems": problems}, ok=False)
         job = catalog.start_run("backup", "main", {"type": "full"}, "me", 50, "cli@h:1", 1)
         jobs.record_outcome(catalog, config, "backup", "main", job, {"type": "full"})  # nothing lost
         snapshot = Snapshot()
@@ -176,7 +176,7 @@ def test_a_cli_run_is_recorded_with_its_outcome_and_a_missing_catalog_only_warns
     config = _config(tmp_path)
     with jobs.recorded_run(config, "backup", "main", {"type": "full"}, "me@cli", print) as run:
         run.progress(10, 100, "copying")
-        run.result = {"backup": "x", "type": "full"}
+        run.outcome = jobs.Outcome("backup", None, {"backup": "x", "type": "full"})
     with pytest.raises(RuntimeError), jobs.recorded_run(config, "backup", "main", {"type": "diff"},
                                                          "me@cli", print):
         raise RuntimeError("disk full")

@@ -92,41 +92,6 @@ def test_invalid_keys_are_refused(store: Storage, key: str) -> None:
         store.put(key, b"")
 
 
-def test_lock_is_exclusive_and_released(store: Storage) -> None:
-    from engine.errors import LockBusyError
-
-    first = store.lock("clusters/main/lock", "backup (pid 1)")
-    assert first.previous is None
-    with pytest.raises(LockBusyError, match=r"backup \(pid 1\)"):
-        store.lock("clusters/main/lock", "expire (pid 2)")
-    first.release()
-    second = store.lock("clusters/main/lock", "expire (pid 2)")
-    assert second.previous is None  # a clean release leaves nothing behind
-    second.release()
-
-
-def test_lock_of_a_killed_holder_is_taken_over(store: Storage, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    code = ("import sys, time; from engine.repository.storage.posix import PosixStorage; "
-            f"PosixStorage({str(tmp_path / 'repo')!r}).lock('clusters/main/lock', 'backup (pid X)'); "
-            "print('locked', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        from engine.errors import LockBusyError
-
-        with pytest.raises(LockBusyError):
-            store.lock("clusters/main/lock", "backup (pid Y)")
-    finally:
-        holder.kill()
-        holder.wait()
-    taken = store.lock("clusters/main/lock", "backup (pid Y)")
-    assert taken.previous == "backup (pid X)"
-    taken.release()
-
-
 def test_abandoned_writes_are_removed_after_their_grace(store: Storage) -> None:
     import time
 
@@ -147,3 +112,8 @@ def test_streamed_put_and_read(store: Storage) -> None:
         assert stream.read() == b"".join(chunks)
     with pytest.raises(NotFoundError):
         store.open_stream("m/missing")
+
+
+def test_capabilities_name_a_local_path_only_for_files(store: Storage, tmp_path: Path) -> None:
+    local = store.capabilities.local_path
+    assert local is None or Path(local) == tmp_path / "repo"

@@ -1,8 +1,8 @@
-"""Repository storage: one small protocol (:mod:`engine.repository.storage.base`), one driver per
-kind of store.
+"""Repository storage: one small protocol (:mod:`engine.repository.storage.base`), one driver
+per kind of store, and :func:`open_storage`, the one place a driver is constructed.
 
-Keys are '/'-separated relative names built only by :mod:`engine.repository.layout`; a driver
-maps them onto its store and never interprets them. This package imports nothing
+Keys are '/'-separated relative names built only by :mod:`engine.repository.layout`; a
+driver maps them onto its store and never interprets them. This package imports nothing
 heavy: the WAL path loads only the driver it uses.
 """
 
@@ -10,22 +10,45 @@ from __future__ import annotations
 
 import os
 
+from engine.errors import UsageError
+
 TYPE_CHECKING = False  # typing is not imported on the WAL path
 if TYPE_CHECKING:
-    from engine.repository.storage.base import ObjectWriter, Storage
+    from engine.repository.storage.base import Capabilities, ObjectWriter, Storage
 
-__all__ = ["ObjectWriter", "Storage", "open_posix"]
+__all__ = ["Capabilities", "ObjectWriter", "Storage", "open_storage"]
+
+#: URL schemes a repository can be named with, and the driver module of each.
+SCHEMES = {"file": "posix"}
 
 
-def open_posix(path: str | os.PathLike[str]) -> Storage:
-    """The posix driver rooted at ``path``."""
+def open_storage(url: str | os.PathLike[str]) -> Storage:
+    """The storage a repository URL names: an absolute path or ``file:///path`` (posix).
+
+    Every repository, copy and tier is opened here, so a new driver (``s3://bucket/prefix``)
+    is one entry in :data:`SCHEMES` and one module.
+    """
+    text = os.fspath(url)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "file", text
+    if scheme not in SCHEMES:
+        raise UsageError(f"repository '{text}': unknown storage '{scheme}://' (this Lifeboat "
+                         f"knows: an absolute path, {', '.join(s + '://' for s in SCHEMES)})")
+    if not rest.startswith("/"):
+        raise UsageError(f"repository '{text}': a posix repository must be an absolute path")
     from engine.repository.storage.posix import PosixStorage
 
-    return PosixStorage(path)
+    return PosixStorage(rest)
+
+
+def is_local(url: str) -> bool:
+    """Whether ``url`` names a directory of this machine (so Lifeboat may create it)."""
+    return url.startswith("/")
 
 
 def __getattr__(name: str) -> object:
-    if name in ("ObjectWriter", "Storage"):
+    if name in ("Capabilities", "ObjectWriter", "Storage"):
         from engine.repository.storage import base
 
         return getattr(base, name)

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import BinaryIO, Protocol
 
+from engine.repository.storage.capabilities import Capabilities
+
+__all__ = ["Capabilities", "ObjectWriter", "Storage"]
+
 
 class ObjectWriter(Protocol):
     """An object being written in pieces (a pack). Invisible until :meth:`commit`."""
@@ -20,15 +24,6 @@ class ObjectWriter(Protocol):
 
     def abort(self) -> None:
         """Drop the object; nothing becomes visible."""
-
-
-class Lock(Protocol):
-    """A held lock; :meth:`release` gives it up (so does the holder's death)."""
-
-    previous: str | None
-    """What an earlier holder that died without releasing left behind, if anything."""
-
-    def release(self) -> None: ...
 
 
 class Storage(Protocol):
@@ -52,11 +47,11 @@ class Storage(Protocol):
     - ``remove_abandoned`` removes the remains of writes that never completed (a process
       killed while writing a pack) older than ``older_than`` seconds under ``prefix``,
       returning how many it removed.
-    - ``lock`` takes an exclusive lock named ``key`` without waiting, recording
-      ``holder`` (a line of text for messages); it raises
-      :class:`engine.errors.LockBusyError` naming the current holder if there is one.
-      A lock whose holder died is free again.
+    - ``capabilities`` says what this driver can do beyond the contract (see
+      :class:`Capabilities`); locks are not storage operations (:mod:`engine.repository.locks`).
     """
+
+    capabilities: Capabilities
 
     def put(self, key: str, data: bytes | bytearray | memoryview) -> None: ...
 
@@ -85,8 +80,6 @@ class Storage(Protocol):
     def remove_abandoned(self, prefix: str, older_than: float) -> int: ...
 
     def open_writer(self, key: str) -> ObjectWriter: ...
-
-    def lock(self, key: str, holder: str) -> Lock: ...
 
     def describe(self) -> str:
         """Where this storage is, for messages."""

@@ -9,6 +9,7 @@ import threading
 
 from engine import durable
 from engine.errors import NotFoundError, StorageError
+from engine.repository.storage.capabilities import Capabilities
 
 TYPE_CHECKING = False  # typing is not imported on the WAL path
 if TYPE_CHECKING:
@@ -19,12 +20,14 @@ FILE_MODE = 0o640
 DIR_MODE = 0o750
 
 
-def _fail(exc: OSError, what: str, key: str) -> StorageError:
+def _fail(exc: OSError, what: str, path: str) -> StorageError:
+    """The StorageError for a failed file operation on ``path``, naming it, the cause in
+    plain words and what to do (the wording of :func:`engine.errors.path_error`)."""
     if exc.errno == errno.ENOENT:
-        return NotFoundError(f"{key}: not in the repository")
-    if exc.errno == errno.ENOSPC:
-        return StorageError(f"cannot {what} {key}: the repository's file system is full")
-    return StorageError(f"cannot {what} {key}: {exc.strerror or exc}")
+        return NotFoundError(f"{path}: not in the repository")
+    from engine.errors import path_error
+
+    return StorageError(str(path_error(exc, what, path)))
 
 
 class PosixWriter:
@@ -45,7 +48,7 @@ class PosixWriter:
         try:
             durable.write_all(self._fd, data)
         except OSError as exc:
-            raise _fail(exc, "write", self._key) from None
+            raise _fail(exc, "write", self._path) from None
         self._size += len(data)
         return offset
 
@@ -61,7 +64,7 @@ class PosixWriter:
             durable.fsync_dir(os.path.dirname(self._path))
         except OSError as exc:
             self.abort()
-            raise _fail(exc, "write", self._key) from None
+            raise _fail(exc, "write", self._path) from None
 
     def abort(self) -> None:
         if self._fd >= 0:
@@ -69,28 +72,6 @@ class PosixWriter:
             self._fd = -1
         with contextlib.suppress(OSError):
             os.unlink(self._tmp)
-
-
-class PosixLock:
-    """An flock on a file: the kernel releases it when the holder exits, even on SIGKILL.
-
-    The file is never removed (removing a lock file races with a process opening it);
-    releasing empties it, so text left in it means the last holder died holding it.
-    """
-
-    def __init__(self, fd: int, previous: str | None) -> None:
-        self._fd = fd
-        self.previous = previous
-
-    def release(self) -> None:
-        if self._fd < 0:
-            return
-        import fcntl
-
-        os.ftruncate(self._fd, 0)
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
-        self._fd = -1
 
 
 class PosixStorage:
@@ -102,6 +83,7 @@ class PosixStorage:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = os.path.abspath(root)
+        self.capabilities = Capabilities(local_path=self.root, atomic_create=True)
         self._fds: dict[str, int] = {}
         self._fd_lock = threading.Lock()
         self._known_dirs: set[str] = set()
@@ -131,7 +113,7 @@ class PosixStorage:
         try:
             durable.write_atomic(path, data, FILE_MODE)
         except OSError as exc:
-            raise _fail(exc, "write", key) from None
+            raise _fail(exc, "write", os.path.join(self.root, key)) from None
 
     def put_if_absent(self, key: str, data: bytes | bytearray | memoryview) -> bool:
         path = self.path_of(key)
@@ -139,7 +121,7 @@ class PosixStorage:
         try:
             return durable.write_new(path, data, FILE_MODE)
         except OSError as exc:
-            raise _fail(exc, "write", key) from None
+            raise _fail(exc, "write", os.path.join(self.root, key)) from None
 
     def put_stream_if_absent(self, key: str, chunks: Iterable[bytes]) -> bool:
         path = self.path_of(key)
@@ -160,7 +142,7 @@ class PosixStorage:
             durable.fsync_dir(os.path.dirname(path))
             return True
         except OSError as exc:
-            raise _fail(exc, "write", key) from None
+            raise _fail(exc, "write", os.path.join(self.root, key)) from None
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -169,14 +151,14 @@ class PosixStorage:
         try:
             return open(self.path_of(key), "rb")
         except OSError as exc:
-            raise _fail(exc, "read", key) from None
+            raise _fail(exc, "read", os.path.join(self.root, key)) from None
 
     def get(self, key: str) -> bytes:
         try:
             with open(self.path_of(key), "rb") as handle:
                 return handle.read()
         except OSError as exc:
-            raise _fail(exc, "read", key) from None
+            raise _fail(exc, "read", os.path.join(self.root, key)) from None
 
     def _fd(self, key: str) -> int:
         with self._fd_lock:
@@ -190,7 +172,7 @@ class PosixStorage:
         try:
             data = os.pread(self._fd(key), length, offset)
         except OSError as exc:
-            raise _fail(exc, "read", key) from None
+            raise _fail(exc, "read", os.path.join(self.root, key)) from None
         if len(data) != length:
             raise StorageError(
                 f"{key}: truncated (wanted {length} bytes at offset {offset}, got {len(data)})"
@@ -204,7 +186,7 @@ class PosixStorage:
         try:
             return os.stat(self.path_of(key)).st_size
         except OSError as exc:
-            raise _fail(exc, "stat", key) from None
+            raise _fail(exc, "stat", os.path.join(self.root, key)) from None
 
     def list(self, prefix: str, recursive: bool = True) -> list[str]:
         base = self.path_of(prefix.rstrip("/"))
@@ -246,14 +228,14 @@ class PosixStorage:
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise _fail(exc, "delete", key) from None
+            raise _fail(exc, "delete", os.path.join(self.root, key)) from None
         durable.fsync_dir(os.path.dirname(path))
 
     def mtime(self, key: str) -> float:
         try:
             return os.stat(self.path_of(key)).st_mtime
         except OSError as exc:
-            raise _fail(exc, "stat", key) from None
+            raise _fail(exc, "stat", os.path.join(self.root, key)) from None
 
     def remove_abandoned(self, prefix: str, older_than: float) -> int:
         """Temp files (``.name.tmp-*``) left by killed writers."""
@@ -276,30 +258,7 @@ class PosixStorage:
         try:
             return PosixWriter(self, key)
         except OSError as exc:
-            raise _fail(exc, "write", key) from None
-
-    def lock(self, key: str, holder: str) -> PosixLock:
-        import fcntl
-
-        from engine.errors import LockBusyError
-
-        path = self.path_of(key)
-        self.ensure_parent(path)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-        except OSError as exc:
-            raise _fail(exc, "open the lock", key) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            current = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-            os.close(fd)
-            raise LockBusyError(f"held by {current or 'another process'}") from None
-        previous = os.pread(fd, 4096, 0).decode(errors="replace").strip() or None
-        data = holder.encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
-        return PosixLock(fd, previous)
+            raise _fail(exc, "write", os.path.join(self.root, key)) from None
 
     def close(self) -> None:
         with self._fd_lock:
