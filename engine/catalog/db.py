@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from engine.errors import CatalogError
+from engine.errors import CatalogError, path_error
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -156,7 +156,10 @@ class SqliteDatabase(Database):
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=FULL")
                 self._conn.executescript(SCHEMA.format(id="INTEGER PRIMARY KEY AUTOINCREMENT"))
-        except (OSError, sqlite3.Error) as exc:
+        except OSError as exc:
+            raise CatalogError(f"cannot open the catalog {path}: "
+                               f"{path_error(exc, 'use', exc.filename or path)}") from None
+        except sqlite3.Error as exc:
             raise CatalogError(f"cannot open the catalog {path}: {exc}") from None
         self.where = str(path)
 

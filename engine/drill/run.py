@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from engine.config.schema import Config
+from engine.directories import check_writable
 from engine.drill import auth, checks, crud, model, probes, reference, scratch, state
 from engine.drill.model import Check, DrillResult
 from engine.drill.reference import Reference, Scope
-from engine.errors import DrillError, LifeboatError, UsageError
+from engine.errors import DrillError, LifeboatError, UsageError, path_error
 from engine.repository.storage import Storage
 from engine.restore import physical as restore
 from engine.restore.recovery import RecoveryTarget, choose_backup
@@ -83,6 +84,7 @@ def _run(config: Config, cluster: str, storage: Storage, config_path: Path, kind
     step = "scope"
     try:
         say(1, f"{kind} drill of cluster '{cluster}': finding the tables to compare")
+        check_writable(drills.scratch_dir, "drill scratch clusters")  # before any work
         scope = reference.resolve_scope(config, cluster, kind)
         result.notes += scope.notes
         step = "backup"
@@ -129,8 +131,10 @@ def _run(config: Config, cluster: str, storage: Storage, config_path: Path, kind
             result.validation_seconds = round(time.monotonic() - validated, 3)
             result.rto_seconds = round(result.restore_seconds + result.validation_seconds, 3)
             result.checks.append(model.rto_check(result.rto_seconds, result.rto_objective))
-    except (LifeboatError, OSError) as exc:
+    except LifeboatError as exc:
         result.checks.append(Check(step, False, str(exc)))
+    except OSError as exc:
+        result.checks.append(Check(step, False, str(path_error(exc))))
     finally:
         if place is not None:
             say(95, f"removing {place.directory}")

@@ -37,14 +37,16 @@ class Site:
     full: Path  # a file system with no space left
     odd: Path  # a directory whose name has spaces and non-ASCII characters
 
-    def config(self, name: str, repository: Path | None = None, extra: str = "") -> Path:
-        """A configuration like the site's, with another repository or more settings."""
+    def config(self, name: str, repository: Path | None = None, extra: str = "",
+               cluster_extra: str = "") -> Path:
+        """A configuration like the site's, with another repository or more settings
+        (``extra`` after [repository], ``cluster_extra`` after [clusters.main])."""
         env = self.env
         path = env.workspace.root / f"{name}.toml"
         path.write_text(
             f'[repository]\npath = "{repository or env.repo}"\n{extra}\n'
             f'[clusters.main]\npgdata = "{env.cluster.pgdata}"\nhost = "127.0.0.1"\n'
-            f'port = {env.cluster.port}\narchive_timeout = "30s"\n')
+            f'port = {env.cluster.port}\narchive_timeout = "30s"\n{cluster_extra}')
         os.chmod(path, 0o644)
         return path
 
@@ -113,12 +115,14 @@ def lifeboat(config: Path, *args: str, as_postgres: bool = False,
 
 def refused(done: subprocess.CompletedProcess[str], *names: object, codes: tuple[int, ...] = (1, 2)
             ) -> None:
-    """Exit 1 or 2, the message names every one of ``names``, no traceback or internal error."""
+    """Exit 1 or 2, the message names every one of ``names``, no traceback or internal error
+    (the message is on stderr; a failed drill's report, on stdout, counts too)."""
     shown = f"exit {done.returncode}\nstdout: {done.stdout}\nstderr: {done.stderr}"
+    said = done.stderr + done.stdout
     assert done.returncode in codes, shown
-    assert "Traceback" not in done.stderr and "internal error" not in done.stderr, shown
+    assert "Traceback" not in said and "internal error" not in said and "Errno" not in said, shown
     for name in names:
-        assert str(name) in done.stderr, f"{name} is not named\n{shown}"
+        assert str(name) in said, f"{name} is not named\n{shown}"
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,15 @@ CASES = [
     Case("rules export onto a read-only file system",
          lambda s: lifeboat(s.config("o"), "rules", "export", "--output", str(s.read_only / "r.yml")),
          lambda s: (s.read_only / "r.yml",), "read-only"),
+    Case("drill with its scratch directory a file",
+         lambda s: lifeboat(s.config("dr", cluster_extra=f'[clusters.main.drills]\n'
+                                                         f'scratch_dir = "{s.a_file}"\n'),
+                            "drill", "--kind", "full"),
+         lambda s: (s.a_file,), "a file"),
+    Case("copy to a region on a read-only file system",
+         lambda s: lifeboat(s.config("cp", extra=f'[repository.copies.dr]\npath = "{s.read_only}/copy"\n'
+                                     ), "copy"),
+         lambda s: (s.read_only / "copy",), "read-only"),
     # WAL commands
     Case("wal-push of a directory",
          lambda s: lifeboat(s.config("w"), "wal-push", str(_directory(s.odd / SEGMENT))),
@@ -239,7 +252,7 @@ def _root_only_config(site: Site) -> Path:
 def test_a_path_that_cannot_be_used_is_named_with_what_to_do(site: Site, case: Case) -> None:
     done = case.run(site)
     refused(done, *case.names(site), codes=case.codes)
-    assert case.advice in done.stderr, done.stderr
+    assert case.advice in done.stderr + done.stdout, done.stderr + done.stdout
 
 
 def test_nothing_was_lost_by_the_faults(site: Site) -> None:
