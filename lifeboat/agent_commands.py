@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.errors import UsageError
 from lifeboat import arguments
+from lifeboat.output import show
 from lifeboat.privileges import who
 from lifeboat.wiring import open_for
 
@@ -130,11 +131,7 @@ def _jobs(args: argparse.Namespace) -> int:
     with open_for(args, need_cluster=False) as ctx:
         found = ctx.catalog.jobs(cluster=ctx.cluster, states=ACTIVE_STATES if args.active else None,
                                  limit=args.limit)
-    if args.output == "json":
-        json.dump({"jobs": [j.to_json() for j in found]}, sys.stdout, indent=2)
-        print()
-    else:
-        print(jobs_text(found))
+    show(args.output, {"jobs": [j.to_json() for j in found]}, lambda: jobs_text(found))
     return 0
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from engine.errors import UsageError
 from engine.vocabulary import DRILL_KINDS
 from lifeboat import arguments
+from lifeboat.output import show
 from lifeboat.wiring import open_for
 
 TYPE_CHECKING = False
@@ -41,11 +42,7 @@ def drill(args: argparse.Namespace) -> int:
         outcome = jobs.perform(ctx, "drill", arguments.params_from("drill", args),
                                _say if sys.stderr.isatty() else None)
     result, drill_id = outcome.value, outcome.detail["drill_id"]
-    if args.output == "json":
-        json.dump({"id": drill_id} | result.to_json(), sys.stdout, indent=2)
-        print()
-    else:
-        print(_text(result, drill_id))
+    show(args.output, {"id": drill_id} | result.to_json(), lambda: _text(result, drill_id))
     return 0 if result.passed else 1
 
 
@@ -109,9 +106,5 @@ def report(args: argparse.Namespace) -> int:
                       f"RTO {'-' if rto is None else f'{rto:.1f}s'}")
         return 0
     record = records[0]
-    if args.output == "json":
-        json.dump({"id": record.id} | record.result, sys.stdout, indent=2)
-        print()
-    else:
-        print(record.report)
+    show(args.output, {"id": record.id} | record.result, lambda: record.report)
     return 0

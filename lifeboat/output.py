@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from engine.config.units import format_size
@@ -11,6 +13,15 @@ if TYPE_CHECKING:
     from engine.repository.expire import ExpireReport
     from engine.repository.info import ClusterReport
     from engine.repository.verify import VerifyReport
+
+def show(output: str, data: object, text: Callable[[], str]) -> None:
+    """A command's result on stdout: JSON (``--output json``) or the text ``text()`` makes."""
+    if output == "json":
+        json.dump(data, sys.stdout, indent=2)
+        print()
+    else:
+        print(text())
+
 
 def notice(text: str) -> None:
     """Something the operator should read, on stderr (results go to stdout)."""

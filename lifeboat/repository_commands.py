@@ -4,14 +4,13 @@ copy, restore-point, info and version. Each opens its context, asks the engine, 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
 
 from engine.context import Context
 from lifeboat import arguments
-from lifeboat.output import notice
+from lifeboat.output import notice, show
 from lifeboat.wiring import open_for
 
 
@@ -145,11 +144,7 @@ def _verify(args: argparse.Namespace) -> int:
     params = arguments.params_from("verify", args)
     ctx = open_for(args, state=True)
     report = _perform(args, ctx, "verify", params).value
-    if args.output == "json":
-        json.dump(report.to_json(), sys.stdout, indent=2)
-        print()
-    else:
-        print(verify_text(report))
+    show(args.output, report.to_json(), lambda: verify_text(report))
     return 0 if report.ok else 1
 
 
@@ -159,11 +154,7 @@ def _expire(args: argparse.Namespace) -> int:
     params = arguments.params_from("expire", args)
     ctx = open_for(args, state=True)
     report = _perform(args, ctx, "expire", params).value
-    if args.output == "json":
-        json.dump(report.to_json(), sys.stdout, indent=2)
-        print()
-    else:
-        print(expire_text(report))
+    show(args.output, report.to_json(), lambda: expire_text(report))
     return 0
 
 
@@ -179,14 +170,10 @@ def _copy(args: argparse.Namespace) -> int:
     regions = [args.region] if args.region else sorted(copies)
     reports = [copy_cluster(ctx.storage, ctx.copy_storage(r), ctx.require_cluster(), r)
                for r in regions]
-    if args.output == "json":
-        json.dump([r.to_json() for r in reports], sys.stdout, indent=2)
-        print()
-    else:
-        for r in reports:
-            print(f"copy of cluster '{ctx.cluster}' to region {r.region}: {r.backups_copied} backups, "
-                  f"{r.packs_copied} packs, {r.wal_copied} WAL files ({format_size(r.bytes_copied)}) "
-                  f"in {r.seconds:.1f}s")
+    show(args.output, [r.to_json() for r in reports], lambda: "\n".join(
+        f"copy of cluster '{ctx.cluster}' to region {r.region}: {r.backups_copied} backups, "
+        f"{r.packs_copied} packs, {r.wal_copied} WAL files ({format_size(r.bytes_copied)}) "
+        f"in {r.seconds:.1f}s" for r in reports))
     return 0
 
 
@@ -209,12 +196,8 @@ def _info(args: argparse.Namespace) -> int:
     reports = [cluster_report(ctx.storage, name) for name in names]
     for report, objectives in zip(reports, recorded(ctx.config, names).values(), strict=True):
         report.objectives = objectives
-    if args.output == "json":
-        json.dump({"repository": ctx.storage.describe(),
-                   "clusters": [r.to_json() for r in reports]}, sys.stdout, indent=2)
-        print()
-    else:
-        print(info_text(ctx.storage.describe(), reports))
+    show(args.output, {"repository": ctx.storage.describe(), "clusters": [r.to_json() for r in reports]},
+         lambda: info_text(ctx.storage.describe(), reports))
     failed = [r for r in reports if r.failed]
     for report in failed:
         print(f"lifeboat: cluster '{report.name}': {report.status}", file=sys.stderr)
