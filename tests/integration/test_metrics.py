@@ -5,6 +5,7 @@ Grafana dashboard must answer; the alert rules must fire on what they watch."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -13,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,6 +49,12 @@ def monitored(lifeboat: Lifeboat) -> Iterator[tuple[Lifeboat, int, Path]]:
 
 def wal_position(env: Lifeboat) -> int:
     return int(env.cluster.value("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+
+
+def refreshed_after(prom: Any, moment: float) -> None:
+    """Wait until Prometheus holds a scrape of an exporter refresh that began after ``moment``."""
+    eventually(prom, "lifeboat_exporter_last_refresh_timestamp_seconds"
+                     " - lifeboat_exporter_refresh_duration_seconds", lambda began: began > moment)
 
 
 def _scrape(port: int) -> str:
@@ -86,8 +94,10 @@ def test_prometheus_sees_backups_restores_drills_archive_lag_and_a_failure(
         assert started - 1 <= finished <= time.time()
         assert 0 < value(prom, 'lifeboat_backup_last_duration_seconds{type="full"}') < time.time() - started
         assert value(prom, 'lifeboat_repository_backups{type="full"}') == 1
-        assert value(prom, 'lifeboat_repository_bytes{region="local"}') > 0
-        assert value(prom, "lifeboat_compression_ratio") > 1
+        [backup] = json.loads(env.run("info", "--output", "json").stdout)["clusters"][0]["backups"]
+        assert value(prom, 'lifeboat_repository_bytes{region="local"}') >= backup["stored_bytes"]
+        assert value(prom, "lifeboat_compression_ratio") == pytest.approx(
+            (backup["size_bytes"] - backup["reused_bytes"]) / backup["stored_bytes"])
         assert value(prom, 'count(lifeboat_backup_info{type="full"})') == 1
         # the agent copies the repository to region dr: the copy catches up
         eventually(prom, 'lifeboat_repository_bytes{region="dr"}', lambda v: v > 0)
@@ -110,9 +120,9 @@ def test_prometheus_sees_backups_restores_drills_archive_lag_and_a_failure(
             env.cluster.sql("SELECT pg_logical_emit_message(true, 'lifeboat-test', repeat('x', 200000))")
             written = wal_position(env) - held_at
             assert written >= 200000
-            behind = eventually(prom, f"lifeboat_replication_lag_bytes{{{receiver}}}",
-                                lambda v: v >= written)
-            assert behind <= wal_position(env) - int(reported)
+            refreshed_after(prom, time.time())
+            behind = value(prom, f"lifeboat_replication_lag_bytes{{{receiver}}}")
+            assert behind is not None and written <= behind <= wal_position(env) - int(reported)
             seconds = value(prom, f"lifeboat_replication_lag_seconds{{{receiver}}}")
             assert seconds is not None and 0 < seconds <= time.time() - agent_started
         finally:
