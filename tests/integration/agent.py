@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from tests.integration.pg import LIFEBOAT, Lifeboat, Workspace
@@ -96,3 +98,16 @@ def slow_archiving(env: Lifeboat, seconds: int) -> None:
     env.cluster.sql(f"ALTER SYSTEM SET archive_command = '{command}'")
     env.cluster.sql("SELECT pg_reload_conf()")
 
+
+def receiver_pids(stream: Path) -> list[int]:
+    """Live pg_receivewal processes writing into ``stream`` (a zombie has no command line)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[0].endswith(b"pg_receivewal") and str(stream).encode() in argv:
+                pids.append(int(entry))
+    return pids

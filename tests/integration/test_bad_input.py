@@ -9,7 +9,7 @@ from pathlib import Path
 from engine.repository import layout
 from engine.repository.manifest import read_manifest
 from engine.repository.storage.posix import PosixStorage
-from tests.integration.pg import LIFEBOAT, Lifeboat, Workspace, as_postgres, free_port
+from tests.integration.pg import LIFEBOAT, Lifeboat, Workspace, as_postgres
 
 
 def fill_wal(lifeboat: Lifeboat, segments: int) -> None:
@@ -42,7 +42,7 @@ def test_init_refuses_a_cluster_that_does_not_archive_to_lifeboat(workspace: Wor
         env.cluster.stop()
         env.cluster.start()
         done = env.run("init", check=False)
-        assert "archive_mode is 'off'" in done.stderr
+        assert done.returncode == 1 and "archive_mode is 'off'" in done.stderr
         assert not (env.repo / "clusters" / "main" / "cluster.json").exists()
     finally:
         env.cleanup()
@@ -173,10 +173,23 @@ def test_restore_to_a_time_before_every_backup(lifeboat: Lifeboat) -> None:
     assert not Path("/var/tmp/never").exists()
 
 
-def test_unknown_port_in_config_is_named(workspace: Workspace) -> None:
+def test_a_bad_port_in_config_is_named(workspace: Workspace) -> None:
+    """A port that is not a port: exit 2, naming the key, the value and the file; a TOML
+    syntax error names the file and the line."""
     env = Lifeboat.create(workspace)
-    env.write_config(env.cluster, extra="")
-    text = env.config.read_text().replace(f"port = {env.cluster.port}", f"port = {free_port()}x")
-    env.config.write_text(text)
+    good = f"port = {env.cluster.port}\n"
+    text = env.config.read_text()
+    assert good in text
+    for bad, problem in (('"5432x"', "unable to parse string as an integer (got '5432x')"),
+                         ("70000", "less than or equal to 65535 (got 70000)")):
+        env.config.write_text(text.replace(good, f"port = {bad}\n"))
+        done = env.run("check", check=False)
+        assert done.returncode == 2, done.stderr
+        assert f"{env.config}: invalid configuration" in done.stderr
+        assert "clusters.main.port: " in done.stderr and problem in done.stderr
+        assert "Traceback" not in done.stderr
+    line = text[:text.index(good)].count("\n") + 1
+    env.config.write_text(text.replace(good, f"port = {env.cluster.port}x\n"))
     done = env.run("check", check=False)
-    assert done.returncode == 2 and str(env.config) in done.stderr
+    assert done.returncode == 2
+    assert f"{env.config}: TOML syntax error" in done.stderr and f"line {line}," in done.stderr

@@ -90,11 +90,17 @@ def test_concurrent_claims_take_each_job_once(config: object) -> None:
     with Catalog.open(config) as setup:
         ids = [jobs.enqueue(setup, config, "verify", "main", {}, "t") for _ in range(20)]
     taken: list[int] = []
+    seen: list[int] = []
     lock = threading.Lock()
+    listed = threading.Barrier(4)
 
     def worker(name: str) -> None:
         with Catalog.open(config) as catalog:
-            for job in catalog.pending():
+            pending = catalog.pending()
+            with lock:
+                seen.append(len(pending))
+            listed.wait(30)  # every worker holds the whole list: each job is claimed by all four
+            for job in pending:
                 if catalog.mark_running(job.id, name, None):
                     with lock:
                         taken.append(job.id)
@@ -104,6 +110,7 @@ def test_concurrent_claims_take_each_job_once(config: object) -> None:
         t.start()
     for t in threads:
         t.join()
+    assert seen == [20] * 4
     assert sorted(taken) == ids
 
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
+from engine.config.units import format_size
+from engine.repository.manifest import read_manifest
+from engine.repository.storage.posix import PosixStorage
 from tests.integration.pg import LIFEBOAT, Cluster, Lifeboat, Workspace, free_port
 from tests.trees import tree
 
@@ -14,6 +20,29 @@ from tests.trees import tree
 def newest_backup(lifeboat: Lifeboat) -> str:
     return json.loads(lifeboat.run("info", "--output", "json").stdout)["clusters"][0][
         "backups"][-1]["id"]
+
+
+def differing_bytes(lifeboat: Lifeboat, backup_id: str, old: Path) -> tuple[int, int]:
+    """(bytes a delta restore of ``backup_id`` into ``old`` must write, the backup's size):
+    every block whose SHA-256 differs from the bytes at its place in ``old`` (a file cut or
+    padded with zeros to the backup's size, as the restore does), whole files ``old`` lacks,
+    and global/pg_control, which a delta restore removes first and writes last."""
+    manifest = read_manifest(PosixStorage(lifeboat.repo), "main", backup_id)
+    differing = 0
+    for entry in manifest.entries():
+        path = old / entry.path
+        if entry.kind != "file":
+            continue
+        if entry.path == "global/pg_control" or path.is_symlink() or not path.is_file():
+            differing += entry.size
+            continue
+        data = path.read_bytes()[:entry.size].ljust(entry.size, b"\0")
+        offset = 0
+        for ref in entry.blocks:
+            if hashlib.sha256(data[offset:offset + ref.raw]).digest()[:len(ref.digest)] != ref.digest:
+                differing += ref.raw
+            offset += ref.raw
+    return differing, manifest.summary.size_bytes
 
 
 def test_delta_restore_of_an_old_copy_equals_a_clean_restore(lifeboat: Lifeboat,
@@ -37,11 +66,14 @@ def test_delta_restore_of_an_old_copy_equals_a_clean_restore(lifeboat: Lifeboat,
     clean = workspace.path("clean", create=False)
     common = ["--backup", backup_id, "--port", str(port), "--archive-mode", "off"]
     lifeboat.run("restore", "--pgdata", str(clean), *common)
+    differing, size = differing_bytes(lifeboat, backup_id, old)
+    assert 0 < differing < size / 2  # the copy still shares most of its blocks with the backup
     done = lifeboat.run("restore", "--pgdata", str(old), "--delta", *common)
-    assert "delta:" in done.stdout and "extra files removed" in done.stdout
     assert tree(old) == tree(clean)
-    rewritten = done.stdout.split("delta: ")[1].split(" rewritten")[0]
-    assert "GiB" not in rewritten  # far less than the whole database was written
+    rewritten = re.search(r"; delta: (.+) rewritten, (\d+) extra files removed", done.stdout)
+    assert rewritten is not None, done.stdout
+    assert rewritten[1] == format_size(differing)  # exactly the blocks that differed
+    assert int(rewritten[2]) > 0  # only_in_the_copy's files, at least
     copy.start()
     copy.wait_promoted()
     assert copy.value("SELECT to_regclass('only_in_the_copy')") is None

@@ -5,15 +5,20 @@ Grafana dashboard must answer; the alert rules must fire on what they watch."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import signal
 import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.integration.agent import configure, running_agent, wait_for
+from tests.integration.agent import configure, receiver_pids, running_agent, wait_for
 from tests.integration.pg import Lifeboat, free_port
 from tests.integration.prom import eventually, prometheus, value, values
 
@@ -21,7 +26,7 @@ CLUSTER = {"cluster": "main"}
 
 
 @pytest.fixture
-def monitored(lifeboat: Lifeboat) -> Iterator[tuple[Lifeboat, int]]:
+def monitored(lifeboat: Lifeboat) -> Iterator[tuple[Lifeboat, int, Path]]:
     """The cluster with the agent (streaming on, so a WAL receiver is a replica; a copy of
     the repository in region dr), its exporter on a free port refreshing twice a second,
     and a table for a drill."""
@@ -39,7 +44,17 @@ def monitored(lifeboat: Lifeboat) -> Iterator[tuple[Lifeboat, int]]:
                          f'[repository.copies.dr]\npath = "{copy}"\ninterval = "1s"\n'))
     lifeboat.cluster.sql("CREATE TABLE orders (id int PRIMARY KEY, total numeric NOT NULL)")
     lifeboat.cluster.sql("INSERT INTO orders SELECT g, g FROM generate_series(1, 1000) g")
-    yield lifeboat, port
+    yield lifeboat, port, stream
+
+
+def wal_position(env: Lifeboat) -> int:
+    return int(env.cluster.value("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+
+
+def refreshed_after(prom: Any, moment: float) -> None:
+    """Wait until Prometheus holds a scrape of an exporter refresh that began after ``moment``."""
+    eventually(prom, "lifeboat_exporter_last_refresh_timestamp_seconds"
+                     " - lifeboat_exporter_refresh_duration_seconds", lambda began: began > moment)
 
 
 def _scrape(port: int) -> str:
@@ -51,13 +66,14 @@ def _scrape(port: int) -> str:
 
 
 def test_prometheus_sees_backups_restores_drills_archive_lag_and_a_failure(
-        monitored: tuple[Lifeboat, int], tmp_path) -> None:
+        monitored: tuple[Lifeboat, int, Path], tmp_path) -> None:
     from alerts.rules import render_rules
     from collectors.grafana_dashboard import build_dashboard, panel_queries, resolve
 
-    env, port = monitored
+    env, port, stream = monitored
     rules = tmp_path / "rules.yml"
     rules.write_text(render_rules())
+    agent_started = time.time()
     with running_agent(env) as agent, prometheus(env.workspace, [f"127.0.0.1:{port}"], [rules]) as prom:
         wait_for(lambda: "lifeboat_up" in _scrape(port), 60, f"the agent's exporter ({agent.log})")
         # every known series exists from the start, at 0
@@ -78,19 +94,39 @@ def test_prometheus_sees_backups_restores_drills_archive_lag_and_a_failure(
         assert started - 1 <= finished <= time.time()
         assert 0 < value(prom, 'lifeboat_backup_last_duration_seconds{type="full"}') < time.time() - started
         assert value(prom, 'lifeboat_repository_backups{type="full"}') == 1
-        assert value(prom, 'lifeboat_repository_bytes{region="local"}') > 0
-        assert value(prom, "lifeboat_compression_ratio") > 1
+        [backup] = json.loads(env.run("info", "--output", "json").stdout)["clusters"][0]["backups"]
+        assert value(prom, 'lifeboat_repository_bytes{region="local"}') >= backup["stored_bytes"]
+        assert value(prom, "lifeboat_compression_ratio") == pytest.approx(
+            (backup["size_bytes"] - backup["reused_bytes"]) / backup["stored_bytes"])
         assert value(prom, 'count(lifeboat_backup_info{type="full"})') == 1
         # the agent copies the repository to region dr: the copy catches up
         eventually(prom, 'lifeboat_repository_bytes{region="dr"}', lambda v: v > 0)
         eventually(prom, 'lifeboat_copy_lag_seconds{region="dr"}', lambda v: v == 0)
 
-        # the WAL receiver is a replica, with its lag and datacenter
-        replica = eventually(prom, 'lifeboat_replication_lag_bytes{replica="lifeboat_receiver"}',
-                             lambda v: v >= 0)
-        assert replica >= 0
-        assert values(prom, 'lifeboat_replica_info{replica="lifeboat_receiver"}')
-        assert value(prom, 'lifeboat_replication_lag_seconds{datacenter="local"}') >= 0
+        # the WAL receiver is a replica, with its lag and datacenter: held (SIGSTOP), it
+        # falls behind by at least what is written meanwhile, and at most by what the
+        # primary wrote past the last position it reported
+        receiver = 'replica="lifeboat_receiver",datacenter="local"'
+        eventually(prom, f"lifeboat_replication_lag_bytes{{{receiver}}}", lambda v: True)
+        assert values(prom, f"lifeboat_replica_info{{{receiver}}}")
+        [pid] = receiver_pids(stream)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            held_at = wal_position(env)
+            reported = env.cluster.value(
+                "SELECT least(sent_lsn - '0/0'::pg_lsn, write_lsn - '0/0'::pg_lsn, "
+                "flush_lsn - '0/0'::pg_lsn, replay_lsn - '0/0'::pg_lsn) FROM pg_stat_replication "
+                "WHERE application_name = 'lifeboat_receiver'")
+            env.cluster.sql("SELECT pg_logical_emit_message(true, 'lifeboat-test', repeat('x', 200000))")
+            written = wal_position(env) - held_at
+            assert written >= 200000
+            refreshed_after(prom, time.time())
+            behind = value(prom, f"lifeboat_replication_lag_bytes{{{receiver}}}")
+            assert behind is not None and written <= behind <= wal_position(env) - int(reported)
+            seconds = value(prom, f"lifeboat_replication_lag_seconds{{{receiver}}}")
+            assert seconds is not None and 0 < seconds <= time.time() - agent_started
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
         # a point-in-time restore: recovery time histogram and the gap to its target
         env.cluster.sql("INSERT INTO orders VALUES (1001, 1)")
@@ -131,7 +167,8 @@ def test_prometheus_sees_backups_restores_drills_archive_lag_and_a_failure(
 
         # objectives measured by the agent against the class's
         eventually(prom, "lifeboat_rto_expected_seconds", lambda v: v > 0)
-        eventually(prom, "lifeboat_rpo_exposure_seconds", lambda v: v >= 0)
+        exposure = eventually(prom, "lifeboat_rpo_exposure_seconds", lambda v: not math.isnan(v))
+        assert 0 <= exposure <= time.time() - agent_started  # the agent's history starts with it
 
         # archiving stopped: .ready files pile up, failures count, the lag grows
         env.cluster.sql("ALTER SYSTEM SET archive_command = '/bin/false'")
@@ -182,6 +219,7 @@ def test_the_exporter_alone_measures_objectives_and_survives_a_stopped_server(li
     configure(lifeboat, top_extra=f'\n[exporter]\nport = {port}\nrefresh_interval = "0.5s"\n')
     lifeboat.run("backup")
     log = lifeboat.workspace.root / f"exporter-{port}.log"
+    exporter_started = time.time()
     with open(log, "w") as handle:
         process = subprocess.Popen([str(LIFEBOAT), "--config", str(lifeboat.config), "exporter",
                                     "--duration", "60"], stdout=handle, stderr=handle)
@@ -199,7 +237,12 @@ def test_the_exporter_alone_measures_objectives_and_survives_a_stopped_server(li
         assert wait_for(lambda: sample("lifeboat_up") == 1, 30, f"lifeboat_up 1 ({log.read_text()})")
         wait_for(lambda: measured("lifeboat_rpo_exposure_seconds"), 30,
                  "the exporter's own objectives measurement")
-        assert 0 <= sample("lifeboat_rpo_exposure_seconds") < 3600
+        # a commit in a segment not archived yet: the exposure grows with its age (measured
+        # every 2 s here, twice objectives_interval) and is never older than the exporter
+        lifeboat.cluster.sql("CREATE TABLE at_risk (id int)")
+        exposure = wait_for(lambda: (lambda v: v if v is not None and v >= 3 else None)(
+            sample("lifeboat_rpo_exposure_seconds")), 30, "the exposure to grow")
+        assert exposure <= time.time() - exporter_started
         assert sample("lifeboat_rto_expected_seconds") > 0
         lifeboat.cluster.stop()
         assert wait_for(lambda: sample("lifeboat_up") == 0, 30, "lifeboat_up 0")

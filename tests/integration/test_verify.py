@@ -74,6 +74,8 @@ def test_missing_history_file_is_named(lifeboat: Lifeboat) -> None:
                if not k.endswith(".history")):
             break
         time.sleep(0.1)
+    else:
+        raise AssertionError("no segment of timeline 2 was archived")
     assert verify(lifeboat)[0] == 0
     storage.delete(layout.wal_key("main", "00000002.history"))
     code, report = verify(lifeboat)

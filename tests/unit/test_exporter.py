@@ -63,16 +63,51 @@ def test_histogram_buckets_are_cumulative() -> None:
 
 def test_every_metric_is_rendered_with_its_declared_type_and_labels() -> None:
     snapshot = Snapshot()
-    snapshot.set("lifeboat_backups_total", 3, cluster="main", type="full", result="failed")
-    snapshot.histogram("lifeboat_recovery_duration_seconds", [45.0, 1000.0], cluster="main",
-                       type="pitr", size_class="small", **{"class": "critical"})
+    for number, metric in enumerate(METRICS, 1):  # each series with its own labels and value
+        labels = {label: f"{label}-{number}" for label in metric.labels}
+        if metric.kind == "histogram":
+            snapshot.histogram(metric.name, [metric.buckets[0] / 2, metric.buckets[-1] * 2], **labels)
+        else:
+            snapshot.set(metric.name, number, **labels)
     with pytest.raises(ValueError, match="takes labels"):
         snapshot.set("lifeboat_up", 1, cluster="main", replica="x")
     with pytest.raises(KeyError):
         snapshot.set("lifeboat_not_defined", 1)
+
+    class _Fixed:
+        def snapshot(self) -> Snapshot:
+            return snapshot
+
+    text = generate_latest(registry_for(_Fixed())).decode()  # type: ignore[arg-type]
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert len(families) == len(METRICS)
+    for number, metric in enumerate(METRICS, 1):
+        family = families.get(metric.name.removesuffix("_total")) or families.get(metric.name)
+        assert family is not None, f"{metric.name} is not rendered"
+        assert (family.type, family.documentation) == (metric.kind, metric.help), metric.name
+        labels = {label: f"{label}-{number}" for label in metric.labels}
+        found = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in family.samples}
+        if metric.kind != "histogram":
+            assert found == {(metric.name, tuple(sorted(labels.items()))): number}, metric.name
+            continue
+        key = tuple(sorted(labels.items()))
+        bounds = [repr(float(b)) for b in metric.buckets] + ["+Inf"]
+        expected = {(f"{metric.name}_bucket", tuple(sorted((labels | {"le": le}).items()))):
+                    (1.0 if i < len(metric.buckets) else 2.0) for i, le in enumerate(bounds)}
+        expected[(f"{metric.name}_count", key)] = 2
+        expected[(f"{metric.name}_sum", key)] = metric.buckets[0] / 2 + metric.buckets[-1] * 2
+        assert found == expected, metric.name
+    assert RECOVERY_BUCKETS[:6] == (30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0)  # the seed's
+    names = [m.name for m in METRICS]
+    assert len(names) == len(set(names)) and all(n.startswith("lifeboat_") for n in names)
+    assert all(m.name.endswith("_total") for m in METRICS if m.kind == "counter")
+
+
+def test_recovery_histogram_buckets_are_cumulative_when_rendered() -> None:
+    snapshot = Snapshot()
+    snapshot.histogram("lifeboat_recovery_duration_seconds", [45.0, 1000.0], cluster="main",
+                       type="pitr", size_class="small", **{"class": "critical"})
     found = _samples(snapshot)
-    assert found[("lifeboat_backups_total", (("cluster", "main"), ("result", "failed"),
-                                             ("type", "full")))] == 3
     labels = (("class", "critical"), ("cluster", "main"), ("size_class", "small"), ("type", "pitr"))
     buckets = {dict(k[1])["le"]: v for k, v in found.items()
                if k[0] == "lifeboat_recovery_duration_seconds_bucket"}
@@ -80,10 +115,6 @@ def test_every_metric_is_rendered_with_its_declared_type_and_labels() -> None:
                        "14400.0": 2, "86400.0": 2, "+Inf": 2}
     assert found[("lifeboat_recovery_duration_seconds_count", labels)] == 2
     assert found[("lifeboat_recovery_duration_seconds_sum", labels)] == 1045
-    assert RECOVERY_BUCKETS[:6] == (30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0)  # the seed's
-    names = [m.name for m in METRICS]
-    assert len(names) == len(set(names)) and all(n.startswith("lifeboat_") for n in names)
-    assert all(m.name.endswith("_total") for m in METRICS if m.kind == "counter")
 
 
 def test_catalog_counts_backups_success_rate_schedules_and_progress(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from engine.repository.storage.posix import PosixStorage
 from engine.wal import archive
 from engine.wal import async_archive as wal_async
 from lifeboat.cli import main
+from tests.overlap import Overlap, OverlapStorage
 from tests.unit.conftest import fake_segment
 
 SEG = [f"0000000100000000000000{n:02X}" for n in range(1, 8)]
@@ -67,11 +68,15 @@ def archived(storage: PosixStorage, name: str) -> bool:
 
 
 def test_pass_pushes_ready_files_in_parallel_and_acknowledges_them(
-        tmp_path: Path, storage: PosixStorage, archiver: wal_async.AsyncArchiver) -> None:
+        tmp_path: Path, storage: PosixStorage) -> None:
+    overlap = Overlap(want=3)
+    archiver = wal_async.AsyncArchiver(load(make_config(tmp_path)), "main",
+                                       OverlapStorage(storage, overlap, ("put_if_absent",)))
     for name in SEG[:5]:
         wal_file(tmp_path, name)
     wal_file(tmp_path, SEG[5], ready=False)  # still being written: not ready
     assert archiver.push_ready() == 5
+    assert overlap.calls == 5 and overlap.peak == archiver.jobs == 3  # push_jobs at once, no more
     assert [archived(storage, n) for n in SEG[:6]] == [True] * 5 + [False]
     assert sorted(os.listdir(tmp_path / "spool" / "main")) == [f"{n}.ack" for n in SEG[:5]]
     dest = tmp_path / "restored"
@@ -80,13 +85,24 @@ def test_pass_pushes_ready_files_in_parallel_and_acknowledges_them(
     assert archiver.push_ready() == 0  # acknowledged: nothing more to do
 
 
-def test_a_pass_is_bounded_so_a_stop_is_seen_soon(
-        tmp_path: Path, storage: PosixStorage, archiver: wal_async.AsyncArchiver) -> None:
+def test_a_pass_is_bounded_so_a_stop_is_seen_soon(tmp_path: Path, storage: PosixStorage) -> None:
+    """A stop asked during the first push is obeyed once that pass ends: after push_jobs x
+    BATCH_PER_JOB files, not after the whole backlog."""
     names = [f"0000000100000000000000{n:02X}" for n in range(1, 16)]
     for name in names:
         wal_file(tmp_path, name)
-    assert archiver.push_ready() == 3 * wal_async.BATCH_PER_JOB == 12  # push_jobs = 3
-    assert archiver.push_ready() == 3
+    stop = threading.Event()
+    stopping = OverlapStorage(storage, Overlap(want=1), ("put_if_absent",),
+                              before=lambda _name: stop.set())
+    archiver = wal_async.AsyncArchiver(load(make_config(tmp_path)), "main", stopping)
+    thread = threading.Thread(target=archiver.run, args=(stop, 0.02))
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive()
+    pushed = [name for name in names if archived(storage, name)]
+    assert pushed == names[:3 * wal_async.BATCH_PER_JOB] and len(pushed) == 12  # push_jobs = 3
+    again = wal_async.AsyncArchiver(load(make_config(tmp_path)), "main", storage)
+    assert again.push_ready() == 3  # the rest, in the next pass
     assert all(archived(storage, name) for name in names)
 
 
@@ -190,11 +206,17 @@ def test_cleanup_removes_acks_of_archived_files_only(
     assert archiver.pending() == []
 
 
-def test_fresh_files_are_pushed_at_once(tmp_path: Path, archiver: wal_async.AsyncArchiver) -> None:
+def test_fresh_files_are_pushed_at_once(tmp_path: Path, storage: PosixStorage,
+                                        archiver: wal_async.AsyncArchiver) -> None:
     for name in SEG[:3]:
         wal_file(tmp_path, name)
         (tmp_path / "pgdata" / "pg_wal" / "archive_status" / f"{name}.ready").touch()  # just now
     assert archiver.pending() == SEG[:3]
+    assert archiver.push_ready() == 3  # the first pass, no grace period
+    assert all(archived(storage, name) for name in SEG[:3])
+    spool = str(tmp_path / "spool" / "main")
+    assert all(wal_async.ack_matches(spool, str(tmp_path / "pgdata" / "pg_wal" / name), "main",
+                                     str(tmp_path / "repo")) for name in SEG[:3])
 
 
 def test_wal_push_waits_for_a_live_agent_and_not_for_a_dead_one(
