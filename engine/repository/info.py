@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import LifeboatError
+from engine.errors import FormatError, LifeboatError
 from engine.repository import clusterinfo
 from engine.repository.manifest import BackupSummary, list_backup_ids, read_summary
 from engine.repository.storage import Storage
@@ -55,6 +55,8 @@ def cluster_report(storage: Storage, cluster: str, with_archive: bool = True) ->
     report = ClusterReport(cluster)
     try:
         report.info = clusterinfo.read(storage, cluster)
+    except FormatError:
+        raise  # another Lifeboat's repository: refused, not shown as uninitialised
     except LifeboatError as exc:
         report.status = f"not initialised ({exc})"
         return report

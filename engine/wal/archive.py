@@ -27,7 +27,7 @@ from engine.errors import (
     StorageError,
     UsageError,
 )
-from engine.repository import clusterinfo, layout
+from engine.repository import clusterinfo, formats, layout
 from engine.repository.codec import Codec, decompress
 from engine.wal import names as wal
 
@@ -35,7 +35,7 @@ TYPE_CHECKING = False  # typing is not imported on the WAL path
 if TYPE_CHECKING:
     from engine.repository.storage.base import Storage
 
-MAGIC = b"LBWAL1"
+MAGIC = b"LBWAL%d" % formats.WAL
 HEADER = struct.Struct("<6sBxQ32s")  # magic, codec, pad, raw size, sha256(body)
 
 
@@ -57,6 +57,9 @@ def decode(obj: bytes, name: str) -> bytes:
     if len(obj) < HEADER.size:
         raise ChecksumError(f"{name}: archived object is truncated ({len(obj)} bytes)")
     magic, codec_id, raw_size, digest = HEADER.unpack_from(obj)
+    if magic[:5] == MAGIC[:5] and magic != MAGIC:  # LBWAL<format>
+        found = int(magic[5:]) if magic[5:].isdigit() else magic[5:].decode(errors="replace")
+        formats.check(f"archived WAL file {name}", found, formats.WAL)
     if magic != MAGIC:
         raise ChecksumError(f"{name}: archived object has a damaged header")
     body = memoryview(obj)[HEADER.size:]
