@@ -15,6 +15,7 @@ BACKUP_FIELDS = (
     "id", "type", "started_at", "finished_at", "start_lsn", "stop_lsn", "timeline",
     "start_wal", "stop_wal", "size_bytes", "stored_bytes", "file_count", "block_count",
     "compression", "block_size", "pg_version", "system_identifier", "base", "reused_bytes",
+    "lists_written", "list_bytes",
     "page_checksums", "corrupt_pages", "corrupt_files", "ratios", "compression_changes",
 )
 
