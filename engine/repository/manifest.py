@@ -43,6 +43,7 @@ FORMAT = formats.MANIFEST
 MAGIC = b"LIFEBOAT-MANIFEST"
 CHUNK = 1 << 20
 SPOOL_BYTES = 1 << 20  # a manifest body larger than this is spooled to disk
+READ_BUFFER = 64 * 1024  # entries are read in pieces of this much (decompressed)
 
 
 @dataclass(slots=True)
@@ -275,7 +276,7 @@ class Manifest:
         with self.storage.open_stream(self.key) as stream:
             stream.read(self.body_offset)
             reader = zstandard.ZstdDecompressor().stream_reader(stream)
-            for number, line in enumerate(io.BufferedReader(reader, buffer_size=CHUNK), 1):
+            for number, line in enumerate(io.BufferedReader(reader, buffer_size=READ_BUFFER), 1):
                 try:
                     entry = FileEntry.decode(line)
                 except (ValueError, KeyError, TypeError) as exc:

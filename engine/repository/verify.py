@@ -239,6 +239,7 @@ class _Checker:
             for frame in frames[i:j]:
                 self._check_frame(frame, data[frame.offset - start:frame.offset - start + frame.stored],
                                   blocks, claims[frame], where, result)
+            del data  # before the next read: one range in memory per thread
             i = j
 
     def _check_frame(self, frame: Frame, stored: memoryview, blocks: BlockList,
@@ -273,7 +274,7 @@ class _Checker:
 
 def _check_segment(storage: Storage, cluster: str, name: str) -> Problem | None:
     try:
-        archive.decode(storage.get(layout.wal_key(cluster, name)), name)
+        archive.check(storage, cluster, name)
     except NotFoundError:
         return Problem("wal", name, "missing from the archive")
     except LifeboatError as exc:
