@@ -32,7 +32,7 @@ from engine.repository.storage import Storage
 from engine.wal import archive, timelines
 from engine.wal.names import history_name, parse_lsn, segment_before_lsn, segment_name, segment_of_lsn
 
-READ_BYTES = 8 * 1024 * 1024
+READ_BYTES = 4 * 1024 * 1024  # neighbouring frames read at once: one such buffer per thread
 _UNSEEN = object()
 
 
