@@ -18,14 +18,16 @@ from bench.tool_commands import lifeboat_cmd, pgbackrest_cmd
 
 
 def lifeboat_repo_files(bench: Bench) -> dict[str, int]:
-    """Size of each pack and manifest in Lifeboat's repository (the WAL archive left out)."""
+    """Size of each pack, block list and manifest in Lifeboat's repository (the WAL archive
+    left out)."""
     cluster_dir = bench.paths.lb_repo / "clusters" / CLUSTER
-    return {**file_sizes(cluster_dir / "packs"), **file_sizes(cluster_dir / "backups")}
+    return {**file_sizes(cluster_dir / "packs"), **file_sizes(cluster_dir / "lists"),
+            **file_sizes(cluster_dir / "backups")}
 
 
 def backup_lifeboat(bench: Bench, run_no: int, kind: str = "full") -> BackupResult:
     """``lifeboat backup`` (``--type incr --no-expire`` for an incremental); its bytes are
-    what it added to the packs and manifests."""
+    what it added to the packs, block lists and manifests."""
     before = lifeboat_repo_files(bench)
     extra = [] if kind == "full" else ["--type", kind, "--no-expire"]
     result = measured(bench, lifeboat_cmd(bench.paths.lb_config, "backup", *extra))

@@ -41,18 +41,20 @@ def check_lifeboat_incr(bench: Bench, taken: BackupResult, base: str | None, not
         notes.append(f"`lifeboat info --output json` does not list backup {taken.label}")
         return
     manifest = tree_bytes(taken.location)
-    expected = int(info.get("stored_bytes") or 0) + manifest
+    lists = int(info.get("list_bytes") or 0)
+    expected = int(info.get("stored_bytes") or 0) + lists + manifest
     if abs(expected - taken.stored_bytes) > 4096:
-        notes.append(f"backup {taken.label}: packs + manifest on disk grew by {taken.stored_bytes:,} B, "
-                     f"but info's stored_bytes {info.get('stored_bytes'):,} + manifest {manifest:,} "
-                     f"= {expected:,} B")
+        notes.append(f"backup {taken.label}: packs + lists + manifest on disk grew by "
+                     f"{taken.stored_bytes:,} B, but info's stored_bytes {info.get('stored_bytes'):,} "
+                     f"+ list_bytes {lists:,} + manifest {manifest:,} = {expected:,} B")
     if info.get("type") != "incr":
         notes.append(f"backup {taken.label} (`backup --type incr`) has type {info.get('type')!r}")
     if base is not None and info.get("base") != base:
         notes.append(f"incremental {taken.label} has base {info.get('base')!r}, expected {base!r} "
                      "(the newest backup before it)")
-    log(f"  lifeboat info: stored {int(info.get('stored_bytes') or 0) / MiB:.1f} MiB + manifest "
-        f"{manifest / MiB:.2f} MiB; reused {int(info.get('reused_bytes') or 0) / MiB:.1f} MiB "
+    log(f"  lifeboat info: stored {int(info.get('stored_bytes') or 0) / MiB:.1f} MiB + block lists "
+        f"{lists / MiB:.2f} MiB + manifest {manifest / MiB:.2f} MiB; "
+        f"reused {int(info.get('reused_bytes') or 0) / MiB:.1f} MiB "
         f"of {int(info.get('size_bytes') or 0) / MiB:.1f} MiB")
 
 

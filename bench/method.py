@@ -16,8 +16,8 @@ How it was measured (details in bench/README.md):
   goes Lifeboat, pgBackRest, pg_basebackup, and each later run starts with the next tool.
   The archive_command pushes to Lifeboat first, so pgBackRest's wait for the backup's last
   segment includes Lifeboat's push of it.
-- Lifeboat: `lifeboat backup` (jobs: default = CPUs), zstd level 3; bytes = the new packs plus
-  the manifest. Restore: `lifeboat restore --pgdata DIR --backup ID`.
+- Lifeboat: `lifeboat backup` (jobs: default = CPUs), zstd level 3; bytes = the new packs and
+  block lists plus the manifest. Restore: `lifeboat restore --pgdata DIR --backup ID`.
 - pgBackRest: `pgbackrest --type=full backup` (process-max=2, compress-type=zst, level 3,
   start-fast=y); bytes = the backup set directory. Restore: `pgbackrest restore --set=ID
   --pg1-path=DIR`.
@@ -30,8 +30,9 @@ How it was measured (details in bench/README.md):
   `CHECKPOINT` and waits again (untimed), then both tools take an incremental back-to-back
   with the database idle: `lifeboat backup --type incr --no-expire` and `pgbackrest
   --type=incr backup`; Lifeboat goes first in odd runs, pgBackRest in even runs. Bytes:
-  Lifeboat = packs + manifest the backup added (cross-checked with `info --output json`:
-  stored_bytes + manifest size); pgBackRest = the incremental's backup set directory.
+  Lifeboat = packs + block lists + manifest the backup added (cross-checked with `info
+  --output json`: stored_bytes + list_bytes + manifest size); pgBackRest = the incremental's
+  backup set directory.
 - Delta restore, per run: the newest incremental (b) into the directory each tool restored
   its full backup into (later runs: the previous run's delta-restored directory):
   `lifeboat restore --delta --backup ID --pgdata DIR`, `pgbackrest restore --delta --set=ID

@@ -50,6 +50,11 @@ class ChecksumError(LifeboatError):
     """Stored data does not match its recorded checksum (it is damaged)."""
 
 
+class FormatError(LifeboatError):
+    """A repository object is in a format this Lifeboat does not read (written by a newer
+    or an older Lifeboat): it is refused, never misread."""
+
+
 class ArchiveDuplicateError(LifeboatError):
     """A WAL file is already archived with different content."""
 

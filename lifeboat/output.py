@@ -77,10 +77,11 @@ def objectives_text(o: dict) -> str:
 def verify_text(report: VerifyReport) -> str:
     skipped = ""
     if report.mode == "since-last":
-        skipped = (f" ({report.skipped_packs} packs and {report.skipped_wal} WAL segments "
-                   "proven earlier, skipped)")
+        skipped = (f" ({report.skipped_packs} packs, {report.skipped_lists} block lists and "
+                   f"{report.skipped_wal} WAL segments proven earlier, skipped)")
     lines = [f"verify cluster '{report.cluster}' ({report.mode}): {report.backups} backups, "
-             f"{report.frames} frames, {report.blocks} blocks ({format_size(report.bytes)}), "
+             f"{report.lists} block lists, {report.frames} frames, {report.blocks} blocks "
+             f"({format_size(report.bytes)}), "
              f"{report.wal_segments} WAL segments checked in {report.seconds:.1f}s{skipped}"]
     if report.ok:
         lines.append("ok: nothing missing or damaged")
@@ -94,7 +95,8 @@ def expire_text(report: ExpireReport) -> str:
     would = "would be " if report.dry_run else ""
     lines = [f"expire{' (dry run)' if report.dry_run else ''}: "
              f"{len(report.plan.expire)} backups {would}expired, {len(report.plan.keep)} kept; "
-             f"{len(report.packs_removed)} packs ({format_size(report.pack_bytes)}) and "
+             f"{len(report.packs_removed)} packs ({format_size(report.pack_bytes)}), "
+             f"{report.lists_removed} block lists ({format_size(report.list_bytes)}) and "
              f"{len(report.wal_removed)} WAL files ({format_size(report.wal_bytes)}) {would}removed"]
     for backup in report.plan.expire:
         lines.append(f"  expire {backup.id} ({backup.type}): {report.plan.reasons[backup.id]}")

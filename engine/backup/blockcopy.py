@@ -5,19 +5,20 @@ page boundaries). Worker threads read a chunk with one pread, hash each block, a
 compress each frame (a run of consecutive new blocks) with zstandard; hashlib and
 zstandard release the GIL, so threads run on every core. Frames are appended to a
 pack borrowed for the moment. Results come back in file order; the number of chunks
-in flight is bounded, so memory is too.
+in flight is bounded, so memory is too. Each file's blocks are described by a block
+list (:mod:`engine.repository.blocklist`), stored once and shared by every backup that
+holds the file with the same blocks.
 
-An incremental backup passes the base backup's files: a block whose SHA-256 the base
-already holds for the same file is not stored again but referenced, so every backup
-still lists all of its blocks and restores on its own.
+An incremental backup passes the base backup's files. A file whose size and mtime have
+not changed takes the base's entry over (its block list) without being read. A changed
+file is read, and each block whose id equals the base's block at the same place is
+referenced where the base stored it, not stored again; so every backup still lists all
+of its blocks and restores on its own.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import queue
-import secrets
 import threading
 import time
 from collections import deque
@@ -26,92 +27,29 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.backup.packset import PackSet
+from engine.errors import LifeboatError
 from engine.postgres.pgdata import Entry, file_kind, relation_segment
 from engine.repository import layout
+from engine.repository.blocklist import INLINE_MAX, BlockList, Frame, ListBuilder
 from engine.repository.codec import ZSTD, Codec
-from engine.repository.manifest import BlockRef, FileEntry, Manifest
-from engine.repository.storage import ObjectWriter, Storage
+from engine.repository.manifest import FileEntry, Manifest
+
+__all__ = ["BaseFiles", "BlockCopier", "PackSet"]
 
 CHUNK_BYTES = 4 * 1024 * 1024
 MTIME_MARGIN = 1.0  # seconds: a file modified this close to the base backup is re-read
 ADAPT_EVERY = 5.0  # seconds between two changes of the compression level
 Progress = Callable[[int], None]
-ChunkResult = tuple[list[BlockRef], list[int]] | None  # block refs, corrupt pages; None: gone
+Run = tuple[Frame, int, int]  # frame, blocks, skip of the first
 
 
 @dataclass
-class _OpenPack:
-    index: int
-    writer: ObjectWriter
-
-
-class PackSet:
-    """The packs one backup refers to: those it writes, and those of its base it reuses.
-
-    A pack being written is used by one thread at a time.
-    """
-
-    def __init__(self, storage: Storage, cluster: str, pack_size: int) -> None:
-        self._storage = storage
-        self._cluster = cluster
-        self._pack_size = pack_size
-        self._lock = threading.Lock()
-        self._idle: queue.SimpleQueue[_OpenPack] = queue.SimpleQueue()
-        self._open: list[_OpenPack] = []
-        self._adopted: dict[str, int] = {}
-        self._written: list[str] = []
-        self.ids: list[str] = []
-        self.stored_bytes = 0
-
-    def borrow(self) -> _OpenPack:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
-        pack_id = secrets.token_hex(16)
-        writer = self._storage.open_writer(layout.pack_key(self._cluster, pack_id))
-        with self._lock:
-            pack = _OpenPack(len(self.ids), writer)
-            self.ids.append(pack_id)
-            self._written.append(pack_id)
-            self._open.append(pack)
-        return pack
-
-    def adopt(self, pack_id: str) -> int:
-        """The index under which this backup refers to an existing pack."""
-        with self._lock:
-            index = self._adopted.get(pack_id)
-            if index is None:
-                index = self._adopted[pack_id] = len(self.ids)
-                self.ids.append(pack_id)
-            return index
-
-    def give_back(self, pack: _OpenPack) -> None:
-        if pack.writer.tell() >= self._pack_size:
-            self._commit(pack)
-        else:
-            self._idle.put(pack)
-
-    def _commit(self, pack: _OpenPack) -> None:
-        pack.writer.commit()
-        with self._lock:
-            self._open.remove(pack)
-            self.stored_bytes += pack.writer.tell()
-
-    def finish(self) -> list[str]:
-        """Commit every open pack (durably); the ids of all packs referred to."""
-        for pack in list(self._open):
-            self._commit(pack)
-        return list(self.ids)
-
-    def discard(self) -> None:
-        """Remove what this backup wrote (it failed before its manifest); never a base's."""
-        for pack in list(self._open):
-            pack.writer.abort()
-        self._open.clear()
-        for pack_id in self._written:
-            with contextlib.suppress(Exception):
-                self._storage.delete(layout.pack_key(self._cluster, pack_id))
+class ChunkResult:
+    read: int  # bytes read (fewer than asked: the file shrank)
+    ids: bytes  # the ids of its blocks, concatenated
+    runs: list[Run]
+    corrupt: list[int]
 
 
 class BaseFiles:
@@ -123,6 +61,7 @@ class BaseFiles:
 
     def __init__(self, manifest: Manifest, trust_mtime_before: float, use_mtime: bool) -> None:
         self.id = manifest.summary.id
+        self.manifest = manifest
         self.pack_ids = manifest.summary.packs
         self.trust_mtime_before = trust_mtime_before
         self.use_mtime = use_mtime
@@ -143,13 +82,13 @@ class BaseFiles:
         return (self.use_mtime and prior.kind == "file" and prior.size == entry.size
                 and prior.mtime == entry.mtime and entry.mtime < self.trust_mtime_before)
 
-
-@dataclass
-class _Prior:
-    """What the base holds of the file a chunk belongs to."""
-
-    blocks: list[BlockRef]
-    by_digest: dict[bytes, BlockRef] = field(default_factory=dict)
+    def list_packs(self, prior: FileEntry) -> list[str]:
+        """The ids of the packs the block list of ``prior`` uses, without reading a stored list."""
+        if prior.list_id is not None:
+            return [self.pack_ids[i] for i in prior.packs]
+        if prior.inline is not None:
+            return BlockList(prior.inline, f"{self.manifest.key} file {prior.path}").packs
+        return []
 
 
 @dataclass
@@ -158,10 +97,11 @@ class CopyStats:
     reused_bytes: int = 0
     kinds: dict[str, list[int]] = field(default_factory=dict)  # kind -> [raw, stored] of new data
     level_changes: list[str] = field(default_factory=list)
+    base_problems: list[str] = field(default_factory=list)  # base lists that could not be read
 
 
 class BlockCopier:
-    """Turns data-directory entries into manifest entries, storing their new blocks."""
+    """Turns data-directory entries into manifest entries, storing their new blocks and lists."""
 
     def __init__(self, packs: PackSet, codec: Codec, block_size: int, frame_size: int,
                  jobs: int, base: BaseFiles | None = None, check_pages_before: int | None = None,
@@ -179,7 +119,6 @@ class BlockCopier:
         self.stats = CopyStats()
         self._stats_lock = threading.Lock()
         self._compresses: set[str] = set()  # files seen to compress well
-        self._adopted: dict[int, int] = {}  # base pack index -> this backup's
         self._budget = time_budget
         self._started = time.monotonic()
         self._last_change = self._started
@@ -190,16 +129,8 @@ class BlockCopier:
 
             self._pagecheck = pagecheck
 
-    def _reuse(self, ref: BlockRef) -> BlockRef:
-        assert self._base is not None
-        pack = self._adopted.get(ref.pack)
-        if pack is None:
-            pack = self._adopted[ref.pack] = self._packs.adopt(self._base.pack_ids[ref.pack])
-        return BlockRef(ref.digest, pack, ref.offset, ref.stored, ref.raw, ref.codec, ref.skip,
-                        ref.frame_digest)
-
-    def _copy_chunk(self, source: Path, offset: int, length: int, prior: _Prior | None,
-                    first_page: int | None, kind: str) -> ChunkResult:
+    def _copy_chunk(self, source: Path, offset: int, length: int, prior: BlockList | None,
+                    first_page: int | None, kind: str) -> ChunkResult | None:
         try:
             fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -211,57 +142,63 @@ class BlockCopier:
         view = memoryview(data)
         size = self._block_size
         digests = [layout.block_id(view[i:i + size]) for i in range(0, len(view), size)]
-        refs: list[BlockRef | None] = [None] * len(digests)
-        reused = 0
+        ids = b"".join(digests)
+        first = offset // size
+        places: list[tuple[Frame, int] | None] = [None] * len(digests)
         if prior is not None:
+            width = layout.BLOCK_ID_BYTES
+            if prior.ids[first * width:first * width + len(ids)] == ids:  # nothing changed
+                self._count_reused(len(view))
+                runs = [(frame, n, skip) for frame, _, n, skip in prior.segments(first, first + len(digests))]
+                return ChunkResult(len(view), ids, runs, [])
+            reused = 0
             for i, digest in enumerate(digests):
-                raw = min(size, len(view) - i * size)
-                old = prior.blocks[i] if i < len(prior.blocks) else None
-                if old is None or old.digest != digest:
-                    old = prior.by_digest.get(digest)
-                if old is not None and old.raw == raw:
-                    refs[i] = self._reuse(old)
-                    reused += raw
-        if reused:
-            with self._stats_lock:
-                self.stats.reused_bytes += reused
-        corrupt = self._check_pages(source, view, offset, first_page, refs)
-        raw, stored = self._store_new(view, digests, refs, str(source))
+                number = first + i
+                if prior.ids[number * width:(number + 1) * width] == digest:
+                    places[i] = prior.place(number)
+                    reused += min(size, len(view) - i * size)
+            self._count_reused(reused)
+        new = [i for i, place in enumerate(places) if place is None]
+        corrupt = self._check_pages(source, view, offset, first_page, new, len(places))
+        raw, stored = self._store_new(view, new, places, str(source))
         if raw:
             with self._stats_lock:
                 totals = self.stats.kinds.setdefault(kind, [0, 0])
                 totals[0] += raw
                 totals[1] += stored
-        return refs, corrupt  # type: ignore[return-value]
+        return ChunkResult(len(view), ids, _runs(places, size), corrupt)  # type: ignore[arg-type]
+
+    def _count_reused(self, reused: int) -> None:
+        if reused:
+            with self._stats_lock:
+                self.stats.reused_bytes += reused
 
     def _check_pages(self, source: Path, view: memoryview, offset: int, first_page: int | None,
-                     refs: list[BlockRef | None]) -> list[int]:
+                     new: list[int], blocks: int) -> list[int]:
         """PostgreSQL page checksums of the new blocks (those of reused blocks were checked
         when they were first stored): block numbers that fail, even when read again."""
         if first_page is None or self._pagecheck is None:
             return []
         per_block = self._block_size // self._pagecheck.PAGE
-        new = [i for i, ref in enumerate(refs) if ref is None]
         if not new:
             return []
         pages = len(view) // self._pagecheck.PAGE  # the last block may hold fewer pages
-        only = None if len(new) == len(refs) else [
+        only = None if len(new) == blocks else [
             page for i in new for page in range(i * per_block, min(pages, (i + 1) * per_block))]
         suspects = self._pagecheck.bad_pages(view, first_page, self._start_lsn, only)
         if not suspects:
             return []
         return self._pagecheck.confirm(str(source), suspects, offset, first_page, self._start_lsn)
 
-    def _store_new(self, view: memoryview, digests: list[bytes],
-                   refs: list[BlockRef | None], path: str) -> tuple[int, int]:
-        """Compress the chunk's new blocks, in order, in frames of up to frame_size and append
-        them to a pack; the raw and stored bytes of what was new.
+    def _store_new(self, view: memoryview, new: list[int], places: list[tuple[Frame, int] | None],
+                   path: str) -> tuple[int, int]:
+        """Compress the chunk's new blocks, in order, in frames of up to frame_size, append
+        them to a pack and fill in their places; the raw and stored bytes of what was new.
 
         New blocks need not be neighbours: the scattered blocks an incremental backup stores
         share frames, which compress far better than each block alone.
         """
         size = self._block_size
-        new = [i for i, ref in enumerate(refs) if ref is None]
         frames: list[tuple[list[int], int, bytes]] = []  # blocks, codec, stored bytes
         raw_total = 0
         for start in range(0, len(new), self._frame_blocks):
@@ -283,33 +220,15 @@ class BlockCopier:
         finally:
             self._packs.give_back(pack)
         for members, codec_id, stored in frames:
-            frame_digest = layout.frame_checksum(stored)
-            skip = 0
-            for i in members:
-                raw = min(size, len(view) - i * size)
-                refs[i] = BlockRef(digests[i], pack.index, position, len(stored), raw, codec_id,
-                                   skip, frame_digest)
-                skip += raw
+            frame = Frame(pack.id, position, len(stored), codec_id, layout.frame_checksum(stored))
+            for skip, i in enumerate(members):
+                places[i] = (frame, skip * size)
             position += len(stored)
         return raw_total, sum(len(f[2]) for f in frames)
 
     def _chunks(self, entry: Entry) -> Iterator[tuple[int, int]]:
         for offset in range(0, entry.size, self._chunk):
             yield offset, min(self._chunk, entry.size - offset)
-
-    def _prior_for(self, prior: FileEntry | None, offset: int) -> _Prior | None:
-        if prior is None:
-            return None
-        first = offset // self._block_size
-        blocks = prior.blocks[first:first + self._chunk // self._block_size]
-        return _Prior(blocks, self._by_digest(prior))
-
-    def _by_digest(self, prior: FileEntry) -> dict[bytes, BlockRef]:
-        cached = getattr(self, "_digest_cache", None)
-        if cached is None or cached[0] is not prior:
-            cached = (prior, {b.digest: b for b in prior.blocks})
-            self._digest_cache = cached
-        return cached[1]
 
     def _adapt(self, done: int, total: int) -> None:
         """Lower the zstd level by one when the copy is projected to overrun its time budget
@@ -344,8 +263,7 @@ class BlockCopier:
                         prior = self._base.find(entry.path) if self._base else None
                         if prior is not None and self._base is not None and \
                                 self._base.unchanged(prior, entry):
-                            reused = FileEntry(entry.path, "file", entry.mode, prior.size,
-                                               entry.mtime, None, [self._reuse(b) for b in prior.blocks])
+                            reused = self._take_over(prior, entry)
                             self.stats.reused_files += 1
                             self.stats.reused_bytes += prior.size
                             if progress is not None:
@@ -353,11 +271,12 @@ class BlockCopier:
                         else:
                             segment = (relation_segment(entry.path)
                                        if self._pagecheck is not None else None)
+                            base_list = self._base_list(prior)
                             for offset, length in self._chunks(entry):
                                 first_page = None if segment is None else (
                                     segment * self._pagecheck.SEGMENT_PAGES + offset // 8192)
                                 future = pool.submit(self._copy_chunk, entry.source, offset, length,
-                                                     self._prior_for(prior, offset), first_page,
+                                                     base_list, first_page,
                                                      file_kind(entry.path))
                                 if progress is not None:
                                     future.add_done_callback(lambda _f, n=length: progress(n))
@@ -385,22 +304,70 @@ class BlockCopier:
                         future.cancel()
                 raise
 
-    def _finish(self, entry: Entry, futures: list[Future[ChunkResult]],
+    def _take_over(self, prior: FileEntry, entry: Entry) -> FileEntry:
+        """The base's entry of an unchanged file: its block list, referred to by its id."""
+        assert self._base is not None
+        packs = tuple(sorted(self._packs.adopt(p) for p in self._base.list_packs(prior)))
+        return FileEntry(entry.path, "file", entry.mode, prior.size, entry.mtime, None,
+                         prior.list_id, prior.inline, packs if prior.list_id is not None else (),
+                         list(prior.corrupt_pages))
+
+    def _base_list(self, prior: FileEntry | None) -> BlockList | None:
+        """The base's block list of a changed file, to compare its blocks with."""
+        if prior is None or prior.kind != "file" or prior.size == 0 or self._base is None:
+            return None
+        try:
+            blocks = self._base.manifest.block_list(prior)
+        except LifeboatError as exc:  # the base is damaged: this backup stores the file anew
+            self.stats.base_problems.append(str(exc))
+            return None
+        return blocks if blocks.block_size == self._block_size else None
+
+    def _finish(self, entry: Entry, futures: list[Future[ChunkResult | None]],
                 reused: FileEntry | None) -> FileEntry | None:
         if reused is not None:
             return reused
         if entry.kind != "file":
             return FileEntry(entry.path, entry.kind, entry.mode, 0, entry.mtime, entry.target)
-        blocks: list[BlockRef] = []
+        builder = ListBuilder(self._block_size)
         corrupt: list[int] = []
-        for future in futures:
+        size = 0
+        for (_, length), future in zip(self._chunks(entry), futures, strict=True):
             result = future.result()
             if result is None:
                 return None  # removed during the backup; WAL replay removes it too
-            refs, bad = result
-            blocks.extend(refs)
-            corrupt.extend(bad)
-            if not refs or refs[-1].raw < self._block_size:
+            builder.add_ids(result.ids)
+            for run in result.runs:
+                builder.add(*run)
+            corrupt.extend(result.corrupt)
+            size += result.read
+            if result.read < length:
                 break  # file shrank while read: the rest is replayed from WAL
-        size = sum(ref.raw for ref in blocks)
-        return FileEntry(entry.path, "file", entry.mode, size, entry.mtime, None, blocks, corrupt)
+        done = FileEntry(entry.path, "file", entry.mode, size, entry.mtime, corrupt_pages=corrupt)
+        if size == 0:
+            return done
+        data = builder.finish(size)
+        for pack_id in builder.pack_ids:
+            self._packs.adopt(pack_id)
+        if len(data) <= INLINE_MAX:
+            done.inline = data
+        else:
+            done.list_id = self._packs.put_list(data)
+            done.packs = tuple(sorted(self._packs.adopt(p) for p in builder.pack_ids))
+        return done
+
+
+def _runs(places: list[tuple[Frame, int]], size: int) -> list[Run]:
+    """Consecutive blocks that are consecutive in one frame, as runs."""
+    runs: list[Run] = []
+    last: list = [None, 0, 0]  # frame, blocks, skip of the first
+    for frame, skip in places:
+        if frame is last[0] and skip == last[2] + last[1] * size:
+            last[1] += 1
+        else:
+            if last[0] is not None:
+                runs.append((last[0], last[1], last[2]))
+            last = [frame, 1, skip]
+    if last[0] is not None:
+        runs.append((last[0], last[1], last[2]))
+    return runs

@@ -150,7 +150,7 @@ def _run_locked(config: Config, cluster: str, storage: Storage, config_path: Pat
         report("checkpoint")
         start = postgres.backup_start(conn, f"lifeboat {backup_id}")
         packs = PackSet(storage, cluster, config.repository.pack_size)
-        writer = ManifestWriter(config.repository.block_size)
+        writer = ManifestWriter()
         try:
             base = None
             if base_summary is not None:
@@ -175,7 +175,7 @@ def _run_locked(config: Config, cluster: str, storage: Storage, config_path: Pat
                 if entry.kind == "file":
                     file_count += 1
                     size_bytes += entry.size
-                    block_count += len(entry.blocks)
+                    block_count += -(-entry.size // config.repository.block_size)
             pack_ids = packs.finish()
             report("stop")
             stop = postgres.backup_stop(conn)
@@ -208,7 +208,8 @@ def _run_locked(config: Config, cluster: str, storage: Storage, config_path: Pat
         backup_label=stop.backup_label, tablespace_map=stop.tablespace_map,
         tablespaces=[{"oid": t.oid, "name": t.name, "location": t.location} for t in tablespaces],
         packs=pack_ids, base=base_summary.id if base_summary else None,
-        reused_bytes=copier.stats.reused_bytes, page_checksums=checksummed,
+        reused_bytes=copier.stats.reused_bytes, lists_written=packs.lists_written,
+        list_bytes=packs.list_bytes, page_checksums=checksummed,
         corrupt_pages=sum(len(p) for p in corrupt.values()), corrupt_files=sorted(corrupt),
         ratios={kind: {"raw_bytes": raw, "stored_bytes": stored}
                 for kind, (raw, stored) in sorted(copier.stats.kinds.items())},
@@ -221,6 +222,9 @@ def _run_locked(config: Config, cluster: str, storage: Storage, config_path: Pat
         packs.discard()
         raise BackupError(f"backup {backup_id} already exists in the repository (another "
                           "backup ran at the same time); this one was not recorded")
+    for problem in copier.stats.base_problems:
+        request.notices.append(f"WARNING: base backup {base_summary.id if base_summary else ''}: "
+                               f"{problem}; the file was stored anew (run verify)")
     for path, pages in sorted(corrupt.items()):
         shown = ", ".join(str(p) for p in pages[:10]) + (" ..." if len(pages) > 10 else "")
         request.notices.append(f"WARNING: {path}: {len(pages)} pages fail their PostgreSQL "

@@ -33,11 +33,10 @@ never hidden).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -50,8 +49,8 @@ from engine.drill.state import Table
 from engine.errors import DrillError
 from engine.postgres import cluster_setup
 from engine.postgres import connection as postgres
-from engine.repository import layout
 from engine.repository.storage import Storage
+from engine.restore import points
 from engine.restore.points import RestorePoint
 from engine.wal.names import format_lsn
 
@@ -159,7 +158,7 @@ def take(config: Config, cluster: str, storage: Storage, scope: Scope, name: str
         closed = postgres.switch_wal(conn)
         cluster_setup.wait_for_segments(conn, storage, cluster, sorted({reference.point.wal, closed}),
                                         settings.archive_timeout, before)
-    storage.put(layout.restore_point_key(cluster, name), json.dumps(asdict(reference.point)).encode())
+    points.save(storage, cluster, reference.point)
     return reference
 
 

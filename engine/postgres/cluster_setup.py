@@ -90,7 +90,8 @@ def init(config: Config, cluster: str, storage: Storage, config_path: Path) -> I
         raise ClusterSetupError(
             f"cluster '{cluster}' cannot be archived by Lifeboat yet:\n  - " + "\n  - ".join(problems)
         )
-    storage.put_if_absent(layout.REPO_MARKER, b'{"format": 1}\n')
+    if not storage.put_if_absent(layout.REPO_MARKER, clusterinfo.marker()):
+        clusterinfo.check_marker(storage)
     info = clusterinfo.ClusterInfo(
         system_identifier=identity.system_identifier,
         pg_version=identity.version_num,

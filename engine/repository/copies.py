@@ -9,11 +9,13 @@ copy keeps the target's promise that a backup whose manifest it holds restores:
 2. timeline history files, then every other archived WAL file the target lacks, oldest
    name first (an interrupted copy leaves a prefix of the archive, not a gap);
 3. for each backup the target lacks, oldest first, and only if the WAL from its start to
-   its stop segment is now in the target: every pack it references, then its manifest.
+   its stop segment is now in the target: every pack it references, then every block
+   list it refers to that the target lacks, then its manifest.
 
 The backups to copy are listed *before* the WAL, so each one's WAL (archived before its
 manifest was written) is in that WAL listing. An interrupted copy leaves at most orphan
-packs, never a manifest whose packs or WAL are missing; the next copy completes it.
+packs and lists, never a manifest whose packs, lists or WAL are missing; the next copy
+completes it.
 
 Nothing is ever rewritten or deleted in the target (retention of copies comes later, and
 will have to take the target's cluster lock, which the copy holds while it writes).
@@ -29,8 +31,9 @@ from typing import BinaryIO
 
 from engine.errors import ChecksumError, CopyConflictError, LifeboatError, NotFoundError, StorageError
 from engine.repository import clusterinfo, layout
+from engine.repository.blocklist import list_id
 from engine.repository.locks import cluster_lock
-from engine.repository.manifest import BackupSummary, list_backup_ids, read_summary
+from engine.repository.manifest import BackupSummary, list_backup_ids, read_manifest, read_summary
 from engine.repository.storage import Storage
 from engine.wal import names as wal
 
@@ -45,6 +48,7 @@ class CopyReport:
     region: str
     wal_copied: int = 0  # WAL segments, partials, backup and timeline history files
     packs_copied: int = 0
+    lists_copied: int = 0
     backups_copied: int = 0  # manifests copied
     bytes_copied: int = 0
     seconds: float = 0.0
@@ -62,9 +66,10 @@ def copy_cluster(source: Storage, target: Storage, cluster: str, region: str) ->
     - Only what the target lacks is written, with put-if-absent semantics, streamed in
       chunks of :data:`CHUNK` bytes; each write is durable when the driver returns.
     - Each object copied is validated: the bytes streamed and the target's size equal the
-      source's size, and a manifest's body must match the SHA-256 its summary records
-      (checked while streaming, so a damaged manifest never becomes visible); a mismatch
-      raises :class:`StorageError` naming the key.
+      source's size, a manifest's body must match the SHA-256 its summary records
+      (checked while streaming, so a damaged manifest never becomes visible), and a block
+      list must match its id (its SHA-256); a mismatch raises :class:`StorageError` naming
+      the key, or skips the backup when its manifest or a list is damaged.
     - An object already in the target with another size than the source's (a WAL file, a
       pack a new backup references) raises :class:`CopyConflictError` naming it; so does a
       ``cluster.json`` that differs. Nothing is written after a WAL conflict is found.
@@ -79,7 +84,8 @@ def copy_cluster(source: Storage, target: Storage, cluster: str, region: str) ->
     Cost: every call lists the cluster's whole WAL prefix and backups of both sides, and
     compares the sizes of the WAL files both hold (one stat each side per file: cheap on
     posix, one HEAD request each on an object store, where a listing with sizes would
-    save them). Packs are looked at only for backups being copied.
+    save them). Packs and block lists are looked at only for backups being copied (one
+    existence check per list the copy has not met yet).
     """
     started = time.monotonic()
     report = CopyReport(cluster, region)
@@ -88,9 +94,9 @@ def copy_cluster(source: Storage, target: Storage, cluster: str, region: str) ->
         held = set(list_backup_ids(target, cluster))
         backups = [b for b in list_backup_ids(source, cluster) if b not in held]  # before the WAL
         wal_held = _copy_wal(source, target, cluster, report)
-        packs_held: set[str] = set()
+        held_objects: tuple[set[str], set[str]] = (set(), set())  # packs, lists
         for backup_id in backups:
-            _copy_backup(source, target, cluster, backup_id, wal_held, packs_held,
+            _copy_backup(source, target, cluster, backup_id, wal_held, held_objects,
                          info.wal_segment_size, report)
         _copy_restore_points(source, target, cluster, report)
     report.seconds = round(time.monotonic() - started, 3)
@@ -125,13 +131,13 @@ def copy_lag(source: Storage, target: Storage, cluster: str, now: float | None =
 
 def _copy_identity(source: Storage, target: Storage, cluster: str,
                    report: CopyReport) -> clusterinfo.ClusterInfo:
-    """The repository marker and ``cluster.json``; a differing identity is a conflict."""
-    try:
+    """The repository marker and ``cluster.json``; a differing identity is a conflict, and
+    either side in another format is refused (FormatError)."""
+    clusterinfo.check_marker(target)  # a target of another format is refused before any write
+    if clusterinfo.check_marker(source):
         marker = source.get(layout.REPO_MARKER)
-    except NotFoundError:
-        marker = None
-    if marker is not None and target.put_if_absent(layout.REPO_MARKER, marker):
-        report.bytes_copied += len(marker)
+        if target.put_if_absent(layout.REPO_MARKER, marker):
+            report.bytes_copied += len(marker)
     ours = clusterinfo.read(source, cluster)  # ClusterSetupError when not initialised
     key = layout.cluster_info_key(cluster)
     raw = source.get(key)
@@ -192,8 +198,10 @@ def _copy_wal(source: Storage, target: Storage, cluster: str, report: CopyReport
 # backups ----------------------------------------------------------------------------------
 
 def _copy_backup(source: Storage, target: Storage, cluster: str, backup_id: str, wal_held: set[str],
-                 packs_held: set[str], segment_size: int, report: CopyReport) -> None:
-    """Its packs, then its manifest; a backup that cannot be copied yet is skipped."""
+                 held: tuple[set[str], set[str]], segment_size: int, report: CopyReport) -> None:
+    """Its packs, then its block lists, then its manifest; a backup that cannot be copied
+    yet is skipped."""
+    packs_held, lists_held = held
     try:
         summary = read_summary(source, cluster, backup_id)
     except NotFoundError:
@@ -220,6 +228,14 @@ def _copy_backup(source: Storage, target: Storage, cluster: str, backup_id: str,
         if written:
             report.packs_copied += 1
             report.bytes_copied += written
+    try:
+        _copy_lists(source, target, cluster, backup_id, lists_held, report)
+    except NotFoundError:
+        report.skipped.append(f"backup {backup_id}: expired from the source while copying")
+        return
+    except ChecksumError as exc:
+        report.skipped.append(f"backup {backup_id}: {exc}")
+        return
     key = layout.manifest_key(cluster, backup_id)
     try:
         written = _copy_object(source, target, key, summary)
@@ -232,6 +248,30 @@ def _copy_backup(source: Storage, target: Storage, cluster: str, backup_id: str,
     if written:
         report.backups_copied += 1
         report.bytes_copied += written
+
+
+def _copy_lists(source: Storage, target: Storage, cluster: str, backup_id: str, held: set[str],
+                report: CopyReport) -> None:
+    """Copy the block lists the backup refers to that the target lacks, each checked against
+    its id before it is written. NotFoundError when the backup or a list is gone from the
+    source, ChecksumError when the manifest or a list is damaged there."""
+    manifest = read_manifest(source, cluster, backup_id)
+    for entry in manifest.entries():
+        if entry.list_id is None:
+            continue
+        hex_id = entry.list_id.hex()
+        if hex_id in held:
+            continue
+        key = layout.list_key(cluster, hex_id)
+        if not target.exists(key):
+            data = source.get(key)
+            if list_id(data) != entry.list_id:
+                raise ChecksumError(f"{key}: the source's block list fails its checksum (damaged); "
+                                    "the backup was not copied")
+            if target.put_if_absent(key, data):
+                report.lists_copied += 1
+                report.bytes_copied += len(data)
+        held.add(hex_id)
 
 
 def _own_wal(summary: BackupSummary, segment_size: int) -> list[str]:

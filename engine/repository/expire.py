@@ -1,10 +1,14 @@
 """``expire``: apply retention, then collect garbage.
 
 Order matters for crash safety: expired manifests are removed first (a backup is gone
-the moment its manifest is), then packs that no remaining manifest references (mark
-and sweep, sparing packs younger than the grace period), then WAL that no kept backup
-needs. A crash at any point leaves orphans for the next run, never a manifest that
-references something missing.
+the moment its manifest is), then packs and block lists that no remaining manifest
+references (mark and sweep, sparing objects younger than the grace period), then WAL
+that no kept backup needs. A crash at any point leaves orphans for the next run, never
+a manifest that references something missing.
+
+Packs are marked from the kept backups' summaries (each lists every pack its blocks are
+in); block lists from the kept manifests' entries, streamed: memory holds the ids of
+the lists kept, not the manifests.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from engine.config.schema import Config
 from engine.errors import LifeboatError
 from engine.repository import clusterinfo, layout
 from engine.repository.locks import cluster_lock
-from engine.repository.manifest import BackupSummary, list_backup_ids, read_summary
+from engine.repository.manifest import BackupSummary, list_backup_ids, read_manifest, read_summary
 from engine.repository.retention import ExpirePlan, plan
 from engine.repository.storage import Storage
 from engine.wal import names as wal
@@ -28,6 +32,8 @@ class ExpireReport:
     plan: ExpirePlan
     packs_removed: list[str] = field(default_factory=list)
     pack_bytes: int = 0
+    lists_removed: int = 0
+    list_bytes: int = 0
     abandoned_removed: int = 0
     wal_removed: list[str] = field(default_factory=list)
     wal_bytes: int = 0
@@ -41,6 +47,7 @@ class ExpireReport:
             "kept": [{"id": b.id, "type": b.type, "reason": self.plan.reasons.get(b.id, "")}
                      for b in self.plan.keep],
             "packs_removed": len(self.packs_removed), "pack_bytes": self.pack_bytes,
+            "lists_removed": self.lists_removed, "list_bytes": self.list_bytes,
             "abandoned_removed": self.abandoned_removed,
             "wal_removed": len(self.wal_removed), "wal_bytes": self.wal_bytes,
             "notices": self.notices,
@@ -80,6 +87,7 @@ def run_locked(config: Config, cluster: str, storage: Storage, dry_run: bool = F
             "so what they reference is unknown (run verify)")
     else:
         _collect_packs(storage, cluster, decided.keep, rules.gc_grace, now, report)
+        _collect_lists(storage, cluster, decided.keep, rules.gc_grace, now, report)
     if decided.wal_before_segno is not None:
         _remove_wal(storage, cluster, decided.wal_before_segno, segment_size, report)
     return report
@@ -99,6 +107,29 @@ def _collect_packs(storage: Storage, cluster: str, keep: list[BackupSummary], gr
             storage.delete(key)
     if not report.dry_run:
         report.abandoned_removed = storage.remove_abandoned(layout.packs_prefix(cluster), grace)
+
+
+def _collect_lists(storage: Storage, cluster: str, keep: list[BackupSummary], grace: float,
+                   now: float, report: ExpireReport) -> None:
+    """Mark every block list a kept manifest refers to; sweep the others past the grace period."""
+    marked: set[str] = set()
+    for backup in keep:
+        try:
+            manifest = read_manifest(storage, cluster, backup.id)
+            marked.update(e.list_id.hex() for e in manifest.entries() if e.list_id is not None)
+        except LifeboatError as exc:
+            report.notices.append(f"block lists not collected: the manifest of {backup.id} cannot be "
+                                  f"read ({exc}), so the lists it needs are unknown (run verify)")
+            return
+    for key in storage.list(layout.lists_prefix(cluster)):
+        if key.rsplit("/", 1)[-1] in marked or now - storage.mtime(key) < grace:
+            continue
+        report.lists_removed += 1
+        report.list_bytes += storage.size(key)
+        if not report.dry_run:
+            storage.delete(key)
+    if not report.dry_run:
+        report.abandoned_removed += storage.remove_abandoned(layout.lists_prefix(cluster), grace)
 
 
 def _remove_wal(storage: Storage, cluster: str, before_segno: int, segment_size: int,

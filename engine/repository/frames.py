@@ -7,20 +7,20 @@ from collections.abc import Iterator
 
 from engine.errors import ChecksumError, RestoreError, StorageError
 from engine.repository import layout
+from engine.repository.blocklist import BlockRef
 from engine.repository.codec import RAW, decompress
-from engine.repository.manifest import BlockRef
 from engine.repository.storage import Storage
 
 READ_BYTES = 8 * 1024 * 1024  # neighbouring frames are read together up to this much
 
 Numbered = list[tuple[int, BlockRef]]
-FrameKey = tuple[int, int]  # pack index, offset
+FrameKey = tuple[str, int]  # pack id, offset
 
 
 class FrameReader:
-    def __init__(self, storage: Storage, cluster: str, packs: list[str], frame_limit: int) -> None:
+    def __init__(self, storage: Storage, cluster: str, frame_limit: int) -> None:
         self._storage = storage
-        self._pack_keys = [layout.pack_key(cluster, p) for p in packs]
+        self._cluster = cluster
         self._frame_limit = frame_limit
 
     def blocks(self, path: str, numbered: Numbered) -> Iterator[tuple[int, memoryview]]:
@@ -85,7 +85,8 @@ class FrameReader:
             wanted.append((key, key[1], stored))
             end += stored
         try:
-            data = memoryview(self._storage.read_range(self._pack_keys[pack], base, end - base))
+            where = layout.pack_key(self._cluster, pack)
+            data = memoryview(self._storage.read_range(where, base, end - base))
         except StorageError as exc:
             raise RestoreError(f"cannot read blocks of {path}: {exc}") from None
         for key, offset, stored in wanted:
@@ -96,12 +97,12 @@ class FrameReader:
         number, head = numbered[first]
         if layout.frame_checksum(stored) != head.frame_digest:
             raise _damaged(path, [(n, r) for n, r in numbered if (r.pack, r.offset) == key],
-                           stored, self._pack_keys[key[0]])
-        what = f"{path} block {number} (pack {self._pack_keys[key[0]].rsplit('/', 1)[-1]})"
+                           stored, key[0])
+        what = f"{path} block {number} (pack {key[0]})"
         return memoryview(decompress(head.codec, stored, None, what, limit=self._frame_limit))
 
 
-def _damaged(path: str, members: Numbered, stored: memoryview, key: str) -> ChecksumError:
+def _damaged(path: str, members: Numbered, stored: memoryview, pack: str) -> ChecksumError:
     """Name what is damaged in a frame that failed its checksum: the very block when the
     frame is stored raw, else the blocks of this file the frame holds."""
     numbers = sorted(n for n, _ in members)
@@ -111,5 +112,5 @@ def _damaged(path: str, members: Numbered, stored: memoryview, key: str) -> Chec
             if layout.block_id(stored[ref.skip:ref.skip + ref.raw]) != ref.digest:
                 culprit = f"block {number}"
                 break
-    return ChecksumError(f"{path} {culprit} (pack {key.rsplit('/', 1)[-1]}): checksum "
+    return ChecksumError(f"{path} {culprit} (pack {pack}): checksum "
                          "mismatch, the stored data is damaged; refusing to restore it")

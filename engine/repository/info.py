@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import ClusterSetupError, LifeboatError
+from engine.errors import ClusterSetupError, FormatError, LifeboatError
 from engine.repository import clusterinfo
 from engine.repository.manifest import BackupSummary, list_backup_ids, read_summary
 from engine.repository.storage import Storage
@@ -15,6 +15,7 @@ BACKUP_FIELDS = (
     "id", "type", "started_at", "finished_at", "start_lsn", "stop_lsn", "timeline",
     "start_wal", "stop_wal", "size_bytes", "stored_bytes", "file_count", "block_count",
     "compression", "block_size", "pg_version", "system_identifier", "base", "reused_bytes",
+    "lists_written", "list_bytes",
     "page_checksums", "corrupt_pages", "corrupt_files", "ratios", "compression_changes",
 )
 
@@ -60,6 +61,8 @@ def cluster_report(storage: Storage, cluster: str, with_archive: bool = True) ->
     report = ClusterReport(cluster)
     try:
         report.info = clusterinfo.read(storage, cluster)
+    except FormatError:
+        raise  # another Lifeboat's repository: refused, not shown as uninitialised
     except ClusterSetupError as exc:
         report.status = f"not initialised ({exc})"
         return report

@@ -7,7 +7,8 @@
     clusters/<cluster>/wal/<TLI+LOG>/<segment> archived segments (.partial, .backup too)
     clusters/<cluster>/wal/history/<TLI>.history
     clusters/<cluster>/backups/<id>.manifest   a backup exists iff its manifest does
-    clusters/<cluster>/packs/<xx>/<pack>        compressed blocks, content-addressed
+    clusters/<cluster>/packs/<xx>/<pack>        compressed frames of blocks
+    clusters/<cluster>/lists/<xx>/<sha256>      block lists of files, content-addressed
     clusters/<cluster>/restore-points/<name>.json
 """
 
@@ -38,7 +39,6 @@ def block_id(data: bytes | bytearray | memoryview) -> bytes:
 def frame_checksum(data: bytes | bytearray | memoryview) -> bytes:
     """The full SHA-256 of a stored frame: what restore and verify check it against."""
     return hashlib.sha256(data).digest()
-
 
 
 def cluster_prefix(cluster: str) -> str:
@@ -84,6 +84,15 @@ def pack_key(cluster: str, pack_id: str) -> str:
 
 def packs_prefix(cluster: str) -> str:
     return f"{cluster_prefix(cluster)}/packs"
+
+
+def list_key(cluster: str, list_id: str) -> str:
+    """Key of a block list: ``list_id`` is the hex SHA-256 of its bytes."""
+    return f"{cluster_prefix(cluster)}/lists/{list_id[:2]}/{list_id}"
+
+
+def lists_prefix(cluster: str) -> str:
+    return f"{cluster_prefix(cluster)}/lists"
 
 
 def restore_points_prefix(cluster: str) -> str:

@@ -1,18 +1,28 @@
-"""Backup manifests: the list of every file of a backup and where its blocks are.
+"""Backup manifests: every file of a backup, and for each the block list that says where
+its blocks are.
 
 A manifest is one object, written last: a backup without a manifest does not exist.
 Layout::
 
-    LIFEBOAT-MANIFEST 1 <summary length> <sha256 of summary>\\n
-    <summary: one line of JSON, ending in \\n>
+    LIFEBOAT-MANIFEST <format> <summary length> <sha256 of summary>\n
+    <summary: one line of JSON, ending in \n>
     <body: zstd-compressed JSON lines, one per file, in path order>
 
 The summary (what ``info`` shows) can be read without the body and carries the
-body's length and SHA-256, so a damaged manifest is always detected.
+body's length and SHA-256, so a damaged manifest is always detected. It lists every
+pack the backup's blocks are in, so garbage collection and copies need only summaries
+to know the packs.
+
+A file's blocks are in a block list (:mod:`engine.repository.blocklist`): a shared,
+content-addressed object named by its SHA-256 (``"L"``, with ``"P"``: the places in
+the summary's pack list of the packs that list uses, so a later backup can take the
+entry over without reading the list), or, for a small file, the list itself inline
+(``"i"``, base64). An unchanged file thus costs a backup one short line.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import io
@@ -25,33 +35,15 @@ from typing import Any
 import zstandard
 
 from engine.errors import ChecksumError, NotFoundError
-from engine.repository import layout
+from engine.repository import formats, layout
+from engine.repository.blocklist import BlockList
 from engine.repository.storage import Storage
 
-FORMAT = 1
+FORMAT = formats.MANIFEST
 MAGIC = b"LIFEBOAT-MANIFEST"
 CHUNK = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class BlockRef:
-    """One block of a file: its SHA-256 (its identity) and where it is stored.
-
-    Blocks are compressed in frames of consecutive blocks: the frame is the ``stored``
-    bytes at ``offset`` in pack number ``pack``, compressed with ``codec``, whose
-    SHA-256 is ``frame_digest``; this block is the ``raw`` bytes at ``skip`` in the
-    decompressed frame. Checking the stored frame proves the block as well as
-    re-hashing it would (decompression is exact) at a twentieth of the cost.
-    """
-
-    digest: bytes
-    pack: int
-    offset: int
-    stored: int
-    raw: int
-    codec: int
-    skip: int
-    frame_digest: bytes
+SPOOL_BYTES = 1 << 20  # a manifest body larger than this is spooled to disk
+READ_BUFFER = 64 * 1024  # entries are read in pieces of this much (decompressed)
 
 
 @dataclass(slots=True)
@@ -62,32 +54,28 @@ class FileEntry:
     size: int = 0
     mtime: float = 0.0
     target: str | None = None
-    blocks: list[BlockRef] = field(default_factory=list)
+    list_id: bytes | None = None  # SHA-256 of its stored block list, or:
+    inline: bytes | None = None  # its block list itself (small files)
+    packs: tuple[int, ...] = ()  # with list_id: places in the summary's packs of the list's packs
     corrupt_pages: list[int] = field(default_factory=list)  # failed their PostgreSQL checksum
 
-    def encode(self, block_size: int) -> bytes:
-        """One JSON line. A file's blocks are its block ids (hex, concatenated) and runs:
-        ``[pack, offset, stored, codec, frame sha256 or "", count, first skip]`` says that
-        the next ``count`` blocks are consecutive blocks of that frame. Raw sizes follow
-        from the file's size, so a block costs its 16-byte id and little else."""
+    @property
+    def list_key(self) -> bytes | None:
+        """What identifies its block list, stored or inline (None: an empty file)."""
+        if self.list_id is not None:
+            return self.list_id
+        return hashlib.sha256(self.inline).digest() if self.inline is not None else None
+
+    def encode(self) -> bytes:
         item: dict[str, Any] = {"p": self.path, "k": self.kind[0], "m": self.mode}
         if self.kind == "file":
             item["s"] = self.size
             item["t"] = self.mtime
-            item["d"] = b"".join(b.digest for b in self.blocks).hex()
-            runs: list[list[Any]] = []
-            seen_frame = None
-            for b in self.blocks:
-                last = runs[-1] if runs else None
-                if last is not None and (last[0], last[1]) == (b.pack, b.offset) and \
-                        b.skip == last[6] + last[5] * block_size:
-                    last[5] += 1
-                    continue
-                frame = (b.pack, b.offset)
-                runs.append([b.pack, b.offset, b.stored, b.codec,
-                             "" if frame == seen_frame else b.frame_digest.hex(), 1, b.skip])
-                seen_frame = frame
-            item["r"] = runs
+            if self.list_id is not None:
+                item["L"] = self.list_id.hex()
+                item["P"] = list(self.packs)
+            elif self.inline is not None:
+                item["i"] = base64.b64encode(self.inline).decode()
             if self.corrupt_pages:
                 item["c"] = self.corrupt_pages
         elif self.kind == "link":
@@ -95,26 +83,16 @@ class FileEntry:
         return json.dumps(item, separators=(",", ":")).encode() + b"\n"
 
     @classmethod
-    def decode(cls, line: bytes, block_size: int) -> FileEntry:
+    def decode(cls, line: bytes) -> FileEntry:
         item = json.loads(line)
         kind = {"f": "file", "d": "dir", "l": "link"}[item["k"]]
+        list_id = bytes.fromhex(item["L"]) if "L" in item else None
+        inline = base64.b64decode(item["i"], validate=True) if "i" in item else None
         size = item.get("s", 0)
-        blocks: list[BlockRef] = []
-        if kind == "file":
-            ids = bytes.fromhex(item["d"])
-            width = layout.BLOCK_ID_BYTES
-            frame_digest = b""
-            for pack, offset, stored, codec, digest_hex, count, skip in item["r"]:
-                frame_digest = bytes.fromhex(digest_hex) if digest_hex else frame_digest
-                for n in range(count):
-                    index = len(blocks)
-                    raw = min(block_size, size - index * block_size)
-                    blocks.append(BlockRef(ids[index * width:(index + 1) * width], pack, offset,
-                                           stored, raw, codec, skip + n * block_size, frame_digest))
-            if len(blocks) * width != len(ids) or sum(b.raw for b in blocks) != size:
-                raise ValueError(f"{item['p']}: block list does not match the file's size")
-        return cls(item["p"], kind, item["m"], size, item.get("t", 0.0), item.get("l"), blocks,
-                   item.get("c", []))
+        if kind == "file" and (size > 0) != ((list_id is None) != (inline is None)):
+            raise ValueError(f"{item['p']}: a file of {size} bytes needs exactly one block list")
+        return cls(item["p"], kind, item["m"], size, item.get("t", 0.0), item.get("l"), list_id,
+                   inline, tuple(item.get("P", ())), item.get("c", []))
 
 
 @dataclass
@@ -148,6 +126,8 @@ class BackupSummary:
     packs: list[str]
     base: str | None = None
     reused_bytes: int = 0
+    lists_written: int = 0  # block list objects this backup added to the repository
+    list_bytes: int = 0
     page_checksums: bool = False  # the cluster's pages were checked while read
     corrupt_pages: int = 0
     corrupt_files: list[str] = field(default_factory=list)
@@ -170,9 +150,8 @@ class BackupSummary:
 class ManifestWriter:
     """Collects file entries (in path order) into a compressed body spooled to disk."""
 
-    def __init__(self, block_size: int) -> None:
-        self._block_size = block_size
-        self._spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115
+    def __init__(self) -> None:
+        self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
         self._compressor = zstandard.ZstdCompressor(level=3).compressobj()
         self._hash = hashlib.sha256()
         self._bytes = 0
@@ -184,7 +163,7 @@ class ManifestWriter:
             self._bytes += len(chunk)
 
     def add(self, entry: FileEntry) -> None:
-        self._emit(self._compressor.compress(entry.encode(self._block_size)))
+        self._emit(self._compressor.compress(entry.encode()))
 
     def finish(self, summary: BackupSummary) -> Iterator[bytes]:
         """The whole manifest object as chunks (never whole in memory), with the body's
@@ -209,8 +188,15 @@ class ManifestWriter:
 def _parse_first_line(data: bytes, key: str) -> tuple[int, int, str]:
     end = data.find(b"\n")
     fields = data[:end].split(b" ") if end > 0 else []
-    if len(fields) != 4 or fields[0] != MAGIC:
+    if len(fields) < 2 or fields[0] != MAGIC:
         raise ChecksumError(f"{key}: not a Lifeboat manifest (damaged header)")
+    try:
+        found: object = int(fields[1])
+    except ValueError:
+        found = fields[1].decode(errors="replace")
+    formats.check(f"manifest {key}", found, FORMAT)
+    if len(fields) != 4:
+        raise ChecksumError(f"{key}: damaged manifest header")
     try:
         return end + 1, int(fields[2]), fields[3].decode()
     except ValueError:
@@ -246,17 +232,56 @@ class Manifest:
     storage: Storage
     key: str
     body_offset: int
+    _pack_set: frozenset[str] | None = None
+
+    def block_list(self, entry: FileEntry) -> BlockList:
+        """The checked block list of a file entry: stored (its SHA-256 must be its id) or
+        inline, for the entry's size and the backup's block size, naming only packs the
+        entry (and so the summary) lists. NotFoundError when a stored list is missing,
+        ChecksumError when it is damaged or disagrees with the manifest."""
+        if entry.inline is not None:
+            what = f"{self.key} file {entry.path} (inline list)"
+            blocks = BlockList(entry.inline, what)
+            if self._pack_set is None:
+                self._pack_set = frozenset(self.summary.packs)
+            allowed: frozenset[str] | set[str] = self._pack_set
+        elif entry.list_id is not None:
+            key = layout.list_key(self.summary.cluster, entry.list_id.hex())
+            what = f"block list {key} (file {entry.path})"
+            try:
+                data = self.storage.get(key)
+            except NotFoundError:
+                raise NotFoundError(f"{what} is missing from the repository") from None
+            if hashlib.sha256(data).digest() != entry.list_id:
+                raise ChecksumError(f"{what}: checksum mismatch, the stored list is damaged")
+            blocks = BlockList(data, what)
+            try:
+                allowed = {self.summary.packs[i] for i in entry.packs}
+            except (IndexError, TypeError):
+                raise ChecksumError(f"{self.key} file {entry.path}: its pack numbers are not in the "
+                                    "summary's pack list (damaged manifest)") from None
+        else:
+            raise ChecksumError(f"{self.key} file {entry.path}: no block list (damaged manifest)")
+        if blocks.size != entry.size or blocks.block_size != self.summary.block_size:
+            raise ChecksumError(f"{what}: holds {blocks.size} bytes in blocks of {blocks.block_size}, "
+                                f"but the manifest says {entry.size} bytes in blocks of "
+                                f"{self.summary.block_size}")
+        stray = [p for p in blocks.packs if p not in allowed]
+        if stray:
+            raise ChecksumError(f"{what}: names pack {stray[0]}, which the manifest does not list "
+                                "for it (damaged or inconsistent)")
+        return blocks
 
     def entries(self) -> Iterator[FileEntry]:
         with self.storage.open_stream(self.key) as stream:
             stream.read(self.body_offset)
             reader = zstandard.ZstdDecompressor().stream_reader(stream)
-            for number, line in enumerate(io.BufferedReader(reader, buffer_size=CHUNK), 1):
+            for number, line in enumerate(io.BufferedReader(reader, buffer_size=READ_BUFFER), 1):
                 try:
-                    entry = FileEntry.decode(line, self.summary.block_size)
+                    entry = FileEntry.decode(line)
                 except (ValueError, KeyError, TypeError) as exc:
                     raise ChecksumError(f"{self.key}: entry {number} is unreadable ({exc}); "
-                                        "the manifest is damaged or of another format") from None
+                                        "the manifest is damaged") from None
                 yield entry
 
 

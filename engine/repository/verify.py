@@ -1,34 +1,44 @@
-"""Verification: every manifest, every block the manifests reference, and the WAL each
-backup needs to reach the end of the archive; each missing or damaged item is named.
+"""Verification: every manifest, every block list and block the manifests reference, and
+the WAL each backup needs to reach the end of the archive; each missing or damaged item
+is named, with the backups it breaks.
 
-Every stored frame is read once, however many backups refer to it, checked against its
-SHA-256, decompressed, and each of its blocks re-hashed. WAL segments are decoded
-(SHA-256 and decompression). ``since_last`` skips packs and segments a previous verify
-already proved: both are immutable once written, so what changed since is what is new.
+Backups are read oldest first. Each block list is read and checked once, however many
+backups share it; each stored frame is read once, however many lists refer to it,
+checked against its SHA-256, decompressed, and the blocks of the list that first
+reached it re-hashed. WAL segments are decoded (SHA-256 and decompression).
+``since_last`` skips packs, stored lists and segments a previous verify already proved:
+all are immutable once written, so what changed since is what is new.
+
+Memory holds what has been checked (a few bytes per frame and per list), never every
+block: lists are checked by worker threads, a bounded number at a time.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from engine.errors import ChecksumError, LifeboatError, NotFoundError, UsageError
-from engine.repository import clusterinfo, layout
+from engine.repository import clusterinfo, formats, layout
+from engine.repository.blocklist import BlockList, Frame
 from engine.repository.codec import decompress
-from engine.repository.manifest import Manifest, list_backup_ids, read_manifest
+from engine.repository.manifest import FileEntry, Manifest, list_backup_ids, read_manifest
 from engine.repository.storage import Storage
 from engine.wal import archive, timelines
 from engine.wal.names import history_name, parse_lsn, segment_before_lsn, segment_name, segment_of_lsn
 
-READ_BYTES = 8 * 1024 * 1024
+READ_BYTES = 4 * 1024 * 1024  # neighbouring frames read at once: one such buffer per thread
+_UNSEEN = object()
 
 
 @dataclass
 class Problem:
-    kind: str  # manifest, pack, block, wal or history
+    kind: str  # manifest, list, pack, block, wal or history
     item: str
     detail: str
 
@@ -41,11 +51,13 @@ class VerifyReport:
     cluster: str
     mode: str
     backups: int = 0
+    lists: int = 0
     frames: int = 0
     blocks: int = 0
     bytes: int = 0
     wal_segments: int = 0
     skipped_packs: int = 0
+    skipped_lists: int = 0
     skipped_wal: int = 0
     seconds: float = 0.0
     problems: list[Problem] = field(default_factory=list)
@@ -59,87 +71,210 @@ class VerifyReport:
 
 
 @dataclass
-class _Frame:
-    stored: int
-    digest: bytes
-    codec: int
-    where: str  # the first reference, to name it
-    blocks: dict[tuple[int, int], bytes] = field(default_factory=dict)  # (skip, raw) -> digest
+class _ListResult:
+    packs: frozenset[str] = frozenset()
+    problems: list[Problem] = field(default_factory=list)
+    frames: int = 0
+    blocks: int = 0
+    bytes: int = 0
+    bad_packs: set[str] = field(default_factory=set)
 
 
-def _collect(manifests: list[Manifest], report: VerifyReport) -> dict[str, dict[int, _Frame]]:
-    """Every frame the manifests reference, per pack, each once."""
-    packs: dict[str, dict[int, _Frame]] = {}
-    for manifest in manifests:
-        for entry in manifest.entries():
-            for number, ref in enumerate(entry.blocks):
-                pack_id = manifest.summary.packs[ref.pack]
-                frames = packs.setdefault(pack_id, {})
-                frame = frames.get(ref.offset)
-                if frame is None:
-                    where = f"backup {manifest.summary.id} file {entry.path} block {number}"
-                    frame = frames[ref.offset] = _Frame(ref.stored, ref.frame_digest, ref.codec, where)
-                elif (frame.stored, frame.digest) != (ref.stored, ref.frame_digest):
-                    report.problems.append(Problem(
-                        "manifest", f"backup {manifest.summary.id} file {entry.path}",
-                        f"block {number} disagrees with {frame.where} about pack {pack_id} "
-                        f"offset {ref.offset}"))
-                frame.blocks[(ref.skip, ref.raw)] = ref.digest
-    return packs
+@dataclass
+class _Broken:
+    """A list that cannot be read, and the backups whose files need it."""
+
+    problem: Problem
+    backups: dict[str, str] = field(default_factory=dict)  # backup -> a file of it
 
 
-def _check_pack(storage: Storage, cluster: str, pack_id: str, frames: dict[int, _Frame],
-                frame_limit: int) -> tuple[list[Problem], int, int]:
-    """Problems found in one pack, blocks checked, bytes checked."""
-    key = layout.pack_key(cluster, pack_id)
-    problems: list[Problem] = []
-    blocks = checked = 0
-    offsets = sorted(frames)
-    i = 0
-    while i < len(offsets):
-        j = i + 1
-        while j < len(offsets) and offsets[j] == offsets[j - 1] + frames[offsets[j - 1]].stored \
-                and offsets[j] + frames[offsets[j]].stored - offsets[i] <= READ_BYTES:
-            j += 1
-        start = offsets[i]
+class _Checker:
+    """Checks block lists and their frames, each once, on a pool of threads."""
+
+    def __init__(self, storage: Storage, cluster: str, proven_packs: set[str],
+                 proven_lists: set[str], frame_limit: int, report: VerifyReport,
+                 progress: Callable[[int], None] | None, jobs: int) -> None:
+        self._storage = storage
+        self._cluster = cluster
+        self._proven_packs = proven_packs
+        self._proven_lists = proven_lists
+        self._frame_limit = frame_limit
+        self._report = report
+        self._progress = progress
+        self._limit = 4 * jobs
+        self._lock = threading.Lock()
+        self._checked: set[tuple[str, int]] = set()  # frames read by some list
+        self._missing: set[str] = set()  # packs found missing
+        self._seen: dict[bytes, frozenset[str] | _Broken | None] = {}  # None: being checked
+        self._waiting: dict[bytes, dict[str, str]] = {}  # backups referring to a list being checked
+        self._in_flight: deque[tuple[bytes, bool, Future[_ListResult]]] = deque()
+        self._interned: dict[frozenset[str], frozenset[str]] = {}
+        self._packs_of: tuple[str, frozenset[str]] = ("", frozenset())  # the last manifest's packs
+        self.proven: set[str] = set()  # stored lists found sound
+        self.bad_packs: set[str] = set()
+
+    def add(self, pool: ThreadPoolExecutor, manifest: Manifest, entry: FileEntry) -> None:
+        key = entry.list_key
+        if key is None:
+            return
+        backup = manifest.summary.id
+        seen = self._seen.get(key, _UNSEEN)
+        if seen is _UNSEEN:
+            if entry.list_id is not None and key.hex() in self._proven_lists:
+                self._seen[key] = frozenset()
+                self._report.skipped_lists += 1
+                self.proven.add(key.hex())
+                return
+            self._seen[key] = None
+            self._waiting[key] = {backup: entry.path}
+            self._in_flight.append((key, entry.list_id is not None,
+                                    pool.submit(self._check_list, manifest, entry)))
+            while len(self._in_flight) > self._limit:
+                self._collect(*self._in_flight.popleft())
+        elif seen is None:
+            self._waiting[key].setdefault(backup, entry.path)
+        elif isinstance(seen, _Broken):
+            seen.backups.setdefault(backup, entry.path)
+        elif seen:
+            stray = sorted(seen - self._allowed(manifest, entry))
+            if stray:
+                self._report.problems.append(Problem(
+                    "manifest", f"backup {backup} file {entry.path}",
+                    f"its block list uses pack {stray[0]}, which the manifest does not list for it"))
+
+    def _allowed(self, manifest: Manifest, entry: FileEntry) -> frozenset[str]:
+        """The packs the manifest lists for the entry's block list."""
+        packs = manifest.summary.packs
+        if entry.list_id is not None:
+            return frozenset(packs[i] for i in entry.packs if i < len(packs))
+        if self._packs_of[0] != manifest.summary.id:
+            self._packs_of = (manifest.summary.id, frozenset(packs))
+        return self._packs_of[1]
+
+    def finish(self) -> None:
+        while self._in_flight:
+            self._collect(*self._in_flight.popleft())
+        for seen in self._seen.values():
+            if isinstance(seen, _Broken):
+                files = ", ".join(f"{b} ({f})" for b, f in sorted(seen.backups.items()))
+                seen.problem.detail += f"; backups it breaks: {files}"
+
+    def _collect(self, key: bytes, stored: bool, future: Future[_ListResult]) -> None:
+        result = future.result()
+        report = self._report
+        report.frames += result.frames
+        report.blocks += result.blocks
+        report.bytes += result.bytes
+        self.bad_packs |= result.bad_packs
+        if self._progress is not None:
+            self._progress(result.bytes)
+        waiting = self._waiting.pop(key)
+        list_problems = [p for p in result.problems if p.kind == "list"]
+        report.problems.extend(result.problems)
+        if list_problems:
+            self._seen[key] = _Broken(list_problems[0], waiting)
+            return
+        self._seen[key] = self._interned.setdefault(result.packs, result.packs)
+        if stored:
+            report.lists += 1
+            if not result.problems:
+                self.proven.add(key.hex())
+
+    def _check_list(self, manifest: Manifest, entry: FileEntry) -> _ListResult:
+        """Read and check one list, then the frames of it no other list has claimed."""
+        where = f"backup {manifest.summary.id} file {entry.path}"
         try:
-            data = memoryview(storage.read_range(
-                key, start, offsets[j - 1] + frames[offsets[j - 1]].stored - start))
-        except NotFoundError:
-            first = frames[offsets[i]]
-            return [Problem("pack", pack_id, f"missing from the repository ({first.where} and "
-                            f"{sum(len(f.blocks) for f in frames.values()) - 1} more blocks "
-                            "are in it)")], 0, 0
+            blocks = manifest.block_list(entry)
         except LifeboatError as exc:
-            problems.append(Problem("pack", pack_id, str(exc)))
-            i = j
-            continue
-        for offset in offsets[i:j]:
-            frame = frames[offset]
-            stored = data[offset - start:offset - start + frame.stored]
-            if layout.frame_checksum(stored) != frame.digest:
-                problems.append(Problem("block", frame.where, f"pack {pack_id} offset {offset}: "
-                                        "checksum mismatch, the stored data is damaged"))
-                continue
+            item = (layout.list_key(self._cluster, entry.list_id.hex()) if entry.list_id is not None
+                    else f"{where} (inline list)")
+            return _ListResult(problems=[Problem("list", item, str(exc))])
+        result = _ListResult(packs=frozenset(blocks.packs))
+        with self._lock:
+            todo = {f for f in blocks.frames if (f.pack, f.offset) not in self._checked
+                    and f.pack not in self._proven_packs}
+            self._checked.update((f.pack, f.offset) for f in todo)
+        if not todo:
+            return result
+        claims: dict[Frame, list[tuple[int, int, int]]] = {}
+        for frame, first, count, skip in blocks.segments():
+            if frame in todo:
+                claims.setdefault(frame, []).append((first, count, skip))
+        by_pack: dict[str, list[Frame]] = {}
+        for frame in todo:
+            by_pack.setdefault(frame.pack, []).append(frame)
+        for pack, frames in sorted(by_pack.items()):
+            frames.sort(key=lambda f: f.offset)
+            self._check_frames(pack, frames, blocks, claims, where, result)
+        return result
+
+    def _check_frames(self, pack: str, frames: list[Frame], blocks: BlockList,
+                      claims: dict[Frame, list[tuple[int, int, int]]], where: str,
+                      result: _ListResult) -> None:
+        key = layout.pack_key(self._cluster, pack)
+        i = 0
+        while i < len(frames):
+            j = i + 1
+            while j < len(frames) and frames[j].offset == frames[j - 1].offset + frames[j - 1].stored \
+                    and frames[j].offset + frames[j].stored - frames[i].offset <= READ_BYTES:
+                j += 1
+            start = frames[i].offset
             try:
-                content = memoryview(decompress(frame.codec, stored, None, frame.where,
-                                                limit=frame_limit))
-            except ChecksumError as exc:
-                problems.append(Problem("block", frame.where, str(exc)))
+                data = memoryview(self._storage.read_range(
+                    key, start, frames[j - 1].offset + frames[j - 1].stored - start))
+            except NotFoundError:
+                result.bad_packs.add(pack)
+                with self._lock:
+                    first_report = pack not in self._missing
+                    self._missing.add(pack)
+                if first_report:
+                    result.problems.append(Problem("pack", pack, f"missing from the repository "
+                                                   f"({where} is in it)"))
+                return
+            except LifeboatError as exc:
+                result.bad_packs.add(pack)
+                result.problems.append(Problem("pack", pack, str(exc)))
+                i = j
                 continue
-            for (skip, raw), digest in frame.blocks.items():
-                blocks += 1
-                checked += raw
-                if layout.block_id(content[skip:skip + raw]) != digest:
-                    problems.append(Problem("block", frame.where, f"pack {pack_id} offset "
-                                            f"{offset}: a block at {skip} fails its SHA-256"))
-        i = j
-    return problems, blocks, checked
+            for frame in frames[i:j]:
+                self._check_frame(frame, data[frame.offset - start:frame.offset - start + frame.stored],
+                                  blocks, claims[frame], where, result)
+            del data  # before the next read: one range in memory per thread
+            i = j
+
+    def _check_frame(self, frame: Frame, stored: memoryview, blocks: BlockList,
+                     claims: list[tuple[int, int, int]], where: str, result: _ListResult) -> None:
+        result.frames += 1
+        first = claims[0][0]
+        what = f"{where} block {first}"
+        if layout.frame_checksum(stored) != frame.digest:
+            result.bad_packs.add(frame.pack)
+            result.problems.append(Problem("block", what, f"pack {frame.pack} offset {frame.offset}: "
+                                           "checksum mismatch, the stored data is damaged"))
+            return
+        try:
+            content = memoryview(decompress(frame.codec, stored, None, what, limit=self._frame_limit))
+        except ChecksumError as exc:
+            result.bad_packs.add(frame.pack)
+            result.problems.append(Problem("block", what, str(exc)))
+            return
+        size = blocks.block_size
+        for number, count, skip in claims:
+            for k in range(number, number + count):
+                raw = blocks.raw(k)
+                result.blocks += 1
+                result.bytes += raw
+                if layout.block_id(content[skip:skip + raw]) != blocks.block_id(k):
+                    result.bad_packs.add(frame.pack)
+                    result.problems.append(Problem(
+                        "block", f"{where} block {k}",
+                        f"pack {frame.pack} offset {frame.offset}: the block at {skip} fails its SHA-256"))
+                skip += size
 
 
 def _check_segment(storage: Storage, cluster: str, name: str) -> Problem | None:
     try:
-        archive.decode(storage.get(layout.wal_key(cluster, name)), name)
+        archive.check(storage, cluster, name)
     except NotFoundError:
         return Problem("wal", name, "missing from the archive")
     except LifeboatError as exc:
@@ -187,31 +322,26 @@ def run(storage: Storage, cluster: str, backup_id: str | None = None, since_last
         except LifeboatError as exc:
             report.problems.append(Problem("manifest", each, str(exc)))
     report.backups = len(ids)
-    state = _read_state(storage, cluster) if since_last else {"packs": [], "wal": []}
+    state = _read_state(storage, cluster) if since_last else {"packs": [], "lists": [], "wal": []}
     proven_packs, proven_wal = set(state["packs"]), set(state["wal"])
-    packs = _collect(manifests, report)
+    referenced = {p for m in manifests for p in m.summary.packs}
+    report.skipped_packs = len(referenced & proven_packs)
     frame_limit = max((max(m.summary.frame_size, m.summary.block_size) for m in manifests),
                       default=1 << 20)
-    todo = {p: f for p, f in packs.items() if p not in proven_packs}
-    report.skipped_packs = len(packs) - len(todo)
     needed = _wal_needed(storage, cluster, manifests, info.wal_segment_size, report)
     wal_todo = [n for n in sorted(needed) if n not in proven_wal]
     report.skipped_wal = len(needed) - len(wal_todo)
-    bad_packs: set[str] = set()
+    checker = _Checker(storage, cluster, proven_packs, set(state["lists"]), frame_limit, report,
+                       progress, jobs)
     with ThreadPoolExecutor(jobs, thread_name_prefix="lifeboat-verify") as pool:
-        pack_results = {p: pool.submit(_check_pack, storage, cluster, p, f, frame_limit)
-                        for p, f in todo.items()}
         wal_results = {n: pool.submit(_check_segment, storage, cluster, n) for n in wal_todo}
-        for pack_id, future in pack_results.items():
-            problems, blocks, checked = future.result()
-            report.frames += len(todo[pack_id])
-            report.blocks += blocks
-            report.bytes += checked
-            if progress is not None:
-                progress(checked)
-            if problems:
-                bad_packs.add(pack_id)
-                report.problems.extend(problems)
+        for manifest in manifests:
+            try:
+                for entry in manifest.entries():
+                    checker.add(pool, manifest, entry)
+            except LifeboatError as exc:
+                report.problems.append(Problem("manifest", manifest.summary.id, str(exc)))
+        checker.finish()
         for name, future in wal_results.items():
             problem = future.result()
             report.wal_segments += 1
@@ -220,7 +350,8 @@ def run(storage: Storage, cluster: str, backup_id: str | None = None, since_last
                 report.problems.append(problem)
     bad_wal = {p.item for p in report.problems if p.kind == "wal"}
     _write_state(storage, cluster, {
-        "packs": sorted(proven_packs | (set(todo) - bad_packs)),
+        "packs": sorted(proven_packs | (referenced - checker.bad_packs)),
+        "lists": sorted(checker.proven),
         "wal": sorted(proven_wal | (set(wal_todo) - bad_wal)),
     })
     report.seconds = round(time.monotonic() - started, 3)
@@ -228,12 +359,16 @@ def run(storage: Storage, cluster: str, backup_id: str | None = None, since_last
 
 
 def _read_state(storage: Storage, cluster: str) -> dict[str, list[str]]:
+    """What earlier verifications proved; written by another format: refused."""
+    key = layout.verify_state_key(cluster)
     try:
-        state = json.loads(storage.get(layout.verify_state_key(cluster)))
+        state = json.loads(storage.get(key))
     except (NotFoundError, ValueError):
-        return {"packs": [], "wal": []}
-    return {"packs": list(state.get("packs", [])), "wal": list(state.get("wal", []))}
+        return {"packs": [], "lists": [], "wal": []}
+    formats.check(key, state.get("format") if isinstance(state, dict) else None, formats.VERIFY_STATE)
+    return {name: list(state.get(name, [])) for name in ("packs", "lists", "wal")}
 
 
 def _write_state(storage: Storage, cluster: str, state: dict[str, list[str]]) -> None:
-    storage.put(layout.verify_state_key(cluster), json.dumps(state).encode())
+    data = json.dumps({"format": formats.VERIFY_STATE} | state).encode()
+    storage.put(layout.verify_state_key(cluster), data)

@@ -23,8 +23,9 @@ from pathlib import Path
 from engine import durable
 from engine.errors import RestoreError, path_error
 from engine.repository import layout
+from engine.repository.blocklist import BlockList
 from engine.repository.frames import FrameReader
-from engine.repository.manifest import BackupSummary, BlockRef, FileEntry, Manifest
+from engine.repository.manifest import BackupSummary, FileEntry, Manifest
 from engine.repository.storage import Storage
 from engine.restore.block_sink import BlockSink, open_for_blocks, preallocate
 
@@ -33,6 +34,7 @@ IN_PROGRESS = ".lifeboat-restore"  # present while a restore writes the director
 BATCH_BYTES = 8 * 1024 * 1024
 _TABLESPACE_LINK = re.compile(r"^pg_tblspc/\d+$")
 Progress = Callable[[int], None]
+Batch = tuple[FileEntry, BlockList, int, int]  # a file, its blocks, the first block, how many
 
 
 @dataclass
@@ -165,32 +167,35 @@ class FileWriter:
         self._block_size = summary.block_size
         self._frame_limit = max(summary.frame_size, summary.block_size)
         self._major = summary.pg_version // 10000
-        self._reader = FrameReader(storage, cluster, summary.packs, self._frame_limit)
+        self._reader = FrameReader(storage, cluster, self._frame_limit)
 
-    def _write_batch(self, entry: FileEntry, first_index: int, refs: list[BlockRef]) -> int:
-        """Write blocks ``first_index``.. of a new file."""
+    def _write_batch(self, entry: FileEntry, blocks: BlockList, first: int, count: int) -> int:
+        """Write ``count`` blocks from ``first`` of a new file."""
         try:
-            return self._write_blocks(entry, first_index, refs)
+            return self._write_blocks(entry, blocks, first, count)
         except OSError as exc:
             raise path_error(exc, "write", self._pgdata / entry.path) from None
 
-    def _write_blocks(self, entry: FileEntry, first_index: int, refs: list[BlockRef]) -> int:
+    def _write_blocks(self, entry: FileEntry, blocks: BlockList, first: int, count: int) -> int:
+        refs = blocks.refs(first, count)
         fd = open_for_blocks(self._pgdata / entry.path, entry.size)
         try:
             sink = BlockSink(fd, self._block_size, self._frame_limit)
-            for block_no, data in self._reader.blocks(entry.path, list(enumerate(refs, first_index))):
+            for block_no, data in self._reader.blocks(entry.path, refs):
                 sink.write(block_no, data)
             sink.flush()
         finally:
             os.close(fd)
-        return self._done(sum(ref.raw for ref in refs), sum(ref.raw for ref in refs))
+        raw = sum(ref.raw for _, ref in refs)
+        return self._done(raw, raw)
 
-    def _patch_batch(self, entry: FileEntry, first_index: int, refs: list[BlockRef]) -> int:
-        """Rewrite the blocks ``first_index``.. of an existing file whose content differs."""
+    def _patch_batch(self, entry: FileEntry, blocks: BlockList, first: int, count: int) -> int:
+        """Rewrite those of ``count`` blocks from ``first`` of an existing file that differ."""
+        refs = blocks.refs(first, count)
         fd = os.open(self._pgdata / entry.path, os.O_RDWR | os.O_CLOEXEC)
         try:
             size = self._block_size
-            stale = [(n, ref) for n, ref in enumerate(refs, first_index)
+            stale = [(n, ref) for n, ref in refs
                      if layout.block_id(os.pread(fd, ref.raw, n * size)) != ref.digest]
             sink = BlockSink(fd, size, self._frame_limit)
             for block_no, data in self._reader.blocks(entry.path, stale):
@@ -198,7 +203,7 @@ class FileWriter:
             sink.flush()
         finally:
             os.close(fd)
-        return self._done(sum(ref.raw for ref in refs), sum(ref.raw for _, ref in stale))
+        return self._done(sum(ref.raw for _, ref in refs), sum(ref.raw for _, ref in stale))
 
     def _done(self, checked: int, written: int) -> int:
         if self._progress is not None:
@@ -216,15 +221,17 @@ class FileWriter:
         except OSError as exc:
             raise path_error(exc, "write", path) from None
 
-    def _create_and_write(self, entry: FileEntry,
-                          work: list[tuple[FileEntry, int, list[BlockRef]]]) -> int:
+    def _create_and_write(self, entry: FileEntry, work: list[Batch]) -> int:
         self._create(entry)
         return sum(self._write_batch(*batch) for batch in work)
 
-    def _batches(self, entry: FileEntry) -> list[tuple[FileEntry, int, list[BlockRef]]]:
+    def _batches(self, entry: FileEntry, blocks: BlockList | None) -> list[Batch]:
+        """The file's blocks in batches (a few numbers each: refs are made by the task)."""
+        if blocks is None:
+            return []
         per_batch = max(1, BATCH_BYTES // self._frame_limit) * (self._frame_limit // self._block_size)
-        return [(entry, i, entry.blocks[i:i + per_batch])
-                for i in range(0, len(entry.blocks), per_batch)]
+        return [(entry, blocks, i, min(per_batch, blocks.count - i))
+                for i in range(0, blocks.count, per_batch)]
 
     def write(self, manifest: Manifest, locations: dict[int, Path]) -> WriteResult:
         """Write every file (pg_control last), each durable before this returns."""
@@ -244,8 +251,8 @@ class FileWriter:
             result.removed = self._remove_extras("", self._pgdata, kept, directories)
         for directory in directories:
             durable.fsync_dir(directory)
-        self._create(control)
-        for batch in self._batches(control):
+        self._create(control[0])
+        for batch in self._batches(*control):
             written = self._write_batch(*batch)
             result.bytes += written
             result.written_bytes += written
@@ -257,8 +264,9 @@ class FileWriter:
         return result
 
     def _write_all(self, manifest: Manifest, locations: dict[int, Path], result: WriteResult,
-                   directories: set[Path], flusher: _Flusher) -> tuple[FileEntry | None, set[str]]:
-        control: FileEntry | None = None
+                   directories: set[Path], flusher: _Flusher
+                   ) -> tuple[tuple[FileEntry, BlockList | None] | None, set[str]]:
+        control: tuple[FileEntry, BlockList | None] | None = None
         kept: set[str] = set()
         futures: deque[Future[int]] = deque()
         limit = self._jobs * 8
@@ -273,11 +281,11 @@ class FileWriter:
                     elif entry.kind == "link":
                         self._link_tablespace(entry, locations)
                     elif entry.path == CONTROL_FILE:
-                        control = entry
+                        control = (entry, _blocks(manifest, entry))
                     else:
                         result.files += 1
                         result.bytes += entry.size
-                        batches = self._schedule(pool, entry, target)
+                        batches = self._schedule(pool, entry, _blocks(manifest, entry), target)
                         flusher.expect(target, batches)
                         futures.extend(batches)
                     while len(futures) > limit:
@@ -290,8 +298,9 @@ class FileWriter:
                 raise
         return control, kept
 
-    def _schedule(self, pool: ThreadPoolExecutor, entry: FileEntry, target: Path) -> list[Future[int]]:
-        work = self._batches(entry)
+    def _schedule(self, pool: ThreadPoolExecutor, entry: FileEntry, blocks: BlockList | None,
+                  target: Path) -> list[Future[int]]:
+        work = self._batches(entry, blocks)
         if self._delta and target.is_file() and not target.is_symlink():
             if target.stat().st_size != entry.size:
                 os.truncate(target, entry.size)
@@ -344,6 +353,11 @@ class FileWriter:
         if link.is_symlink() or link.exists():
             _remove(link)
         os.symlink(location, link)
+
+
+def _blocks(manifest: Manifest, entry: FileEntry) -> BlockList | None:
+    """The checked block list of a file (None: an empty file)."""
+    return manifest.block_list(entry) if entry.size else None
 
 
 def _remove(path: Path) -> None:

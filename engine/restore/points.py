@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from engine.config.schema import Config
 from engine.errors import NotFoundError, UsageError
-from engine.repository import layout
+from engine.repository import formats, layout
 from engine.repository.storage import Storage
 from engine.wal.names import format_lsn, parse_lsn
 
@@ -33,14 +33,22 @@ def create(config: Config, cluster: str, storage: Storage, name: str) -> Restore
     with postgres.connect_cluster(settings, cluster) as conn:
         lsn, wal_name, at = postgres.create_restore_point(conn, name)
     point = RestorePoint(name, format_lsn(lsn), wal_name, at.isoformat())
-    storage.put(layout.restore_point_key(cluster, name), json.dumps(asdict(point)).encode())
+    save(storage, cluster, point)
     return point
+
+
+def save(storage: Storage, cluster: str, point: RestorePoint) -> None:
+    """Remember a restore point in the repository (replacing one of the same name)."""
+    record = {"format": formats.RESTORE_POINT} | asdict(point)
+    storage.put(layout.restore_point_key(cluster, point.name), json.dumps(record).encode())
 
 
 def lookup_lsn(storage: Storage, cluster: str, name: str) -> int | None:
     """The LSN of a restore point made by ``lifeboat restore-point``, if it was."""
+    key = layout.restore_point_key(cluster, name)
     try:
-        data = json.loads(storage.get(layout.restore_point_key(cluster, name)))
+        data = json.loads(storage.get(key))
     except NotFoundError:
         return None
+    formats.check(f"restore point {key}", data.get("format"), formats.RESTORE_POINT)
     return parse_lsn(data["lsn"]) if data.get("name") == name else None

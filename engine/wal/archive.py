@@ -28,16 +28,19 @@ from engine.errors import (
     StorageError,
     UsageError,
 )
-from engine.repository import clusterinfo, layout
-from engine.repository.codec import Codec, decompress
+from engine.repository import clusterinfo, formats, layout
+from engine.repository.codec import ZSTD, Codec, decompress
 from engine.wal import names as wal
 
 TYPE_CHECKING = False  # typing is not imported on the WAL path
 if TYPE_CHECKING:
+    from typing import BinaryIO
+
     from engine.repository.storage.base import Storage
 
-MAGIC = b"LBWAL1"
+MAGIC = b"LBWAL%d" % formats.WAL
 HEADER = struct.Struct("<6sBxQ32s")  # magic, codec, pad, raw size, sha256(body)
+CHECK_CHUNK = 1 << 20
 
 
 class PushResult(namedtuple("PushResult", "name raw_bytes stored_bytes already_archived")):
@@ -53,17 +56,70 @@ def encode(data: bytes | mmap.mmap, codec: Codec, large: bool) -> bytes:
     return HEADER.pack(MAGIC, codec_id, len(data), hashlib.sha256(body).digest()) + body
 
 
-def decode(obj: bytes, name: str) -> bytes:
-    """The original content of an archived object; ChecksumError if damaged."""
+def _header(obj: bytes, name: str) -> tuple[int, int, bytes]:
+    """Codec, raw size and body SHA-256 from an object's header; refuses other formats."""
     if len(obj) < HEADER.size:
         raise ChecksumError(f"{name}: archived object is truncated ({len(obj)} bytes)")
     magic, codec_id, raw_size, digest = HEADER.unpack_from(obj)
+    if magic[:5] == MAGIC[:5] and magic != MAGIC:  # LBWAL<format>
+        found = int(magic[5:]) if magic[5:].isdigit() else magic[5:].decode(errors="replace")
+        formats.check(f"archived WAL file {name}", found, formats.WAL)
     if magic != MAGIC:
         raise ChecksumError(f"{name}: archived object has a damaged header")
+    return codec_id, raw_size, digest
+
+
+def decode(obj: bytes, name: str) -> bytes:
+    """The original content of an archived object; ChecksumError if damaged."""
+    codec_id, raw_size, digest = _header(obj, name)
     body = memoryview(obj)[HEADER.size:]
     if hashlib.sha256(body).digest() != digest:
         raise ChecksumError(f"{name}: checksum mismatch, the archived copy is corrupt")
     return decompress(codec_id, body, raw_size, what=name)
+
+
+class _Hashing:
+    """A stream that hashes what is read from it."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.hash = hashlib.sha256()
+        self.read_bytes = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.hash.update(data)
+        self.read_bytes += len(data)
+        return data
+
+
+def check(storage: Storage, cluster: str, name: str) -> None:
+    """What :func:`decode` proves of an archived file (its SHA-256, that it decompresses to
+    its size), streamed a MiB at a time instead of holding the segment: verify checks
+    many. ChecksumError if damaged, NotFoundError if missing."""
+    with storage.open_stream(layout.wal_key(cluster, name)) as stream:
+        codec_id, raw_size, digest = _header(stream.read(HEADER.size), name)
+        if codec_id != ZSTD:  # raw or lz4 blocks: small enough, or not streamable
+            decode(HEADER.pack(MAGIC, codec_id, raw_size, digest) + stream.read(), name)
+            return
+        import zstandard
+
+        body = _Hashing(stream)
+        produced = 0
+        try:
+            reader = zstandard.ZstdDecompressor().stream_reader(body, read_across_frames=True)
+            while chunk := reader.read(CHECK_CHUNK):
+                produced += len(chunk)
+                if produced > raw_size:
+                    break
+        except zstandard.ZstdError as exc:
+            raise ChecksumError(f"{name}: compressed data is damaged ({exc})") from None
+        while body.read(CHECK_CHUNK):  # the rest of the body, if the frame ended early
+            pass
+    if body.hash.digest() != digest:
+        raise ChecksumError(f"{name}: checksum mismatch, the archived copy is corrupt")
+    if produced != raw_size:
+        raise ChecksumError(f"{name}: decompressed to {produced} bytes or more, expected {raw_size}")
 
 
 def push(storage: Storage, cluster: str, path: str | os.PathLike[str], codec: Codec) -> PushResult:

@@ -10,6 +10,7 @@ from engine.repository import layout
 from engine.repository.manifest import read_manifest
 from engine.repository.storage.posix import PosixStorage
 from tests.integration.pg import LIFEBOAT, Lifeboat, Workspace, as_postgres
+from tests.manifests import blocks_of
 
 
 def fill_wal(lifeboat: Lifeboat, segments: int) -> None:
@@ -102,9 +103,8 @@ def test_damaged_block_refuses_the_restore_naming_the_file(lifeboat: Lifeboat) -
     backup_id = json.loads(lifeboat.run("info", "--output", "json").stdout)["clusters"][0][
         "backups"][0]["id"]
     manifest = read_manifest(storage, "main", backup_id)
-    entry = next(e for e in manifest.entries() if e.path == path)
-    block = entry.blocks[0]
-    pack = Path(storage.path_of(layout.pack_key("main", manifest.summary.packs[block.pack])))
+    block = blocks_of(manifest, path)[0]
+    pack = Path(storage.path_of(layout.pack_key("main", block.pack)))
     data = bytearray(pack.read_bytes())
     data[block.offset + block.stored // 2] ^= 0x20
     pack.write_bytes(bytes(data))

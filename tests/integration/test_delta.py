@@ -38,7 +38,8 @@ def differing_bytes(lifeboat: Lifeboat, backup_id: str, old: Path) -> tuple[int,
             continue
         data = path.read_bytes()[:entry.size].ljust(entry.size, b"\0")
         offset = 0
-        for ref in entry.blocks:
+        blocks = manifest.block_list(entry)
+        for _, ref in blocks.refs(0, blocks.count):
             if hashlib.sha256(data[offset:offset + ref.raw]).digest()[:len(ref.digest)] != ref.digest:
                 differing += ref.raw
             offset += ref.raw

@@ -10,6 +10,7 @@ from engine.repository import layout
 from engine.repository.manifest import read_manifest
 from engine.repository.storage.posix import PosixStorage
 from tests.integration.pg import Lifeboat
+from tests.manifests import blocks_of, entry_of
 
 
 def verify(lifeboat: Lifeboat, *args: str) -> tuple[int, dict]:
@@ -39,8 +40,8 @@ def test_verify_names_each_kind_of_damage(lifeboat: Lifeboat) -> None:
     # 1. a flipped byte in a block of the table
     path = source.value("SELECT pg_relation_filepath('data')")
     manifest = read_manifest(storage, "main", full["id"])
-    block = next(e for e in manifest.entries() if e.path == path).blocks[2]
-    pack = Path(storage.path_of(layout.pack_key("main", manifest.summary.packs[block.pack])))
+    block = blocks_of(manifest, path)[2]
+    pack = Path(storage.path_of(layout.pack_key("main", block.pack)))
     data = bytearray(pack.read_bytes())
     data[block.offset + 10] ^= 0x04
     pack.write_bytes(bytes(data))
@@ -96,3 +97,40 @@ def test_since_last_checks_only_what_is_new(lifeboat: Lifeboat) -> None:
     lifeboat.run("backup", "--type", "incr")
     code, new = verify(lifeboat, "--since-last")
     assert code == 0 and 0 < new["frames"] < first["frames"] and new["skipped_packs"] > 0
+
+
+def test_verify_names_a_damaged_or_missing_block_list_and_the_backups_it_breaks(
+        lifeboat: Lifeboat) -> None:
+    source = lifeboat.cluster
+    source.sql("CREATE TABLE data AS SELECT g, md5(g::text) AS h FROM generate_series(1, 50000) g")
+    source.sql("ALTER TABLE data SET (autovacuum_enabled = off)")
+    source.sql("VACUUM (FREEZE) data")
+    source.sql("CHECKPOINT")
+    lifeboat.run("backup")
+    lifeboat.run("backup", "--type", "incr")
+    full, incr = (b["id"] for b in json.loads(lifeboat.run("info", "--output", "json").stdout)[
+        "clusters"][0]["backups"])
+    path = source.value("SELECT pg_relation_filepath('data')")
+    storage = PosixStorage(lifeboat.repo)
+    ids = {entry_of(read_manifest(storage, "main", b), path).list_id for b in (full, incr)}
+    assert len(ids) == 1  # the unchanged table: one list for both backups
+    key = layout.list_key("main", ids.pop().hex())
+    stored = Path(storage.path_of(key))
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    stored.write_bytes(bytes(data))
+
+    code, report = verify(lifeboat)
+    assert code == 1
+    problems = [p for p in report["problems"] if p["kind"] == "list"]
+    assert len(problems) == 1 and problems[0]["item"] == key
+    assert "checksum mismatch" in problems[0]["detail"]
+    assert f"backups it breaks: {full} ({path}), {incr} ({path})" in problems[0]["detail"]
+
+    stored.unlink()
+    code, report = verify(lifeboat)
+    assert code == 1
+    [problem] = [p for p in report["problems"] if p["kind"] == "list"]
+    assert "is missing from the repository" in problem["detail"] and incr in problem["detail"]
+    _, done = lifeboat.restore("--backup", incr, check=False)
+    assert done.returncode == 1 and f"block list {key} (file {path}) is missing" in done.stderr

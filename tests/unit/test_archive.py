@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ArchiveDamagedError, ArchiveDuplicateError, UsageError
+from engine.errors import ArchiveDamagedError, ArchiveDuplicateError, ChecksumError, UsageError
 from engine.repository import layout
 from engine.repository.codec import Codec
 from engine.repository.storage.posix import PosixStorage
@@ -126,3 +126,27 @@ def test_archive_ranges(storage: PosixStorage, tmp_path: Path) -> None:
         (1, "000000010000000000000001", "000000010000000000000003", 3),
         (2, "000000020000000000000003", "000000020000000000000004", 2),
     ]
+
+
+@pytest.mark.parametrize("level", ["zstd", "none"])
+def test_check_streams_what_decode_proves(storage: PosixStorage, tmp_path: Path, level: str) -> None:
+    name = "000000010000000000000008"
+    source = tmp_path / name
+    source.write_bytes(fake_segment(1, 8))
+    archive.push(storage, "main", source, Codec(level, 3))  # type: ignore[arg-type]
+    archive.check(storage, "main", name)
+    path = Path(storage.path_of(layout.wal_key("main", name)))
+    good = path.read_bytes()
+    damaged = bytearray(good)
+    damaged[len(damaged) // 2] ^= 0x40
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(ChecksumError, match=f"{name}: (checksum mismatch|compressed data is damaged)"):
+        archive.check(storage, "main", name)
+    lying = bytearray(good)
+    lying[8:16] = (len(fake_segment(1, 8)) + 1).to_bytes(8, "little")  # the raw size, not hashed
+    path.write_bytes(bytes(lying))
+    with pytest.raises(ChecksumError, match=f"{name}: decompressed to"):
+        archive.check(storage, "main", name)
+    path.write_bytes(good[:-5])
+    with pytest.raises(ChecksumError, match=name):
+        archive.check(storage, "main", name)

@@ -17,6 +17,7 @@ from engine.repository.codec import Codec
 from engine.repository.manifest import ManifestWriter, read_manifest
 from engine.repository.storage.posix import PosixStorage
 from engine.restore.files import FileWriter
+from tests.manifests import blocks_of
 from tests.overlap import Overlap, OverlapStorage
 from tests.trees import tree
 from tests.unit.helpers import summary
@@ -51,7 +52,7 @@ def back_up(tmp_path: Path, algorithm: str = "zstd", jobs: int = 3,
     storage = PosixStorage(tmp_path / "repo")
     packs = PackSet(storage if through is None else through(storage), "main", pack_size=1024 * 1024)
     copier = BlockCopier(packs, Codec(algorithm, 3), BLOCK, FRAME, jobs=jobs)  # type: ignore[arg-type]
-    writer = ManifestWriter(BLOCK)
+    writer = ManifestWriter()
     done: list[int] = []
     for entry in copier.copy(pgdata.walk(source, 15), done.append):
         writer.add(entry)
@@ -72,8 +73,8 @@ def test_restore_is_identical(tmp_path: Path, algorithm: str) -> None:
     assert result.files == len(files)
     for name, data in files.items():
         assert (target / name).read_bytes() == data, name
-    stored = next(e for e in manifest.entries() if e.path == "base/5/1259")
-    assert stored.blocks[0].stored < BLOCK // 10 or algorithm == "none"
+    stored = blocks_of(manifest, "base/5/1259")
+    assert stored[0].stored < BLOCK // 10 or algorithm == "none"
 
 
 def test_backup_copies_chunks_in_parallel(tmp_path: Path) -> None:
@@ -106,31 +107,30 @@ def test_restore_fetches_files_in_parallel(tmp_path: Path) -> None:
 def test_consecutive_blocks_share_a_compressed_frame(tmp_path: Path) -> None:
     storage, _ = back_up(tmp_path)
     manifest = read_manifest(storage, "main", "20261125-010000F")
-    zeros = next(e for e in manifest.entries() if e.path == "base/5/16385.1")
-    assert len(zeros.blocks) == 70
-    frames = [zeros.blocks[i:i + 4] for i in range(0, 70, 4)]
+    zeros = blocks_of(manifest, "base/5/16385.1")
+    assert len(zeros) == 70
+    frames = [zeros[i:i + 4] for i in range(0, 70, 4)]
     for frame in frames:
         assert len({(b.pack, b.offset, b.stored) for b in frame}) == 1
         assert [b.skip for b in frame] == [i * BLOCK for i in range(len(frame))]
-    assert len({(b.pack, b.offset) for b in zeros.blocks}) == 18
-    assert zeros.blocks[0].stored < 200  # 256 KiB of zeros compress to almost nothing
+    assert len({(b.pack, b.offset) for b in zeros}) == 18
+    assert zeros[0].stored < 200  # 256 KiB of zeros compress to almost nothing
 
 
 def test_incompressible_blocks_are_stored_raw(tmp_path: Path) -> None:
     storage, _ = back_up(tmp_path)
     manifest = read_manifest(storage, "main", "20261125-010000F")
-    random_file = next(e for e in manifest.entries() if e.path == "base/5/16384")
-    assert [b.codec for b in random_file.blocks] == [0, 0, 0]
-    assert [b.raw for b in random_file.blocks] == [BLOCK, BLOCK, 8192]
+    random_file = blocks_of(manifest, "base/5/16384")
+    assert [b.codec for b in random_file] == [0, 0, 0]
+    assert [b.raw for b in random_file] == [BLOCK, BLOCK, 8192]
 
 
 def test_damaged_block_is_named_and_refused(tmp_path: Path) -> None:
     storage, _ = back_up(tmp_path)
     manifest = read_manifest(storage, "main", "20261125-010000F")
-    entry = next(e for e in manifest.entries() if e.path == "base/5/16384")
-    block = entry.blocks[1]
+    block = blocks_of(manifest, "base/5/16384")[1]
     assert block.codec == 0  # random data: the frame is stored raw, so the damage hits block 1
-    pack = Path(storage.path_of(layout.pack_key("main", manifest.summary.packs[block.pack])))
+    pack = Path(storage.path_of(layout.pack_key("main", block.pack)))
     data = bytearray(pack.read_bytes())
     data[block.offset + block.skip + 100] ^= 0xFF
     pack.write_bytes(bytes(data))
@@ -162,9 +162,8 @@ def test_full_packs_are_committed_and_replaced(tmp_path: Path) -> None:
 def test_damage_in_a_compressed_frame_names_its_blocks(tmp_path: Path) -> None:
     storage, _ = back_up(tmp_path)
     manifest = read_manifest(storage, "main", "20261125-010000F")
-    entry = next(e for e in manifest.entries() if e.path == "base/5/1259")  # 3 blocks, 1 frame
-    frame = entry.blocks[0]
-    pack = Path(storage.path_of(layout.pack_key("main", manifest.summary.packs[frame.pack])))
+    frame = blocks_of(manifest, "base/5/1259")[0]  # 3 blocks, 1 frame
+    pack = Path(storage.path_of(layout.pack_key("main", frame.pack)))
     data = bytearray(pack.read_bytes())
     data[frame.offset + frame.stored // 2] ^= 0x01
     pack.write_bytes(bytes(data))

@@ -19,6 +19,7 @@ from engine.repository.codec import Codec
 from engine.repository.copies import copy_cluster, copy_lag
 from engine.repository.manifest import ManifestWriter, list_backup_ids, read_manifest, read_summary
 from engine.repository.storage.posix import PosixStorage
+from engine.restore.files import FileWriter
 from engine.wal import archive
 from tests.unit.conftest import SEGMENT_SIZE, SYSID, fake_segment
 from tests.unit.helpers import summary
@@ -51,7 +52,7 @@ def back_up(storage: PosixStorage, tree: Path, backup_id: str, base_id: str | No
     if base_id:
         base = BaseFiles(read_manifest(storage, "main", base_id), time.time() + 3600, True)
     copier = BlockCopier(packs, CODEC, BLOCK, FRAME, jobs=2, base=base)
-    writer = ManifestWriter(BLOCK)
+    writer = ManifestWriter()
     for entry in copier.copy(pgdata.walk(tree, 15)):
         writer.add(entry)
     ids = packs.finish()
@@ -88,7 +89,7 @@ def _source(tmp_path: Path) -> PosixStorage:
         push(repo, tmp_path, name, data)
     tree = tmp_path / "pgdata"
     write_tree(tree, {"PG_VERSION": b"15\n", "global/pg_control": os.urandom(8192),
-                      "base/5/16384": os.urandom(BLOCK * 6), "base/5/16385": os.urandom(BLOCK * 5)})
+                      "base/5/16384": os.urandom(BLOCK * 30), "base/5/16385": os.urandom(BLOCK * 5)})
     full = back_up(repo, tree, FULL)
     write_tree(tree, {"base/5/16385": os.urandom(BLOCK * 5)})
     incr = back_up(repo, tree, INCR, FULL, type="incr")
@@ -97,10 +98,10 @@ def _source(tmp_path: Path) -> PosixStorage:
 
 
 def content(storage: PosixStorage) -> dict[str, bytes]:
-    """The cluster's WAL, packs, manifests and identity, key -> bytes."""
+    """The cluster's WAL, packs, lists, manifests and identity, key -> bytes."""
     keys = [layout.cluster_info_key("main")]
-    for prefix in (layout.wal_prefix("main"), layout.packs_prefix("main"), layout.backups_prefix("main"),
-                   layout.restore_points_prefix("main")):
+    for prefix in (layout.wal_prefix("main"), layout.packs_prefix("main"), layout.lists_prefix("main"),
+                   layout.backups_prefix("main"), layout.restore_points_prefix("main")):
         keys += storage.list(prefix)
     return {key: storage.get(key) for key in keys if storage.exists(key)}
 
@@ -112,7 +113,10 @@ def test_the_target_holds_what_the_source_holds_and_restores(source: PosixStorag
     expected = content(source)
     assert content(target) == expected
     packs = len(source.list(layout.packs_prefix("main")))
-    assert (report.wal_copied, report.packs_copied, report.backups_copied) == (5, packs, 2)
+    lists = source.list(layout.lists_prefix("main"))
+    assert len(lists) == 1  # the large file's list, shared by both backups (its blocks are unchanged)
+    assert (report.wal_copied, report.packs_copied, report.lists_copied, report.backups_copied) == \
+        (5, packs, 1, 2)
     assert report.bytes_copied >= sum(len(v) for v in expected.values())
     assert report.skipped == [] and report.to_json()["region"] == "eu-west"
     for backup_id in (FULL, INCR):
@@ -123,6 +127,12 @@ def test_the_target_holds_what_the_source_holds_and_restores(source: PosixStorag
     checked = verify.run(target, "main")
     assert checked.ok, checked.problems
     assert checked.backups == 2 and checked.blocks > 0 and checked.wal_segments >= 2
+    assert checked.lists == 1  # read once, though both backups refer to it
+    restored = tmp_path / "restored"
+    manifest = read_manifest(target, "main", INCR)
+    restored.mkdir()
+    FileWriter(target, "main", manifest.summary, restored, jobs=2).write(manifest, {})
+    assert (restored / "base/5/16384").read_bytes() == (tmp_path / "pgdata/base/5/16384").read_bytes()
 
     again = copy_cluster(source, target, "main", "eu-west")
     assert (again.wal_copied, again.packs_copied, again.backups_copied, again.bytes_copied) == (0, 0, 0, 0)
@@ -157,6 +167,20 @@ def test_an_interrupted_copy_leaves_no_manifest_and_the_next_copy_completes_it(
     target = PosixStorage(tmp_path / "target")
     assert content(target) == content(source)
     assert verify.run(target, "main").ok
+
+
+def test_a_backup_whose_list_is_damaged_in_the_source_is_not_copied(source: PosixStorage,
+                                                                    tmp_path: Path) -> None:
+    key = source.list(layout.lists_prefix("main"))[0]
+    data = bytearray(source.get(key))
+    data[-1] ^= 1
+    source.put(key, bytes(data))
+    target = PosixStorage(tmp_path / "target")
+    report = copy_cluster(source, target, "main", "eu-west")
+    assert report.backups_copied == 0 and list_backup_ids(target, "main") == []
+    assert report.skipped == [f"backup {b}: {key}: the source's block list fails its checksum "
+                              "(damaged); the backup was not copied" for b in (FULL, INCR)]
+    assert target.list(layout.lists_prefix("main")) == []
 
 
 def test_a_target_of_another_cluster_is_refused_and_nothing_is_copied(source: PosixStorage,

@@ -9,11 +9,13 @@ from pathlib import Path
 
 from engine.backup.blockcopy import BaseFiles, BlockCopier, PackSet
 from engine.postgres import pgdata
-from engine.repository import layout
+from engine.repository import layout, verify
 from engine.repository.codec import Codec
 from engine.repository.manifest import ManifestWriter, read_manifest
 from engine.repository.storage.posix import PosixStorage
 from engine.restore.files import FileWriter
+from engine.wal import archive
+from tests.unit.conftest import fake_segment
 from tests.unit.helpers import summary
 
 BLOCK = 64 * 1024
@@ -34,7 +36,7 @@ def back_up(storage: PosixStorage, source: Path, backup_id: str, base_id: str | 
     if base_id:
         base = BaseFiles(read_manifest(storage, "main", base_id), time.time() + 3600, use_mtime)
     copier = BlockCopier(packs, Codec("zstd", 3), BLOCK, FRAME, jobs=2, base=base)
-    writer = ManifestWriter(BLOCK)
+    writer = ManifestWriter()
     for entry in copier.copy(pgdata.walk(source, 15)):
         writer.add(entry)
     ids = packs.finish()
@@ -67,8 +69,10 @@ def test_only_changed_blocks_are_stored(tmp_path: Path) -> None:
     write_tree(source, {"base/5/16384": files["base/5/16384"]})
     copier, incr = back_up(storage, source, "20261125-020000I", "20261125-010000F")
 
-    assert BLOCK * 2 <= incr.stored_bytes < BLOCK * 3  # the changed and the appended block
-    assert copier.stats.reused_bytes >= len(relation) - BLOCK
+    # the changed, the moved (blocks are compared with the base's at the same place: in a
+    # relation file, blocks do not move) and the appended block
+    assert BLOCK * 3 <= incr.stored_bytes < BLOCK * 4
+    assert copier.stats.reused_bytes >= len(relation) - 2 * BLOCK
     assert len(incr.ids) > len(incr._written)  # the base's packs are referenced, not copied
     assert restored(storage, "20261125-020000I", tmp_path / "out") == files
 
@@ -109,3 +113,40 @@ def test_a_file_changed_within_the_same_second_is_read(tmp_path: Path) -> None:
     walked = next(e for e in pgdata.walk(source, 15) if e.path == "base/5/1")
     assert base.find("base/5/1") is not None
     assert not base.unchanged(base.find("base/5/1"), walked)  # too close to trust
+
+
+
+def test_an_unchanged_file_shares_its_list_and_a_changed_one_reuses_the_base_frames(
+        tmp_path: Path, storage: PosixStorage) -> None:
+    source = tmp_path / "src"
+    files = {"global/pg_control": b"c" * 8192, "base/5/1": os.urandom(BLOCK * 40),
+             "base/5/2": os.urandom(BLOCK * 40)}
+    write_tree(source, files)
+    segment = tmp_path / "000000010000000000000002"  # the WAL the backups need
+    segment.write_bytes(fake_segment(1, 2))
+    archive.push(storage, "main", segment, Codec("zstd", 3))
+    _, full = back_up(storage, source, "20261125-010000F")
+    assert full.lists_written == 2  # the two large files; pg_control's list is inline
+    base = read_manifest(storage, "main", "20261125-010000F")
+    kept_id = next(e.list_id for e in base.entries() if e.path == "base/5/1")
+    assert kept_id is not None
+    kept = Path(storage.path_of(layout.list_key("main", kept_id.hex())))
+    kept.rename(tmp_path / "hidden")  # an unchanged file's list is not even read
+    changed = bytearray(files["base/5/2"])
+    changed[BLOCK * 20 + 7] ^= 1
+    files["base/5/2"] = bytes(changed)
+    write_tree(source, {"base/5/2": files["base/5/2"]})
+    copier, incr = back_up(storage, source, "20261125-020000I", "20261125-010000F")
+    (tmp_path / "hidden").rename(kept)
+    assert copier.stats.reused_files == 2 and incr.lists_written == 1
+    manifest = read_manifest(storage, "main", "20261125-020000I")
+    assert next(e.list_id for e in manifest.entries() if e.path == "base/5/1") == kept_id
+    new = manifest.block_list(next(e for e in manifest.entries() if e.path == "base/5/2"))
+    old = base.block_list(next(e for e in base.entries() if e.path == "base/5/2"))
+    assert len(set(new.frames) - set(old.frames)) == 1  # the changed block's; the rest is the base's
+    assert restored(storage, "20261125-020000I", tmp_path / "out") == files
+    frames = {(f.pack, f.offset) for m in (base, manifest) for e in m.entries() if e.size
+              for f in m.block_list(e).frames}
+    report = verify.run(storage, "main")
+    assert report.ok and report.lists == 3  # base/5/1's once for both backups, base/5/2's twice
+    assert report.frames == len(frames)  # each frame once, though two lists refer to most

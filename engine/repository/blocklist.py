@@ -1,0 +1,218 @@
+"""Block lists: where each block of one file is stored, as one self-contained object.
+
+A list names its packs by id (not by their place in one backup's pack list), so the
+same list is valid in every backup that holds the file unchanged. Lists are stored
+under the SHA-256 of their bytes (content-addressed, written put-if-absent), so two
+backups that hold a file with the same blocks share one object, and a manifest refers
+to an unchanged file with a few bytes whatever its size. Lists of small files
+(:data:`INLINE_MAX` bytes at most) are kept inline in their manifest entry instead, so a
+full backup writes one object per large file, not one per file.
+
+Layout (little-endian)::
+
+    header  magic "LBLIST", format u16, block size u32, file size u64,
+            packs u32, frames u32, runs u32
+    packs   16 bytes each: the ids of the packs the frames are in
+    frames  pack u32, offset u64, stored u32, codec u8, SHA-256 of the stored frame (32)
+    runs    frame u32, count u32, skip u32: the next ``count`` blocks of the file are
+            consecutive blocks of that frame, the first at ``skip`` in its decompressed data
+    ids     16 bytes per block, in file order: the first 128 bits of its SHA-256
+
+Every block but the file's last is ``block size`` bytes, so raw sizes are not stored.
+Everything is kept as bytes and small arrays, never as one Python object per block.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import sys
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import NamedTuple
+
+from engine.errors import ChecksumError
+from engine.repository import formats
+from engine.repository.layout import BLOCK_ID_BYTES
+
+MAGIC = b"LBLIST"
+HEADER = struct.Struct("<6sHIQIII")
+FRAME = struct.Struct("<IQIB32s")
+RUN = struct.Struct("<III")
+PACK_ID_BYTES = 16
+INLINE_MAX = 512  # lists up to this size live in the manifest entry
+_ID = BLOCK_ID_BYTES
+assert array("I").itemsize == 4
+
+
+class Frame(NamedTuple):
+    """A compressed frame: ``stored`` bytes at ``offset`` in pack ``pack`` (its id)."""
+
+    pack: str
+    offset: int
+    stored: int
+    codec: int
+    digest: bytes  # SHA-256 of the stored bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRef:
+    """One block of a file: its id and where it is stored.
+
+    The block is the ``raw`` bytes at ``skip`` in the decompressed frame at ``offset`` in
+    pack ``pack``, whose ``stored`` bytes have the SHA-256 ``frame_digest``. Checking the
+    stored frame proves the block as well as re-hashing it would (decompression is exact).
+    """
+
+    digest: bytes
+    pack: str
+    offset: int
+    stored: int
+    raw: int
+    codec: int
+    skip: int
+    frame_digest: bytes
+
+
+def _uint32(data: bytes | memoryview) -> array:
+    values = array("I")
+    values.frombytes(data)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values
+
+
+def list_id(data: bytes) -> bytes:
+    """The identity (and key) of a stored list: the SHA-256 of its bytes."""
+    return hashlib.sha256(data).digest()
+
+
+class BlockList:
+    """A parsed block list; ``what`` names it in errors (its key, or the manifest entry)."""
+
+    __slots__ = ("_run_count", "_run_frame", "_run_skip", "_run_start", "block_size", "count",
+                 "frames", "ids", "packs", "size")
+
+    def __init__(self, data: bytes, what: str) -> None:
+        if data[:len(MAGIC)] != MAGIC or len(data) < HEADER.size:
+            raise ChecksumError(f"{what}: not a Lifeboat block list (damaged header)")
+        _, fmt, block_size, size, n_packs, n_frames, n_runs = HEADER.unpack_from(data)
+        formats.check(f"block list {what}", fmt, formats.BLOCK_LIST)
+        self.block_size, self.size = block_size, size
+        self.count = -(-size // block_size) if block_size else -1
+        at = HEADER.size
+        ends = at + n_packs * PACK_ID_BYTES + n_frames * FRAME.size + n_runs * RUN.size
+        if block_size <= 0 or self.count <= 0 or len(data) != ends + self.count * _ID:
+            raise ChecksumError(f"{what}: damaged block list (its sizes do not add up)")
+        view = memoryview(data)
+        self.packs = [view[i:i + PACK_ID_BYTES].hex() for i in range(at, at + n_packs * PACK_ID_BYTES,
+                                                                       PACK_ID_BYTES)]
+        at += n_packs * PACK_ID_BYTES
+        try:
+            self.frames = [Frame(self.packs[p], offset, stored, codec, digest) for p, offset, stored,
+                           codec, digest in FRAME.iter_unpack(view[at:at + n_frames * FRAME.size])]
+        except IndexError:
+            raise ChecksumError(f"{what}: damaged block list (a frame names pack {n_packs} or "
+                                "above)") from None
+        at += n_frames * FRAME.size
+        runs = _uint32(view[at:at + n_runs * RUN.size])
+        self._run_frame, self._run_count, self._run_skip = runs[0::3], runs[1::3], runs[2::3]
+        self._run_start = [0, *accumulate(self._run_count)]
+        if self._run_start[-1] != self.count or (n_runs and max(self._run_frame) >= n_frames):
+            raise ChecksumError(f"{what}: damaged block list (its runs do not match its blocks)")
+        self.ids = bytes(view[ends:])
+
+    def raw(self, number: int) -> int:
+        return min(self.block_size, self.size - number * self.block_size)
+
+    def block_id(self, number: int) -> bytes:
+        return self.ids[number * _ID:(number + 1) * _ID]
+
+    def segments(self, first: int = 0, end: int | None = None) -> Iterator[tuple[Frame, int, int, int]]:
+        """``(frame, first block, count, skip of the first)`` for blocks ``first``..``end``, in
+        file order: consecutive blocks of the file that are consecutive in one frame."""
+        end = self.count if end is None else min(end, self.count)
+        run = bisect_right(self._run_start, first) - 1
+        number = first
+        while number < end:
+            start = self._run_start[run]
+            stop = min(end, start + self._run_count[run])
+            yield (self.frames[self._run_frame[run]], number, stop - number,
+                   self._run_skip[run] + (number - start) * self.block_size)
+            number = stop
+            run += 1
+
+    def place(self, number: int) -> tuple[Frame, int]:
+        """The frame holding block ``number`` and its skip in it."""
+        run = bisect_right(self._run_start, number) - 1
+        return (self.frames[self._run_frame[run]],
+                self._run_skip[run] + (number - self._run_start[run]) * self.block_size)
+
+    def refs(self, first: int, count: int) -> list[tuple[int, BlockRef]]:
+        """``(block number, ref)`` for ``count`` blocks from ``first`` (a restore batch)."""
+        out: list[tuple[int, BlockRef]] = []
+        size = self.block_size
+        for frame, number, n, skip in self.segments(first, first + count):
+            for k in range(number, number + n):
+                out.append((k, BlockRef(self.ids[k * _ID:(k + 1) * _ID], frame.pack, frame.offset,
+                                        frame.stored, min(size, self.size - k * size), frame.codec,
+                                        skip, frame.digest)))
+                skip += size
+        return out
+
+
+class ListBuilder:
+    """Builds the list of one file from its runs, in file order."""
+
+    def __init__(self, block_size: int) -> None:
+        self._block_size = block_size
+        self._frames: dict[Frame, int] = {}
+        self._packs: dict[str, int] = {}
+        self._runs = array("I")
+        self._ids: list[bytes] = []
+        self._next_skip = -1
+
+    def add(self, frame: Frame, count: int, skip: int) -> None:
+        """The next ``count`` blocks of the file are consecutive in ``frame`` from ``skip``."""
+        index = self._frames.get(frame)
+        if index is None:
+            index = self._frames[frame] = len(self._frames)
+            self._packs.setdefault(frame.pack, len(self._packs))
+        runs = self._runs
+        if runs and runs[-3] == index and skip == self._next_skip:
+            runs[-2] += count
+        else:
+            runs.extend((index, count, skip))
+        self._next_skip = skip + count * self._block_size
+
+    def add_ids(self, ids: bytes) -> None:
+        self._ids.append(ids)
+
+    @property
+    def pack_ids(self) -> list[str]:
+        return list(self._packs)
+
+    def finish(self, size: int) -> bytes:
+        """The list object of a file of ``size`` bytes."""
+        runs = array("I", self._runs)
+        if sys.byteorder == "big":
+            runs.byteswap()
+        packs = self._packs
+        try:
+            pack_bytes = b"".join(bytes.fromhex(p) for p in packs)
+        except ValueError:
+            raise ValueError(f"pack ids must be {PACK_ID_BYTES * 2} hex digits: {list(packs)}") from None
+        if len(pack_bytes) != PACK_ID_BYTES * len(packs):
+            raise ValueError(f"pack ids must be {PACK_ID_BYTES * 2} hex digits: {list(packs)}")
+        return b"".join((
+            HEADER.pack(MAGIC, formats.BLOCK_LIST, self._block_size, size, len(packs),
+                        len(self._frames), len(self._runs) // 3),
+            pack_bytes,
+            b"".join(FRAME.pack(packs[f.pack], f.offset, f.stored, f.codec, f.digest)
+                     for f in self._frames),
+            runs.tobytes(),
+            *self._ids,
+        ))
