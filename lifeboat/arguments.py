@@ -88,7 +88,8 @@ def restore_options(p: argparse.ArgumentParser) -> None:
 def verify_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backup", metavar="ID", help="verify one backup (default: all)")
     p.add_argument("--since-last", action="store_true",
-                   help="only what no earlier verify proved (new packs and WAL)")
+                   help="skip the packs, block lists, WAL files and manifests an earlier verify "
+                        "proved (the small documents are always checked)")
     _jobs(p, "cores")
 
 

@@ -77,14 +77,16 @@ def objectives_text(o: dict) -> str:
 def verify_text(report: VerifyReport) -> str:
     skipped = ""
     if report.mode == "since-last":
-        skipped = (f" ({report.skipped_packs} packs, {report.skipped_lists} block lists and "
-                   f"{report.skipped_wal} WAL segments proven earlier, skipped)")
-    lines = [f"verify cluster '{report.cluster}' ({report.mode}): {report.backups} backups, "
-             f"{report.lists} block lists, {report.frames} frames, {report.blocks} blocks "
-             f"({format_size(report.bytes)}), "
-             f"{report.wal_segments} WAL segments checked in {report.seconds:.1f}s{skipped}"]
+        skipped = (f" ({report.skipped_manifests} manifests, {report.skipped_packs} packs, "
+                   f"{report.skipped_lists} block lists and {report.skipped_wal} WAL files proven "
+                   "earlier, skipped)")
+    lines = [f"verify cluster '{report.cluster}' ({report.mode}): {report.backups} backups; checked "
+             f"{report.manifests} manifests, {report.lists} block lists, {report.packs} packs "
+             f"({report.frames} frames, {report.blocks} blocks, {format_size(report.bytes)}), "
+             f"{report.wal_segments} WAL files and {report.documents} documents in "
+             f"{report.seconds:.1f}s{skipped}"]
     if report.ok:
-        lines.append("ok: nothing missing or damaged")
+        lines.append("ok: nothing missing, damaged or unknown")
     else:
         lines.append(f"{len(report.problems)} problems:")
         lines.extend(f"  {problem}" for problem in report.problems)

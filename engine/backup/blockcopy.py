@@ -214,13 +214,14 @@ class BlockCopier:
             raw_total += len(frame)
         if not frames:
             return 0, 0
+        digests = [layout.frame_checksum(f[2]) for f in frames]
         pack = self._packs.borrow()
         try:
-            position = pack.writer.write(b"".join(f[2] for f in frames))
+            position = pack.append([f[2] for f in frames], digests)
         finally:
             self._packs.give_back(pack)
-        for members, codec_id, stored in frames:
-            frame = Frame(pack.id, position, len(stored), codec_id, layout.frame_checksum(stored))
+        for (members, codec_id, stored), digest in zip(frames, digests, strict=True):
+            frame = Frame(pack.id, position, len(stored), codec_id, digest)
             for skip, i in enumerate(members):
                 places[i] = (frame, skip * size)
             position += len(stored)

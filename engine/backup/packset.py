@@ -1,4 +1,8 @@
-"""What one backup writes and refers to: packs of compressed frames, and block lists."""
+"""What one backup writes and refers to: packs of compressed frames, and block lists.
+
+A pack is sealed when committed: its index (each frame's length and SHA-256) and a
+checksummed footer follow the frames (:mod:`engine.repository.packs`).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,12 @@ import contextlib
 import queue
 import secrets
 import threading
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from engine.repository import layout
 from engine.repository.blocklist import list_id
+from engine.repository.packs import PackIndex
 from engine.repository.storage import ObjectWriter, Storage
 
 
@@ -18,6 +24,14 @@ class OpenPack:
     index: int
     id: str
     writer: ObjectWriter
+    frames: PackIndex = field(default_factory=PackIndex)
+
+    def append(self, frames: Sequence[bytes], digests: Sequence[bytes]) -> int:
+        """Append stored frames (with the SHA-256 of each); the offset of the first."""
+        position = self.writer.write(b"".join(frames))
+        for frame, digest in zip(frames, digests, strict=True):
+            self.frames.add(len(frame), digest)
+        return position
 
 
 class PackSet:
@@ -75,6 +89,7 @@ class PackSet:
             self._idle.put(pack)
 
     def _commit(self, pack: OpenPack) -> None:
+        pack.writer.write(pack.frames.tail())
         pack.writer.commit()
         with self._lock:
             self._open.remove(pack)

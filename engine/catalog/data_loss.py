@@ -26,6 +26,11 @@ CAUSES: dict[str, str] = {
     "drill_rows_lost": "critical",  # a drill's restore lacks committed rows
 }
 
+#: Kinds of verify problems in the WAL archive, and those that lose nothing (an object
+#: Lifeboat did not write; verify's own record, written anew by the verify that finds it).
+WAL_KINDS = ("wal", "history", "backup-history")
+NOT_LOSS = ("unknown", "verify-state")
+
 
 @dataclass(frozen=True)
 class Loss:
@@ -51,7 +56,9 @@ def from_result(kind: str, result: dict[str, Any] | None) -> list[Loss]:
     if kind == "verify":
         by_cause: dict[str, list[str]] = {}
         for problem in result.get("problems", []):
-            cause = "wal_gap" if problem.get("kind") in ("wal", "history") else "corrupt_block"
+            if problem.get("kind") in NOT_LOSS:
+                continue
+            cause = "wal_gap" if problem.get("kind") in WAL_KINDS else "corrupt_block"
             by_cause.setdefault(cause, []).append(f"{problem.get('kind')} {problem.get('item')}")
         for cause, items in by_cause.items():
             more = f" and {len(items) - 3} more" if len(items) > 3 else ""

@@ -2,19 +2,19 @@
 the repository's marker (``lifeboat.repo``).
 
 WAL pushes and backups compare what they see with it, so segments or files of
-another cluster can never be mixed into this cluster's archive. Both objects carry
-the repository's format (:data:`engine.repository.formats.REPOSITORY`); every command
-reads ``cluster.json`` first, so a repository of another format is refused before
+another cluster can never be mixed into this cluster's archive. Both are sealed
+documents (:mod:`engine.repository.sealed`) in the repository's format
+(:data:`engine.repository.formats.REPOSITORY`); every command reads ``cluster.json``
+first, so a repository of another format, or a damaged identity, is refused before
 anything else of it is read (at no extra request on the WAL path).
 """
 
 from __future__ import annotations
 
-import json
 from collections import namedtuple
 
-from engine.errors import ClusterSetupError, NotFoundError, StorageError
-from engine.repository import formats, layout
+from engine.errors import ChecksumError, ClusterSetupError, NotFoundError
+from engine.repository import layout, sealed
 
 TYPE_CHECKING = False  # typing is not imported on the WAL path
 if TYPE_CHECKING:
@@ -44,39 +44,41 @@ def read(storage: Storage, cluster: str) -> ClusterInfo:
             f"cluster '{cluster}' is not initialised in the repository {storage.describe()}: "
             f"run 'lifeboat init --cluster {cluster}'"
         ) from None
-    key = layout.cluster_info_key(cluster)
-    try:
-        fields = json.loads(raw)
-        found = fields.pop("format", None)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise StorageError(f"{key} is damaged: {exc}") from None
-    formats.check(f"{storage.describe()}: {key}", found, formats.REPOSITORY)
+    return parse(raw, f"{storage.describe()}: {layout.cluster_info_key(cluster)}")
+
+
+def parse(raw: bytes, what: str) -> ClusterInfo:
+    """The identity in the sealed ``cluster.json`` ``raw``; ``what`` names it in errors
+    (FormatError for another format, ChecksumError when damaged)."""
+    fields = sealed.unseal(raw, sealed.CLUSTER, what)
     try:
         return ClusterInfo(**fields)
     except (ValueError, TypeError) as exc:
-        raise StorageError(f"{key} is damaged: {exc}") from None
+        raise ChecksumError(f"{what} is damaged: {exc}") from None
 
 
 def write(storage: Storage, cluster: str, info: ClusterInfo) -> bool:
     """Store the identity unless one exists; True when written."""
-    data = json.dumps({"format": formats.REPOSITORY} | info._asdict(), indent=2).encode() + b"\n"
+    data = sealed.seal(sealed.CLUSTER, info._asdict(), indent=2)
     return storage.put_if_absent(layout.cluster_info_key(cluster), data)
 
 
 def marker() -> bytes:
     """The content of ``lifeboat.repo``."""
-    return json.dumps({"format": formats.REPOSITORY}).encode() + b"\n"
+    return sealed.seal(sealed.REPOSITORY, {})
+
+
+def parse_marker(raw: bytes, what: str) -> None:
+    """Refuse the marker ``raw`` when it is of another format or damaged."""
+    sealed.unseal(raw, sealed.REPOSITORY, what)
 
 
 def check_marker(storage: Storage) -> bool:
-    """Refuse a repository whose marker says another format; False when it has none."""
+    """Refuse a repository whose marker says another format or is damaged; False when it
+    has none."""
     try:
         raw = storage.get(layout.REPO_MARKER)
     except NotFoundError:
         return False
-    try:
-        found = json.loads(raw).get("format")
-    except (ValueError, AttributeError):
-        raise StorageError(f"{storage.describe()}: {layout.REPO_MARKER} is damaged") from None
-    formats.check(f"repository {storage.describe()} ({layout.REPO_MARKER})", found, formats.REPOSITORY)
+    parse_marker(raw, f"repository {storage.describe()} ({layout.REPO_MARKER})")
     return True

@@ -6,14 +6,13 @@ a :class:`FormatError` naming it, so the next change of a format is detected rat
 than misread. Each kind has its own number, raised when that kind changes:
 
 - the repository (``lifeboat.repo``, written by ``init``) and each cluster's
-  ``cluster.json``: :data:`REPOSITORY`;
+  ``cluster.json``: :data:`REPOSITORY` (3: sealed documents, packs with an index);
 - backup manifests (their first line): :data:`MANIFEST`;
 - block lists, inline or stored (their header): :data:`BLOCK_LIST`;
 - archived WAL files (the digit of their magic ``LBWAL1``): :data:`WAL`;
-- named restore points and ``verified.json``: :data:`RESTORE_POINT`, :data:`VERIFY_STATE`.
-
-Packs have no header: they are bytes located and checked (SHA-256 per frame) through the
-block lists, whose format covers how frames are stored.
+- named restore points and ``verified.json``: :data:`RESTORE_POINT`, :data:`VERIFY_STATE`;
+  these and the two above are sealed documents (:mod:`engine.repository.sealed`);
+- packs (the footer after their frames and index, :mod:`engine.repository.packs`): :data:`PACK`.
 
 This module is imported on the WAL path: it imports nothing heavy.
 """
@@ -22,12 +21,13 @@ from __future__ import annotations
 
 from engine.errors import FormatError
 
-REPOSITORY = 2
+REPOSITORY = 3
 MANIFEST = 2
 BLOCK_LIST = 1
 WAL = 1
-RESTORE_POINT = 1
-VERIFY_STATE = 1
+RESTORE_POINT = 2
+VERIFY_STATE = 2
+PACK = 1
 
 
 def problem(what: str, found: object, supported: int) -> str | None:

@@ -10,13 +10,18 @@
     clusters/<cluster>/packs/<xx>/<pack>        compressed frames of blocks
     clusters/<cluster>/lists/<xx>/<sha256>      block lists of files, content-addressed
     clusters/<cluster>/restore-points/<name>.json
+    clusters/<cluster>/verified.json           what verify proved, for --since-last
+    clusters/<cluster>/lock                    the cluster's lock file (posix)
+
+:func:`classify` says which kind of object a key of a cluster is, so verify can check
+every object by its kind and name what Lifeboat did not write.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-from engine.wal.names import is_history
+from engine.wal.names import is_history, wal_file_kind
 
 REPO_MARKER = "lifeboat.repo"
 MANIFEST_SUFFIX = ".manifest"
@@ -113,3 +118,51 @@ def verify_state_key(cluster: str) -> str:
 
 def lock_key(cluster: str) -> str:
     return f"{cluster_prefix(cluster)}/lock"
+
+
+#: The kinds of object :func:`classify` knows (``wal``: a segment or a ``.partial``).
+KINDS = ("cluster", "verify-state", "lock", "wal", "backup-history", "history", "manifest",
+         "pack", "list", "restore-point", "temp")
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def _lower_hex(text: str, length: int) -> bool:
+    return len(text) == length and _HEX_DIGITS.issuperset(text)
+
+
+def classify(cluster: str, key: str) -> str | None:
+    """The kind of object ``key`` is in ``cluster``'s part of the repository (one of
+    :data:`KINDS`), or None when it is not a key Lifeboat writes there. ``temp``: the
+    remains of a writer in flight or killed (``.<name>.tmp-*``), not an object."""
+    stem = cluster_prefix(cluster) + "/"
+    if not key.startswith(stem):
+        return None
+    parts = key[len(stem):].split("/")
+    name = parts[-1]
+    if name.startswith(".") and ".tmp-" in name:
+        return "temp"
+    if len(parts) == 1:
+        return {"cluster.json": "cluster", "verified.json": "verify-state", "lock": "lock"}.get(name)
+    top = parts[0]
+    if len(parts) == 2:
+        if top == "backups":
+            return "manifest" if name.endswith(MANIFEST_SUFFIX) and len(name) > len(MANIFEST_SUFFIX) \
+                else None
+        if top == "restore-points":
+            return "restore-point" if name.endswith(".json") and not name.startswith(".") else None
+        return None
+    if len(parts) != 3:
+        return None
+    middle = parts[1]
+    if top == "wal":
+        kind = wal_file_kind(name)
+        if middle == "history":
+            return "history" if kind == "history" else None
+        if kind in ("segment", "partial", "backup") and middle == name[:16]:
+            return "backup-history" if kind == "backup" else "wal"
+        return None
+    if top == "packs" and _lower_hex(name, 32) and middle == name[:2]:
+        return "pack"
+    if top == "lists" and _lower_hex(name, 64) and middle == name[:2]:
+        return "list"
+    return None

@@ -6,12 +6,11 @@ ends before it (PostgreSQL itself cannot tell which backups can reach a name).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 
 from engine.config.schema import Config
-from engine.errors import NotFoundError, UsageError
-from engine.repository import formats, layout
+from engine.errors import ChecksumError, NotFoundError, UsageError
+from engine.repository import layout, sealed
 from engine.repository.storage import Storage
 from engine.wal.names import format_lsn, parse_lsn
 
@@ -39,16 +38,28 @@ def create(config: Config, cluster: str, storage: Storage, name: str) -> Restore
 
 def save(storage: Storage, cluster: str, point: RestorePoint) -> None:
     """Remember a restore point in the repository (replacing one of the same name)."""
-    record = {"format": formats.RESTORE_POINT} | asdict(point)
-    storage.put(layout.restore_point_key(cluster, point.name), json.dumps(record).encode())
+    record = sealed.seal(sealed.RESTORE_POINT, asdict(point))
+    storage.put(layout.restore_point_key(cluster, point.name), record)
 
 
 def lookup_lsn(storage: Storage, cluster: str, name: str) -> int | None:
     """The LSN of a restore point made by ``lifeboat restore-point``, if it was."""
     key = layout.restore_point_key(cluster, name)
     try:
-        data = json.loads(storage.get(key))
+        raw = storage.get(key)
     except NotFoundError:
         return None
-    formats.check(f"restore point {key}", data.get("format"), formats.RESTORE_POINT)
-    return parse_lsn(data["lsn"]) if data.get("name") == name else None
+    data = parse(raw, f"restore point {key}")
+    return parse_lsn(data.lsn) if data.name == name else None
+
+
+def parse(raw: bytes, what: str) -> RestorePoint:
+    """The restore point in the sealed record ``raw``; FormatError or ChecksumError naming
+    ``what`` when it is of another format or damaged."""
+    fields = sealed.unseal(raw, sealed.RESTORE_POINT, what)
+    try:
+        point = RestorePoint(**fields)
+        parse_lsn(point.lsn)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ChecksumError(f"{what} is damaged: {exc}") from None
+    return point

@@ -81,9 +81,12 @@ def test_missing_history_file_is_named(lifeboat: Lifeboat) -> None:
     storage.delete(layout.wal_key("main", "00000002.history"))
     code, report = verify(lifeboat)
     assert code == 1
+    [backup] = json.loads(lifeboat.run("info", "--output", "json").stdout)["clusters"][0]["backups"]
     assert {"kind": "history", "item": "00000002.history",
-            "detail": "missing from the archive, but segments of timeline 2 are archived"} \
-        in report["problems"]
+            "key": "clusters/main/wal/history/00000002.history",
+            "detail": "missing from the archive, but segments of timeline 2 are archived",
+            "affects": f"recovery of backup {backup['id']} reads it (to follow timeline 2 or find the "
+                       "newest timeline) and stops at it"} in report["problems"]
 
 
 def test_since_last_checks_only_what_is_new(lifeboat: Lifeboat) -> None:
@@ -125,12 +128,12 @@ def test_verify_names_a_damaged_or_missing_block_list_and_the_backups_it_breaks(
     problems = [p for p in report["problems"] if p["kind"] == "list"]
     assert len(problems) == 1 and problems[0]["item"] == key
     assert "checksum mismatch" in problems[0]["detail"]
-    assert f"backups it breaks: {full} ({path}), {incr} ({path})" in problems[0]["detail"]
+    assert problems[0]["affects"] == f"backups it breaks: {full} ({path}), {incr} ({path})"
 
     stored.unlink()
     code, report = verify(lifeboat)
     assert code == 1
     [problem] = [p for p in report["problems"] if p["kind"] == "list"]
-    assert "is missing from the repository" in problem["detail"] and incr in problem["detail"]
+    assert "is missing from the repository" in problem["detail"] and incr in problem["affects"]
     _, done = lifeboat.restore("--backup", incr, check=False)
     assert done.returncode == 1 and f"block list {key} (file {path}) is missing" in done.stderr

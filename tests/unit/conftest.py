@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.repository import clusterinfo
+from engine.repository import clusterinfo, layout
 from engine.repository.storage.posix import PosixStorage
 
 
@@ -35,6 +35,7 @@ SEGMENT_SIZE = 16 * 1024 * 1024
 @pytest.fixture
 def storage(tmp_path: Path) -> PosixStorage:
     repo = PosixStorage(tmp_path / "repo")
+    repo.put(layout.REPO_MARKER, clusterinfo.marker())  # as 'lifeboat init' writes it
     clusterinfo.write(repo, "main", clusterinfo.ClusterInfo(SYSID, 150020, SEGMENT_SIZE, 8192,
                                                             "2026-11-25T00:00:00+00:00"))
     return repo

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from engine.postgres import pgdata
 from engine.repository import layout
 from engine.repository.codec import Codec
 from engine.repository.manifest import ManifestWriter, read_manifest
+from engine.repository.packs import PackFrame, parse_tail, tail_size
 from engine.repository.storage.posix import PosixStorage
 from engine.restore.files import FileWriter
 from tests.manifests import blocks_of
@@ -83,7 +85,8 @@ def test_backup_copies_chunks_in_parallel(tmp_path: Path) -> None:
     overlap = Overlap(want=3)
     storage, files = back_up(tmp_path, jobs=3,
                              through=lambda inner: OverlapStorage(inner, overlap, ("write",)))
-    assert overlap.calls == 6 and overlap.peak == 3
+    packs = len(storage.list(layout.packs_prefix("main")))
+    assert overlap.calls == 6 + packs and overlap.peak == 3  # each chunk's frames, each pack's index
     manifest = read_manifest(storage, "main", "20261125-010000F")
     target = tmp_path / "dst"
     target.mkdir()
@@ -146,17 +149,20 @@ def test_full_packs_are_committed_and_replaced(tmp_path: Path) -> None:
     storage = PosixStorage(tmp_path / "repo")
     packs = PackSet(storage, "main", pack_size=1024 * 1024)
     first = packs.borrow()
-    first.writer.write(b"x" * (1024 * 1024))
+    first.append([b"x" * (1024 * 1024)], [hashlib.sha256(b"x" * (1024 * 1024)).digest()])
     packs.give_back(first)
     assert storage.exists(layout.pack_key("main", packs.ids[0]))  # durable and visible
     second = packs.borrow()
     assert second.index == 1
-    second.writer.write(b"y")
+    second.append([b"y"], [hashlib.sha256(b"y").digest()])
     packs.give_back(second)
     assert packs.borrow() is second  # not full: lent again
     packs.give_back(second)
     assert packs.finish() == packs.ids and len(packs.ids) == 2
-    assert packs.stored_bytes == 1024 * 1024 + 1
+    tails = 2 * tail_size(1)  # each pack's index (one frame) and footer
+    assert packs.stored_bytes == 1024 * 1024 + 1 + tails
+    end = storage.get(layout.pack_key("main", packs.ids[1]))
+    assert parse_tail(end, len(end), "p") == [PackFrame(0, 1, hashlib.sha256(b"y").digest())]
 
 
 def test_damage_in_a_compressed_frame_names_its_blocks(tmp_path: Path) -> None:
@@ -178,9 +184,9 @@ def test_failed_backup_leaves_no_packs(tmp_path: Path) -> None:
     storage = PosixStorage(tmp_path / "repo")
     packs = PackSet(storage, "main", pack_size=1024 * 1024)
     pack = packs.borrow()
-    pack.writer.write(b"x" * 2_000_000)
+    pack.append([b"x" * 2_000_000], [bytes(32)])
     packs.give_back(pack)  # over pack_size: committed
-    packs.borrow().writer.write(b"y")
+    packs.borrow().append([b"y"], [bytes(32)])
     packs.discard()
     assert storage.list("clusters/main/packs") == []
 

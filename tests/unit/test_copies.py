@@ -19,6 +19,7 @@ from engine.repository.codec import Codec
 from engine.repository.copies import copy_cluster, copy_lag
 from engine.repository.manifest import ManifestWriter, list_backup_ids, read_manifest, read_summary
 from engine.repository.storage.posix import PosixStorage
+from engine.restore import points
 from engine.restore.files import FileWriter
 from engine.wal import archive
 from tests.unit.conftest import SEGMENT_SIZE, SYSID, fake_segment
@@ -33,6 +34,7 @@ INFO = clusterinfo.ClusterInfo(SYSID, 150020, SEGMENT_SIZE, 8192, "2026-11-25T00
 
 def repository(path: Path, cls: type[PosixStorage] = PosixStorage) -> PosixStorage:
     storage = cls(path)
+    storage.put(layout.REPO_MARKER, clusterinfo.marker())  # as 'lifeboat init' writes it
     clusterinfo.write(storage, "main", INFO)
     return storage
 
@@ -73,7 +75,8 @@ def write_tree(root: Path, files: dict[str, bytes]) -> None:
 @pytest.fixture
 def source(tmp_path: Path) -> PosixStorage:
     repo = _source(tmp_path)
-    repo.put(layout.restore_point_key("main", "before-migration"), b'{"name": "before-migration"}')
+    points.save(repo, "main", points.RestorePoint("before-migration", "0/3000028", "000000010000000000000003",
+                                                  "2026-11-25T01:30:00+00:00"))
     return repo
 
 

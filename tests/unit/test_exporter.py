@@ -201,6 +201,13 @@ def test_data_loss_events_are_recorded_where_found_and_counted(tmp_path: Path) -
     assert states == ["succeeded", "failed", "failed"]
     assert data_loss.from_result("backup", {"corrupt_pages": 2, "corrupt_files": ["base/1/2"]})[0].cause \
         == "corrupt_block"
+    found = data_loss.from_result("verify", {"problems": [
+        {"kind": "unknown", "item": "notes.txt"}, {"kind": "verify-state", "item": "verified.json"},
+        {"kind": "backup-history", "item": "000000010000000000000003.00000028.backup"},
+        {"kind": "pack", "item": "ab12"}, {"kind": "cluster", "item": "cluster.json"}]})
+    assert [(loss.cause, loss.detail) for loss in found] == [
+        ("wal_gap", "verify found 1: backup-history 000000010000000000000003.00000028.backup"),
+        ("corrupt_block", "verify found 2: pack ab12, cluster cluster.json")]  # nothing lost to the others
 
 
 def test_a_cli_run_is_recorded_with_its_outcome_and_a_missing_catalog_only_warns(tmp_path: Path) -> None:

@@ -30,6 +30,13 @@ def _fail(exc: OSError, what: str, path: str) -> StorageError:
     return StorageError(str(path_error(exc, what, path)))
 
 
+def _unlisted(exc: OSError) -> None:
+    """A directory a listing cannot read: an error (a listing that leaves it out would hide
+    its objects from verify and garbage collection), unless it was removed meanwhile."""
+    if exc.errno != errno.ENOENT:
+        raise _fail(exc, "list", str(exc.filename))
+
+
 class PosixWriter:
     """A pack being written: a temp file renamed into place on commit."""
 
@@ -201,7 +208,7 @@ class PosixStorage:
                         continue
                     found.append(stem + entry.name + ("/" if entry.is_dir() else ""))
             return sorted(found)
-        for directory, dirs, files in os.walk(base):
+        for directory, dirs, files in os.walk(base, onerror=_unlisted):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             rel = os.path.relpath(directory, base)
             head = stem if rel == "." else stem + rel.replace(os.sep, "/") + "/"
