@@ -15,6 +15,7 @@ from pathlib import Path
 from bench.environment import Bench, BenchError, as_postgres, child_env, run
 
 GNU_TIME = Path("/usr/bin/time")
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 # Fallback when /usr/bin/time is missing: run the command, record the children's max RSS.
 RSS_WRAPPER = ("import resource, subprocess, sys\n"
                "code = subprocess.call(sys.argv[2:])\n"
@@ -32,8 +33,18 @@ class Measured:
     output: str = ""  # the command's stdout
 
 
+def drop_caches() -> None:
+    """Empty the page cache (and dentries and inodes): the next reads come from the disk."""
+    os.sync()
+    try:
+        DROP_CACHES.write_text("3\n")
+    except OSError as exc:
+        raise BenchError(f"cannot drop the page cache ({DROP_CACHES}: {exc}); --cold needs root") from None
+
+
 def measured(bench: Bench, command: Sequence[str | Path]) -> Measured:
-    """Run ``command`` as postgres after a sync; time it and record its max RSS."""
+    """Run ``command`` as postgres after a sync (and, with ``bench.cold``, after dropping the
+    page cache); time it and record its max RSS."""
     rss_file = bench.paths.rss
     rss_file.unlink(missing_ok=True)
     if GNU_TIME.exists():
@@ -41,6 +52,8 @@ def measured(bench: Bench, command: Sequence[str | Path]) -> Measured:
     else:
         wrapped = [sys.executable, "-c", RSS_WRAPPER, rss_file, *command]
     os.sync()
+    if bench.cold:
+        drop_caches()
     started = time.perf_counter()
     done = run(bench, wrapped)
     seconds = time.perf_counter() - started
