@@ -37,7 +37,7 @@ def backup_lifeboat(bench: Bench, kind: str = "full") -> BackupResult:
         raise BenchError(f"lifeboat backup wrote {len(manifests)} manifests, expected 1")
     label = manifests[0].name.removesuffix(".manifest")
     return BackupResult("lifeboat", label, result.seconds, added, result.max_rss_kib, manifests[0],
-                        result.output.strip())
+                        result.output.strip(), result.cpu_seconds)
 
 
 def backup_pgbackrest(bench: Bench, tool: str, kind: str = "full") -> BackupResult:
@@ -53,7 +53,7 @@ def backup_pgbackrest(bench: Bench, tool: str, kind: str = "full") -> BackupResu
         raise BenchError(f"pgbackrest backup made {len(new)} new backup sets, expected 1")
     location = sets / new[0]
     return BackupResult(tool, new[0], result.seconds, tree_bytes(location), result.max_rss_kib,
-                        location)
+                        location, cpu_seconds=result.cpu_seconds)
 
 
 def backup_basebackup(bench: Bench, run_no: int) -> BackupResult:
@@ -63,7 +63,7 @@ def backup_basebackup(bench: Bench, run_no: int) -> BackupResult:
                               "-U", OS_USER, "-w", "-D", target, "-Ft", "-Z", "client-zstd:3",
                               "-X", "fetch", "-c", "fast"])
     return BackupResult("basebackup", target.name, result.seconds, tree_bytes(target), result.max_rss_kib,
-                        target)
+                        target, cpu_seconds=result.cpu_seconds)
 
 
 def take_backup(bench: Bench, tool: str, run_no: int, kind: str = "full") -> BackupResult:
@@ -119,7 +119,7 @@ def restore(bench: Bench, backup: BackupResult, warm_bytes: int, name: str | Non
     restored = tree_bytes(target)
     if not keep:
         shutil.rmtree(target)
-    return RestoreResult(backup.tool, result.seconds, result.max_rss_kib, restored)
+    return RestoreResult(backup.tool, result.seconds, result.max_rss_kib, restored, result.cpu_seconds)
 
 
 CHECKS = {"pgbench_accounts rows": "SELECT count(*) FROM pgbench_accounts",

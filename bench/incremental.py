@@ -64,7 +64,7 @@ def incremental_pair(bench: Bench, results: Results, scenario: str, order: tuple
     for tool in order:
         log(f"run {run_no}/{bench.runs}: {tool} incremental {SCENARIOS[scenario]}")
         taken[tool] = take_backup(bench, tool, run_no, "incr")
-        log(f"  {taken[tool].label}: {taken[tool].seconds:.2f}s, "
+        log(f"  {taken[tool].label}: {taken[tool].seconds:.2f}s (CPU {taken[tool].cpu_seconds:.2f}s), "
             f"{taken[tool].stored_bytes / MiB:.1f} MiB, max RSS {taken[tool].max_rss_kib // 1024} MiB")
         if tool == "lifeboat":
             check_lifeboat_incr(bench, taken[tool], newest.get(tool), results.notes)
@@ -82,7 +82,8 @@ def delta_restore(bench: Bench, backup: BackupResult, warm_bytes: int) -> Restor
     result = measured(bench, restore_command(bench, backup, target, delta=True))
     if not (target / "global" / "pg_control").exists():
         raise BenchError(f"{backup.tool} delta restore left no global/pg_control in {target}")
-    return RestoreResult(backup.tool, result.seconds, result.max_rss_kib, tree_bytes(target))
+    return RestoreResult(backup.tool, result.seconds, result.max_rss_kib, tree_bytes(target),
+                         result.cpu_seconds)
 
 
 def compare_delta(bench: Bench, results: Results) -> None:

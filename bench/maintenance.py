@@ -17,7 +17,8 @@ def _timed(bench: Bench, results: Results, name: str, tool: str, command: list) 
     log(f"{tool} {name}")
     done = measured(bench, command)
     summary = done.output.strip().splitlines()[-1] if tool == "lifeboat" and done.output.strip() else ""
-    results.maintenance[name][tool].append(CommandResult(tool, done.seconds, done.max_rss_kib, summary))
+    results.maintenance[name][tool].append(CommandResult(tool, done.seconds, done.max_rss_kib, summary,
+                                                         done.cpu_seconds))
     log(f"  {done.seconds:.2f}s, max RSS {done.max_rss_kib // 1024} MiB")
 
 

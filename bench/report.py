@@ -39,38 +39,46 @@ def machine() -> str:
 
 
 def load_line(results: Results) -> str:
+    during = ""
+    if results.loads:
+        loads = sorted(results.loads)
+        during = (f"; at the {len(loads)} timed commands: median {loads[len(loads) // 2]:.2f}, "
+                  f"max {loads[-1]:.2f}")
     return (f"- Load average (1 min): {results.load_start:.2f} at the start, "
-            f"{os.getloadavg()[0]:.2f} at the end (other work on the machine adds noise)")
+            f"{os.getloadavg()[0]:.2f} at the end{during} (on 2 CPUs, anything much above 2 means "
+            "other work competed with the tools: compare CPU times, and ratios within the run)")
 
 
 def _backups_text(backups: list[BackupResult]) -> str:
-    return ", ".join(f"{b.label} {b.seconds:.2f} s / {b.stored_bytes / MiB:.1f} MiB / "
-                     f"{b.max_rss_kib / 1024:.0f} MiB" for b in backups) or "—"
+    return ", ".join(f"{b.label} {b.seconds:.2f} s / {b.cpu_seconds:.2f} s / {b.stored_bytes / MiB:.1f} MiB "
+                     f"/ {b.max_rss_kib / 1024:.0f} MiB" for b in backups) or "—"
 
 
 def _restores_text(restores: list[RestoreResult]) -> str:
-    return ", ".join(f"{r.seconds:.2f} s / {r.max_rss_kib / 1024:.0f} MiB" for r in restores) or "—"
+    return ", ".join(f"{r.seconds:.2f} s / {r.cpu_seconds:.2f} s / {r.max_rss_kib / 1024:.0f} MiB"
+                     for r in restores) or "—"
 
 
 def raw_values(results: Results) -> list[str]:
     lines = []
     for tool in results.tools:
-        lines.append(f"- {results.titles[tool]}: full backups (time / bytes / RSS) "
-                     f"{_backups_text(results.backups[tool])}; restores (time / RSS) "
+        lines.append(f"- {results.titles[tool]}: full backups (time / CPU / bytes / RSS) "
+                     f"{_backups_text(results.backups[tool])}; restores (time / CPU / RSS) "
                      f"{_restores_text(results.restores[tool])}")
     for scenario, title in SCENARIOS.items():
         for tool in results.block_tools:
-            lines.append(f"- incremental {title}, {results.titles[tool]} (set / time / bytes / RSS): "
+            lines.append(f"- incremental {title}, {results.titles[tool]} (set / time / CPU / bytes / RSS): "
                          f"{_backups_text(results.incrementals[scenario][tool])}")
     lines += [f"- Lifeboat said: `{b.output}`" for scenario in SCENARIOS
               for b in results.incrementals[scenario]["lifeboat"] if b.output]
     for tool in results.block_tools:
-        lines.append(f"- {results.titles[tool]}: delta restores (time / RSS) "
+        lines.append(f"- {results.titles[tool]}: delta restores (time / CPU / RSS) "
                      f"{_restores_text(results.delta_restores[tool])}; restores of the incremental "
                      f"into an empty directory {_restores_text(results.incr_restores[tool])}")
     for name, found in results.maintenance.items():
         for tool, done in found.items():
-            lines += [f"- {name}, {results.titles[tool]}: {d.seconds:.2f} s / {d.max_rss_kib / 1024:.0f} MiB"
+            lines += [f"- {name}, {results.titles[tool]} (time / CPU / RSS): {d.seconds:.2f} s / "
+                      f"{d.cpu_seconds:.2f} s / {d.max_rss_kib / 1024:.0f} MiB"
                       + (f" (`{d.output}`)" if d.output else "") for d in done]
     lines += [f"- Lifeboat delta restore vs clean restore, run {n}: {check}"
               for n, check in enumerate(results.delta_checks, 1)]
@@ -81,8 +89,9 @@ def raw_values(results: Results) -> list[str]:
                      f"{', '.join(f'{v / MiB:.1f} MiB' for v in data.appended_bytes)}")
     if results.push is not None:
         for tool, values in results.push.ms.items():
-            lines.append(f"- {results.titles[tool]} push per segment (ms): "
-                         + ", ".join(f"{v:.0f}" for v in values))
+            cpu = results.push.cpu_ms.get(tool, [])
+            lines.append(f"- {results.titles[tool]} push per segment (ms wall / CPU): "
+                         + ", ".join(f"{v:.0f}/{c:.0f}" for v, c in zip(values, cpu, strict=False)))
     return lines
 
 

@@ -25,6 +25,7 @@ class BackupResult:
     max_rss_kib: int
     location: Path
     output: str = ""  # Lifeboat's summary line
+    cpu_seconds: float = 0.0  # user + system
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class RestoreResult:
     seconds: float
     max_rss_kib: int
     restored_bytes: int
+    cpu_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,13 @@ class CommandResult:
     seconds: float
     max_rss_kib: int
     output: str = ""
+    cpu_seconds: float = 0.0
 
 
 @dataclass
 class PushResult:
     ms: dict[str, list[float]] = field(default_factory=dict)  # tool -> ms per segment
+    cpu_ms: dict[str, list[float]] = field(default_factory=dict)  # tool -> CPU ms per segment
     bytes: dict[str, int] = field(default_factory=dict)  # tool -> archive bytes
 
 
@@ -81,6 +85,7 @@ class Results:
     total_seconds: float = 0.0
     pgbench_seconds: int = 0
     append_mb: int = 0
+    loads: list[float] = field(default_factory=list)  # 1-min load average at each timed command
 
     def __post_init__(self) -> None:
         for table in (self.backups, self.restores, self.delta_restores, self.incr_restores):

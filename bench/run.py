@@ -113,7 +113,8 @@ def benchmark(bench: Bench) -> Results:
             log(f"run {run_no}/{bench.runs}: {tool} backup")
             taken[tool] = take_backup(bench, tool, run_no)
             results.backups[tool].append(taken[tool])
-            log(f"  {taken[tool].seconds:.2f}s, {taken[tool].stored_bytes / MiB:.1f} MiB, "
+            log(f"  {taken[tool].seconds:.2f}s (CPU {taken[tool].cpu_seconds:.2f}s), "
+                f"{taken[tool].stored_bytes / MiB:.1f} MiB, "
                 f"max RSS {taken[tool].max_rss_kib // 1024} MiB")
         for tool in order:
             log(f"run {run_no}/{bench.runs}: {tool} restore")
@@ -121,13 +122,14 @@ def benchmark(bench: Bench) -> Results:
             keep = run_no == bench.runs and tool in results.block_tools
             done = restore(bench, taken[tool], warm_bytes, keep=keep)
             results.restores[tool].append(done)
-            log(f"  {done.seconds:.2f}s, {done.restored_bytes / MiB:.1f} MiB written, "
-                f"max RSS {done.max_rss_kib // 1024} MiB")
+            log(f"  {done.seconds:.2f}s (CPU {done.cpu_seconds:.2f}s), "
+                f"{done.restored_bytes / MiB:.1f} MiB written, max RSS {done.max_rss_kib // 1024} MiB")
         shutil.rmtree(taken["basebackup"].location)
     incremental_benchmark(bench, results, data, warm_bytes)
     results.verified = verify_lifeboat_restore(bench, expected_checks(bench, data))
     maintenance_benchmark(bench, results)
     results.push = wal_push_benchmark(bench)
+    results.loads = bench.loads
     return results
 
 

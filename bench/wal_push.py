@@ -94,14 +94,16 @@ def push_segments(bench: Bench, segments: list[Path]) -> PushResult:
     run(bench, lifeboat_cmd(paths.push_lb_config, "wal-get", "000000010000000000000001",
                             paths.root / "warm-up"), check=False)
     tools = ["lifeboat", *(build.key for build in bench.pgbackrests)]
-    result = PushResult(ms={tool: [] for tool in tools})
+    result = PushResult(ms={tool: [] for tool in tools}, cpu_ms={tool: [] for tool in tools})
     for index, segment in enumerate(segments):
         commands = {"lifeboat": lifeboat_cmd(paths.push_lb_config, "wal-push", segment)}
         for build in bench.pgbackrests:
             commands[build.key] = build.cmd("archive-push", segment, config=push_config(bench, build))
         shift = index % len(tools)
         for tool in tools[shift:] + tools[:shift]:
-            result.ms[tool].append(timed_call(bench, commands[tool]))
+            elapsed, cpu = timed_call(bench, commands[tool])
+            result.ms[tool].append(elapsed)
+            result.cpu_ms[tool].append(cpu)
     lb_wal = paths.push_lb_repo / "clusters" / CLUSTER / "wal"
     result.bytes["lifeboat"] = tree_bytes(lb_wal)
     pushed = {"lifeboat": sum(1 for p in lb_wal.rglob("0*") if p.is_file())}
