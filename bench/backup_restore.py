@@ -13,6 +13,7 @@ from bench.cluster import connect, query, stop_server
 from bench.environment import CLUSTER, OS_USER, Bench, BenchError, log, run
 from bench.files import file_sizes, make_dir, tree_bytes
 from bench.pgbackrest import build_of
+from bench.phases import lifeboat_phases, pgbackrest_phases
 from bench.results import BackupResult, RestoreResult
 from bench.timing import measured
 from bench.tool_commands import lifeboat_cmd
@@ -37,7 +38,8 @@ def backup_lifeboat(bench: Bench, kind: str = "full") -> BackupResult:
         raise BenchError(f"lifeboat backup wrote {len(manifests)} manifests, expected 1")
     label = manifests[0].name.removesuffix(".manifest")
     return BackupResult("lifeboat", label, result.seconds, added, result.max_rss_kib, manifests[0],
-                        result.output.strip(), result.cpu_seconds)
+                        result.output.strip(), result.cpu_seconds,
+                        lifeboat_phases(manifests[0], result.started_at, result.seconds))
 
 
 def backup_pgbackrest(bench: Bench, tool: str, kind: str = "full") -> BackupResult:
@@ -53,7 +55,9 @@ def backup_pgbackrest(bench: Bench, tool: str, kind: str = "full") -> BackupResu
         raise BenchError(f"pgbackrest backup made {len(new)} new backup sets, expected 1")
     location = sets / new[0]
     return BackupResult(tool, new[0], result.seconds, tree_bytes(location), result.max_rss_kib,
-                        location, cpu_seconds=result.cpu_seconds)
+                        location, cpu_seconds=result.cpu_seconds,
+                        phases=pgbackrest_phases(location / "backup.manifest", result.started_at,
+                                                 result.seconds))
 
 
 def backup_basebackup(bench: Bench, run_no: int) -> BackupResult:

@@ -71,6 +71,11 @@ def raw_values(results: Results) -> list[str]:
                          f"{_backups_text(results.incrementals[scenario][tool])}")
     lines += [f"- Lifeboat said: `{b.output}`" for scenario in SCENARIOS
               for b in results.incrementals[scenario]["lifeboat"] if b.output]
+    lines += [f"- phases of {results.titles[tool]}'s full backup {b.label} ({b.seconds:.2f} s): {b.phases}"
+              for tool in results.block_tools for b in results.backups[tool] if b.phases]
+    lines += [f"- phases of {results.titles[tool]}'s {b.label} ({title}, {b.seconds:.2f} s): {b.phases}"
+              for scenario, title in SCENARIOS.items() for tool in results.block_tools
+              for b in results.incrementals[scenario][tool] if b.phases]
     for tool in results.block_tools:
         lines.append(f"- {results.titles[tool]}: delta restores (time / CPU / RSS) "
                      f"{_restores_text(results.delta_restores[tool])}; restores of the incremental "

@@ -26,6 +26,7 @@ class BackupResult:
     location: Path
     output: str = ""  # Lifeboat's summary line
     cpu_seconds: float = 0.0  # user + system
+    phases: str = ""  # where the wall clock went (bench/phases.py)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ class Measured:
     max_rss_kib: int
     output: str = ""  # the command's stdout
     cpu_seconds: float = 0.0  # user + system
+    started_at: float = 0.0  # time.time() when the command was launched
 
 
 def drop_caches() -> None:
@@ -62,11 +63,12 @@ def measured(bench: Bench, command: Sequence[str | Path]) -> Measured:
     if bench.cold:
         drop_caches()
     bench.loads.append(os.getloadavg()[0])
+    started_at = time.time()
     started = time.perf_counter()
     done = run(bench, wrapped)
     seconds = time.perf_counter() - started
     rss, cpu = _read_usage(rss_file)
-    return Measured(seconds, rss, done.stdout, cpu)
+    return Measured(seconds, rss, done.stdout, cpu, started_at)
 
 
 def _read_usage(path: Path) -> tuple[int, float]:
