@@ -38,8 +38,8 @@ How it was measured (details in bench/README.md):
   `CHECKPOINT` and waits again (untimed); then every tool takes an incremental back-to-back with
   the database idle: `lifeboat backup --type incr --no-expire`, `pgbackrest --type=incr backup`;
   the first tool changes from run to run. Bytes: Lifeboat = packs + block lists + manifest the
-  backup
-  added (cross-checked with `info --output json`); pgBackRest = the incremental's backup set directory.
+  backup added (cross-checked with `info --output json`); pgBackRest = the incremental's backup
+  set directory.
 - Delta restore, per run: the newest incremental (c) into the directory each tool restored its
   full backup into (later runs: the previous run's delta-restored directory): `lifeboat restore
   --delta`, `pgbackrest restore --delta`. Then the same incremental into an empty directory.
