@@ -52,9 +52,10 @@ from bench.environment import (
 )
 from bench.files import make_dir, write_file
 from bench.harness import execute, preflight
+from bench.pgbackrest import builds
 from bench.report import machine
 from bench.run import tool_versions
-from bench.tool_commands import lifeboat_config, pgbackrest_config
+from bench.tool_commands import lifeboat_config
 from engine.wal.async_archive import archive_backlog
 
 TOOLS = ("lifeboat-sync", "lifeboat-async", "pgbackrest-async")
@@ -141,10 +142,10 @@ def lifeboat_async_config(bench: Bench, push_jobs: int) -> Path:
 
 
 def pgbackrest_async_config(bench: Bench) -> Path:
-    spool = make_dir(bench, bench.paths.pbr_root / "spool", 0o750)
-    text = pgbackrest_config(bench.paths.pbr_repo, bench).replace(
-        "[global]\n", f"[global]\narchive-async=y\nspool-path={spool}\n", 1)
-    return write_file(bench, bench.paths.pbr_root / "pgbackrest-async.conf", text)
+    build = bench.pgbackrests[0]
+    spool = make_dir(bench, build.root / "spool", 0o750)
+    text = build.config_text(build.repo, bench, extra=f"archive-async=y\nspool-path={spool}\n")
+    return write_file(bench, build.root / "pgbackrest-async.conf", text)
 
 
 def lifeboat_push(config: Path) -> str:
@@ -249,7 +250,7 @@ def count_archived(bench: Bench, tool: str, first: int, last: int) -> int:
     if tool.startswith("lifeboat"):
         root = bench.paths.lb_repo / "clusters" / CLUSTER / "wal"
     else:
-        root = bench.paths.pbr_repo / "archive" / CLUSTER
+        root = bench.pgbackrests[0].repo / "archive" / CLUSTER
     hex_digits = set("0123456789ABCDEF")
     names = {name[:24] for _dir, _subdirs, files in os.walk(root) for name in files
              if name[24:25] in ("", "-") and len(name) >= 24 and set(name[:24]) <= hex_digits}
@@ -369,12 +370,12 @@ def benchmark(bench: Bench, args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    user = preflight("archive_lag")
+    user = preflight("archive_lag", [PGBACKREST])
     if isinstance(user, int):
         return user
     port = free_port()
     bench = Bench(Paths.under(args.workdir), user, find_pg_bin(), args.scale, 1, port,
-                  free_port([port]))
+                  free_port([port]), pgbackrests=builds([PGBACKREST], False, args.workdir))
     return execute(bench, args, lambda bench: benchmark(bench, args))
 
 

@@ -1,5 +1,5 @@
-"""Full backups and restores with Lifeboat, pgBackRest and pg_basebackup, each timed, and
-one check that Lifeboat's restored copy starts and holds all the rows."""
+"""Backups and restores with Lifeboat, each pgBackRest build and pg_basebackup, each timed,
+and one check that Lifeboat's restored copy starts and holds all the rows."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from pathlib import Path
 from bench.cluster import connect, query, stop_server
 from bench.environment import CLUSTER, OS_USER, Bench, BenchError, log, run
 from bench.files import file_sizes, make_dir, tree_bytes
-from bench.report import BackupResult, RestoreResult
+from bench.pgbackrest import build_of
+from bench.phases import lifeboat_phases, pgbackrest_phases
+from bench.results import BackupResult, RestoreResult
 from bench.timing import measured
-from bench.tool_commands import lifeboat_cmd, pgbackrest_cmd
+from bench.tool_commands import lifeboat_cmd
 
 
 def lifeboat_repo_files(bench: Bench) -> dict[str, int]:
@@ -25,7 +27,7 @@ def lifeboat_repo_files(bench: Bench) -> dict[str, int]:
             **file_sizes(cluster_dir / "backups")}
 
 
-def backup_lifeboat(bench: Bench, run_no: int, kind: str = "full") -> BackupResult:
+def backup_lifeboat(bench: Bench, kind: str = "full") -> BackupResult:
     """``lifeboat backup`` (``--type incr --no-expire`` for an incremental); its bytes are
     what it added to the packs, block lists and manifests."""
     before = lifeboat_repo_files(bench)
@@ -38,21 +40,26 @@ def backup_lifeboat(bench: Bench, run_no: int, kind: str = "full") -> BackupResu
         raise BenchError(f"lifeboat backup wrote {len(manifests)} manifests, expected 1")
     label = manifests[0].name.removesuffix(".manifest")
     return BackupResult("lifeboat", label, result.seconds, added, result.max_rss_kib, manifests[0],
-                        result.output.strip())
+                        result.output.strip(), result.cpu_seconds,
+                        lifeboat_phases(manifests[0], result.started_at, result.seconds))
 
 
-def backup_pgbackrest(bench: Bench, run_no: int, kind: str = "full") -> BackupResult:
-    """``pgbackrest --type=KIND backup``; its bytes are the new backup set directory."""
-    sets = bench.paths.pbr_repo / "backup" / CLUSTER
+def backup_pgbackrest(bench: Bench, tool: str, kind: str = "full") -> BackupResult:
+    """``pgbackrest --type=KIND backup`` with the build ``tool``; its bytes are the new backup
+    set directory."""
+    build = build_of(bench, tool)
+    sets = build.repo / "backup" / CLUSTER
     before = set(os.listdir(sets)) if sets.is_dir() else set()
-    result = measured(bench, pgbackrest_cmd(bench.paths.pbr_config, f"--type={kind}", "backup"))
+    result = measured(bench, build.cmd(f"--type={kind}", "backup"))
     new = sorted(n for n in os.listdir(sets)
                  if n not in before and re.fullmatch(r"\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?", n))
     if len(new) != 1:
         raise BenchError(f"pgbackrest backup made {len(new)} new backup sets, expected 1")
     location = sets / new[0]
-    return BackupResult("pgbackrest", new[0], result.seconds, tree_bytes(location), result.max_rss_kib,
-                        location)
+    return BackupResult(tool, new[0], result.seconds, tree_bytes(location), result.max_rss_kib,
+                        location, cpu_seconds=result.cpu_seconds,
+                        phases=pgbackrest_phases(location / "backup.manifest", result.started_at,
+                                                 result.seconds))
 
 
 def backup_basebackup(bench: Bench, run_no: int) -> BackupResult:
@@ -62,10 +69,16 @@ def backup_basebackup(bench: Bench, run_no: int) -> BackupResult:
                               "-U", OS_USER, "-w", "-D", target, "-Ft", "-Z", "client-zstd:3",
                               "-X", "fetch", "-c", "fast"])
     return BackupResult("basebackup", target.name, result.seconds, tree_bytes(target), result.max_rss_kib,
-                        target)
+                        target, cpu_seconds=result.cpu_seconds)
 
 
-BACKUPS = {"lifeboat": backup_lifeboat, "pgbackrest": backup_pgbackrest, "basebackup": backup_basebackup}
+def take_backup(bench: Bench, tool: str, run_no: int, kind: str = "full") -> BackupResult:
+    """A backup of type ``kind`` (full, incr) with ``tool``; pg_basebackup only takes full ones."""
+    if tool == "lifeboat":
+        return backup_lifeboat(bench, kind)
+    if tool == "basebackup":
+        return backup_basebackup(bench, run_no)
+    return backup_pgbackrest(bench, tool, kind)
 
 
 def restore_command(bench: Bench, backup: BackupResult, target: Path,
@@ -76,9 +89,9 @@ def restore_command(bench: Bench, backup: BackupResult, target: Path,
     if backup.tool == "lifeboat":
         return lifeboat_cmd(bench.paths.lb_config, "restore", *flags, "--pgdata", target,
                             "--backup", backup.label)
-    if backup.tool == "pgbackrest":
-        return pgbackrest_cmd(bench.paths.pbr_config, *flags, f"--set={backup.label}",
-                              f"--pg1-path={target}", "restore")
+    if backup.tool.startswith("pgbackrest"):
+        return build_of(bench, backup.tool).cmd(*flags, f"--set={backup.label}",
+                                                f"--pg1-path={target}", "restore")
     archive = backup.location / "base.tar.zst"
     script = f"tar --zstd -xf {shlex.quote(str(archive))} -C {shlex.quote(str(target))} " \
              f"&& sync -f {shlex.quote(str(target))}"
@@ -112,7 +125,7 @@ def restore(bench: Bench, backup: BackupResult, warm_bytes: int, name: str | Non
     restored = tree_bytes(target)
     if not keep:
         shutil.rmtree(target)
-    return RestoreResult(backup.tool, result.seconds, result.max_rss_kib, restored)
+    return RestoreResult(backup.tool, result.seconds, result.max_rss_kib, restored, result.cpu_seconds)
 
 
 CHECKS = {"pgbench_accounts rows": "SELECT count(*) FROM pgbench_accounts",

@@ -12,7 +12,7 @@ import psycopg
 
 from bench.environment import OS_USER, Bench, BenchError, log, run
 from bench.files import make_dir
-from bench.tool_commands import archive_command, lifeboat_cmd, pgbackrest_cmd, write_tool_configs
+from bench.tool_commands import archive_command, lifeboat_cmd, write_tool_configs
 
 
 def connect(bench: Bench, port: int | None = None) -> psycopg.Connection:
@@ -110,10 +110,12 @@ def set_up(bench: Bench) -> str:
     log(f"starting PostgreSQL on port {bench.port}")
     start_server(bench, paths.pgdata, paths.pglog)
     log("pgbackrest stanza-create, lifeboat init")
-    run(bench, pgbackrest_cmd(paths.pbr_config, "stanza-create"))
+    for build in bench.pgbackrests:
+        run(bench, build.cmd("stanza-create"))
     run(bench, lifeboat_cmd(paths.lb_config, "init"))
     run(bench, lifeboat_cmd(paths.lb_config, "check"))
-    run(bench, pgbackrest_cmd(paths.pbr_config, "check"))
+    for build in bench.pgbackrests:
+        run(bench, build.cmd("check"))
     with connect(bench) as conn:
         (version,) = query(conn, "SELECT current_setting('server_version')")
     return str(version)

@@ -14,10 +14,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.pgbackrest import PgBackRest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LIFEBOAT = Path(sys.executable).parent / "lifeboat"
-PGBACKREST = shutil.which("pgbackrest") or "/usr/bin/pgbackrest"
+PGBACKREST = shutil.which("pgbackrest") or "/usr/bin/pgbackrest"  # Debian's, the default
 OS_USER = "postgres"
 CLUSTER = "bench"
 STARTED_AT = time.monotonic()
@@ -57,29 +61,22 @@ class Paths:
     lb_repo: Path
     lb_config: Path
     lb_cache: Path
-    pbr_root: Path
-    pbr_repo: Path
-    pbr_config: Path
     basebackup: Path
     restore: Path
     verify: Path
     segments: Path
     push_lb_repo: Path
     push_lb_config: Path
-    push_pbr_repo: Path
-    push_pbr_config: Path
 
     @classmethod
     def under(cls, root: Path) -> Paths:
-        lifeboat, pgbackrest, wal = root / "lifeboat", root / "pgbackrest", root / "wal"
+        lifeboat, wal = root / "lifeboat", root / "wal"
         return cls(
             root=root, pgdata=root / "pgdata", sock=root / "sock", pglog=root / "postgresql.log",
             rss=root / "rss.txt", lb_repo=lifeboat / "repo", lb_config=lifeboat / "lifeboat.toml",
-            lb_cache=lifeboat / "cache", pbr_root=pgbackrest, pbr_repo=pgbackrest / "repo",
-            pbr_config=pgbackrest / "pgbackrest.conf", basebackup=root / "basebackup",
+            lb_cache=lifeboat / "cache", basebackup=root / "basebackup",
             restore=root / "restore", verify=root / "verify", segments=wal / "segments",
             push_lb_repo=wal / "lifeboat-repo", push_lb_config=wal / "lifeboat.toml",
-            push_pbr_repo=wal / "pgbackrest-repo", push_pbr_config=wal / "pgbackrest.conf",
         )
 
 
@@ -97,6 +94,9 @@ class Bench:
     grow_mb: int = 1600  # the append-only table `grow` (MiB), 0 for none
     append_mb: int = 54  # appended to `grow` before the append-mostly incremental (MiB)
     pgbench_seconds: int = 30  # pgbench -T before the pgbench incremental
+    pgbackrests: tuple[PgBackRest, ...] = ()  # the pgBackRest builds compared (bench/pgbackrest.py)
+    cold: bool = False  # sync + drop the page cache before each timed backup, restore, verify, expire
+    loads: list[float] = field(default_factory=list)  # 1-min load average at each timed command
     started: list[Path] = field(default_factory=list)
 
     def bin(self, name: str) -> str:

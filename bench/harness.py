@@ -23,8 +23,9 @@ from bench.report import write_report
 MARKER = ".lifeboat-bench"
 
 
-def preflight(name: str) -> OsUser | int:
-    """The OS user postgres when the benchmark can run; else the exit code, said why."""
+def preflight(name: str, pgbackrests: list[str]) -> OsUser | int:
+    """The OS user postgres when the benchmark can run (with the pgBackRest binaries
+    ``pgbackrests``); else the exit code, said why."""
     user = OsUser.lookup(OS_USER)
     if os.geteuid() not in (0, user.uid):
         print(f"{name} must run as root (or as postgres)", file=sys.stderr)
@@ -33,7 +34,7 @@ def preflight(name: str) -> OsUser | int:
         print(f"{LIFEBOAT} not found: run with the virtualenv's python", file=sys.stderr)
         return 2
     try:
-        ensure_programs()
+        ensure_programs(pgbackrests)
     except SetupError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2

@@ -1,14 +1,15 @@
-"""Incremental backups on the same data with both tools, then delta restores.
+"""Incremental backups on the same data with Lifeboat and each pgBackRest, then delta restores.
 
 Per run, after the full backups and restores (bench/run.py):
 
-1. ``pgbench -c 4 -j 2 -T N``, quiesce, an incremental with each tool back-to-back;
-2. append ~54 MiB to ``grow`` + 1000 single-row UPDATEs of ``hot``, quiesce, again both;
-3. the newest incremental restored with ``--delta`` into the directory each tool restored
+1. nothing changed: quiesce, an incremental with each tool back-to-back;
+2. ``pgbench -c 4 -j 2 -T N``, quiesce, an incremental with each tool;
+3. append ~54 MiB to ``grow`` + 1000 single-row UPDATEs of ``hot``, quiesce, again each;
+4. the newest incremental restored with ``--delta`` into the directory each tool restored
    before, then into an empty directory with each tool; Lifeboat's delta result is
    compared byte for byte with its clean restore.
 
-Odd runs start with Lifeboat, even runs with pgBackRest.
+Run 1 starts with Lifeboat, each later run with the next tool.
 """
 
 from __future__ import annotations
@@ -16,15 +17,13 @@ from __future__ import annotations
 import json
 import shutil
 
-from bench.backup_restore import BACKUPS, restore, restore_command, warm_page_cache
+from bench.backup_restore import restore, restore_command, take_backup, warm_page_cache
 from bench.dataset import Dataset, append_and_update, quiesce, run_pgbench
 from bench.environment import CLUSTER, Bench, BenchError, log, run
 from bench.files import tree_bytes, tree_differences
-from bench.report import SCENARIOS, BackupResult, MiB, RestoreResult, Results
+from bench.results import SCENARIOS, BackupResult, MiB, RestoreResult, Results
 from bench.timing import measured
 from bench.tool_commands import lifeboat_cmd
-
-INCR_TOOLS = ("lifeboat", "pgbackrest")
 
 
 def lifeboat_backups(bench: Bench) -> dict[str, dict]:
@@ -66,8 +65,8 @@ def incremental_pair(bench: Bench, results: Results, scenario: str, order: tuple
     taken: dict[str, BackupResult] = {}
     for tool in order:
         log(f"run {run_no}/{bench.runs}: {tool} incremental {SCENARIOS[scenario]}")
-        taken[tool] = BACKUPS[tool](bench, run_no, "incr")
-        log(f"  {taken[tool].label}: {taken[tool].seconds:.2f}s, "
+        taken[tool] = take_backup(bench, tool, run_no, "incr")
+        log(f"  {taken[tool].label}: {taken[tool].seconds:.2f}s (CPU {taken[tool].cpu_seconds:.2f}s), "
             f"{taken[tool].stored_bytes / MiB:.1f} MiB, max RSS {taken[tool].max_rss_kib // 1024} MiB")
         if tool == "lifeboat":
             check_lifeboat_incr(bench, taken[tool], newest.get(tool), results.notes)
@@ -85,7 +84,8 @@ def delta_restore(bench: Bench, backup: BackupResult, warm_bytes: int) -> Restor
     result = measured(bench, restore_command(bench, backup, target, delta=True))
     if not (target / "global" / "pg_control").exists():
         raise BenchError(f"{backup.tool} delta restore left no global/pg_control in {target}")
-    return RestoreResult(backup.tool, result.seconds, result.max_rss_kib, tree_bytes(target))
+    return RestoreResult(backup.tool, result.seconds, result.max_rss_kib, tree_bytes(target),
+                         result.cpu_seconds)
 
 
 def compare_delta(bench: Bench, results: Results) -> None:
@@ -121,10 +121,13 @@ def restore_phase(bench: Bench, results: Results, newest: dict[str, BackupResult
 
 
 def incremental_benchmark(bench: Bench, results: Results, data: Dataset, warm_bytes: int) -> None:
-    """Both scenarios and the restores, ``bench.runs`` times."""
-    newest = {tool: results.backups[tool][-1].label for tool in INCR_TOOLS}
+    """The three scenarios and the restores, ``bench.runs`` times."""
+    tools = results.block_tools
+    newest = {tool: results.backups[tool][-1].label for tool in tools}
     for run_no in range(1, bench.runs + 1):
-        order = INCR_TOOLS if run_no % 2 else INCR_TOOLS[::-1]
+        shift = (run_no - 1) % len(tools)
+        order = tools[shift:] + tools[:shift]
+        incremental_pair(bench, results, "nochange", order, run_no, newest)
         run_pgbench(bench, data)
         incremental_pair(bench, results, "pgbench", order, run_no, newest)
         append_and_update(bench, data, seed=run_no)

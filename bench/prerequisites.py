@@ -1,5 +1,6 @@
 """Programs the benchmark runs besides PostgreSQL's own: found, or installed with apt-get
-when running as root.
+when running as root. A pgBackRest given by path (``--pgbackrest``) must exist; only
+Debian's (the default) is installed when missing.
 
 ``/usr/bin/time`` is not required: without it, peak memory is read with ``getrusage`` in a
 small wrapper (see bench/timing.py).
@@ -15,7 +16,8 @@ import subprocess
 from bench.environment import log
 
 # program -> Debian package. tar needs the zstd program for `tar --zstd`.
-REQUIRED = {"pgbackrest": "pgbackrest", "tar": "tar", "zstd": "zstd"}
+REQUIRED = {"tar": "tar", "zstd": "zstd"}
+DEBIAN_PGBACKREST = ("pgbackrest", "/usr/bin/pgbackrest")  # names of Debian's, installable
 # Searched besides root's PATH: the PATH every benchmark command gets (bench/environment.py).
 COMMAND_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -24,10 +26,18 @@ class SetupError(Exception):
     """A required program is missing and could not be installed; the message says which."""
 
 
-def missing_programs() -> dict[str, str]:
-    """The required programs not found, with the package that provides each."""
+def missing_programs(pgbackrests: list[str]) -> dict[str, str]:
+    """The required programs not found, with the package that provides each; a missing
+    pgBackRest other than Debian's is an error (it cannot be installed)."""
     search = f"{os.environ.get('PATH', '')}:{COMMAND_PATH}"
-    return {program: package for program, package in REQUIRED.items()
+    required = dict(REQUIRED)
+    for path in pgbackrests:
+        if path in DEBIAN_PGBACKREST:
+            required[path] = "pgbackrest"
+        elif not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise SetupError(f"--pgbackrest {path}: no such executable (build one with "
+                             "/work/shared/tools/build-pgbackrest.sh; see bench/README.md)")
+    return {program: package for program, package in required.items()
             if shutil.which(program, path=search) is None}
 
 
@@ -55,9 +65,9 @@ def apt_install(packages: list[str]) -> None:
                          f"{output}")
 
 
-def ensure_programs() -> None:
+def ensure_programs(pgbackrests: list[str]) -> None:
     """Install missing programs when running as root; otherwise say which packages to install."""
-    missing = missing_programs()
+    missing = missing_programs(pgbackrests)
     if not missing:
         return
     packages = sorted(set(missing.values()))
@@ -66,7 +76,7 @@ def ensure_programs() -> None:
                          f"{' '.join(packages)} (apt-get install {' '.join(packages)}), "
                          "or run as root to have them installed")
     apt_install(packages)
-    still_missing = missing_programs()
+    still_missing = missing_programs(pgbackrests)
     if still_missing:
         raise SetupError(f"{', '.join(still_missing)} still not found after installing "
                          f"{' '.join(packages)}")

@@ -1,209 +1,27 @@
-"""Results of a benchmark run and their Markdown report (no I/O beyond reading /proc)."""
+"""The Markdown report of a run (no I/O beyond reading /proc and writing the file)."""
 
 from __future__ import annotations
 
 import os
-import statistics
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from bench.method import METHOD
-from bench.peers import Measured, peers_section
-
-if TYPE_CHECKING:
-    from bench.dataset import Dataset
-
-TOOLS = ("lifeboat", "pgbackrest", "basebackup")
-SCENARIOS = {"pgbench": "after pgbench", "append": "append-mostly"}
-MiB = 1024 * 1024
+from bench.method import method_text
+from bench.results import SCENARIOS, BackupResult, MiB, RestoreResult, Results
+from bench.rows import Row, build_rows, fmt
+from bench.targets import targets_section
 
 
-@dataclass(frozen=True)
-class BackupResult:
-    tool: str
-    label: str  # Lifeboat backup id, pgBackRest set label, pg_basebackup directory name
-    seconds: float
-    stored_bytes: int
-    max_rss_kib: int
-    location: Path
-    output: str = ""  # Lifeboat's summary line
-
-
-@dataclass(frozen=True)
-class RestoreResult:
-    tool: str
-    seconds: float
-    max_rss_kib: int
-    restored_bytes: int
-
-
-@dataclass
-class PushResult:
-    lifeboat_ms: list[float] = field(default_factory=list)
-    pgbackrest_ms: list[float] = field(default_factory=list)
-    lifeboat_bytes: int = 0
-    pgbackrest_bytes: int = 0
-
-
-def _by_tool() -> dict:
-    return {tool: [] for tool in TOOLS}
-
-
-@dataclass
-class Results:
-    scale: int
-    runs: int
-    load_start: float
-    backups: dict[str, list[BackupResult]] = field(default_factory=_by_tool)
-    restores: dict[str, list[RestoreResult]] = field(default_factory=_by_tool)
-    # scenario (SCENARIOS) -> tool -> the incrementals of each run
-    incrementals: dict[str, dict[str, list[BackupResult]]] = field(
-        default_factory=lambda: {scenario: _by_tool() for scenario in SCENARIOS})
-    delta_restores: dict[str, list[RestoreResult]] = field(default_factory=_by_tool)
-    incr_restores: dict[str, list[RestoreResult]] = field(default_factory=_by_tool)  # empty dir
-    delta_checks: list[str] = field(default_factory=list)  # Lifeboat's delta vs clean, per run
-    notes: list[str] = field(default_factory=list)  # anything odd the harness noticed
-    dataset: Dataset | None = None
-    push: PushResult | None = None
-    verified: dict[str, int] = field(default_factory=dict)
-    versions: list[str] = field(default_factory=list)
-    database_bytes: int = 0
-    total_seconds: float = 0.0
-    pgbench_seconds: int = 0
-    append_mb: int = 0
-
-
-Values = tuple[float | None, float | None, float | None]  # Lifeboat, pgBackRest, pg_basebackup
-
-
-@dataclass(frozen=True)
-class Row:
-    """One line of the table; ``limit`` bounds the ratio, ``absolute`` Lifeboat's own value."""
-
-    work: str
-    values: Values
-    unit: str
-    target: str
-    limit: float | None = None
-    absolute: float | None = None
-
-    def ratio(self) -> float | None:
-        lifeboat, pgbackrest, _ = self.values
-        if lifeboat is None or not pgbackrest:
-            return None
-        return lifeboat / pgbackrest
-
-    def met(self) -> str:
-        lifeboat, ratio = self.values[0], self.ratio()
-        if self.absolute is not None and lifeboat is not None:
-            ok = lifeboat < self.absolute
-        elif self.limit is not None and ratio is not None:
-            ok = ratio <= self.limit
-        else:
-            return ""
-        return "yes" if ok else "**no**"
-
-
-def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def peak(values: list[float]) -> float | None:
-    return max(values, default=None)
-
-
-def _fmt(value: float | None, unit: str) -> str:
-    if value is None:
-        return "—"
-    if unit == "s":
-        return f"{value:.2f} s"
-    if unit == "ms":
-        return f"{value:.0f} ms"
-    return f"{value:,.1f} {unit}"
-
-
-def _per_tool(items: dict[str, list[BackupResult]] | dict[str, list[RestoreResult]], attr: str,
-              pick: Callable[[list[float]], float | None] = median, scale: float = 1.0) -> Values:
-    lifeboat, pgbackrest, basebackup = (
-        pick([getattr(item, attr) * scale for item in items.get(tool, [])]) for tool in TOOLS)
-    return lifeboat, pgbackrest, basebackup
-
-
-def build_rows(results: Results) -> list[Row]:
-    backups, restores = results.backups, results.restores
-    rows = [
-        Row("Full backup, wall clock", _per_tool(backups, "seconds", median), "s",
-            "<= 0.8x", limit=0.8),
-        Row("Repository bytes of one full backup", _per_tool(backups, "stored_bytes", median, 1 / MiB),
-            "MiB", "<= 1.05x", limit=1.05),
-        Row("Peak memory (max RSS), backup", _per_tool(backups, "max_rss_kib", peak, 1 / 1024),
-            "MiB", "< 300 MiB", absolute=300),
-        Row("Restore into an empty directory, wall clock", _per_tool(restores, "seconds", median),
-            "s", "<= 1.0x", limit=1.0),
-        Row("Peak memory (max RSS), restore", _per_tool(restores, "max_rss_kib", peak, 1 / 1024),
-            "MiB", "—"),
-        *incremental_rows(results),
-    ]
-    if results.push is not None:
-        push = results.push
-        rows.append(Row("WAL push, median per 16 MiB segment",
-                        (median(push.lifeboat_ms), median(push.pgbackrest_ms), None), "ms",
-                        "<= 1.2x", limit=1.2))
-        rows.append(Row(f"WAL archive bytes for {len(push.lifeboat_ms)} segments",
-                        (push.lifeboat_bytes / MiB, push.pgbackrest_bytes / MiB, None), "MiB", "—"))
-    return rows
-
-
-def incremental_rows(results: Results) -> list[Row]:
-    """Issue 3's rows: incrementals after pgbench and append-mostly, delta restore, memory."""
-    pgbench, append = results.incrementals["pgbench"], results.incrementals["append"]
-    if not any(pgbench.values()):
-        return []
-    both = {tool: pgbench[tool] + append[tool] for tool in TOOLS}
-    delta = _per_tool(results.delta_restores, "seconds")
-    clean = _per_tool(results.incr_restores, "seconds")
-    versus = f" (Lifeboat: {delta[0] / clean[0]:.2f}x its clean restore)" if delta[0] and clean[0] else ""
-    return [
-        Row("Incremental after pgbench, repository bytes",
-            _per_tool(pgbench, "stored_bytes", scale=1 / MiB), "MiB", "<= 1.0x", limit=1.0),
-        Row("Incremental after pgbench, wall clock", _per_tool(pgbench, "seconds"), "s", "<= 1.0x",
-            limit=1.0),
-        Row("Incremental append-mostly, repository bytes",
-            _per_tool(append, "stored_bytes", scale=1 / MiB), "MiB", "<= 0.25x", limit=0.25),
-        Row("Incremental append-mostly, wall clock", _per_tool(append, "seconds"), "s", "report"),
-        Row("Delta restore of the newest incremental over the earlier restore, wall clock", delta, "s",
-            "report" + versus),
-        Row("Restore of the newest incremental into an empty directory, wall clock", clean, "s",
-            "report"),
-        Row("Peak memory (max RSS), incremental backup", _per_tool(both, "max_rss_kib", peak, 1 / 1024),
-            "MiB", "< 300 MiB", absolute=300),
-    ]
-
-
-def peer_figures(results: Results) -> Measured:
-    """Lifeboat's and pgBackRest 2.45's medians for the figures PEERS.md gives."""
-    figures: Measured = {}
-    sources = {"full": results.backups, **results.incrementals}
-    for name, backups in sources.items():
-        lifeboat, pgbackrest, _ = _per_tool(backups, "seconds")
-        figures[f"{name}_time"] = (lifeboat, pgbackrest)
-        lifeboat, pgbackrest, _ = _per_tool(backups, "stored_bytes", scale=1 / MiB)
-        figures[f"{name}_bytes"] = (lifeboat, pgbackrest)
-    lifeboat, pgbackrest, _ = _per_tool(results.incr_restores, "seconds")
-    figures["restore_time"] = (lifeboat, pgbackrest)
-    return figures
-
-
-def markdown_table(rows: list[Row]) -> str:
-    lines = ["| Work | Lifeboat | pgBackRest | pg_basebackup | Lifeboat / pgBackRest | Target | Met |",
-             "|---|---:|---:|---:|---:|---|---|"]
+def markdown_table(rows: list[Row], results: Results) -> str:
+    tools = results.tools
+    ratio_tools = results.pgbackrests
+    head = ["Work", *(results.titles[t] for t in tools),
+            *(f"Lifeboat / {results.titles[t].removeprefix('pgBackRest ')}" for t in ratio_tools)]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for row in rows:
-        ratio = row.ratio()
-        cells = [row.work, *(_fmt(v, row.unit) for v in row.values),
-                 "—" if ratio is None else f"{ratio:.2f}x", row.target, row.met()]
+        ratios = [row.ratio(t) for t in ratio_tools]
+        cells = [row.work, *(fmt(row.values.get(t), row.unit) for t in tools),
+                 *("—" if r is None else f"{r:.2f}x" for r in ratios)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -221,35 +39,52 @@ def machine() -> str:
 
 
 def load_line(results: Results) -> str:
+    during = ""
+    if results.loads:
+        loads = sorted(results.loads)
+        during = (f"; at the {len(loads)} timed commands: median {loads[len(loads) // 2]:.2f}, "
+                  f"max {loads[-1]:.2f}")
     return (f"- Load average (1 min): {results.load_start:.2f} at the start, "
-            f"{os.getloadavg()[0]:.2f} at the end (other work on the machine adds noise)")
+            f"{os.getloadavg()[0]:.2f} at the end{during} (on 2 CPUs, anything much above 2 means "
+            "other work competed with the tools: compare CPU times, and ratios within the run)")
 
 
 def _backups_text(backups: list[BackupResult]) -> str:
-    return ", ".join(f"{b.label} {b.seconds:.2f} s / {b.stored_bytes / MiB:.1f} MiB / "
-                     f"{b.max_rss_kib / 1024:.0f} MiB" for b in backups)
+    return ", ".join(f"{b.label} {b.seconds:.2f} s / {b.cpu_seconds:.2f} s / {b.stored_bytes / MiB:.1f} MiB "
+                     f"/ {b.max_rss_kib / 1024:.0f} MiB" for b in backups) or "—"
 
 
 def _restores_text(restores: list[RestoreResult]) -> str:
-    return ", ".join(f"{r.seconds:.2f} s / {r.max_rss_kib / 1024:.0f} MiB" for r in restores)
+    return ", ".join(f"{r.seconds:.2f} s / {r.cpu_seconds:.2f} s / {r.max_rss_kib / 1024:.0f} MiB"
+                     for r in restores) or "—"
 
 
 def raw_values(results: Results) -> list[str]:
     lines = []
-    for tool in TOOLS:
-        lines.append(f"- {tool}: full backups (time / bytes / RSS) "
-                     f"{_backups_text(results.backups[tool])}; restores (time / RSS) "
+    for tool in results.tools:
+        lines.append(f"- {results.titles[tool]}: full backups (time / CPU / bytes / RSS) "
+                     f"{_backups_text(results.backups[tool])}; restores (time / CPU / RSS) "
                      f"{_restores_text(results.restores[tool])}")
     for scenario, title in SCENARIOS.items():
-        for tool in TOOLS[:2]:
-            lines.append(f"- incremental {title}, {tool} (set / time / bytes / RSS): "
+        for tool in results.block_tools:
+            lines.append(f"- incremental {title}, {results.titles[tool]} (set / time / CPU / bytes / RSS): "
                          f"{_backups_text(results.incrementals[scenario][tool])}")
     lines += [f"- Lifeboat said: `{b.output}`" for scenario in SCENARIOS
               for b in results.incrementals[scenario]["lifeboat"] if b.output]
-    for tool in TOOLS[:2]:
-        lines.append(f"- {tool}: delta restores (time / RSS) {_restores_text(results.delta_restores[tool])}; "
-                     f"restores of the incremental into an empty directory "
-                     f"{_restores_text(results.incr_restores[tool])}")
+    lines += [f"- phases of {results.titles[tool]}'s full backup {b.label} ({b.seconds:.2f} s): {b.phases}"
+              for tool in results.block_tools for b in results.backups[tool] if b.phases]
+    lines += [f"- phases of {results.titles[tool]}'s {b.label} ({title}, {b.seconds:.2f} s): {b.phases}"
+              for scenario, title in SCENARIOS.items() for tool in results.block_tools
+              for b in results.incrementals[scenario][tool] if b.phases]
+    for tool in results.block_tools:
+        lines.append(f"- {results.titles[tool]}: delta restores (time / CPU / RSS) "
+                     f"{_restores_text(results.delta_restores[tool])}; restores of the incremental "
+                     f"into an empty directory {_restores_text(results.incr_restores[tool])}")
+    for name, found in results.maintenance.items():
+        for tool, done in found.items():
+            lines += [f"- {name}, {results.titles[tool]} (time / CPU / RSS): {d.seconds:.2f} s / "
+                      f"{d.cpu_seconds:.2f} s / {d.max_rss_kib / 1024:.0f} MiB"
+                      + (f" (`{d.output}`)" if d.output else "") for d in done]
     lines += [f"- Lifeboat delta restore vs clean restore, run {n}: {check}"
               for n, check in enumerate(results.delta_checks, 1)]
     data = results.dataset
@@ -258,9 +93,10 @@ def raw_values(results: Results) -> list[str]:
                      f"appended to grow per run: "
                      f"{', '.join(f'{v / MiB:.1f} MiB' for v in data.appended_bytes)}")
     if results.push is not None:
-        for tool in ("lifeboat", "pgbackrest"):
-            values = getattr(results.push, f"{tool}_ms")
-            lines.append(f"- {tool} push per segment (ms): " + ", ".join(f"{v:.0f}" for v in values))
+        for tool, values in results.push.ms.items():
+            cpu = results.push.cpu_ms.get(tool, [])
+            lines.append(f"- {results.titles[tool]} push per segment (ms wall / CPU): "
+                         + ", ".join(f"{v:.0f}/{c:.0f}" for v, c in zip(values, cpu, strict=False)))
     return lines
 
 
@@ -272,10 +108,17 @@ def data_line(results: Results) -> str:
             f"{results.database_bytes / MiB:,.0f} MiB); runs: {results.runs} (median)")
 
 
+def cache_line(results: Results) -> str:
+    if results.cold:
+        return ("- Page cache: **cold** (`sync` and `echo 3 > /proc/sys/vm/drop_caches` before each "
+                "timed backup, restore, verify and expire; WAL pushes warm)")
+    return "- Page cache: warm (the data fits in memory; `sync` before each timed command)"
+
+
 def render(results: Results, segments: int) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    checks = ", ".join(f"{name} {value:,}" for name, value in results.verified.items()) or "(no check)"
-    grow_mib = results.dataset.grow_bytes / MiB if results.dataset else 0.0
+    rows = build_rows(results)
+    anchor = results.anchor
     lines = [
         "# Lifeboat benchmark",
         "",
@@ -283,16 +126,18 @@ def render(results: Results, segments: int) -> str:
         data_line(results),
         f"- Machine: {machine()}",
         f"- Versions: {'; '.join(results.versions)}",
+        cache_line(results),
         load_line(results),
         "",
-        markdown_table(build_rows(results)),
+        *targets_section(rows, anchor, results.titles[anchor], results.anchor_block),
         "",
-        *peers_section(peer_figures(results)),
+        "## Every measurement",
+        "",
+        markdown_table(list(rows.values()), results),
         "",
         *(["Noticed during the run:", *(f"- {note}" for note in results.notes), ""]
           if results.notes else []),
-        METHOD.format(segments=segments, checks=checks, scale=results.scale, grow_mib=grow_mib,
-                      pgbench_seconds=results.pgbench_seconds, append_mb=results.append_mb),
+        method_text(results, segments),
         "Raw values:",
         *raw_values(results),
         "",

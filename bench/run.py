@@ -3,15 +3,16 @@
 
 Run as root with the project's virtualenv (see bench/README.md)::
 
-    /work/main/.venv/bin/python bench/run.py [--scale 100] [--grow-mb 1600] [--runs 1] \\
-        [--pgbench-seconds 30] [--append-mb 54] [--workdir /var/tmp/lifeboat-bench] \\
-        [--out bench/results/latest.md] [--keep]
+    .venv/bin/python bench/run.py [--scale 100] [--grow-mb 1600] [--runs 1] \\
+        [--pgbench-seconds 30] [--append-mb 54] [--pgbackrest PATH ...] [--pgbackrest-block] \\
+        [--cold] [--workdir /var/tmp/lifeboat-bench] [--out bench/results/latest.md] [--keep]
 
 One throw-away PostgreSQL cluster (pgbench tables + an append-only table `grow` + a
-10k-row table `hot`, PEERS.md's workload) archives every WAL segment into both a Lifeboat
-repository and a pgBackRest repository. Full backups, restores into empty directories,
-incrementals after pgbench and after appends, delta restores and per-segment WAL pushes
-are timed; the result is a Markdown table on stdout and in ``--out``. Every command
+10k-row table `hot`, PEERS.md's workload) archives every WAL segment into a Lifeboat
+repository and a repository of each pgBackRest build. Full backups, restores into empty
+directories, incrementals with nothing changed, after pgbench and after appends, delta
+restores, verify, expire and per-segment WAL pushes are timed; the result is a Markdown
+report on stdout and in ``--out``. Every command
 that touches PostgreSQL's files runs as the OS user ``postgres`` (a direct setuid in the
 child, no ``runuser``). Progress goes to stderr. This module parses the arguments, runs
 the steps in order and cleans up; the steps live in the other modules of ``bench``.
@@ -30,7 +31,7 @@ from pathlib import Path
 if not __package__:  # run as a script (python bench/run.py): make the package `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.backup_restore import BACKUPS, restore, verify_lifeboat_restore
+from bench.backup_restore import restore, take_backup, verify_lifeboat_restore
 from bench.cluster import connect, query, set_up
 from bench.dataset import Dataset, load_data
 from bench.environment import (
@@ -39,6 +40,7 @@ from bench.environment import (
     REPO_ROOT,
     STARTED_AT,
     Bench,
+    BenchError,
     Paths,
     available_memory,
     find_pg_bin,
@@ -47,8 +49,11 @@ from bench.environment import (
     run,
 )
 from bench.harness import execute, preflight
-from bench.incremental import INCR_TOOLS, incremental_benchmark
-from bench.report import TOOLS, MiB, Results, render
+from bench.incremental import incremental_benchmark
+from bench.maintenance import maintenance_benchmark
+from bench.pgbackrest import anchor, builds
+from bench.report import render
+from bench.results import MiB, Results
 from bench.wal_push import WAL_SEGMENTS, wal_push_benchmark
 
 MARKER = ".lifeboat-bench"
@@ -70,9 +75,19 @@ def source_state() -> str:
 
 
 def tool_versions(bench: Bench, pg_version: str) -> list[str]:
-    pgbackrest = run(bench, [PGBACKREST, "version"]).stdout.strip()
     lifeboat = run(bench, [LIFEBOAT, "version"]).stdout.strip()
-    return [f"PostgreSQL {pg_version}", pgbackrest, f"{lifeboat} ({source_state()})"]
+    return [f"PostgreSQL {pg_version}", *(f"{b.label} (`{b.path}`)" for b in bench.pgbackrests),
+            f"{lifeboat} ({source_state()})"]
+
+
+def new_results(bench: Bench) -> Results:
+    tools = ("lifeboat", *(b.key for b in bench.pgbackrests), "basebackup")
+    titles = {"lifeboat": "Lifeboat", "basebackup": "pg_basebackup",
+              **{b.key: b.label for b in bench.pgbackrests}}
+    first = anchor(bench.pgbackrests)
+    return Results(bench.scale, bench.runs, load_start=os.getloadavg()[0], tools=tools, titles=titles,
+                   anchor=first.key, anchor_block=first.block, cold=bench.cold,
+                   pgbench_seconds=bench.pgbench_seconds, append_mb=bench.append_mb)
 
 
 def expected_checks(bench: Bench, data: Dataset) -> dict[str, int]:
@@ -82,36 +97,39 @@ def expected_checks(bench: Bench, data: Dataset) -> dict[str, int]:
 
 
 def benchmark(bench: Bench) -> Results:
-    results = Results(bench.scale, bench.runs, load_start=os.getloadavg()[0],
-                      pgbench_seconds=bench.pgbench_seconds, append_mb=bench.append_mb)
+    results = new_results(bench)
     results.versions = tool_versions(bench, set_up(bench))
     results.dataset = data = load_data(bench)
     with connect(bench) as conn:
         (size,) = query(conn, "SELECT sum(pg_database_size(oid)) FROM pg_database")
         results.database_bytes = int(size)
     warm_bytes = min(results.database_bytes + 64 * MiB, available_memory() // 2)
+    tools = results.tools
     for run_no in range(1, bench.runs + 1):
-        shift = (run_no - 1) % len(TOOLS)
-        order = TOOLS[shift:] + TOOLS[:shift]  # each tool goes first in turn
+        shift = (run_no - 1) % len(tools)
+        order = tools[shift:] + tools[:shift]  # each tool goes first in turn
         taken = {}
         for tool in order:
             log(f"run {run_no}/{bench.runs}: {tool} backup")
-            taken[tool] = BACKUPS[tool](bench, run_no)
+            taken[tool] = take_backup(bench, tool, run_no)
             results.backups[tool].append(taken[tool])
-            log(f"  {taken[tool].seconds:.2f}s, {taken[tool].stored_bytes / MiB:.1f} MiB, "
+            log(f"  {taken[tool].seconds:.2f}s (CPU {taken[tool].cpu_seconds:.2f}s), "
+                f"{taken[tool].stored_bytes / MiB:.1f} MiB, "
                 f"max RSS {taken[tool].max_rss_kib // 1024} MiB")
         for tool in order:
             log(f"run {run_no}/{bench.runs}: {tool} restore")
             # the last run's Lifeboat and pgBackRest copies stay for the delta restores
-            keep = run_no == bench.runs and tool in INCR_TOOLS
+            keep = run_no == bench.runs and tool in results.block_tools
             done = restore(bench, taken[tool], warm_bytes, keep=keep)
             results.restores[tool].append(done)
-            log(f"  {done.seconds:.2f}s, {done.restored_bytes / MiB:.1f} MiB written, "
-                f"max RSS {done.max_rss_kib // 1024} MiB")
+            log(f"  {done.seconds:.2f}s (CPU {done.cpu_seconds:.2f}s), "
+                f"{done.restored_bytes / MiB:.1f} MiB written, max RSS {done.max_rss_kib // 1024} MiB")
         shutil.rmtree(taken["basebackup"].location)
     incremental_benchmark(bench, results, data, warm_bytes)
     results.verified = verify_lifeboat_restore(bench, expected_checks(bench, data))
+    maintenance_benchmark(bench, results)
     results.push = wal_push_benchmark(bench)
+    results.loads = bench.loads
     return results
 
 
@@ -125,6 +143,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="pgbench -T before the first incremental of each run (default 30)")
     parser.add_argument("--append-mb", type=int, default=54,
                         help="MiB appended to grow before the second incremental (default 54)")
+    parser.add_argument("--pgbackrest", action="append", metavar="PATH",
+                        help=f"a pgBackRest binary to compare with (default {PGBACKREST}, Debian's); "
+                             "give it again to compare several builds in one run")
+    parser.add_argument("--pgbackrest-block", action="store_true",
+                        help="block incremental + bundling (repo1-block=y, repo1-bundle=y) for every "
+                             "pgBackRest build that has it (2.46 and later)")
+    parser.add_argument("--cold", action="store_true",
+                        help="sync and drop the page cache before each timed backup, restore, verify "
+                             "and expire (needs root)")
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/lifeboat-bench"))
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "latest.md")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -138,6 +165,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--grow-mb and --append-mb must not be negative")
     if not args.workdir.is_absolute():
         args.workdir = args.workdir.absolute()
+    args.pgbackrest = args.pgbackrest or [PGBACKREST]
+    if len(set(args.pgbackrest)) != len(args.pgbackrest):
+        parser.error("--pgbackrest names the same binary twice")
+    if args.cold and os.geteuid() != 0:
+        parser.error("--cold drops the page cache: run as root")
     return args
 
 
@@ -149,14 +181,20 @@ def main(argv: list[str] | None = None) -> int:
         argv.remove("--archive-lag")
         return archive_lag_main(argv)
     args = parse_args(argv)
-    user = preflight("run.py")
+    user = preflight("run.py", args.pgbackrest)
     if isinstance(user, int):
         return user
+    try:
+        compared = builds(args.pgbackrest, args.pgbackrest_block, args.workdir)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
     ports: list[int] = []
     for _ in range(2):
         ports.append(free_port(ports))
     bench = Bench(Paths.under(args.workdir), user, find_pg_bin(), args.scale, args.runs, *ports,
-                  grow_mb=args.grow_mb, append_mb=args.append_mb, pgbench_seconds=args.pgbench_seconds)
+                  grow_mb=args.grow_mb, append_mb=args.append_mb, pgbench_seconds=args.pgbench_seconds,
+                  pgbackrests=compared, cold=args.cold)
 
     def measure(bench: Bench) -> str:
         results = benchmark(bench)

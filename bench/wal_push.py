@@ -13,9 +13,10 @@ import psycopg
 from bench.cluster import connect, query, wait_archived
 from bench.environment import CLUSTER, Bench, BenchError, log, run
 from bench.files import file_sizes, make_dir, tree_bytes, write_file
-from bench.report import PushResult
+from bench.pgbackrest import PgBackRest
+from bench.results import PushResult
 from bench.timing import timed_call
-from bench.tool_commands import lifeboat_cmd, lifeboat_config, pgbackrest_cmd, pgbackrest_config
+from bench.tool_commands import lifeboat_cmd, lifeboat_config
 
 WAL_SEGMENTS = 12
 
@@ -57,8 +58,17 @@ def fetch_segments(bench: Bench, names: list[str]) -> list[Path]:
     return paths
 
 
+def push_repo(bench: Bench, build: PgBackRest) -> Path:
+    return bench.paths.root / "wal" / f"{build.key}-repo"
+
+
+def push_config(bench: Bench, build: PgBackRest) -> Path:
+    return bench.paths.root / "wal" / f"{build.key}.conf"
+
+
 def fresh_archives(bench: Bench) -> None:
-    """An empty Lifeboat repository (with the cluster's identity) and a new pgBackRest stanza."""
+    """An empty Lifeboat repository (with the cluster's identity) and a new stanza for each
+    pgBackRest build."""
     paths = bench.paths
     source = paths.lb_repo / "clusters" / CLUSTER / "cluster.json"
     cluster_dir = make_dir(bench, paths.push_lb_repo / "clusters" / CLUSTER, 0o750)
@@ -68,12 +78,14 @@ def fresh_archives(bench: Bench) -> None:
             shutil.copy2(src, dest)
             os.chown(dest, bench.user.uid, bench.user.gid)
     write_file(bench, paths.push_lb_config, lifeboat_config(paths.push_lb_repo, bench))
-    make_dir(bench, paths.push_pbr_repo, 0o750)
-    write_file(bench, paths.push_pbr_config, pgbackrest_config(paths.push_pbr_repo, bench))
-    run(bench, pgbackrest_cmd(paths.push_pbr_config, "stanza-create"))
+    for build in bench.pgbackrests:
+        make_dir(bench, push_repo(bench, build), 0o750)
+        write_file(bench, push_config(bench, build), build.config_text(push_repo(bench, build), bench))
+        run(bench, build.cmd("stanza-create", config=push_config(bench, build)))
+
 
 def push_segments(bench: Bench, segments: list[Path]) -> PushResult:
-    """Push each segment into the fresh archives, alternating which tool goes first."""
+    """Push each segment into the fresh archives, each tool going first in turn."""
     paths = bench.paths
     for segment in segments:  # page cache warm for both tools
         segment.read_bytes()
@@ -81,21 +93,26 @@ def push_segments(bench: Bench, segments: list[Path]) -> PushResult:
     # in steady state (PostgreSQL's archiver) the cache is warm, so warm it here, untimed.
     run(bench, lifeboat_cmd(paths.push_lb_config, "wal-get", "000000010000000000000001",
                             paths.root / "warm-up"), check=False)
-    result = PushResult()
+    tools = ["lifeboat", *(build.key for build in bench.pgbackrests)]
+    result = PushResult(ms={tool: [] for tool in tools}, cpu_ms={tool: [] for tool in tools})
     for index, segment in enumerate(segments):
-        lifeboat = lifeboat_cmd(paths.push_lb_config, "wal-push", segment)
-        pgbackrest = pgbackrest_cmd(paths.push_pbr_config, "archive-push", segment)
-        order = [("lifeboat", lifeboat), ("pgbackrest", pgbackrest)]
-        for tool, command in order if index % 2 == 0 else reversed(order):
-            getattr(result, f"{tool}_ms").append(timed_call(bench, command))
+        commands = {"lifeboat": lifeboat_cmd(paths.push_lb_config, "wal-push", segment)}
+        for build in bench.pgbackrests:
+            commands[build.key] = build.cmd("archive-push", segment, config=push_config(bench, build))
+        shift = index % len(tools)
+        for tool in tools[shift:] + tools[:shift]:
+            elapsed, cpu = timed_call(bench, commands[tool])
+            result.ms[tool].append(elapsed)
+            result.cpu_ms[tool].append(cpu)
     lb_wal = paths.push_lb_repo / "clusters" / CLUSTER / "wal"
-    pbr_wal = paths.push_pbr_repo / "archive" / CLUSTER
-    result.lifeboat_bytes = tree_bytes(lb_wal)
-    result.pgbackrest_bytes = sum(size for path, size in file_sizes(pbr_wal).items()
-                                  if re.search(r"/[0-9A-F]{24}-[0-9a-f]{40}", path))
-    pushed = [sum(1 for p in lb_wal.rglob("0*") if p.is_file()),
-              sum(1 for p in pbr_wal.rglob("0*-*") if p.is_file())]
-    if pushed != [len(segments)] * 2:
+    result.bytes["lifeboat"] = tree_bytes(lb_wal)
+    pushed = {"lifeboat": sum(1 for p in lb_wal.rglob("0*") if p.is_file())}
+    for build in bench.pgbackrests:
+        archive = push_repo(bench, build) / "archive" / CLUSTER
+        result.bytes[build.key] = sum(size for path, size in file_sizes(archive).items()
+                                      if re.search(r"/[0-9A-F]{24}-[0-9a-f]{40}", path))
+        pushed[build.key] = sum(1 for p in archive.rglob("0*-*") if p.is_file())
+    if any(count != len(segments) for count in pushed.values()):
         raise BenchError(f"expected {len(segments)} segments in each fresh archive, found {pushed}")
     return result
 

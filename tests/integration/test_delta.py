@@ -31,7 +31,7 @@ def differing_bytes(lifeboat: Lifeboat, backup_id: str, old: Path) -> tuple[int,
     differing = 0
     for entry in manifest.entries():
         path = old / entry.path
-        if entry.kind != "file":
+        if entry.kind != "file" or entry.size == 0:
             continue
         if entry.path == "global/pg_control" or path.is_symlink() or not path.is_file():
             differing += entry.size
