@@ -1,4 +1,5 @@
-"""Builds the one C extension (PostgreSQL page checksums); everything else is in pyproject.toml."""
+"""Builds the C extensions (PostgreSQL page checksums, block ids); everything else is in
+pyproject.toml."""
 
 import platform
 
@@ -8,5 +9,9 @@ flags = ["-O3", "-funroll-loops"]
 if platform.machine() in ("x86_64", "AMD64"):
     flags.append("-msse4.1")  # lets the 32 lanes be computed with vector instructions
 
-setup(ext_modules=[Extension("engine.postgres._pagecheck", ["engine/postgres/_pagecheck.c"],
-                             extra_compile_args=flags)])
+setup(ext_modules=[
+    Extension("engine.postgres._pagecheck", ["engine/postgres/_pagecheck.c"],
+              extra_compile_args=flags),
+    Extension("engine.repository._blockhash", ["engine/repository/_blockhash.c"],
+              extra_compile_args=["-O2"], libraries=["crypto"]),
+])

@@ -118,7 +118,9 @@ class BlockCopier:
         self._base = base
         self.stats = CopyStats()
         self._stats_lock = threading.Lock()
+        self._buffers = threading.local()
         self._compresses: set[str] = set()  # files seen to compress well
+        self._tuned: dict[str, bool] = {}  # file -> whether zstd's tuned parameters suit it
         self._budget = time_budget
         self._started = time.monotonic()
         self._last_change = self._started
@@ -136,25 +138,24 @@ class BlockCopier:
         except FileNotFoundError:
             return None
         try:
-            data = os.pread(fd, length, offset)
+            view = self._read(fd, length, offset)
         finally:
             os.close(fd)
-        view = memoryview(data)
         size = self._block_size
-        digests = [layout.block_id(view[i:i + size]) for i in range(0, len(view), size)]
-        ids = b"".join(digests)
+        ids = layout.block_ids(view, size)
+        width = layout.BLOCK_ID_BYTES
+        count = len(ids) // width
         first = offset // size
-        places: list[tuple[Frame, int] | None] = [None] * len(digests)
+        places: list[tuple[Frame, int] | None] = [None] * count
         if prior is not None:
-            width = layout.BLOCK_ID_BYTES
             if prior.ids[first * width:first * width + len(ids)] == ids:  # nothing changed
                 self._count_reused(len(view))
-                runs = [(frame, n, skip) for frame, _, n, skip in prior.segments(first, first + len(digests))]
+                runs = [(frame, n, skip) for frame, _, n, skip in prior.segments(first, first + count)]
                 return ChunkResult(len(view), ids, runs, [])
             reused = 0
-            for i, digest in enumerate(digests):
+            for i in range(count):
                 number = first + i
-                if prior.ids[number * width:(number + 1) * width] == digest:
+                if prior.ids[number * width:(number + 1) * width] == ids[i * width:(i + 1) * width]:
                     places[i] = prior.place(number)
                     reused += min(size, len(view) - i * size)
             self._count_reused(reused)
@@ -167,6 +168,22 @@ class BlockCopier:
                 totals[0] += raw
                 totals[1] += stored
         return ChunkResult(len(view), ids, _runs(places, size), corrupt)  # type: ignore[arg-type]
+
+    def _read(self, fd: int, length: int, offset: int) -> memoryview:
+        """Read into this thread's buffer, reused from chunk to chunk: a new buffer per chunk
+        costs the kernel a page fault per 4 KiB, as much as the read itself. Nothing holds
+        on to the view once the chunk is done (compression and hashing copy what they keep)."""
+        buffer = getattr(self._buffers, "buffer", None)
+        if buffer is None or len(buffer) < length:
+            buffer = self._buffers.buffer = bytearray(max(length, self._chunk))
+        view = memoryview(buffer)
+        done = 0
+        while done < length:
+            n = os.preadv(fd, [view[done:length]], offset + done)
+            if n == 0:
+                break  # the file shrank while read
+            done += n
+        return view[:done]
 
     def _count_reused(self, reused: int) -> None:
         if reused:
@@ -207,7 +224,14 @@ class BlockCopier:
                 frame: memoryview | bytes = view[members[0] * size:(members[-1] + 1) * size]
             else:
                 frame = b"".join(view[i * size:(i + 1) * size] for i in members)
-            codec_id, stored = self._codec.compress(frame, probe=path not in self._compresses)
+            tuned = self._tuned.get(path)
+            if tuned is None:  # the file's first frame: which parameters suit it
+                codec_id, stored, tuned = self._codec.compress_smaller(frame)
+                if tuned is not None:
+                    self._tuned[path] = tuned
+            else:
+                codec_id, stored = self._codec.compress(frame, probe=path not in self._compresses,
+                                                        tuned=tuned)
             if len(stored) < 0.8 * len(frame):
                 self._compresses.add(path)  # the rest of this file need not be probed
             frames.append((members, codec_id, stored))

@@ -41,6 +41,14 @@ def block_id(data: bytes | bytearray | memoryview) -> bytes:
     return hashlib.sha256(data).digest()[:BLOCK_ID_BYTES]
 
 
+def block_ids(data: bytes | bytearray | memoryview, block_size: int) -> bytes:
+    """:func:`block_id` of each ``block_size`` block of ``data`` (the last may be shorter),
+    concatenated; one call into C for the whole buffer (it releases the GIL once)."""
+    from engine.repository._blockhash import block_ids as ids_of  # not on the WAL path
+
+    return ids_of(data, block_size)
+
+
 def frame_checksum(data: bytes | bytearray | memoryview) -> bytes:
     """The full SHA-256 of a stored frame: what restore and verify check it against."""
     return hashlib.sha256(data).digest()

@@ -195,8 +195,12 @@ class FileWriter:
         fd = os.open(self._pgdata / entry.path, os.O_RDWR | os.O_CLOEXEC)
         try:
             size = self._block_size
-            stale = [(n, ref) for n, ref in refs
-                     if layout.block_id(os.pread(fd, ref.raw, n * size)) != ref.digest]
+            # the batch's blocks are consecutive: one read for all of them, hashed in one call
+            width = layout.BLOCK_ID_BYTES
+            on_disk = layout.block_ids(os.pread(fd, sum(ref.raw for _, ref in refs), first * size),
+                                       size)
+            stale = [(n, ref) for i, (n, ref) in enumerate(refs)
+                     if on_disk[i * width:(i + 1) * width] != ref.digest]
             sink = BlockSink(fd, size, self._frame_limit)
             for block_no, data in self._reader.blocks(entry.path, stale):
                 sink.write(block_no, data)
