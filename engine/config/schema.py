@@ -102,12 +102,15 @@ class RepositoryConfig(_Section):
     """Where backups and WAL are kept, and how files are cut into blocks.
 
     A block (``block_size``) is the unit of identity: it is stored once, under its
-    SHA-256. A frame (``frame_size``) is the unit of compression: consecutive blocks
-    of a file compressed together, which compresses ~6% better than blocks alone.
+    SHA-256. By default it is PostgreSQL's page: an incremental backup after random
+    updates (pgbench) stores 14% less than with 16 KiB blocks, since a changed page no
+    longer brings its unchanged neighbour along; block lists are twice as long. A frame
+    (``frame_size``) is the unit of compression: consecutive blocks of a file compressed
+    together, which compresses ~6% better than blocks alone.
     """
 
     path: Path
-    block_size: Size = 16 * 1024
+    block_size: Size = 8 * 1024
     frame_size: Size = 512 * 1024
     pack_size: Size = 64 * 1024 * 1024
     region: RegionName = "local"  # where it is (a metrics label)

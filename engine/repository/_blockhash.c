@@ -58,6 +58,43 @@ static PyObject *block_ids(PyObject *self, PyObject *args)
     return out;
 }
 
+/* Runs of positions where two strings of ids differ, as (first, count) pairs. */
+static PyObject *differing_runs(PyObject *self, PyObject *args)
+{
+    Py_buffer a, b;
+    if (!PyArg_ParseTuple(args, "y*y*", &a, &b))
+        return NULL;
+    Py_ssize_t longer = a.len > b.len ? a.len : b.len;
+    Py_ssize_t count = (longer + ID_BYTES - 1) / ID_BYTES;
+    PyObject *runs = PyList_New(0);
+    Py_ssize_t start = -1;
+    for (Py_ssize_t i = 0; runs != NULL && i <= count; i++) {
+        int differ = 0;
+        if (i < count) {
+            Py_ssize_t at = i * ID_BYTES;
+            differ = at + ID_BYTES > a.len || at + ID_BYTES > b.len
+                || memcmp((const char *) a.buf + at, (const char *) b.buf + at, ID_BYTES) != 0;
+        }
+        if (differ && start < 0)
+            start = i;
+        else if (!differ && start >= 0) {
+            PyObject *run = Py_BuildValue("(nn)", start, i - start);
+            if (run == NULL || PyList_Append(runs, run) < 0)
+                Py_CLEAR(runs);
+            Py_XDECREF(run);
+            start = -1;
+        }
+    }
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    return runs;
+}
+
+PyDoc_STRVAR(differing_runs_doc,
+    "differing_runs(ids, other_ids) -> list[tuple[int, int]]\n\n"
+    "(first, count) of each run of consecutive positions whose 16-byte ids differ (a\n"
+    "position only one of them has differs).");
+
 PyDoc_STRVAR(block_ids_doc,
     "block_ids(buffer, block_size) -> bytes\n\n"
     "The first 16 bytes of the SHA-256 of each block_size block of buffer (the last may\n"
@@ -65,6 +102,7 @@ PyDoc_STRVAR(block_ids_doc,
 
 static PyMethodDef methods[] = {
     {"block_ids", block_ids, METH_VARARGS, block_ids_doc},
+    {"differing_runs", differing_runs, METH_VARARGS, differing_runs_doc},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_blockhash",

@@ -60,11 +60,12 @@ class Frame(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class BlockRef:
-    """One block of a file: its id and where it is stored.
+    """One block of a file, or ``blocks`` consecutive ones stored one after the other in
+    one frame: their ids (concatenated) and where they are stored.
 
-    The block is the ``raw`` bytes at ``skip`` in the decompressed frame at ``offset`` in
+    The blocks are the ``raw`` bytes at ``skip`` in the decompressed frame at ``offset`` in
     pack ``pack``, whose ``stored`` bytes have the SHA-256 ``frame_digest``. Checking the
-    stored frame proves the block as well as re-hashing it would (decompression is exact).
+    stored frame proves the blocks as well as re-hashing them would (decompression is exact).
     """
 
     digest: bytes
@@ -75,6 +76,7 @@ class BlockRef:
     codec: int
     skip: int
     frame_digest: bytes
+    blocks: int = 1
 
 
 def _uint32(data: bytes | memoryview) -> array:
@@ -150,6 +152,17 @@ class BlockList:
         run = bisect_right(self._run_start, number) - 1
         return (self.frames[self._run_frame[run]],
                 self._run_skip[run] + (number - self._run_start[run]) * self.block_size)
+
+    def runs(self, first: int, count: int) -> list[tuple[int, BlockRef]]:
+        """``(first block number, ref)`` for ``count`` blocks from ``first``, one ref per run of
+        blocks consecutive in the file and in one frame (what a clean restore writes): the
+        work per block stays in C."""
+        size = self.block_size
+        return [(number, BlockRef(self.ids[number * _ID:(number + n) * _ID], frame.pack,
+                                  frame.offset, frame.stored,
+                                  min(n * size, self.size - number * size), frame.codec, skip,
+                                  frame.digest, n))
+                for frame, number, n, skip in self.segments(first, first + count)]
 
     def refs(self, first: int, count: int) -> list[tuple[int, BlockRef]]:
         """``(block number, ref)`` for ``count`` blocks from ``first`` (a restore batch)."""

@@ -18,15 +18,16 @@ FrameKey = tuple[str, int]  # pack id, offset
 
 
 class FrameReader:
-    def __init__(self, storage: Storage, cluster: str, frame_limit: int) -> None:
+    def __init__(self, storage: Storage, cluster: str, frame_limit: int, block_size: int) -> None:
         self._storage = storage
         self._cluster = cluster
         self._frame_limit = frame_limit
+        self._block_size = block_size
 
     def blocks(self, path: str, numbered: Numbered) -> Iterator[tuple[int, memoryview]]:
         """``(first block number, content)`` for ``numbered`` (``(block number, ref)`` pairs of
-        the file ``path`` in file order), in that order; blocks that follow each other in the
-        file and in one frame come as one slice.
+        the file ``path`` in file order; a ref may stand for a run of blocks), in that order;
+        blocks that follow each other in the file and in one frame come as one slice.
 
         A frame is decompressed when first needed and kept only while later blocks of the
         batch still need it, so a frame holding blocks on both sides of a change (an
@@ -61,12 +62,13 @@ class FrameReader:
                                     "the manifest says; refusing to restore it")
             if key == run_key and number == next_no and ref.skip == run_to:
                 run_to += ref.raw
-                next_no += 1
+                next_no += ref.blocks
             else:
                 if run_key is not None:
                     yield run_no, run_frame[run_from:run_to]
                 run_key, run_frame = key, frame
-                run_no, run_from, run_to, next_no = number, ref.skip, ref.skip + ref.raw, number + 1
+                run_no, run_from, run_to = number, ref.skip, ref.skip + ref.raw
+                next_no = number + ref.blocks
             if last_use[key] == index:
                 del frames[key]  # the run being built keeps its own reference
         if run_key is not None:
@@ -97,19 +99,24 @@ class FrameReader:
         number, head = numbered[first]
         if layout.frame_checksum(stored) != head.frame_digest:
             raise _damaged(path, [(n, r) for n, r in numbered if (r.pack, r.offset) == key],
-                           stored, key[0])
+                           stored, key[0], self._block_size)
         what = f"{path} block {number} (pack {key[0]})"
         return memoryview(decompress(head.codec, stored, None, what, limit=self._frame_limit))
 
 
-def _damaged(path: str, members: Numbered, stored: memoryview, pack: str) -> ChecksumError:
+def _damaged(path: str, members: Numbered, stored: memoryview, pack: str,
+             block_size: int) -> ChecksumError:
     """Name what is damaged in a frame that failed its checksum: the very block when the
     frame is stored raw, else the blocks of this file the frame holds."""
-    numbers = sorted(n for n, _ in members)
+    blocks = sorted((n + i, ref, i) for n, ref in members for i in range(ref.blocks))
+    numbers = [n for n, _, _ in blocks]
     culprit = f"blocks {numbers[0]}..{numbers[-1]}" if len(numbers) > 1 else f"block {numbers[0]}"
     if members[0][1].codec == RAW:
-        for number, ref in sorted(members, key=lambda m: m[0]):
-            if layout.block_id(stored[ref.skip:ref.skip + ref.raw]) != ref.digest:
+        width = layout.BLOCK_ID_BYTES
+        for number, ref, i in blocks:
+            at = ref.skip + i * block_size
+            end = min(at + block_size, ref.skip + ref.raw)
+            if layout.block_id(stored[at:end]) != ref.digest[i * width:(i + 1) * width]:
                 culprit = f"block {number}"
                 break
     return ChecksumError(f"{path} {culprit} (pack {pack}): checksum "

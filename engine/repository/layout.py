@@ -49,6 +49,14 @@ def block_ids(data: bytes | bytearray | memoryview, block_size: int) -> bytes:
     return ids_of(data, block_size)
 
 
+def differing_runs(ids: bytes | memoryview, other: bytes | memoryview) -> list[tuple[int, int]]:
+    """``(first, count)`` of each run of positions where two concatenations of block ids
+    differ (a position only one of them reaches differs); computed in C."""
+    from engine.repository._blockhash import differing_runs as runs_of
+
+    return runs_of(ids, other)
+
+
 def frame_checksum(data: bytes | bytearray | memoryview) -> bytes:
     """The full SHA-256 of a stored frame: what restore and verify check it against."""
     return hashlib.sha256(data).digest()

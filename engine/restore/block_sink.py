@@ -3,8 +3,10 @@ and written with one call.
 
 Large files are written with O_DIRECT, which spares the CPU the copy into the page
 cache (on a VM as costly as a SHA-256 of the data) and leaves fsync little to do.
-Small or unaligned files, files being patched (delta), and file systems without
-O_DIRECT go through the page cache.
+Small or unaligned files and file systems without O_DIRECT go through the page cache.
+A delta restore patches a batch in an aligned buffer holding what is on disk and writes
+the span from its first to its last changed block at once (:func:`write_span`): many
+small direct writes would each wait for the device.
 """
 
 from __future__ import annotations
@@ -46,12 +48,44 @@ def preallocate(fd: int, size: int) -> None:
     os.ftruncate(fd, size)
 
 
-def _buffer(size: int) -> memoryview:
-    buffer = getattr(_buffers, "view", None)
+def _buffer(size: int, slot: str = "view") -> memoryview:
+    """This thread's page-aligned buffer of at least ``size`` bytes in ``slot``."""
+    buffer = getattr(_buffers, slot, None)
     if buffer is None or len(buffer) < size:
         buffer = memoryview(mmap.mmap(-1, size))  # anonymous maps are page-aligned
-        _buffers.view = buffer
+        setattr(_buffers, slot, buffer)
     return buffer
+
+
+def read_span(path: Path, length: int, offset: int) -> tuple[memoryview, int]:
+    """A view of ``length`` bytes of this thread's patch buffer holding what ``path`` has at
+    ``offset``, and how many bytes it had (fewer past its end: the rest of the view is
+    not the file's). Valid until the thread's next call; patched in place, then given to
+    :func:`write_span`."""
+    view = _buffer(length, "patch")
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        done = 0
+        while done < length:
+            n = os.preadv(fd, [view[done:length]], offset + done)
+            if n == 0:
+                break
+            done += n
+    finally:
+        os.close(fd)
+    return view[:length], done
+
+
+def write_span(path: Path, size: int, data: memoryview, offset: int) -> None:
+    """Write ``data`` (a slice of the patch buffer starting at a block) at ``offset`` of the
+    existing file ``path`` of ``size`` bytes, with one direct write where it can."""
+    fd = open_for_blocks(path, size)
+    try:
+        while data:
+            n = os.pwrite(fd, data, offset)
+            data, offset = data[n:], offset + n
+    finally:
+        os.close(fd)
 
 
 def open_for_blocks(path: Path, size: int, direct: bool = True) -> int:

@@ -27,7 +27,7 @@ from engine.repository.blocklist import BlockList
 from engine.repository.frames import FrameReader
 from engine.repository.manifest import BackupSummary, FileEntry, Manifest
 from engine.repository.storage import Storage
-from engine.restore.block_sink import BlockSink, open_for_blocks, preallocate
+from engine.restore.block_sink import BlockSink, open_for_blocks, preallocate, read_span, write_span
 
 CONTROL_FILE = "global/pg_control"
 IN_PROGRESS = ".lifeboat-restore"  # present while a restore writes the directory
@@ -167,7 +167,7 @@ class FileWriter:
         self._block_size = summary.block_size
         self._frame_limit = max(summary.frame_size, summary.block_size)
         self._major = summary.pg_version // 10000
-        self._reader = FrameReader(storage, cluster, self._frame_limit)
+        self._reader = FrameReader(storage, cluster, self._frame_limit, summary.block_size)
 
     def _write_batch(self, entry: FileEntry, blocks: BlockList, first: int, count: int) -> int:
         """Write ``count`` blocks from ``first`` of a new file."""
@@ -177,7 +177,7 @@ class FileWriter:
             raise path_error(exc, "write", self._pgdata / entry.path) from None
 
     def _write_blocks(self, entry: FileEntry, blocks: BlockList, first: int, count: int) -> int:
-        refs = blocks.refs(first, count)
+        refs = blocks.runs(first, count)
         fd = open_for_blocks(self._pgdata / entry.path, entry.size)
         try:
             sink = BlockSink(fd, self._block_size, self._frame_limit)
@@ -190,24 +190,31 @@ class FileWriter:
         return self._done(raw, raw)
 
     def _patch_batch(self, entry: FileEntry, blocks: BlockList, first: int, count: int) -> int:
-        """Rewrite those of ``count`` blocks from ``first`` of an existing file that differ."""
-        refs = blocks.refs(first, count)
-        fd = os.open(self._pgdata / entry.path, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            size = self._block_size
-            # the batch's blocks are consecutive: one read for all of them, hashed in one call
-            width = layout.BLOCK_ID_BYTES
-            on_disk = layout.block_ids(os.pread(fd, sum(ref.raw for _, ref in refs), first * size),
-                                       size)
-            stale = [(n, ref) for i, (n, ref) in enumerate(refs)
-                     if on_disk[i * width:(i + 1) * width] != ref.digest]
-            sink = BlockSink(fd, size, self._frame_limit)
+        """Rewrite those of ``count`` blocks from ``first`` of an existing file that differ.
+
+        The batch's blocks are consecutive: they are read and hashed at once, the stale
+        ones patched into that buffer, and the span from the first to the last stale one
+        written back with one call (the blocks between are rewritten as they were)."""
+        path = self._pgdata / entry.path
+        size = self._block_size
+        width = layout.BLOCK_ID_BYTES
+        start = first * size
+        length = min(count * size, entry.size - start)
+        span, found = read_span(path, length, start)
+        on_disk = layout.block_ids(span[:found], size)  # blocks past the file's end: stale
+        wanted = blocks.ids[first * width:(first + count) * width]
+        if on_disk == wanted:  # the usual case for most of a file: nothing to rewrite
+            return self._done(length, 0)
+        stale = [run for at, n in layout.differing_runs(on_disk, wanted)
+                 for run in blocks.runs(first + at, n)]
+        if stale:
             for block_no, data in self._reader.blocks(entry.path, stale):
-                sink.write(block_no, data)
-            sink.flush()
-        finally:
-            os.close(fd)
-        return self._done(sum(ref.raw for _, ref in refs), sum(ref.raw for _, ref in stale))
+                at = block_no * size - start
+                span[at:at + len(data)] = data
+            low = stale[0][0] * size - start
+            high = stale[-1][0] * size - start + stale[-1][1].raw  # a run's raw: all its blocks
+            write_span(path, entry.size, span[low:high], start + low)
+        return self._done(length, sum(ref.raw for _, ref in stale))
 
     def _done(self, checked: int, written: int) -> int:
         if self._progress is not None:

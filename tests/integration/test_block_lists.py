@@ -50,8 +50,9 @@ def test_an_incremental_after_no_change_costs_the_same_whatever_the_database_siz
     assert full_2["size_bytes"] > full_1["size_bytes"] + 100_000_000
     before, after = cost(lifeboat, incr_1), cost(lifeboat, incr_2)
     assert before < 64 * 1024, before
-    # the 100 MB table (its heap, free space map and visibility map) costs a few hundred bytes
-    assert after - before < 1024, (before, after)
+    # the 100 MB table (its heap by its list's id; its free space and visibility maps, a few
+    # pages each, inline) costs about a kilobyte: nothing that grows with its 12,800 pages
+    assert after - before < 2048, (before, after)
     print(f"no-change incremental: {before} bytes, {after} bytes with 100 MB more")
     assert incr_2["stored_bytes"] < 64 * 1024 and incr_2["list_bytes"] == 0
     assert cost(lifeboat, full_2) > 5_000_000  # the full backup did store the table

@@ -64,6 +64,18 @@ def test_block_ids_are_the_sha256_prefix_of_each_block(size: int) -> None:
         assert expected[:16] == hashlib.sha256(data[:BLOCK]).digest()[:16]
 
 
+def test_differing_runs_name_each_run_of_changed_blocks() -> None:
+    ids = [bytes([i]) * 16 for i in range(10)]
+    other = list(ids)
+    for changed in (0, 3, 4, 5, 9):
+        other[changed] = b"\xff" * 16
+    assert layout.differing_runs(b"".join(ids), b"".join(other)) == [(0, 1), (3, 3), (9, 1)]
+    assert layout.differing_runs(b"".join(ids), b"".join(ids)) == []
+    # a shorter one (the file on disk ends early): the positions it lacks differ
+    assert layout.differing_runs(b"".join(ids[:7]), b"".join(ids)) == [(7, 3)]
+    assert layout.differing_runs(b"", b"".join(ids[:2])) == [(0, 2)]
+
+
 @pytest.mark.parametrize(("data", "tuned_wins"), [(heap_pages(64), True), (prose(512 * 1024), False)],
                          ids=["heap pages", "text"])
 def test_the_smaller_of_both_parameter_sets_is_kept(data: bytes, tuned_wins: bool) -> None:

@@ -12,7 +12,7 @@ MINIMAL = b'[repository]\npath = "/srv/repo"\n[clusters.main]\npgdata = "/srv/pg
 def test_minimal_file_gets_documented_defaults() -> None:
     config = parse_config(MINIMAL, "f.toml")
     assert config.compression.algorithm == "zstd" and config.compression.level == 3
-    assert config.repository.block_size == 16 * 1024
+    assert config.repository.block_size == 8 * 1024
     cluster = config.cluster("main")
     assert cluster.port == 5432 and cluster.archive_timeout == 60
     assert config.cluster(None) is cluster  # the only cluster needs no --cluster
