@@ -146,6 +146,7 @@ def wait_for_segments(conn: psycopg.Connection, storage: Storage, cluster: str,
     """Wait until every segment in ``names`` is in the archive; explain why if it is not."""
     deadline = time.monotonic() + timeout
     pending = list(names)
+    pause = 0.01  # the archiver usually needs a few tens of ms: look again soon, then less often
     while True:
         pending = [n for n in pending if not storage.exists(layout.wal_key(cluster, n))]
         if not pending:
@@ -157,7 +158,8 @@ def wait_for_segments(conn: psycopg.Connection, storage: Storage, cluster: str,
                    and status.last_failed_wal[:24] <= max(pending))
         if failing or time.monotonic() > deadline:
             raise PostgresError(_not_archived(cluster, pending[0], timeout, status, failing))
-        time.sleep(0.1)
+        time.sleep(pause)
+        pause = min(0.1, pause * 2)
 
 
 def _not_archived(cluster: str, segment: str, timeout: float, status: postgres.ArchiverStatus,

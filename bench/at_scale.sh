@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Peak memory and time of each Lifeboat command, and of pgBackRest's, at one database size,
+# page cache dropped before each timed command. For sizes where bench/run.py does not fit
+# on the disk (it keeps three restored copies at once for its delta restores; at scale 400
+# + 6.4 GB that is over 80 GB): here one restored copy exists at a time.
+#
+#   bench/at_scale.sh SCALE GROW_MIB PGBACKREST [WORKDIR]   (as root)
+#
+# Prints one line per timed command: tool, work, seconds, user + system CPU, max RSS (KiB).
+set -euo pipefail
+SCALE=${1:?usage: at_scale.sh SCALE GROW_MIB PGBACKREST [WORKDIR]}
+GROW_MIB=${2:?}
+PGBR=${3:?}
+W=${4:-/var/tmp/lifeboat-at-scale}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LIFEBOAT="$ROOT/.venv/bin/lifeboat"
+BIN=/usr/lib/postgresql/15/bin
+PORT=${PORT:-54987}
+as_pg() { runuser -u postgres -- "$@"; }
+sql() { as_pg "$BIN/psql" -h "$W" -p "$PORT" -d postgres -qAt -c "$1"; }
+cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+timed() {  # tool work command...
+  local tool=$1 work=$2; shift 2
+  cold
+  local out
+  out=$(as_pg /usr/bin/time -f "%e %U %S %M" "$@" 2>&1 >/dev/null | tail -n 1)
+  read -r wall user sys rss <<<"$out"
+  printf '%s\t%s\t%s s\tCPU %.2f s\t%s KiB\n' "$tool" "$work" "$wall" "$(echo "$user + $sys" | bc)" "$rss"
+}
+
+as_pg "$BIN/pg_ctl" -D "$W/pgdata" -m immediate stop >/dev/null 2>&1 || true
+rm -rf "$W"; mkdir -p "$W"; chown postgres "$W"
+as_pg mkdir "$W/lifeboat-repo" "$W/pgbackrest-repo" "$W/pgbackrest-log" "$W/pgbackrest-lock"
+as_pg "$BIN/initdb" -k -D "$W/pgdata" >/dev/null
+cat >> "$W/pgdata/postgresql.conf" <<CONF
+port = $PORT
+listen_addresses = ''
+unix_socket_directories = '$W'
+shared_buffers = 512MB
+max_wal_size = 4GB
+checkpoint_timeout = 15min
+wal_level = replica
+archive_mode = on
+archive_command = '/bin/true'
+CONF
+as_pg "$BIN/pg_ctl" -D "$W/pgdata" -l "$W/postgresql.log" -w start >/dev/null
+trap 'as_pg "$BIN/pg_ctl" -D "$W/pgdata" -m fast stop >/dev/null 2>&1 || true' EXIT
+
+# the data of bench/run.py (bench/dataset.py), loaded before archiving starts
+as_pg "$BIN/pgbench" -h "$W" -p "$PORT" -i -s "$SCALE" -q postgres >/dev/null 2>&1
+sql "CREATE TABLE grow (id bigint NOT NULL, payload text NOT NULL)"
+rows=$((GROW_MIB * 6015))  # about 172 bytes a row on the page
+step=5000000
+for ((first = 1; first <= rows; first += step)); do
+  last=$((first + step - 1 < rows ? first + step - 1 : rows))
+  sql "INSERT INTO grow SELECT g, md5('a' || g) || md5('b' || g) || md5('c' || g) || md5('d' || g) FROM generate_series($first::bigint, $last::bigint) AS g"
+done
+sql "VACUUM (FREEZE, ANALYZE)"
+sql "CHECKPOINT"
+size=$(sql "SELECT pg_size_pretty(sum(pg_database_size(oid))) FROM pg_database")
+
+cat > "$W/lifeboat.toml" <<CONF
+[repository]
+path = "$W/lifeboat-repo"
+
+[compression]
+algorithm = "zstd"
+level = 3
+
+[retention]
+full = 1
+gc_grace = "0s"
+expire_after_backup = false
+
+[clusters.scale]
+pgdata = "$W/pgdata"
+host = "$W"
+port = $PORT
+CONF
+cat > "$W/pgbackrest.conf" <<CONF
+[global]
+repo1-path=$W/pgbackrest-repo
+repo1-retention-full=9999
+process-max=2
+compress-type=zst
+compress-level=3
+start-fast=y
+repo1-bundle=y
+repo1-block=y
+log-path=$W/pgbackrest-log
+lock-path=$W/pgbackrest-lock
+log-level-console=warn
+
+[scale]
+pg1-path=$W/pgdata
+pg1-socket-path=$W
+pg1-port=$PORT
+CONF
+chown postgres "$W/lifeboat.toml" "$W/pgbackrest.conf"
+LB=("$LIFEBOAT" --config "$W/lifeboat.toml" --cluster scale)
+PB=("$PGBR" --config="$W/pgbackrest.conf" --stanza=scale)
+sql "ALTER SYSTEM SET archive_command = '${LB[*]} wal-push %p && ${PB[*]} archive-push %p'"
+sql "SELECT pg_reload_conf()" >/dev/null
+as_pg "${LB[@]}" init >/dev/null
+as_pg "${PB[@]}" stanza-create >/dev/null
+echo "# scale $SCALE + grow $GROW_MIB MiB: databases $size; $("$PGBR" version); $(git -C "$ROOT" rev-parse --short HEAD)"
+
+timed lifeboat "full backup" "${LB[@]}" backup --type full --no-expire
+timed pgbackrest "full backup" "${PB[@]}" backup --type=full
+timed pgbackrest "full backup" "${PB[@]}" backup --type=full
+timed lifeboat "full backup" "${LB[@]}" backup --type full --no-expire
+timed lifeboat "incremental, nothing changed" "${LB[@]}" backup --type incr --no-expire
+timed pgbackrest "incremental, nothing changed" "${PB[@]}" backup --type=incr
+as_pg mkdir "$W/restore"
+timed lifeboat "restore into an empty directory" "${LB[@]}" restore --pgdata "$W/restore"
+rm -rf "$W/restore"; as_pg mkdir "$W/restore"
+timed pgbackrest "restore into an empty directory" "${PB[@]}" restore --pg1-path="$W/restore"
+rm -rf "$W/restore"
+timed lifeboat "verify" "${LB[@]}" verify
+timed lifeboat "expire (keep the newest full)" "${LB[@]}" expire
