@@ -7,6 +7,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from engine.backup.blockcopy import BaseFiles, BlockCopier, PackSet
 from engine.postgres import pgdata
 from engine.repository import layout, verify
@@ -37,10 +39,13 @@ def back_up(storage: PosixStorage, source: Path, backup_id: str, base_id: str | 
         base = BaseFiles(read_manifest(storage, "main", base_id), time.time() + 3600, use_mtime)
     copier = BlockCopier(packs, Codec("zstd", 3), BLOCK, FRAME, jobs=2, base=base)
     writer = ManifestWriter()
+    size = 0
     for entry in copier.copy(pgdata.walk(source, 15)):
         writer.add(entry)
+        size += entry.size
     ids = packs.finish()
-    data = b"".join(writer.finish(summary(backup_id, packs=ids, block_size=BLOCK, frame_size=FRAME)))
+    data = b"".join(writer.finish(summary(backup_id, packs=ids, block_size=BLOCK, frame_size=FRAME,
+                                          size_bytes=size, reused_bytes=copier.stats.reused_bytes)))
     storage.put(layout.manifest_key("main", backup_id), data)
     return copier, packs
 
@@ -150,3 +155,59 @@ def test_an_unchanged_file_shares_its_list_and_a_changed_one_reuses_the_base_fra
     report = verify.run(storage, "main")
     assert report.ok and report.lists == 3  # base/5/1's once for both backups, base/5/2's twice
     assert report.frames == len(frames)  # each frame once, though two lists refer to most
+
+
+def test_verify_in_groups_of_packs_checks_the_same_and_holds_fewer_claims(
+        tmp_path: Path, storage: PosixStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With many frames, packs are checked a group at a time (the lists read again for each):
+    every frame and block is checked as in one pass, damage in a later group is named with
+    the backups it breaks, and no more than a group's claims are held at once."""
+    source = tmp_path / "src"
+    files = {f"base/5/{16384 + i}": os.urandom(BLOCK * 8) for i in range(6)}
+    files["global/pg_control"] = os.urandom(8192)
+    write_tree(source, files)
+    segment = tmp_path / "000000010000000000000002"  # the WAL the backups need
+    segment.write_bytes(fake_segment(1, 2))
+    archive.push(storage, "main", segment, Codec("zstd", 3))
+    back_up(storage, source, "20261125-010000F")
+    changed = bytearray(files["base/5/16386"])
+    changed[BLOCK * 3] ^= 1
+    write_tree(source, {"base/5/16386": bytes(changed)})
+    back_up(storage, source, "20261125-020000I", "20261125-010000F", use_mtime=False)
+    whole = verify.run(storage, "main")
+    assert whole.ok and whole.packs >= 3
+
+    owners_seen: list[list[str]] = []  # each set of claims, told apart by its owners list
+    held: list[int] = []  # the frames each set held
+
+    def counting(storage_, cluster, pack, claims, owners, limit):
+        if not owners_seen or owners_seen[-1] is not owners:
+            owners_seen.append(owners)
+            held.append(0)
+        held[-1] += len(claims)
+        return real_check(storage_, cluster, pack, claims, owners, limit)
+
+    real_check = verify.check_pack
+
+    monkeypatch.setattr(verify, "check_pack", counting)
+    monkeypatch.setattr(verify, "MAX_CLAIMS", 4)
+    grouped = verify.run(storage, "main")
+    assert grouped.ok
+    assert (grouped.packs, grouped.frames, grouped.blocks, grouped.lists) == \
+        (whole.packs, whole.frames, whole.blocks, whole.lists)
+    groups = verify._pack_groups(sorted(p.rsplit("/", 1)[-1] for p in storage.list("clusters/main/packs")),
+                                 [read_manifest(storage, "main", i).summary
+                                  for i in ("20261125-010000F", "20261125-020000I")])
+    assert len(groups) > 1 and len(held) == len(groups)  # a set of claims per group
+    assert sum(held) == whole.frames and max(held) < whole.frames
+
+    # damage a frame of a pack of the last group: found, with the backups it breaks
+    last = groups[-1][-1]
+    path = Path(storage.path_of(layout.pack_key("main", last)))
+    data = bytearray(path.read_bytes())
+    data[10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    damaged = verify.run(storage, "main")
+    assert not damaged.ok
+    assert [p.key for p in damaged.problems] == [layout.pack_key("main", last)]
+    assert "20261125-010000F" in damaged.problems[0].affects

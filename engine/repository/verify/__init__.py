@@ -13,6 +13,11 @@ check:
   index, every frame, and the blocks the lists use re-hashed: :mod:`.packs`;
 - every archived WAL file, and the WAL the backups need but the archive lacks: :mod:`.wal`.
 
+Packs are checked in groups when the backups hold many frames: the claims on frames (what
+the pack check re-hashes) are kept for one group of packs at a time, the lists read again
+for each later group, so memory stays flat however large the database
+(:data:`MAX_CLAIMS`).
+
 ``since_last`` skips the immutable objects (packs, lists, WAL files, manifests with all
 their lists and packs) an earlier verify proved; the small mutable documents are checked
 every time. ``backup_id`` checks one backup's manifest, lists, packs and WAL (and the
@@ -30,7 +35,7 @@ from engine.repository import inventory, layout
 from engine.repository.manifest import BackupSummary, Manifest, read_manifest, read_summary
 from engine.repository.storage import Storage
 from engine.repository.verify import documents
-from engine.repository.verify.lists import Claims, ListChecker, check_orphan, users_of
+from engine.repository.verify.lists import Claims, ListChecker, check_orphan, reclaim, users_of
 from engine.repository.verify.packs import PackResult, check_pack
 from engine.repository.verify.report import NOT_NEEDED, Problem, VerifyReport
 from engine.repository.verify.wal import WalNeeds, archived_segments, check_file
@@ -39,6 +44,8 @@ from engine.wal import names as wal
 __all__ = ["Problem", "VerifyReport", "run"]
 
 WAL_KINDS = ("wal", "backup-history", "history")
+#: About how many frames' claims are held at once (some 600 bytes each).
+MAX_CLAIMS = 16384
 
 
 def run(storage: Storage, cluster: str, backup_id: str | None = None, since_last: bool = False,
@@ -75,7 +82,8 @@ def run(storage: Storage, cluster: str, backup_id: str | None = None, since_last
     report.skipped_packs = len(pack_scope) - len(pack_todo)
     frame_limit = max((max(s.frame_size, s.block_size) for s in summaries.values()), default=1 << 20)
 
-    claims = Claims(skip_packs=pack_names - set(pack_todo))
+    groups = _pack_groups(pack_todo, [summaries[i] for i in scope if i in summaries])
+    claims = Claims(skip_packs=pack_names - set(groups[0]))
     checker = ListChecker(cluster, claims, proven["lists"], report, jobs)
     with ThreadPoolExecutor(jobs, thread_name_prefix="lifeboat-verify") as pool:
         wal_results = {n: pool.submit(check_file, storage, cluster, n) for n in wal_todo}
@@ -94,9 +102,16 @@ def run(storage: Storage, cluster: str, backup_id: str | None = None, since_last
             orphans = {k: pool.submit(check_orphan, storage, k) for k in unreached
                        if k.rsplit("/", 1)[-1] not in proven["lists"]}
             report.skipped_lists += len(unreached) - len(orphans)
-        packs = {p: pool.submit(check_pack, storage, cluster, p, claims.by_pack.get(p, {}), claims.owners,
-                                frame_limit) for p in pack_todo}
-        results = {p: _collect(f, report, progress) for p, f in packs.items()}
+        results: dict[str, PackResult] = {}
+        for number, group in enumerate(groups):
+            if number:  # the claims of the packs of this group, from the lists found sound
+                claims = Claims(skip_packs=pack_names - set(group))
+                reclaim(manifests.values(), claims, checker.sound, set(group))
+            packs = {p: pool.submit(check_pack, storage, cluster, p, claims.by_pack.get(p, {}),
+                                    claims.owners, frame_limit) for p in group}
+            results.update((p, _collect(f, report, progress)) for p, f in packs.items())
+            checker.release_claims()
+            del claims, packs
         orphans_ok, orphans_bad = set(), set()
         for key, future in orphans.items():
             report.lists += 1
@@ -124,6 +139,16 @@ def run(storage: Storage, cluster: str, backup_id: str | None = None, since_last
         "manifests": checker.broken_backups}, summaries)
     report.seconds = round(time.monotonic() - started, 3)
     return report
+
+
+def _pack_groups(packs: list[str], summaries: list[BackupSummary]) -> list[list[str]]:
+    """``packs`` in groups of about :data:`MAX_CLAIMS` frames (estimated from what the
+    backups stored anew), at least one group."""
+    frames = sum(max(0, s.size_bytes - s.reused_bytes) // max(1, s.frame_size) + 1
+                 for s in summaries)
+    count = max(1, min(len(packs), -(-frames // MAX_CLAIMS)))
+    size = -(-len(packs) // count) if packs else 1
+    return [packs[i:i + size] for i in range(0, len(packs), size)] or [[]]
 
 
 def _manifests(storage: Storage, cluster: str, ids: list[str], scope: list[str], proven: set[str],

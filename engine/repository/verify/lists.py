@@ -113,6 +113,7 @@ class ListChecker:
         self.proven: set[str] = set()  # stored lists found sound or skipped as proven
         self.broken_backups: set[str] = set()
         self.bad: set[str] = set()  # stored lists found damaged or missing (hex ids)
+        self.sound: set[bytes] = set()  # lists (keys) read and found sound: they claimed frames
 
     def add(self, pool: ThreadPoolExecutor, manifest: Manifest, entry: FileEntry) -> None:
         key = entry.list_key
@@ -156,6 +157,10 @@ class ListChecker:
             self._packs_of = (manifest.summary.id, frozenset(packs))
         return self._packs_of[1]
 
+    def release_claims(self) -> None:
+        """Forget the claims it made (once their packs are checked), so they can be freed."""
+        self._claims = Claims(set())
+
     def finish(self) -> None:
         while self._in_flight:
             self._collect(*self._in_flight.popleft())
@@ -177,6 +182,7 @@ class ListChecker:
                 self.bad.add(key.hex())
             return
         self._seen[key] = self._interned.setdefault(packs, packs)
+        self.sound.add(key)
         if stored:
             self.proven.add(key.hex())
 
@@ -192,6 +198,31 @@ class ListChecker:
                                         "(inline list)", str(exc), manifest.key)
         self._claims.add(f"backup {manifest.summary.id} file {entry.path}", blocks)
         return frozenset(blocks.packs), None
+
+
+def reclaim(manifests: Iterable[Manifest], claims: Claims, sound: set[bytes],
+            packs: set[str]) -> None:
+    """Claim again the frames in ``packs`` of each list in ``sound`` (found sound when it was
+    checked), each list once: what a later group of packs is checked against."""
+    done: set[bytes] = set()
+    for manifest in manifests:
+        names = manifest.summary.packs
+        try:
+            for entry in manifest.entries():
+                key = entry.list_key
+                if key is None or key in done or key not in sound:
+                    continue
+                if entry.list_id is not None and not any(
+                        i < len(names) and names[i] in packs for i in entry.packs):
+                    continue  # none of its frames is in this group: not read again
+                done.add(key)
+                try:
+                    blocks = manifest.block_list(entry)
+                except LifeboatError:
+                    continue  # damaged since it was checked: its packs' check finds out
+                claims.add(f"backup {manifest.summary.id} file {entry.path}", blocks)
+        except LifeboatError:
+            continue  # the manifest is damaged: reported when it was checked
 
 
 def check_orphan(storage: Storage, key: str) -> Problem | None:
