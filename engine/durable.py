@@ -1,4 +1,5 @@
-"""Durable file-system writes: temp file, fsync file, rename (or link), fsync directory.
+"""Durable file-system writes: temp file, fsync file, rename (or link), fsync directory;
+and the loops that write or read a buffer whole.
 
 A reader sees a whole file or none, and once a call returns the data survives a
 crash of the machine.
@@ -50,6 +51,17 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def read_into(fd: int, view: memoryview, offset: int) -> int:
+    """Fill ``view`` from ``offset`` of ``fd``; the bytes read (fewer only at the file's end)."""
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n == 0:
+            break
+        done += n
+    return done
 
 
 def _write_temp(path: PathLike, data: bytes | bytearray | memoryview, mode: int) -> str:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.backup.packset import PackSet
+from engine.durable import read_into
 from engine.errors import LifeboatError
 from engine.postgres.pgdata import Entry, file_kind, relation_segment
 from engine.repository import layout
@@ -177,13 +178,7 @@ class BlockCopier:
         if buffer is None or len(buffer) < length:
             buffer = self._buffers.buffer = bytearray(max(length, self._chunk))
         view = memoryview(buffer)
-        done = 0
-        while done < length:
-            n = os.preadv(fd, [view[done:length]], offset + done)
-            if n == 0:
-                break  # the file shrank while read
-            done += n
-        return view[:done]
+        return view[:read_into(fd, view[:length], offset)]  # shorter: the file shrank
 
     def _count_reused(self, reused: int) -> None:
         if reused:

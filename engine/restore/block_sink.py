@@ -17,6 +17,8 @@ import os
 import threading
 from pathlib import Path
 
+from engine.durable import read_into
+
 WRITE_BYTES = 1024 * 1024  # blocks gathered into one write
 DIRECT_MIN = 1024 * 1024  # files at least this large are written with O_DIRECT
 DIRECT_ALIGN = 4096
@@ -62,18 +64,12 @@ def read_span(path: Path, length: int, offset: int) -> tuple[memoryview, int]:
     ``offset``, and how many bytes it had (fewer past its end: the rest of the view is
     not the file's). Valid until the thread's next call; patched in place, then given to
     :func:`write_span`."""
-    view = _buffer(length, "patch")
+    view = _buffer(length, "patch")[:length]
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        done = 0
-        while done < length:
-            n = os.preadv(fd, [view[done:length]], offset + done)
-            if n == 0:
-                break
-            done += n
+        return view, read_into(fd, view, offset)
     finally:
         os.close(fd)
-    return view[:length], done
 
 
 def write_span(path: Path, size: int, data: memoryview, offset: int) -> None:
