@@ -40,3 +40,46 @@ Tier = Literal["hot", "warm", "cold"]
 TIERS: tuple[Tier, ...] = get_args(Tier)
 #: Where a backup is until tiering moves it (every backup, until tiers are configured).
 FIRST_TIER: Tier = "hot"
+
+Severity = Literal["critical", "warning", "info"]
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
+
+#: Where an alert can be sent (a section ``[alerts.<name>]`` configures each).
+ChannelName = Literal["pagerduty", "slack", "grafana", "email", "webhook"]
+CHANNEL_NAMES: tuple[ChannelName, ...] = get_args(ChannelName)
+
+#: An alert's life in the catalog (Prometheus's pending and firing, then ours).
+AlertState = Literal["pending", "firing", "resolved", "acknowledged", "silenced"]
+ALERT_STATES: tuple[AlertState, ...] = get_args(AlertState)
+
+#: What a rule's ``threshold`` is measured in (how the file writes it, how rules show it).
+ThresholdUnit = Literal["seconds", "ratio", "count", "factor", "none"]
+#: The conditions an alert rule can watch, with the unit of its threshold and whether it
+#: counts events over a ``window``. The PromQL of each is in :mod:`alerts.signals`.
+ALERT_SIGNALS: dict[str, tuple[ThresholdUnit, bool]] = {
+    "backup_failures": ("count", True),
+    "backup_success_rate": ("ratio", False),
+    "backup_age": ("seconds", False),
+    "wal_archive_lag": ("seconds", False),
+    "wal_archive_failures": ("count", True),
+    "replication_lag": ("seconds", False),
+    "data_loss_events": ("count", True),
+    "recovery_over_sla": ("seconds", True),
+    "rpo_breach": ("factor", False),
+    "rto_at_risk": ("factor", False),
+    "copy_lag": ("seconds", False),
+    "postgres_down": ("none", False),
+    "metrics_absent": ("none", False),
+    "cluster_metrics_absent": ("none", False),
+    "drill_overdue": ("seconds", False),
+    "drill_failed": ("none", False),
+    "drill_failed_checks": ("count", False),
+    "drill_slower_than_rto": ("factor", False),
+}
+
+#: The seed's auto-remediation actions (each does what its name says: :mod:`alerts.remediation`).
+RemediationAction = Literal[
+    "check_network_connectivity", "verify_network_connectivity", "check_disk_space",
+    "restart_replication", "restart_replication_slot", "verify_backup_dependencies",
+    "cleanup_staging_area", "retry_backup_operation", "escalate_to_dba"]
+REMEDIATION_ACTIONS: tuple[RemediationAction, ...] = get_args(RemediationAction)

@@ -91,6 +91,63 @@ CREATE TABLE IF NOT EXISTS notices (
     sent_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (cluster, kind, occurrence)
 );
+CREATE TABLE IF NOT EXISTS alerts (
+    id {id},
+    fingerprint TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    alertname TEXT NOT NULL,
+    cluster TEXT,
+    severity TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    annotations TEXT NOT NULL,
+    state TEXT NOT NULL,
+    value DOUBLE PRECISION,
+    source TEXT NOT NULL,
+    first_seen DOUBLE PRECISION NOT NULL,
+    last_seen DOUBLE PRECISION NOT NULL,
+    firing_since DOUBLE PRECISION,
+    resolved_at DOUBLE PRECISION,
+    acknowledged_by TEXT,
+    acknowledged_at DOUBLE PRECISION,
+    silenced_until DOUBLE PRECISION,
+    silence_reason TEXT,
+    last_notified_at DOUBLE PRECISION,
+    refs TEXT NOT NULL DEFAULT '{{}}',
+    escalated INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS alerts_fingerprint ON alerts (fingerprint, resolved_at);
+CREATE INDEX IF NOT EXISTS alerts_seen ON alerts (last_seen);
+CREATE TABLE IF NOT EXISTS alert_notifications (
+    id {id},
+    alert_id INTEGER NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    channel TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_notifications_alert ON alert_notifications (alert_id);
+CREATE TABLE IF NOT EXISTS remediation_attempts (
+    id {id},
+    alert_id INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL,
+    finished_at DOUBLE PRECISION NOT NULL,
+    result TEXT NOT NULL,
+    output TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS remediation_attempts_alert ON remediation_attempts (alert_id);
+CREATE TABLE IF NOT EXISTS silences (
+    id {id},
+    rule TEXT NOT NULL,
+    cluster TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    until DOUBLE PRECISION NOT NULL,
+    reason TEXT NOT NULL,
+    created_by TEXT NOT NULL
+);
 """
 
 

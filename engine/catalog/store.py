@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from engine.catalog.alerts import AlertBook
 from engine.catalog.db import Database, PostgresDatabase, SqliteDatabase
 
 if TYPE_CHECKING:
@@ -148,6 +149,11 @@ class Catalog:
 
     def close(self) -> None:
         self.db.close()
+
+    @property
+    def alerts(self) -> AlertBook:
+        """The alert tables: lifecycle, notifications, remediation attempts, silences."""
+        return AlertBook(self.db)
 
     # jobs -----------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from engine.config.alerting import AlertsSettings
 from engine.config.file import config_path, read_config_bytes
 from engine.config.sections import (
     CLASS_OBJECTIVES,
@@ -212,6 +213,7 @@ class ClusterConfig(_Section):
     service: str | None = None  # what the cluster serves (metrics label; default: its name)
     datacenter: str = "local"  # where the primary runs (metrics label)
     replica_datacenters: dict[str, str] = Field(default_factory=dict)  # application_name -> dc
+    auto_remediation: bool = True  # False: alerts of this cluster are routed, never remediated
 
     _check_pgdata = field_validator("pgdata")(_absolute)
 
@@ -252,6 +254,7 @@ class Config(_Section):
     agent: AgentConfig = AgentConfig()
     notifications: NotificationsConfig = NotificationsConfig()
     exporter: ExporterConfig = ExporterConfig()
+    alerts: AlertsSettings = AlertsSettings()
 
     def service_of(self, cluster: str) -> str:
         """The service label of a cluster's metrics and data-loss events."""
