@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from engine.errors import UsageError
+from engine.errors import ConfigError, UsageError
 from lifeboat import arguments
 from lifeboat.output import show
 from lifeboat.privileges import who
@@ -69,6 +69,7 @@ def _agent(args: argparse.Namespace) -> int:
         print(f"lifeboat agent started (pid {os.getpid()}): {len(ctx.config.clusters)} cluster(s), "
               f"catalog {ctx.catalog.db.where}", file=sys.stderr, flush=True)
         exporter = None
+        webhook = add_alerts(ctx, agent) if ctx.config.alerts.enabled else None
         if ctx.config.exporter.enabled:
             # the agent measures objectives itself: the exporter only reads them
             exporter = start_exporter(ctx, stop, measure_objectives=False)
@@ -78,8 +79,42 @@ def _agent(args: argparse.Namespace) -> int:
             stop.set()
             if exporter is not None:
                 exporter.stop()
+            if webhook is not None:
+                webhook.stop()
     print("lifeboat agent stopped", file=sys.stderr)
     return 0
+
+
+def add_alerts(ctx: Any, agent: Any) -> Any:
+    """The alert loop as one of the agent's periodic parts (every evaluation_interval, in its
+    own thread); with ``source = "alertmanager"`` also the webhook server Alertmanager posts
+    to (returned, to be stopped; else None). The hooks hand remediation the agent's
+    ``restart_streaming`` and escalate through the loop's router."""
+    from alerts.channels.factory import build_channels
+    from alerts.hooks import AlertHooks
+    from alerts.loop import AlertLoop
+
+    settings = ctx.config.alerts
+    hooks = AlertHooks(restart_streaming=getattr(agent, "restart_streaming", None))
+    source = None
+    if settings.source == "prometheus":
+        from alerts.prometheus_source import PrometheusSource
+
+        source = PrometheusSource(settings)
+    loop = AlertLoop(ctx, build_channels(settings), hooks, source)
+    agent.add_periodic("alerts", settings.evaluation_interval, loop.tick, loop.close)
+    if settings.source != "alertmanager":
+        return None
+    from alerts.webhook import AlertmanagerWebhook
+
+    try:
+        webhook = AlertmanagerWebhook(loop, settings.webhook_address, settings.webhook_port).start()
+    except OSError as exc:
+        raise ConfigError(f"[alerts] webhook_address, webhook_port: cannot listen on "
+                          f"{settings.webhook_address}:{settings.webhook_port} for Alertmanager's "
+                          f"webhook: {exc.strerror or exc}") from None
+    print(f"lifeboat agent: Alertmanager webhook at {webhook.url}", file=sys.stderr, flush=True)
+    return webhook
 
 
 def _notifier(config: Any) -> Any:

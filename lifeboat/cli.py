@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from lifeboat import (
         agent_commands,
+        alert_commands,
         drill_command,
         observe_commands,
         repository_commands,
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("wal-get", "fetch one WAL file (restore_command = '... wal-get %%f \"%%p\"')")
     p.add_argument("wal_name", metavar="NAME")
     p.add_argument("destination", metavar="PATH")
-    for module in (repository_commands, agent_commands, drill_command, observe_commands):
+    for module in (repository_commands, agent_commands, drill_command, observe_commands, alert_commands):
         module.add_arguments(command)
     return parser
 
@@ -61,6 +62,7 @@ def handler(name: str) -> Callable[[argparse.Namespace], int]:
     """The function that runs subcommand ``name``."""
     from lifeboat import (
         agent_commands,
+        alert_commands,
         drill_command,
         observe_commands,
         repository_commands,
@@ -70,6 +72,7 @@ def handler(name: str) -> Callable[[argparse.Namespace], int]:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "wal-push": wal_commands.wal_push, "wal-get": wal_commands.wal_get,  # type: ignore[dict-item]
         **repository_commands.HANDLERS, **agent_commands.HANDLERS, **observe_commands.HANDLERS,
+        **alert_commands.HANDLERS,
         "drill": drill_command.drill, "drill-report": drill_command.report}
     return handlers[name]
 

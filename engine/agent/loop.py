@@ -34,6 +34,15 @@ class Agent:
         self.streamers: list[Any] = []
         self._threads: list[threading.Thread] = []
         self._errors: dict[str, tuple[str, float]] = {}
+        self._periodic: list[tuple[str, float, Callable[[], object], Callable[[], object] | None]] = []
+
+    def add_periodic(self, name: str, interval: float, tick: Callable[[], object],
+                     close: Callable[[], object] | None = None) -> None:
+        """Run ``tick()`` every ``interval`` seconds in a thread of its own, from ``start`` until
+        the agent stops, then ``close()``. Failures are recorded as the agent's other parts'
+        are and never stop it. The wiring adds parts the engine does not know this way (the
+        alert loop: engine code never imports alerts)."""
+        self._periodic.append((name, interval, tick, close))
 
     def event(self, cluster: str | None) -> Callable[[str, str, str], None]:
         """An ``on_event(kind, severity, message)`` callback recording into the catalog."""
@@ -61,6 +70,22 @@ class Agent:
                 self._guard(f"streaming {cluster}", cluster, streamer.start)
                 self.streamers.append(streamer)
         self._start_copies(stop)
+        for name, interval, tick, close in self._periodic:
+            thread = threading.Thread(target=self._run_periodic, args=(stop, name, interval, tick, close),
+                                      daemon=True, name=name)
+            thread.start()
+            self._threads.append(thread)
+
+    def _run_periodic(self, stop: threading.Event, name: str, interval: float, tick: Callable[[], object],
+                      close: Callable[[], object] | None) -> None:
+        try:
+            while not stop.is_set():
+                started = time.monotonic()
+                self._guard(name, None, tick)
+                stop.wait(max(0.0, interval - (time.monotonic() - started)))
+        finally:
+            if close is not None:
+                self._guard(name, None, close)
 
     def _start_copies(self, stop: threading.Event) -> None:
         from engine.agent.copier import RegionCopier
