@@ -78,7 +78,8 @@ def notice_for(settings: AlertsSettings, alert: AlertRecord, state: str,
         severity=alert.severity, cluster=alert.cluster, summary=summary,
         description=notes.get("description") or (rule.description if rule else None) or "",
         started_at=alert.firing_since or alert.first_seen, ended_at=alert.resolved_at, value=alert.value,
-        threshold=threshold, runbook_url=notes.get("runbook_url") or (rule.runbook_url if rule else None),
+        threshold=threshold, runbook_url=notes.get("runbook_url") or (rule.runbook_url if rule else None)
+        or f"{settings.runbook_base}#{alert.rule}",
         labels=dict(alert.labels), remediation=steps_of(history), acknowledged_by=alert.acknowledged_by,
         refs={k: v for k, v in alert.refs.items() if not k.startswith("_")}, group=group,
         escalated=escalated, details={"alert_id": alert.id, **details})
