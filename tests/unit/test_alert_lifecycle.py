@@ -46,7 +46,8 @@ def test_fingerprint_is_stable_and_per_series() -> None:
     a = backup_failure("pending").labels
     b = dict(reversed(list(backup_failure("firing").labels.items())))  # other order, other alertstate
     assert fingerprint("backup_failure", a) == fingerprint("backup_failure", b)
-    assert fingerprint("backup_failure", a) != fingerprint("backup_failure", backup_failure(cluster="other").labels)
+    other = backup_failure(cluster="other").labels
+    assert fingerprint("backup_failure", a) != fingerprint("backup_failure", other)
     assert fingerprint("backup_failure", a) != fingerprint("backup_failure_x", a)
     # the same in every process (no salted hash): a restarted agent finds its open alerts
     assert fingerprint("r", {"b": "2", "a": "1"}) == fingerprint("r", {"a": "1", "b": "2", "alertstate": "x"})
@@ -95,7 +96,7 @@ def test_catalog_silence_then_its_end(tmp_path: Path) -> None:
     life.book.add_silence("replication_delay", None, t0 + 100, "known slow link", "ops@host")
     changes = life.apply(Snapshot([replication_delay()], PROM), t0 + 1)
     assert [(c.kind, c.alert.state, c.previous) for c in changes] == [("silenced", "silenced", "firing")]
-    assert "known slow link (by ops@host)" == changes[0].alert.silence_reason
+    assert changes[0].alert.silence_reason == "known slow link (by ops@host)"
     assert life.apply(Snapshot([replication_delay()], PROM), t0 + 50) == []
     changes = life.apply(Snapshot([replication_delay()], PROM), t0 + 101)  # the silence ended
     assert [(c.kind, c.alert.state, c.previous) for c in changes] == [("firing", "firing", "silenced")]
