@@ -111,7 +111,8 @@ def test_acknowledged_until_it_resolves(tmp_path: Path) -> None:
     t0 = time.time()
     alert = life.apply(Snapshot([backup_failure()], PROM), t0)[0].alert
     acked = life.acknowledge(alert.id, "alice@host", t0 + 1)
-    assert (acked.state, acked.acknowledged_by, acked.acknowledged_at) == ("acknowledged", "alice@host", t0 + 1)
+    assert (acked.state, acked.acknowledged_by, acked.acknowledged_at) == (
+        "acknowledged", "alice@host", t0 + 1)
     assert life.apply(Snapshot([backup_failure()], PROM), t0 + 2) == []
     assert life.book.get(alert.id).state == "acknowledged"
     life.book.add_silence("backup_failure", None, t0 + 100, "quiet", "ops")  # ack wins over a silence
@@ -133,7 +134,8 @@ def test_alertmanager_reports_alert_by_alert(tmp_path: Path) -> None:
     assert life.apply(Snapshot([]), t0 + 1) == []  # not complete: absence says nothing
     resolved = replace(firing, state="resolved", ended_at=t0 + 1.5)
     changes = life.apply(Snapshot([resolved]), t0 + 2)
-    assert [(c.kind, c.alert.cluster, c.alert.resolved_at) for c in changes] == [("resolved", "main", t0 + 1.5)]
+    assert [(c.kind, c.alert.cluster, c.alert.resolved_at) for c in changes] == [
+        ("resolved", "main", t0 + 1.5)]
     # not reported again for resolve_timeout (300 s by default): resolved
     assert life.expire("alertmanager", 300, t0 + 100) == []
     changes = life.expire("alertmanager", 300, t0 + 400)

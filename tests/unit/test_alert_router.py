@@ -41,7 +41,8 @@ def test_firing_goes_to_the_rules_channels(tmp_path: Path) -> None:
     assert sorted(n.rule for n in slack.sent) == ["backup_failure", "replication_delay"]
     assert grafana.sent == []
     notice = pd.sent[0]
-    assert notice.state == "firing" and notice.cluster == "main" and notice.key == s.book.open_alerts()[0].fingerprint
+    assert notice.state == "firing" and notice.cluster == "main"
+    assert notice.key == s.book.open_alerts()[0].fingerprint
     assert notice.runbook_url and notice.summary == "backup_failure fires" and notice.value == 1.0
 
 
@@ -60,7 +61,8 @@ def test_alerts_of_one_cluster_within_group_wait_go_as_one_notice(tmp_path: Path
     assert len(pd.sent) == 1  # main's group; other's group started at t0+20
     first, second = sorted(s.book.open_alerts(), key=lambda a: a.id)[:2]
     assert pd.sent[0].key == first.fingerprint and pd.sent[0].group == (second.fingerprint,)
-    assert s.kinds(first.id) == s.kinds(second.id) == [("pagerduty", "firing", "ok"), ("slack", "firing", "ok")]
+    assert s.kinds(first.id) == s.kinds(second.id) == [
+        ("pagerduty", "firing", "ok"), ("slack", "firing", "ok")]
     s.step([backup_failure(), observed(*wal), backup_failure(cluster="other")], t0 + 51)
     assert [n.cluster for n in pd.sent] == ["main", "other"] and pd.sent[1].group == ()
     # the group resolves with its last alert, under the first one's key
@@ -72,7 +74,8 @@ def test_alerts_of_one_cluster_within_group_wait_go_as_one_notice(tmp_path: Path
 
 
 def test_repeat_interval_and_no_repeat_when_acknowledged(tmp_path: Path) -> None:
-    s = Setup(tmp_path, alerts="repeat_interval = 100\n[alerts.routes]\ncritical = [\"pagerduty\", \"grafana\"]")
+    s = Setup(tmp_path,
+              alerts="repeat_interval = 100\n[alerts.routes]\ncritical = [\"pagerduty\", \"grafana\"]")
     t0 = time.time()
     s.step([backup_failure(), backup_failure(cluster="other")], t0)
     pd, grafana = s.channels["pagerduty"], s.channels["grafana"]
@@ -104,9 +107,10 @@ def test_resolve_goes_to_the_channels_that_got_the_firing_with_their_refs(tmp_pa
     assert s.book.get(alert.id).refs == {"slack": "slack-ref-1", "grafana": "grafana-ref-1"}
     s.step([], t0 + 10)
     assert [n.state for n in pd.sent] == ["firing"]  # it never got the firing: no resolve
-    assert [(n.state, n.refs.get("slack")) for n in slack.sent] == [("firing", None), ("resolved", "slack-ref-1")]
-    assert [(n.state, n.refs.get("grafana"), n.ended_at) for n in grafana.sent][1] == ("resolved", "grafana-ref-1",
-                                                                                        t0 + 10)
+    assert [(n.state, n.refs.get("slack")) for n in slack.sent] == [
+        ("firing", None), ("resolved", "slack-ref-1")]
+    assert [(n.state, n.refs.get("grafana"), n.ended_at) for n in grafana.sent][1] == (
+        "resolved", "grafana-ref-1", t0 + 10)
     assert ("pagerduty", "firing", "failed") in s.kinds(alert.id)
     assert ("slack", "resolved", "ok") in s.kinds(alert.id)
 

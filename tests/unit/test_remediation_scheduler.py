@@ -30,7 +30,7 @@ class Registry(dict):
         for name in ("check_network_connectivity", "restart_replication", "escalate_to_dba"):
             self[name] = self._action(name)
 
-    def _action(self, name: str):  # noqa: ANN202
+    def _action(self, name: str):
         def run(rctx: RemediationContext) -> ActionResult:
             if self.gate is not None:
                 self.gate.wait(10)
@@ -41,9 +41,9 @@ class Registry(dict):
         return run
 
 
-def setup(tmp_path: Path, alerts: str = "", cluster: str = "", gate: threading.Event | None = None):  # noqa: ANN201
-    ctx = make_ctx(tmp_path, alerts="[alerts.remediation]\nretry_interval = 60\nescalate_to = [\"pagerduty\"]\n"
-                   + alerts, cluster=cluster)
+def setup(tmp_path: Path, alerts: str = "", cluster: str = "", gate: threading.Event | None = None):
+    remediation = '[alerts.remediation]\nretry_interval = 60\nescalate_to = ["pagerduty"]\n'
+    ctx = make_ctx(tmp_path, alerts=remediation + alerts, cluster=cluster)
     book = ctx.catalog.alerts
     Lifecycle(ctx.config.alerts, book).apply(Snapshot([replication_delay()], PROM))
     pd = Recorder("pagerduty")
@@ -53,7 +53,7 @@ def setup(tmp_path: Path, alerts: str = "", cluster: str = "", gate: threading.E
     return ctx, scheduler, registry, pd
 
 
-def rounds(ctx, alert_id: int) -> list[int]:  # noqa: ANN001
+def rounds(ctx, alert_id: int) -> list[int]:
     return sorted({a.round for a in ctx.catalog.alerts.attempts(alert_id)})
 
 
