@@ -204,8 +204,6 @@ def test_notice(channel: str) -> Any:
 def _test(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from alerts.channels.retry import deliver
-
     from alerts.channels.base import redact
     from alerts.channels.factory import build_channels
     from alerts.router import settings_secrets
@@ -220,6 +218,8 @@ def _test(args: argparse.Namespace) -> int:
             raise UsageError(f"channel {name} is not configured: add an [alerts.{name}] section to "
                              f"{ctx.config_path}")
         channel = build_channels(settings, only=[name])[name]
+        from alerts.channels.retry import deliver
+
         retry = settings.retry
         notice = test_notice(name)
         results = [deliver(channel, notice, retry.attempts, retry.first_wait, retry.max_wait, retry.deadline)]

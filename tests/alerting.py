@@ -27,6 +27,7 @@ def make_ctx(tmp_path: Path, alerts: str = "", channels: str = CHANNELS, cluster
              extra: str = "") -> Context:
     """A context on a configuration with clusters ``main`` and ``other`` and a fresh catalog."""
     text = f"""
+os_user = "root"
 [repository]
 path = "{tmp_path / 'repo'}"
 [catalog]
