@@ -53,7 +53,8 @@ def test_list_json_shape_and_filters(seeded: tuple[Path, dict[str, int]]) -> Non
             "last_seen", "firing_since", "resolved_at", "acknowledged_by", "silenced_until",
             "notifications", "remediation", "escalated"} <= set(main)
     assert "refs" not in main and PD_KEY not in done.stdout
-    assert (main["rule"], main["state"], main["cluster"], main["value"]) == ("backup_failure", "firing", "main", 1.0)
+    assert (main["rule"], main["state"], main["cluster"], main["value"]) == (
+        "backup_failure", "firing", "main", 1.0)
     assert main["firing_since"].endswith("Z") or "T" in main["firing_since"]
     assert main["notifications"] == [{"at": main["notifications"][0]["at"], "channel": "pagerduty",
                                       "kind": "firing", "outcome": "failed", "attempts": 4,
