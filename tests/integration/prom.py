@@ -19,8 +19,9 @@ from tests.integration.pg import Workspace, free_port
 
 
 @contextlib.contextmanager
-def prometheus(workspace: Workspace, targets: list[str], rule_files: list[Path] = ()
-               ) -> Iterator[PrometheusConnect]:
+def prometheus(workspace: Workspace, targets: list[str], rule_files: list[Path] = (),
+               lifecycle: bool = False) -> Iterator[PrometheusConnect]:
+    """``lifecycle``: accept ``POST /-/reload`` (a test that changes the rules files)."""
     binary = shutil.which("prometheus")
     assert binary, "prometheus is not installed (scripts/setup installs Debian's package)"
     port = free_port()
@@ -35,7 +36,8 @@ def prometheus(workspace: Workspace, targets: list[str], rule_files: list[Path] 
     with open(log, "w") as handle:
         process = subprocess.Popen(
             [binary, f"--config.file={home / 'prometheus.yml'}", f"--storage.tsdb.path={home / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+             *(["--web.enable-lifecycle"] if lifecycle else [])],
             stdout=handle, stderr=handle)
     url = f"http://127.0.0.1:{port}"
     try:
