@@ -1,0 +1,145 @@
+"""The Alertmanager path: a real Alertmanager (Debian's package) posts its webhook to the
+agent's server, which opens and resolves the alerts in the catalog, annotates Grafana (here a
+local receiver), starts remediation, and leaves PagerDuty to Alertmanager."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alerts.hooks import AlertHooks
+from alerts.loop import AlertLoop
+from alerts.webhook import AlertmanagerWebhook
+from tests.alerting import Recorder, make_ctx, once
+from tests.integration.alert_parts import JsonChannel, Receiver, until
+from tests.integration.pg import free_port
+from tests.integration.test_alert_loop import registry
+
+
+@contextlib.contextmanager
+def alertmanager(home: Path, webhook_url: str) -> Iterator[str]:
+    binary = shutil.which("prometheus-alertmanager")
+    assert binary, "prometheus-alertmanager is not installed (Debian package prometheus-alertmanager)"
+    port = free_port()
+    config = {
+        "route": {"receiver": "lifeboat", "group_by": ["alertname", "cluster"], "group_wait": "0s",
+                  "group_interval": "1s", "repeat_interval": "1m"},
+        "receivers": [{"name": "lifeboat",
+                       "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
+    }
+    (home / "alertmanager.yml").write_text(yaml.safe_dump(config))
+    log = home / "alertmanager.log"
+    with open(log, "w") as handle:
+        process = subprocess.Popen(
+            [binary, f"--config.file={home / 'alertmanager.yml'}", f"--storage.path={home / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"],
+            stdout=handle, stderr=handle)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, f"alertmanager exited: {log.read_text()}"
+            try:
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"alertmanager not ready: {log.read_text()}"
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def post_alerts(url: str, alerts: list[dict[str, Any]]) -> None:
+    request = urllib.request.Request(f"{url}/api/v2/alerts", json.dumps(alerts).encode(),
+                                     {"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200
+
+
+def rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+def test_alertmanager_webhook_feeds_lifecycle_grafana_and_remediation(tmp_path: Path) -> None:
+    grafana = Receiver()
+    port = free_port()
+    ctx = make_ctx(tmp_path, alerts=f'source = "alertmanager"\nwebhook_port = {port}\n', channels=f"""
+[alerts.pagerduty]
+routing_key = "R0UTING-KEY-very-secret-0123456789"
+[alerts.grafana]
+url = "{grafana.url}"
+[alerts.rules.backup_failure]
+channels = ["pagerduty", "grafana"]
+""")
+    pagerduty = Recorder("pagerduty")
+    calls: list[tuple[str, int]] = []
+    loop = AlertLoop(ctx, {"pagerduty": pagerduty, "grafana": JsonChannel("grafana", grafana.url)},
+                     AlertHooks(), None, registry=registry(calls), deliver=once)
+    server = AlertmanagerWebhook(loop, "127.0.0.1", port).start()
+    home = tmp_path / "alertmanager"
+    home.mkdir()
+    labels = {"alertname": "LifeboatBackupFailed", "rule": "backup_failure", "severity": "critical",
+              "cluster": "main"}
+    started = time.time()
+    try:
+        with alertmanager(home, server.url) as am:
+            post_alerts(am, [
+                {"labels": labels, "startsAt": rfc3339(started),
+                 "annotations": {"summary": "backup failed on main", "threshold": "1 in 24h"}},
+                {"labels": {"alertname": "SomebodyElsesAlert", "severity": "critical"},
+                 "startsAt": rfc3339(started)},
+            ])
+            alert = until(lambda: ctx.catalog.alerts.open_alerts(), 20, "the alert from Alertmanager")[0]
+            assert (alert.rule, alert.state, alert.source, alert.cluster) == (
+                "backup_failure", "firing", "alertmanager", "main")
+            assert abs(alert.first_seen - started) < 1.0  # Alertmanager's startsAt
+            assert len(ctx.catalog.alerts.open_alerts()) == 1  # the other team's alert is not Lifeboat's
+            loop.router.wait(10)
+            until(lambda: [b["state"] for b in grafana.bodies] == ["firing"], 10, "grafana annotation")
+            assert grafana.bodies[0]["rule"] == "backup_failure"
+            assert grafana.bodies[0]["key"] == alert.fingerprint
+            assert pagerduty.sent == []  # Alertmanager's own receiver pages on this path
+            loop.scheduler.wait(10)
+            assert [(a.round, a.action) for a in ctx.catalog.alerts.attempts(alert.id)] == [
+                (1, "verify_backup_dependencies"), (1, "cleanup_staging_area"), (1, "retry_backup_operation")]
+            # the alert ends: Alertmanager sends it resolved
+            ended = time.time()
+            post_alerts(am, [{"labels": labels, "startsAt": rfc3339(started), "endsAt": rfc3339(ended)}])
+            until(lambda: ctx.catalog.alerts.get(alert.id).resolved_at is not None, 20,
+                  "resolved by Alertmanager")
+            assert abs(ctx.catalog.alerts.get(alert.id).resolved_at - ended) < 1.0
+            loop.router.wait(10)
+            until(lambda: [b["state"] for b in grafana.bodies] == ["firing", "resolved"], 10,
+                  "annotation closed")
+            assert grafana.bodies[1]["refs"] == {"grafana": f"grafana-{alert.fingerprint[:8]}"}
+        # a body that is not Alertmanager's payload is refused with 400
+        bad = urllib.request.Request(server.url, b'{"alerts": "no"}', {"Content-Type": "application/json"},
+                                     method="POST")
+        try:
+            urllib.request.urlopen(bad, timeout=5)
+            raise AssertionError("a bad payload was accepted")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 400
+    finally:
+        server.stop()
+        loop.close()
+        grafana.close()
