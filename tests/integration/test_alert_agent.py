@@ -29,7 +29,7 @@ def test_agent_runs_the_alert_loop(tmp_path: Path) -> None:
                    extra="[exporter]\nenabled = false\n")
     ctx.close()
     process = agent(ctx.config_path, 4)
-    out, err = process.communicate(timeout=60)
+    _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     with Catalog.open(ctx.config) as catalog:
         [alert] = catalog.alerts.open_alerts()
