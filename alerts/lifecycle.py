@@ -107,8 +107,9 @@ class Lifecycle:
         seen: set[str] = set()
         changes: list[Transition] = []
         for observed in snapshot.alerts:
-            if rule_settings(self.settings, observed.rule) is None:
-                continue
+            rule = rule_settings(self.settings, observed.rule)
+            if rule is None or not rule.enabled:
+                continue  # not Lifeboat's, or turned off in the configuration
             key = fingerprint(observed.rule, observed.labels)
             current = open_alerts.get(key)
             if observed.state == "resolved":

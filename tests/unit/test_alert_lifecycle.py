@@ -142,8 +142,8 @@ def test_alertmanager_reports_alert_by_alert(tmp_path: Path) -> None:
     assert [(c.kind, c.alert.cluster) for c in changes] == [("resolved", "other")]
 
 
-def test_alerts_of_unknown_rules_are_ignored(tmp_path: Path) -> None:
-    life = lifecycle(tmp_path)
+def test_alerts_of_unknown_or_disabled_rules_are_ignored(tmp_path: Path) -> None:
+    life = lifecycle(tmp_path, alerts="[alerts.rules.replication_delay]\nenabled = false\n")
     stranger = replace(backup_failure(), rule="not_a_rule")
-    assert life.apply(Snapshot([stranger], PROM)) == []
+    assert life.apply(Snapshot([stranger, replication_delay()], PROM)) == []
     assert life.book.open_alerts() == []
