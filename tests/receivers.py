@@ -1,15 +1,18 @@
 """Local stand-ins for the services alerts are delivered to, for tests with the real clients.
 
 Everything listens on 127.0.0.1 on a free port and records what it received; nothing is
-mocked on the client side. Three receivers:
+mocked on the client side. Four receivers:
 
 ``HttpReceiver()`` / ``HttpsReceiver(certs_dir)``
     A threading HTTP(S) server. ``.url`` is its base URL (``http://127.0.0.1:PORT``), every
     request is appended to ``.requests`` as a :class:`Request` (method, path, headers, body,
     json) before it is answered. Replies come from a script, then ``default``::
 
-        with HttpReceiver(script=[500, 500, 202]) as pd:   # or receiver.script(500, 500, 202)
+        with HttpReceiver(script=[500, 500, 202]) as pd:   # or pd.script(500, 500, 202)
             ...                                             # 4th request on: 200 (default)
+        pd.requests[0].json["event_action"], pd.requests[0].header("authorization"), pd.paths()
+
+    ``.default`` (a status) may be changed at any time, e.g. to 500 for "down until further notice".
 
     A script entry is a status (``500``), a Slack Web API error name answered as HTTP 200
     with ``{"ok": false, "error": name}`` (``"invalid_auth"``), or ``(status, body)`` for a
@@ -24,8 +27,8 @@ mocked on the client side. Three receivers:
       each time; 429 -> ``{"ok": false, "error": "ratelimited"}`` with ``Retry-After``.
     - ``/api/annotations``: Grafana. POST -> ``{"id": N, "message": "Annotation added"}``
       (N counts from 1), PATCH/PUT -> ``{"message": "Annotation patched"}``.
-    - anything else (a Slack incoming webhook, a JSON webhook): ``ok`` as text, or an error
-      word (``no_service``, ``invalid_token``) for a 4xx/5xx.
+    - anything else (a Slack incoming webhook, a JSON webhook): ``ok`` as text, or
+      ``no_service`` for a 4xx and ``internal_error`` for a 5xx, as Slack's webhooks answer.
 
     ``HttpsReceiver`` serves TLS with a self-signed certificate for IP 127.0.0.1 made by the
     ``openssl`` CLI (once per test session, or in ``certs_dir``); ``.ca_file`` is the
@@ -38,8 +41,15 @@ mocked on the client side. Three receivers:
     ``users={"name": "password"}`` it offers AUTH PLAIN/LOGIN without TLS and accepts only
     those; ``script`` holds replies to DATA (``"451 4.3.0 Try again later"``), then 250.
 
-All three are context managers and have ``close()``; ``free_port()`` gives a port where
-nothing listens (for "connection refused").
+``HangUpReceiver()``
+    A TCP listener that reads what a client sends first, then resets the connection: the
+    "connection reset by peer" of a crashing proxy. ``.url``/``.port``, and ``.connections``
+    counts the connections made, which shows whether a client retried on its own.
+
+All of them are context managers and have ``close()``; ``free_port()`` gives a port where
+nothing listens (for "connection refused"). tests/unit's conftest refuses every connection:
+a unit test module using these overrides its ``_no_network`` fixture to allow loopback (as
+tests/unit/test_alert_channels.py does).
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ import json
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
 import threading
@@ -252,6 +263,46 @@ class _TlsServer(ThreadingHTTPServer):
         super().finish_request(request, client_address)
 
 
+class HangUpReceiver:
+    """Accepts TCP connections on 127.0.0.1 and resets each one (see the module)."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port = int(self._listener.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            with conn:
+                conn.settimeout(0.2)  # an SMTP client sends nothing before the greeting
+                try:
+                    conn.recv(65536)
+                except OSError:
+                    pass
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._listener.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @dataclass(frozen=True)
 class Mail:
     sender: str
@@ -260,8 +311,9 @@ class Mail:
 
     @property
     def text(self) -> str:
+        """The plain-text body, with the wire's CRLF line ends turned back into newlines."""
         part = self.message.get_body(("plain",))
-        return part.get_content() if part is not None else ""
+        return part.get_content().replace("\r\n", "\n") if part is not None else ""
 
 
 @dataclass

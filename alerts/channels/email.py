@@ -15,7 +15,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from alerts.channels.base import AlertNotice, Delivery, Outcome, redact
-from alerts.channels.text import FULL_OUTPUT, headline, step_line, steps, value_text, when
+from alerts.channels.text import FULL_OUTPUT, headline, shorten, step_line, steps, value_text, when
 
 
 class EmailChannel:
@@ -120,10 +120,13 @@ def body(notice: AlertNotice) -> str:
     width = max(len(name) for name, _ in rows) + 2
     lines = [notice.summary, "", notice.description, ""] if notice.description else [notice.summary, ""]
     lines += [f"{name + ':':<{width}}{value}" for name, value in rows]
-    if notice.remediation:
-        title = "Remediation gave up; full history:" if notice.escalated else "Remediation so far:"
-        limit = FULL_OUTPUT if notice.escalated else 200
-        lines += ["", title] + [f"  {step_line(step, limit)}" for step in steps(notice)]
+    if notice.escalated and notice.remediation:  # every attempt, with its output as it was
+        lines += ["", "Remediation gave up; full history:"]
+        for step in notice.remediation:
+            lines.append(f"  #{step.attempt} {when(step.at)} {step.action}: {step.result}")
+            lines += [f"      {line}" for line in shorten(step.output, FULL_OUTPUT).splitlines()]
+    elif notice.remediation:
+        lines += ["", "Remediation so far:"] + [f"  {step_line(step)}" for step in steps(notice)]
     if notice.group:
         lines += ["", "Fired together with:"] + [f"  {key}" for key in notice.group]
     return "\n".join(lines) + "\n"

@@ -120,14 +120,24 @@ def message(notice: AlertNotice) -> list[dict[str, Any]]:
              "url": notice.runbook_url, "action_id": "runbook"}]})
     if notice.remediation:
         title = "*Remediation gave up* - full history:" if notice.escalated else "*Remediation so far:*"
-        lines = "\n".join(f"• {step_line(step)}" for step in steps(notice))
-        blocks.append(_section(shorten(f"{title}\n{lines}", 3000)))
+        blocks += [_section(text) for text in _chunks([title] + [f"• {step_line(s)}" for s in steps(notice)])]
     if notice.group:
         listed = "\n".join(f"• `{key}`" for key in notice.group[:20])
         more = f"\n… and {len(notice.group) - 20} more" if len(notice.group) > 20 else ""
         blocks.append({"type": "context", "elements": [
             {"type": "mrkdwn", "text": shorten(f"Fired together with:\n{listed}{more}", 3000)}]})
     return blocks
+
+
+def _chunks(lines: list[str], limit: int = 3000, most: int = 10) -> list[str]:
+    """Lines joined into texts of at most ``limit`` characters (Slack's per-section cap)."""
+    texts: list[str] = []
+    for line in lines:
+        if texts and len(texts[-1]) + 1 + len(line) <= limit:
+            texts[-1] += "\n" + line
+        else:
+            texts.append(shorten(line, limit))
+    return texts[:most]
 
 
 def _section(text: str) -> dict[str, Any]:

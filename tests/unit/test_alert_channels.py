@@ -17,7 +17,7 @@ from alerts.channels.pagerduty import PagerDutyChannel
 from alerts.channels.retry import deliver
 from alerts.channels.slack import SlackChannel
 from alerts.channels.webhook import WebhookChannel
-from tests.receivers import HttpReceiver, HttpsReceiver, SmtpReceiver, free_port
+from tests.receivers import HangUpReceiver, HttpReceiver, HttpsReceiver, SmtpReceiver, free_port
 
 ROUTING_KEY = "R0UTINGKEY0123456789abcdefabcdef"
 SLACK_TOKEN = "xoxb-1111-2222-SeCrEtToKeN"
@@ -189,19 +189,32 @@ def test_slack_bot_threads_the_resolution_under_the_alert(http: HttpReceiver) ->
 
 
 def test_slack_errors_are_classified(http: HttpReceiver) -> None:
-    http.script("invalid_auth", "channel_not_found", "not_in_channel", "token_revoked", 429, 500)
+    http.script("invalid_auth", "channel_not_found", "not_in_channel", "token_revoked", 429, 500,
+                (503, "upstream connect error"), (429, "Too Many Requests"))  # from a proxy: not JSON
     bot = SlackChannel(token=SLACK_TOKEN, channel="#oncall", api_url=http.url + "/api/", timeout=5)
-    found = [bot.send(notice()) for _ in range(6)]
-    assert [d.outcome for d in found] == [Outcome.FAILED] * 4 + [Outcome.RETRYABLE] * 2
+    found = [bot.send(notice()) for _ in range(8)]
+    assert [d.outcome for d in found] == [Outcome.FAILED] * 4 + [Outcome.RETRYABLE] * 4
     assert "invalid_auth" in found[0].detail and "ratelimited" in found[4].detail
     http.script(500, 404)
     hook = SlackChannel(webhook_url=http.url + SLACK_HOOK, timeout=5)
     assert [hook.send(notice()).outcome for _ in range(2)] == [Outcome.RETRYABLE, Outcome.FAILED]
-    assert len(http.requests) == 8  # slack-sdk's retry handlers are off
+    assert len(http.requests) == 10  # slack-sdk's retry handlers are off
     for channel in (SlackChannel(webhook_url=nobody() + "/x", timeout=2),
                     SlackChannel(token=SLACK_TOKEN, channel="#c", api_url=nobody() + "/api/",
                                  timeout=2)):
         assert channel.send(notice()).outcome is Outcome.RETRYABLE
+
+
+def test_slack_escalated_history_is_split_into_sections_slack_accepts(http: HttpReceiver) -> None:
+    history = tuple(step(n) for n in range(1, 31))
+    hook = SlackChannel(webhook_url=http.url + SLACK_HOOK, timeout=5)
+    assert hook.send(notice(escalated=True, remediation=history)).outcome is Outcome.OK
+    blocks = http.requests[0].json["blocks"]
+    texts = [b["text"]["text"] for b in blocks if b["type"] == "section" and "text" in b]
+    history_texts = [text for text in texts if "retry_backup" in text]
+    assert texts[1].startswith("*Remediation gave up*") and len(history_texts) > 1
+    assert all(len(text) <= 3000 for text in texts)
+    assert [f"#{n} " in "".join(history_texts) for n in range(1, 31)] == [True] * 30
 
 
 # Grafana
@@ -279,6 +292,10 @@ def test_email_thread_id_is_stable_without_a_ref(smtp: SmtpReceiver) -> None:
     again = channel.send(notice(state="acknowledged", acknowledged_by="alice"))  # the router lost the ref
     assert again.ref == fired.ref and smtp.messages[1].message["In-Reply-To"] == fired.ref
     assert channel.send(notice(key="other:1")).ref != fired.ref
+    output = "FATAL:  archive command failed\nDETAIL:  exit code 1"
+    channel.send(notice(escalated=True, remediation=(step(1, output=output),)))
+    assert "Remediation gave up; full history:" in smtp.messages[-1].text
+    assert "      FATAL:  archive command failed\n      DETAIL:  exit code 1\n" in smtp.messages[-1].text
 
 
 def test_email_errors_are_classified(smtp: SmtpReceiver) -> None:
@@ -291,6 +308,19 @@ def test_email_errors_are_classified(smtp: SmtpReceiver) -> None:
     nobody_there = EmailChannel("127.0.0.1", free_port(), "a@example.com", ["b@example.com"], timeout=2)
     refused = nobody_there.send(notice())
     assert refused.outcome is Outcome.RETRYABLE
+
+
+def test_a_reset_connection_is_retryable_and_tried_once() -> None:
+    """One send is one connection: the client libraries' own retries on network errors are off."""
+    for make in (lambda url: PagerDutyChannel(ROUTING_KEY, api_url=url.replace("http:", "https:"), timeout=2),
+                 lambda url: SlackChannel(token=SLACK_TOKEN, channel="#c", api_url=url + "/api/", timeout=2),
+                 lambda url: SlackChannel(webhook_url=url + SLACK_HOOK, timeout=2),
+                 lambda url: GrafanaChannel(url, timeout=2), lambda url: WebhookChannel(url, timeout=2),
+                 lambda url: EmailChannel("127.0.0.1", int(url.rsplit(":", 1)[1]), "a@x.org", ["b@x.org"])):
+        with HangUpReceiver() as peer:
+            delivery = make(peer.url).send(notice())
+            assert delivery.outcome is Outcome.RETRYABLE, delivery
+            assert peer.connections == 1, delivery
 
 
 # Webhook
