@@ -28,7 +28,7 @@ class GrafanaChannel:
         self.url, self.token, self.dashboard_uid = url.rstrip("/"), token, dashboard_uid
         self.timeout, self.secrets = timeout, [token]  # what no Delivery.detail may show
         self.session = requests.Session()
-        self.session.verify = ca_file or True
+        self.session.verify = str(ca_file) if ca_file else True  # the config hands a Path
         self.session.headers.update({"Content-Type": "application/json", "User-Agent": "lifeboat"})
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"

@@ -42,7 +42,7 @@ class PagerDutyChannel:
                  ca_file: str | None = None, timeout: float = 10.0, source: str = "lifeboat") -> None:
         self.routing_key, self.source = routing_key, source
         self.secrets = [routing_key]  # what no Delivery.detail may show
-        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
         try:
             self.client = _SingleShotClient(routing_key, base_url=api_url.rstrip("/"), verify=verify)
         except UrlError as exc:  # the client refuses anything but https://
