@@ -3,7 +3,8 @@
 Three places collect remains when a process dies mid-write:
 
 - the repository: temp objects (``.<name>.tmp-*``, :func:`engine.repository.layout.classify`
-  ``temp``) of a put or a pack that never completed. A temp name is never a key, so no
+  ``temp``) of a put or a pack that never completed, and writability probes a killed check
+  left (``probe``). A temp name is never a key, so no
   manifest can reference one; they are removed only when older than the staleness age and
   while nobody holds the cluster's lock (a backup, expire or GC in flight writes them);
 - the async archiving spool: acknowledgements of segments PostgreSQL has archived, and temp
@@ -63,8 +64,8 @@ class Removal:
 
 def repository_temps(storage: Storage, cluster: str, older_than: float,
                      now: float | None = None) -> list[Leftover]:
-    """Temp objects of the cluster older than ``older_than`` seconds (local repositories:
-    the driver's listing leaves dot-files out, so the directory is walked)."""
+    """Temp objects (and leftover probes) of the cluster older than ``older_than`` seconds
+    (local repositories: the driver's listing leaves dot-files out, so the directory is walked)."""
     root = storage.capabilities.local_path
     if root is None:
         return []
@@ -75,7 +76,8 @@ def repository_temps(storage: Storage, cluster: str, older_than: float,
         for name in files:
             path = os.path.join(directory, name)
             key = os.path.relpath(path, root).replace(os.sep, "/")
-            if layout.classify(cluster, key) != "temp":
+            kind = layout.classify(cluster, key)
+            if kind not in ("temp", "probe"):
                 continue
             try:
                 stat = os.lstat(path)
@@ -85,7 +87,8 @@ def repository_temps(storage: Storage, cluster: str, older_than: float,
             if age >= older_than:
                 found.append(Leftover(REPOSITORY, key, stat.st_size, age,
                                       "the remains of a write that never completed (a temp name: no "
-                                      "manifest refers to it)"))
+                                      "manifest refers to it)" if kind == "temp" else
+                                      "a writability probe whose writer did not delete it (no data)"))
     return sorted(found, key=lambda item: item.where)
 
 
@@ -156,8 +159,8 @@ def remove(storage: Storage, plan: Plan) -> list[Removal]:
     for item in plan.leftovers:
         try:
             if item.kind == REPOSITORY:
-                if layout.classify(plan.cluster, item.where) != "temp":  # never anything else
-                    raise StorageError(f"{item.where} is not a temp object")
+                if layout.classify(plan.cluster, item.where) not in ("temp", "probe"):
+                    raise StorageError(f"{item.where} is not a temp object")  # never anything else
                 storage.delete(item.where)
             elif item.kind == SPOOL:
                 os.unlink(item.where)
