@@ -145,7 +145,8 @@ class Replica:
     client: str | None
     state: str
     sync_state: str
-    replay_lag_bytes: int | None
+    lag_bytes: int | None  # the primary's current LSN minus what the replica replayed (or flushed)
+    lag_of: str  # "replay", or "flush" for a WAL receiver that replays nothing (pg_receivewal)
     reply_age: float | None  # seconds since its last reply
 
 
@@ -157,11 +158,12 @@ def replicas(settings: ClusterConfig, cluster: str, timeout: float) -> list[Repl
     with postgres.connect(postgres.endpoint_of(settings), cluster, limit, statement_timeout=limit) as conn:
         rows = conn.execute(
             "SELECT application_name, client_addr::text, state, sync_state, "
-            "pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint, "
+            "pg_wal_lsn_diff(pg_current_wal_lsn(), coalesce(replay_lsn, flush_lsn))::bigint, "
+            "CASE WHEN replay_lsn IS NULL THEN 'flush' ELSE 'replay' END, "
             "extract(epoch FROM now() - reply_time)::float8 "
             "FROM pg_stat_replication ORDER BY application_name").fetchall()
-    return [Replica(str(r[0]), r[1], str(r[2]), str(r[3]), None if r[4] is None else int(r[4]),
-                    None if r[5] is None else float(r[5])) for r in rows]
+    return [Replica(str(r[0]), r[1], str(r[2]), str(r[3]), None if r[4] is None else int(r[4]), str(r[5]),
+                    None if r[6] is None else float(r[6])) for r in rows]
 
 
 def network(config: Config, cluster: str, timeout: float) -> list[Finding]:

@@ -17,44 +17,39 @@ def check_network_connectivity(rctx: RemediationContext) -> ActionResult:
     unknown = [name for name in clusters_of(rctx) if name not in config.clusters]
     if unknown:
         return ActionResult(False, f"cluster '{unknown[0]}' is not in the configuration")
-    lines: list[str] = []
-    ok = True
+    found: list[health.Finding] = []
     checked_storage = False
     for cluster in clusters_of(rctx):
-        settings = config.cluster(cluster)
-        found = [health.reach_server(settings, cluster, rctx.remaining())]
+        server = health.reach_server(config.cluster(cluster), cluster, rctx.remaining())
+        found.append(server)
         if not checked_storage:  # the repository and its copies are shared by every cluster
             found.append(health.reach_storage(config.repository.url, "repository", rctx.remaining()))
             for region, copy in sorted(config.repository.copies.items()):
                 found.append(health.reach_storage(copy.url, f"copy '{region}'", rctx.remaining()))
             checked_storage = True
-        ok &= all(f.ok for f in found)
-        lines += [f.line() for f in found]
-        if found[0].ok:
-            replica_ok, replica_lines = _replicas(rctx, cluster)
-            ok &= replica_ok
-            lines += replica_lines
-    failed = [line.split(":", 1)[0] for line in lines if ": FAILED:" in line]
-    head = "all answered" if ok else "did not answer: " + "; ".join(failed)
-    return ActionResult(ok, head + "\n" + "\n".join(lines))
+        if server.ok:
+            found += _replicas(rctx, cluster)
+    failed = [f.target for f in found if not f.ok]
+    head = "all answered" if not failed else "did not answer: " + "; ".join(failed)
+    return ActionResult(not failed, head + "\n" + "\n".join(f.line() for f in found))
 
 
-def _replicas(rctx: RemediationContext, cluster: str) -> tuple[bool, list[str]]:
+def _replicas(rctx: RemediationContext, cluster: str) -> list[health.Finding]:
     """The replica the alert is about (its ``replica`` label), as pg_stat_replication shows it."""
     wanted = next((rctx.alert.labels[k] for k in REPLICA_LABELS if rctx.alert.labels.get(k)), None)
     if wanted is None:
-        return True, []
+        return []
     settings = rctx.ctx.config.cluster(cluster)
     target = f"replica '{wanted}' of cluster '{cluster}' (pg_stat_replication)"
     try:
         rows = health.replicas(settings, cluster, rctx.remaining())
     except PostgresError as exc:
-        return False, [f"{target}: FAILED: cannot be read: {exc}"]
+        return [health.Finding(target, False, f"cannot be read: {exc}")]
     row = next((r for r in rows if r.application_name == wanted), None)
     if row is None:
         seen = ", ".join(r.application_name for r in rows) or "none"
-        return False, [f"{target}: FAILED: not connected to the primary (connected: {seen})"]
-    lag = size(row.replay_lag_bytes)
+        return [health.Finding(target, False, f"not connected to the primary (connected: {seen})")]
     reply = "never replied" if row.reply_age is None else f"last reply {row.reply_age:.0f}s ago"
-    return True, [f"{target}: ok: {row.state}, {row.sync_state}, from {row.client or 'a local socket'}, "
-                  f"replay {lag} behind, {reply}"]
+    return [health.Finding(target, True, f"{row.state}, {row.sync_state}, from "
+                                         f"{row.client or 'a local socket'}, {size(row.lag_bytes)} behind "
+                                         f"({row.lag_of}), {reply}")]

@@ -149,6 +149,8 @@ def test_network_names_a_missing_copy_and_a_stopped_server(site: Site) -> None:
         finally:
             site.cluster.start()
         assert not down.ok
+        assert down.output.startswith(f"did not answer: PostgreSQL server of cluster 'main' "
+                                      f"(127.0.0.1:{site.cluster.port}); copy 'eu' {missing}")
         assert f"PostgreSQL server of cluster 'main' (127.0.0.1:{site.cluster.port}): FAILED: " \
                "did not answer" in down.output
     with site.context() as ctx:

@@ -199,3 +199,18 @@ def test_a_leftover_probe_is_not_an_unknown_object(storage: PosixStorage) -> Non
     assert layout.classify("main", key) == "probe"
     found = inventory.take(storage, "main")
     assert found.unknown == [] and found.of("probe") == [key]
+
+
+def test_the_agent_refuses_to_restart_streaming_it_does_not_run(ctx: Context) -> None:
+    from engine.agent.loop import Agent, job_command
+    from engine.errors import UsageError
+    from engine.wal.streaming import StreamingSupervisor
+
+    agent = Agent(ctx.config, ctx.catalog, ctx.storage, job_command(ctx.config_path))
+    with pytest.raises(UsageError, match=r"cluster 'main' has no streaming receiver in this agent"):
+        agent.restart_streaming("main")
+    agent.streamers.append(StreamingSupervisor(ctx.config, "main", ctx.storage))
+    with pytest.raises(UsageError, match="is not running in this agent"):
+        agent.restart_streaming("main", timeout=0.1)
+    result = ACTIONS["restart_replication"](rctx(ctx, hooks=agent))
+    assert result.skipped  # the configuration streams nothing: the agent is not even asked
