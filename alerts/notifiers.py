@@ -10,7 +10,9 @@ problem; it returns a :class:`Delivery` whose outcome is
   payload): a person must fix the channel.
 
 Two channels: a Slack incoming webhook (through slack-sdk's ``WebhookClient``) and a
-generic JSON webhook (a POST of the notice as JSON, for any HTTP endpoint).
+generic JSON webhook (a POST of the notice as JSON, for any HTTP endpoint). They share
+:class:`Delivery`, :class:`Outcome` and :func:`outcome_of_status` with the alert channels
+(:mod:`alerts.channels`), which deliver alerts rather than drill announcements.
 """
 
 from __future__ import annotations
@@ -21,20 +23,14 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, Protocol
 
+from alerts.channels.base import Delivery, Outcome, outcome_of_status
 from engine.config.schema import Config
 
 TIMEOUT = 10.0
 _quiet = logging.getLogger("lifeboat.notifiers")
 _quiet.addHandler(logging.NullHandler())
-
-
-class Outcome(StrEnum):
-    OK = "ok"
-    RETRYABLE = "retryable"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -45,27 +41,12 @@ class Notice:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Delivery:
-    channel: str
-    outcome: Outcome
-    detail: str
-
-
 class Notifier(Protocol):
     """A channel. ``send`` returns the outcome (see the module); it does not raise."""
 
     name: str
 
     def send(self, notice: Notice) -> Delivery: ...
-
-
-def outcome_of_status(status: int) -> Outcome:
-    if 200 <= status < 300:
-        return Outcome.OK
-    if status >= 500 or status in (408, 429):
-        return Outcome.RETRYABLE
-    return Outcome.FAILED
 
 
 class SlackWebhook:
@@ -152,3 +133,6 @@ def drill_notice(config: Config, cluster: str, when: datetime, kind: str = "full
     """Announce a drill on every configured channel (none configured: nothing sent)."""
     notice = drill_announcement(config, cluster, when, kind)
     return [channel.send(notice) for channel in channels(config)]
+
+__all__ = ["Delivery", "JsonWebhook", "Notice", "Notifier", "Outcome", "SlackWebhook", "channels",
+           "drill_announcement", "drill_notice", "outcome_of_status"]

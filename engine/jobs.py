@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.catalog.store import CANCELLED, FAILED, SUCCEEDED, Catalog, agent_identity
+from engine.catalog.store import ACTIVE_STATES, CANCELLED, FAILED, SUCCEEDED, Catalog, Job, agent_identity
 from engine.errors import JobError, LifeboatError, UsageError, path_error
 from engine.vocabulary import ArchiveMode, BackupType, DrillKind, JobKind, TargetAction, TargetKind
 
@@ -248,6 +248,38 @@ def enqueue(catalog: Catalog, config: Config, kind: str, cluster: str, params: d
     catalog.add_event(cluster, "job_queued", f"{kind} job {job_id} queued by {requested_by}",
                       job_id=job_id, data={"params": checked, "priority": priority})
     return job_id
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """What :func:`requeue_failed` found and did: ``job_id`` the new job (None: none queued)."""
+
+    kind: str
+    cluster: str
+    failed: Job | None = None  # the failed job queued again
+    active: Job | None = None  # a job of that kind already queued or running: nothing queued
+    newest: Job | None = None  # the newest ended job, when it did not fail: nothing to retry
+    job_id: int | None = None
+
+
+def requeue_failed(catalog: Catalog, config: Config, cluster: str, kind: str = "backup",
+                   requested_by: str = "lifeboat") -> Requeue:
+    """Queue the newest ended ``kind`` job of ``cluster`` again, with the same parameters,
+    when it failed, unless one of that kind is already queued or running."""
+    active = catalog.jobs(cluster, states=ACTIVE_STATES, kind=kind, limit=1)
+    if active:
+        return Requeue(kind, cluster, active=active[0])
+    ended = catalog.jobs(cluster, states=(SUCCEEDED, FAILED, CANCELLED), kind=kind, limit=1)
+    if not ended or ended[0].state != FAILED:
+        return Requeue(kind, cluster, newest=ended[0] if ended else None)
+    failed = ended[0]
+    job_id = enqueue(catalog, config, kind, cluster, dict(failed.params), requested_by,
+                     max_duration=failed.max_duration)
+    catalog.add_event(cluster, "job_retried", f"{kind} job {failed.id} (failed: "
+                      f"{failed.error or 'no error'}) queued again as job {job_id} by {requested_by}",
+                      job_id=job_id,
+                      data={"retry_of": failed.id})
+    return Requeue(kind, cluster, failed=failed, job_id=job_id)
 
 
 class ProgressReporter:

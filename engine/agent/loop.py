@@ -87,6 +87,20 @@ class Agent:
             if close is not None:
                 self._guard(name, None, close)
 
+    def restart_streaming(self, cluster: str, timeout: float = 30.0) -> str:
+        """Restart ``cluster``'s streaming receiver (stop it, start it again with its slot);
+        what was done. Called from another thread (remediation): the receiver is started by
+        the agent's loop, which ticks the supervisor, so this waits for it up to ``timeout``
+        seconds. UsageError when the cluster has no streaming in this agent; ClusterSetupError
+        when the receiver did not start again in time (the error says why)."""
+        for streamer in self.streamers:
+            if streamer.cluster == cluster:
+                return str(streamer.restart(timeout))
+        from engine.errors import UsageError
+
+        raise UsageError(f"cluster '{cluster}' has no streaming receiver in this agent "
+                         f"([clusters.{cluster}.streaming] enabled = true starts one)")
+
     def _start_copies(self, stop: threading.Event) -> None:
         from engine.agent.copier import RegionCopier
 

@@ -30,6 +30,7 @@ from engine.restore.recovery import RecoveryTarget
 from engine.wal.names import parse_lsn
 
 MARKER = "# lifeboat drill: the scratch copy must not act as the source"
+PREFIX = "lifeboat-drill-"  # every scratch directory's name starts so (drill.run.point_name)
 
 
 SOCKET_PATH_MAX = 107  # bytes of a Unix socket path (sun_path) on Linux
@@ -138,3 +139,52 @@ def remove(scratch: Scratch) -> str | None:
     if scratch.directory.exists():
         problem = (problem + "; " if problem else "") + f"{scratch.directory} could not be removed"
     return problem
+
+
+def _newest_mtime(directory: Path) -> float:
+    """The newest modification time of the directory, its entries and its data directory's
+    (a running server touches its log and its pid file)."""
+    newest = directory.stat().st_mtime
+    for sub in (directory, directory / "pgdata"):
+        try:
+            with os.scandir(sub) as entries:
+                for entry in entries:
+                    try:
+                        newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+                    except FileNotFoundError:
+                        continue
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return newest
+
+
+def directory_bytes(directory: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except FileNotFoundError:
+                continue
+    return total
+
+
+def abandoned(parent: Path, older_than: float, now: float | None = None) -> list[tuple[Path, int, float]]:
+    """Scratch directories under ``parent`` untouched for ``older_than`` seconds:
+    (directory, bytes, age). The caller makes sure no drill that could own them runs."""
+    now = time.time() if now is None else now
+    found = []
+    try:
+        entries = sorted(parent.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for directory in entries:
+        if not directory.name.startswith(PREFIX) or directory.is_symlink() or not directory.is_dir():
+            continue
+        try:
+            age = now - _newest_mtime(directory)
+        except FileNotFoundError:
+            continue
+        if age >= older_than:
+            found.append((directory, directory_bytes(directory), age))
+    return found

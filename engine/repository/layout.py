@@ -12,6 +12,7 @@
     clusters/<cluster>/restore-points/<name>.json
     clusters/<cluster>/verified.json           what verify proved, for --since-last
     clusters/<cluster>/lock                    the cluster's lock file (posix)
+    clusters/<cluster>/probes/<token>          a writability probe (written, read back, deleted)
 
 :func:`classify` says which kind of object a key of a cluster is, so verify can check
 every object by its kind and name what Lifeboat did not write.
@@ -136,9 +137,20 @@ def lock_key(cluster: str) -> str:
     return f"{cluster_prefix(cluster)}/lock"
 
 
+PROBE_DIR = "probes"
+
+
+def probe_key(cluster: str, token: str) -> str:
+    """A probe object (``[a-z0-9-]`` token): written, read back and deleted to prove the
+    repository writable. It holds no data: verify and copies leave a leftover one alone."""
+    if not token or not frozenset("abcdefghijklmnopqrstuvwxyz0123456789-").issuperset(token):
+        raise ValueError(f"'{token}' is not a probe token (lower-case letters, digits and -)")
+    return f"{cluster_prefix(cluster)}/{PROBE_DIR}/{token}"
+
+
 #: The kinds of object :func:`classify` knows (``wal``: a segment or a ``.partial``).
 KINDS = ("cluster", "verify-state", "lock", "wal", "backup-history", "history", "manifest",
-         "pack", "list", "restore-point", "temp")
+         "pack", "list", "restore-point", "temp", "probe")
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
 
@@ -149,7 +161,8 @@ def _lower_hex(text: str, length: int) -> bool:
 def classify(cluster: str, key: str) -> str | None:
     """The kind of object ``key`` is in ``cluster``'s part of the repository (one of
     :data:`KINDS`), or None when it is not a key Lifeboat writes there. ``temp``: the
-    remains of a writer in flight or killed (``.<name>.tmp-*``), not an object."""
+    remains of a writer in flight or killed (``.<name>.tmp-*``), not an object; ``probe``: a
+    writability probe (:func:`probe_key`), not data."""
     stem = cluster_prefix(cluster) + "/"
     if not key.startswith(stem):
         return None
@@ -166,6 +179,8 @@ def classify(cluster: str, key: str) -> str | None:
                 else None
         if top == "restore-points":
             return "restore-point" if name.endswith(".json") and not name.startswith(".") else None
+        if top == PROBE_DIR:
+            return "probe" if name and not name.startswith(".") else None
         return None
     if len(parts) != 3:
         return None

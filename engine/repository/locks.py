@@ -92,6 +92,36 @@ class FileLocks:
         return FileLock(fd, previous)
 
 
+def file_lock_holder(path: str) -> str | None:
+    """Who holds the flock on ``path`` (the text it wrote, or 'another process'), or None
+    when it is free. Takes a shared lock for an instant to find out, never waits, and
+    writes nothing: a dead holder's text is left for the next taker to report."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError(str(path_error(exc, "open the lock", path))) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def cluster_lock_holder(storage: Storage, cluster: str) -> str | None:
+    """Who holds ``cluster``'s lock in the repository (see :func:`holder_text`), or None
+    when it is free. StorageError when the storage has no locks or the lock cannot be read."""
+    root = storage.capabilities.local_path
+    if root is None:
+        raise StorageError(f"{storage.describe()}: this storage has no lock implementation yet")
+    return file_lock_holder(os.path.join(root, *layout.lock_key(cluster).split("/")))
+
+
 def lock_space(storage: Storage) -> LockSpace:
     """The locks of the repository ``storage`` is, from what the storage can do."""
     root = storage.capabilities.local_path

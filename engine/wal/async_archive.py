@@ -177,6 +177,68 @@ def archive_backlog(pgdata: str | os.PathLike[str], now: float | None = None) ->
     return count, max(0.0, (time.time() if now is None else now) - oldest)
 
 
+def stale_spool(spool: str, pgdata: str, older_than: float, now: float | None = None
+                ) -> list[tuple[str, int, float, str]]:
+    """What a cluster's spool holds that nothing needs any more, older than ``older_than``
+    seconds: (path, bytes, age in seconds, why) of acknowledgements of files PostgreSQL has
+    archived (their ``.ready`` is gone) or of another file of the same name, and temp files
+    of a killed agent. Never the heartbeat, never a name Lifeboat does not write there, and
+    never a WAL file (the spool holds none; pg_wal is not touched)."""
+    import time
+
+    from engine.wal.names import wal_file_kind
+
+    now = time.time() if now is None else now
+    try:
+        entries = sorted(os.listdir(spool))
+    except FileNotFoundError:
+        return []
+    ready = set(ready_names(pgdata))
+    found = []
+    for entry in entries:
+        path = os.path.join(spool, entry)
+        if entry == HEARTBEAT or wal_file_kind(entry) is not None:
+            continue
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            continue
+        age = now - stat.st_mtime
+        if age < older_than or not os.path.isfile(path):
+            continue
+        if entry.startswith(".") and ".tmp-" in entry:
+            why = "temp file of an acknowledgement a killed agent did not finish"
+        elif entry.endswith(ACK_SUFFIX) and not entry.startswith("."):
+            name = entry[:-len(ACK_SUFFIX)]
+            if wal_file_kind(name) is None:
+                continue
+            if name not in ready:
+                why = f"acknowledgement of {name}, which PostgreSQL has archived (no .ready left)"
+            elif not ack_matches(spool, os.path.join(pgdata, "pg_wal", name), _ack_cluster(path),
+                                 _ack_repository(path)):
+                why = f"acknowledgement of an earlier file named {name} (it does not match pg_wal's)"
+            else:
+                continue  # wal-push will consume it
+        else:
+            continue
+        found.append((path, stat.st_size, age, why))
+    return found
+
+
+def _ack_fields(path: str) -> list[str]:
+    return (_read(path) or "").split()
+
+
+def _ack_cluster(path: str) -> str:
+    fields = _ack_fields(path)
+    return fields[5] if len(fields) >= 7 else ""
+
+
+def _ack_repository(path: str) -> str:
+    fields = _ack_fields(path)
+    return " ".join(fields[6:]) if len(fields) >= 7 else ""
+
+
 class AsyncArchiver:
     """Pushes a cluster's ``.ready`` WAL files ahead of ``archive_command``.
 

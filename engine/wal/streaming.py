@@ -154,6 +154,7 @@ class StreamingSupervisor:
         self._push_retry: dict[str, float] = {}
         self._archived = 0
         self._emitted: dict[str, float] = {}  # repeat key -> when last recorded
+        self._restart_requested = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -203,6 +204,41 @@ class StreamingSupervisor:
             self._emit("streaming_error", "error", f"cluster '{self.cluster}': archiving streamed "
                        f"WAL failed: {type(exc).__name__}: {exc}")
 
+    def request_restart(self) -> None:
+        """Ask :meth:`tick` to stop the receiver and start it again at once (any thread may
+        ask; the receiver is started by the thread that ticks, see the module's note)."""
+        self._restart_requested = True
+        self._next_launch = 0.0
+
+    def restart(self, timeout: float = 30.0) -> str:
+        """Restart the receiver (stop it if it runs, start it again with the same slot) and
+        wait up to ``timeout`` seconds until the ticking thread has started it; what was done.
+
+        Called from another thread than the one that ticks (the agent's remediation). The
+        receiver keeps its slot, so it resumes where the slot stands."""
+        if not self._active:
+            raise UsageError(f"streaming of cluster '{self.cluster}' is not running in this "
+                             "agent (it was stopped or never started)")
+        process = self._process
+        before = (f"pg_receivewal (pid {process.pid}) was running"
+                  if process is not None and process.poll() is None else
+                  "pg_receivewal was not running" + (
+                      f" (last exit code {self._last_exit}: {self._last_error})"
+                      if self._last_exit is not None else
+                      f" ({self._last_error})" if self._last_error else ""))
+        launches = self._launches
+        self.request_restart()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            current = self._process
+            if self._launches > launches and current is not None and current.poll() is None:
+                return (f"{before}; restarted as pid {current.pid} with slot '{self.slot}' "
+                        f"into {self.directory}")
+            time.sleep(0.05)
+        raise ClusterSetupError(
+            f"{before}; the restart of pg_receivewal for cluster '{self.cluster}' did not happen "
+            f"within {timeout:g}s" + (f": {self._last_error}" if self._last_error else ""))
+
     def status(self) -> StreamingStatus:
         process = self._process
         running = process is not None and process.poll() is None
@@ -216,6 +252,9 @@ class StreamingSupervisor:
     # -- the receiver -------------------------------------------------------------------
 
     def _supervise(self) -> None:
+        if self._restart_requested:
+            self._restart_requested = False
+            self._stop_for_restart()
         process = self._process
         if process is not None:
             code = process.poll()
@@ -286,6 +325,29 @@ class StreamingSupervisor:
                        f"restarted (pid {process.pid}, restart {self._launches - 1})",
                        repeat_key="restarted" if self._failures > 1 else None)
 
+    def _stop_for_restart(self) -> None:
+        """Stop a running receiver (it flushes what it has) for :meth:`restart`; the launch
+        that follows at once is not counted as a failure."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if self._reader is not None:
+                self._reader.join(1.0)
+            self._emit("receiver_stopped", "info", f"cluster '{self.cluster}': pg_receivewal "
+                       f"(pid {process.pid}) stopped to be restarted")
+        elif process is not None:
+            self._last_exit = process.returncode
+        self._process = None
+        self._sync_state = None
+        self._lag = None
+        self._failures = 0
+        self._next_launch = 0.0
+
     def _reap(self, process: subprocess.Popen[bytes], code: int) -> None:
         if self._reader is not None:
             self._reader.join(1.0)
@@ -319,16 +381,10 @@ class StreamingSupervisor:
     # -- the primary's side -------------------------------------------------------------
 
     def _ensure_slot(self, conn: psycopg.Connection) -> None:
-        kind = postgres.value(conn, "SELECT slot_type FROM pg_replication_slots WHERE slot_name = %s",
-                              (self.slot,))
-        if kind is None:
-            conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (self.slot,))
+        if ensure_slot(conn, self.cluster, self.slot):
             self._emit("slot_created", "info", f"cluster '{self.cluster}': physical replication "
                        f"slot '{self.slot}' created (it keeps WAL on the primary until the "
                        "receiver has it)")
-        elif kind != "physical":
-            raise ClusterSetupError(f"replication slot '{self.slot}' exists but is {kind}: set "
-                                    f"another slot in [clusters.{self.cluster}.streaming]")
 
     def _set_standby_names(self, conn: psycopg.Connection, value: str | None) -> None:
         from psycopg import sql
@@ -460,6 +516,20 @@ class StreamingSupervisor:
                 self.on_event(kind, severity, message)
             except Exception:  # a broken recorder must not stop streaming
                 pass
+
+
+def ensure_slot(conn: psycopg.Connection, cluster: str, slot: str) -> bool:
+    """Create the physical replication slot ``slot`` (reserving WAL at once) unless it
+    exists; True when it was created. ClusterSetupError when a logical slot has the name."""
+    kind = postgres.value(conn, "SELECT slot_type FROM pg_replication_slots WHERE slot_name = %s",
+                          (slot,))
+    if kind is None:
+        conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (slot,))
+        return True
+    if kind != "physical":
+        raise ClusterSetupError(f"replication slot '{slot}' exists but is {kind}: set "
+                                f"another slot in [clusters.{cluster}.streaming]")
+    return False
 
 
 def _collect(stream: IO[bytes], lines: collections.deque[str]) -> None:
