@@ -1,21 +1,15 @@
-"""Parts of the alert integration tests: a receiver of JSON posts, a channel that posts each
-notice to it, a metrics target whose value a test sets, and a configuration that enables
-only the rules a test loads into Prometheus."""
+"""Parts of the alert integration tests: what a receiver got, a metrics target whose value a
+test sets, and a configuration that enables only the rules a test loads into Prometheus."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from alerts.channels.base import AlertNotice, Delivery, Outcome
 from engine.config.alerting import DEFAULT_RULES
 
 
@@ -32,46 +26,14 @@ class _Server:
         self.server.server_close()
 
 
-class Receiver(_Server):
-    """Records every JSON body POSTed to it; answers 200."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                owner.bodies.append(json.loads(body))
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-        super().__init__(Handler)
-
-    def states(self, rule: str) -> list[str]:
-        return [b["state"] for b in self.bodies if b["rule"] == rule]
+def bodies(receiver: Any) -> list[dict[str, Any]]:
+    """The JSON bodies a :class:`tests.receivers.HttpReceiver` got (the webhook channel's notices)."""
+    return [r.json for r in receiver.requests if isinstance(r.json, dict)]
 
 
-class JsonChannel:
-    """A channel (the protocol's) that POSTs each notice as JSON; ``name`` as configured."""
-
-    def __init__(self, name: str, url: str) -> None:
-        self.name, self.url = name, url
-
-    def send(self, notice: AlertNotice) -> Delivery:
-        body = json.dumps(dataclasses.asdict(notice), default=str).encode()
-        request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"}, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=5) as answer:
-                return Delivery(self.name, Outcome.OK, f"HTTP {answer.status}",
-                                ref=f"{self.name}-{notice.key[:8]}" if notice.state == "firing" else None)
-        except (urllib.error.URLError, OSError) as exc:
-            return Delivery(self.name, Outcome.RETRYABLE, f"{exc.__class__.__name__}: {exc}")
+def states(receiver: Any, rule: str) -> list[str]:
+    """The states of the notices of ``rule`` a receiver got, in order."""
+    return [b["state"] for b in bodies(receiver) if b.get("rule") == rule]
 
 
 class Target(_Server):

@@ -8,25 +8,23 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from alerts.channels.factory import build_channels
 from alerts.hooks import AlertHooks
 from alerts.loop import AlertLoop
 from alerts.prometheus_source import PrometheusSource
 from alerts.remediation.base import ActionResult
-from tests.alerting import make_ctx, once
-from tests.integration.alert_parts import (
-    ALWAYS,
-    LAG,
-    JsonChannel,
-    Receiver,
-    Target,
-    only_rules,
-    until,
-    write_rules,
-)
+from tests.alerting import make_ctx
+from tests.integration.alert_parts import ALWAYS, LAG, Target, bodies, only_rules, states, until, write_rules
 from tests.integration.pg import Workspace
 from tests.integration.prom import prometheus
+from tests.receivers import HttpReceiver
 
 CHANNELS = """
+[alerts.retry]
+attempts = 3
+first_wait = 0.05
+max_wait = 0.1
+deadline = 5
 [alerts.webhook]
 url = "{url}"
 [alerts.routes]
@@ -56,7 +54,7 @@ def open_by_rule(ctx: Any) -> dict[str, Any]:
 
 def test_prometheus_alerts_fire_are_delivered_and_resolve_then_prometheus_down_is_an_alert(
         workspace: Workspace, tmp_path: Path) -> None:
-    receiver, target = Receiver(), Target(lag=420.0)
+    receiver, target = HttpReceiver(), Target(lag=420.0)
     rules = write_rules(workspace.path("rules") / "lifeboat.rules.yml", ALWAYS, LAG)
     calls: list[tuple[str, int]] = []
     try:
@@ -64,8 +62,8 @@ def test_prometheus_alerts_fire_are_delivered_and_resolve_then_prometheus_down_i
             ctx = make_ctx(tmp_path, alerts=f'prometheus_url = "{prom.url}"\nquery_timeout = 2\n'
                            + only_rules("backup_failure", "replication_delay"),
                            channels=CHANNELS.format(url=receiver.url))
-            loop = AlertLoop(ctx, {"webhook": JsonChannel("webhook", receiver.url)}, AlertHooks(),
-                             PrometheusSource(ctx.config.alerts), registry=registry(calls), deliver=once)
+            loop = AlertLoop(ctx, build_channels(ctx.config.alerts), AlertHooks(),
+                             PrometheusSource(ctx.config.alerts), registry=registry(calls))
 
             def tick() -> None:
                 loop.tick()
@@ -81,12 +79,11 @@ def test_prometheus_alerts_fire_are_delivered_and_resolve_then_prometheus_down_i
             assert lag.labels["rule"] == "replication_delay"
             assert lag.annotations["summary"] == "replication lag 420s"
             assert "alerting_unavailable" not in alerts  # the rules are loaded: no alert about alerting
-            until(lambda: receiver.states("replication_delay") == ["firing"]
-                  and receiver.states("backup_failure") == ["firing"], 10, "firing delivered", tick)
-            notices = {b["rule"]: b for b in receiver.bodies}
+            until(lambda: states(receiver, "replication_delay") == ["firing"]
+                  and states(receiver, "backup_failure") == ["firing"], 10, "firing delivered", tick)
+            notices = {b["rule"]: b for b in bodies(receiver)}
             assert notices["replication_delay"]["value"] == 420.0
             assert notices["replication_delay"]["key"] == lag.fingerprint
-            assert ctx.catalog.alerts.get(lag.id).refs == {"webhook": f"webhook-{lag.fingerprint[:8]}"}
             # remediation: round 1 of each rule's actions at once, recorded
             until(lambda: ctx.catalog.alerts.attempts(lag.id), 10, "remediation round 1", tick)
             assert [(a.round, a.action, a.result) for a in ctx.catalog.alerts.attempts(lag.id)] == [
@@ -96,11 +93,10 @@ def test_prometheus_alerts_fire_are_delivered_and_resolve_then_prometheus_down_i
             target.lag = 0.0
             until(lambda: ctx.catalog.alerts.get(lag.id).resolved_at is not None, 40, "lag alert resolved",
                   tick)
-            until(lambda: receiver.states("replication_delay") == ["firing", "resolved"], 10, "resolve sent",
+            until(lambda: states(receiver, "replication_delay") == ["firing", "resolved"], 10, "resolve sent",
                   tick)
-            resolved = next(b for b in receiver.bodies if b["state"] == "resolved")
-            assert resolved["key"] == lag.fingerprint
-            assert resolved["refs"] == {"webhook": f"webhook-{lag.fingerprint[:8]}"}
+            resolved = next(b for b in bodies(receiver) if b["state"] == "resolved")
+            assert resolved["key"] == lag.fingerprint and resolved["ended_at"] is not None
             assert "backup_failure" in open_by_rule(ctx)
         # Prometheus is gone: the alerting itself is the alert, routed by the critical route
         loop.tick()
@@ -111,7 +107,7 @@ def test_prometheus_alerts_fire_are_delivered_and_resolve_then_prometheus_down_i
             "firing", "critical", "lifeboat", "LifeboatAlertingUnavailable")
         assert "Prometheus cannot be read" in down.annotations["description"]
         assert alerts["backup_failure"].state == "firing"  # unknown now, not resolved
-        assert receiver.states("alerting_unavailable") == ["firing"]
+        assert states(receiver, "alerting_unavailable") == ["firing"]
         assert [(n.channel, n.kind, n.outcome) for n in ctx.catalog.alerts.notifications(down.id)] == [
             ("webhook", "firing", "ok")]
         loop.close()
@@ -121,15 +117,15 @@ def test_prometheus_alerts_fire_are_delivered_and_resolve_then_prometheus_down_i
 
 
 def test_rules_not_loaded_is_an_alert_until_they_are(workspace: Workspace, tmp_path: Path) -> None:
-    receiver, target = Receiver(), Target(lag=0.0)
+    receiver, target = HttpReceiver(), Target(lag=0.0)
     rules = write_rules(workspace.path("rules") / "lifeboat.rules.yml", ALWAYS)  # LAG is missing
     try:
         with prometheus(workspace, [target.address], [rules], lifecycle=True) as prom:
             settings = f'prometheus_url = "{prom.url}"\n[alerts.remediation]\nenabled = false\n'
             ctx = make_ctx(tmp_path, alerts=settings + only_rules("backup_failure", "replication_delay"),
                            channels=CHANNELS.format(url=receiver.url))
-            loop = AlertLoop(ctx, {"webhook": JsonChannel("webhook", receiver.url)}, AlertHooks(),
-                             PrometheusSource(ctx.config.alerts), deliver=once)
+            loop = AlertLoop(ctx, build_channels(ctx.config.alerts), AlertHooks(),
+                             PrometheusSource(ctx.config.alerts))
 
             def tick() -> None:
                 loop.tick()
@@ -140,14 +136,14 @@ def test_rules_not_loaded_is_an_alert_until_they_are(workspace: Workspace, tmp_p
             down = open_by_rule(ctx)["alerting_unavailable"]
             assert "has not loaded 1 of Lifeboat's rules (LifeboatReplicationDelay)" in \
                 down.annotations["description"]
-            until(lambda: receiver.states("alerting_unavailable") == ["firing"], 10, "delivered", tick)
+            until(lambda: states(receiver, "alerting_unavailable") == ["firing"], 10, "delivered", tick)
             write_rules(rules, ALWAYS, LAG)
             request = urllib.request.Request(f"{prom.url}/-/reload", method="POST")
             with urllib.request.urlopen(request, timeout=10) as answer:
                 assert answer.status == 200
             until(lambda: ctx.catalog.alerts.get(down.id).resolved_at is not None, 20,
                   "resolved once loaded", tick)
-            until(lambda: receiver.states("alerting_unavailable") == ["firing", "resolved"], 10,
+            until(lambda: states(receiver, "alerting_unavailable") == ["firing", "resolved"], 10,
                   "resolve sent", tick)
             assert "backup_failure" in open_by_rule(ctx)
             loop.close()

@@ -18,13 +18,15 @@ from typing import Any
 
 import yaml
 
+from alerts.channels.factory import build_channels
 from alerts.hooks import AlertHooks
 from alerts.loop import AlertLoop
 from alerts.webhook import AlertmanagerWebhook
-from tests.alerting import Recorder, make_ctx, once
-from tests.integration.alert_parts import JsonChannel, Receiver, until
+from tests.alerting import Recorder, make_ctx
+from tests.integration.alert_parts import until
 from tests.integration.pg import free_port
 from tests.integration.test_alert_loop import registry
+from tests.receivers import HttpReceiver
 
 
 @contextlib.contextmanager
@@ -80,7 +82,7 @@ def rfc3339(epoch: float) -> str:
 
 
 def test_alertmanager_webhook_feeds_lifecycle_grafana_and_remediation(tmp_path: Path) -> None:
-    grafana = Receiver()
+    grafana = HttpReceiver()
     port = free_port()
     ctx = make_ctx(tmp_path, alerts=f'source = "alertmanager"\nwebhook_port = {port}\n', channels=f"""
 [alerts.pagerduty]
@@ -92,8 +94,8 @@ channels = ["pagerduty", "grafana"]
 """)
     pagerduty = Recorder("pagerduty")
     calls: list[tuple[str, int]] = []
-    loop = AlertLoop(ctx, {"pagerduty": pagerduty, "grafana": JsonChannel("grafana", grafana.url)},
-                     AlertHooks(), None, registry=registry(calls), deliver=once)
+    channels = {"pagerduty": pagerduty, **build_channels(ctx.config.alerts, only=["grafana"])}
+    loop = AlertLoop(ctx, channels, AlertHooks(), None, registry=registry(calls))
     server = AlertmanagerWebhook(loop, "127.0.0.1", port).start()
     home = tmp_path / "alertmanager"
     home.mkdir()
@@ -114,9 +116,12 @@ channels = ["pagerduty", "grafana"]
             assert abs(alert.first_seen - started) < 1.0  # Alertmanager's startsAt
             assert len(ctx.catalog.alerts.open_alerts()) == 1  # the other team's alert is not Lifeboat's
             loop.router.wait(10)
-            until(lambda: [b["state"] for b in grafana.bodies] == ["firing"], 10, "grafana annotation")
-            assert grafana.bodies[0]["rule"] == "backup_failure"
-            assert grafana.bodies[0]["key"] == alert.fingerprint
+            until(lambda: len(grafana.requests) == 1, 10, "grafana annotation")
+            made = grafana.requests[0]
+            assert (made.method, made.path) == ("POST", "/api/annotations")
+            assert {"rule:backup_failure", "cluster:main", "severity:critical"} <= set(made.json["tags"])
+            assert abs(made.json["time"] / 1000 - started) < 1.0
+            assert ctx.catalog.alerts.get(alert.id).refs == {"grafana": "1"}  # the annotation's id
             assert pagerduty.sent == []  # Alertmanager's own receiver pages on this path
             loop.scheduler.wait(10)
             assert [(a.round, a.action) for a in ctx.catalog.alerts.attempts(alert.id)] == [
@@ -128,9 +133,10 @@ channels = ["pagerduty", "grafana"]
                   "resolved by Alertmanager")
             assert abs(ctx.catalog.alerts.get(alert.id).resolved_at - ended) < 1.0
             loop.router.wait(10)
-            until(lambda: [b["state"] for b in grafana.bodies] == ["firing", "resolved"], 10,
-                  "annotation closed")
-            assert grafana.bodies[1]["refs"] == {"grafana": f"grafana-{alert.fingerprint[:8]}"}
+            until(lambda: len(grafana.requests) == 2, 10, "annotation closed")
+            closed = grafana.requests[1]
+            assert (closed.method, closed.path) == ("PATCH", "/api/annotations/1")  # the same annotation
+            assert closed.json["isRegion"] and abs(closed.json["timeEnd"] / 1000 - ended) < 1.0
         # a body that is not Alertmanager's payload is refused with 400
         bad = urllib.request.Request(server.url, b'{"alerts": "no"}', {"Content-Type": "application/json"},
                                      method="POST")
