@@ -15,7 +15,7 @@ of labels (its fingerprint). States:
 A Prometheus snapshot is complete: an open alert of a source the snapshot is complete for
 that it does not list has resolved. Alertmanager reports alerts one by one (firing or
 resolved), so its snapshots are complete for nothing; alerts it stopped reporting resolve
-after ``resolve_timeout`` (:meth:`Lifecycle.expire`).
+after a while (:meth:`Lifecycle.expire`, :func:`alerts.loop.alertmanager_expiry`).
 """
 
 from __future__ import annotations

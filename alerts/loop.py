@@ -4,7 +4,7 @@ their lifecycle in the catalog, route the changes and start the remediation due.
 With ``source = "prometheus"`` the loop reads Prometheus (:class:`PrometheusSource`). With
 ``source = "alertmanager"`` it has no source: Alertmanager's webhook (:mod:`alerts.webhook`)
 feeds :meth:`AlertLoop.ingest`, and each tick only resolves alerts Alertmanager stopped
-reporting (``resolve_timeout``), sends groups that waited and starts remediation.
+reporting (:func:`alertmanager_expiry`), sends groups that waited and starts remediation.
 
 A failing part is recorded as an event (the same failure at most every 5 minutes) and never
 stops the loop or the agent.
@@ -27,6 +27,14 @@ ERROR_REPEAT = 300.0
 #: The channels Lifeboat itself sends to on the Alertmanager path (the others are
 #: Alertmanager's own receivers).
 ALERTMANAGER_CHANNELS = ("grafana", "webhook")
+
+
+def alertmanager_expiry(settings: Any) -> float:
+    """How long an alert from Alertmanager stays open without being reported again: the
+    generated Alertmanager configuration repeats a firing alert to the agent every
+    ``repeat_interval``, so one not heard of for ``repeat_interval + resolve_timeout`` has
+    resolved without its resolved notice reaching the agent (which Alertmanager normally sends)."""
+    return float(settings.repeat_interval + settings.resolve_timeout)
 
 
 class Source(Protocol):
@@ -67,7 +75,8 @@ class AlertLoop:
             elif self.source is None:
                 settings = self.ctx.config.alerts
                 changes = self._guard("lifecycle", lambda: self.lifecycle.expire(
-                    "alertmanager", settings.resolve_timeout, now) + self.lifecycle.sweep_silences(now)) or []
+                    "alertmanager", alertmanager_expiry(settings), now)
+                    + self.lifecycle.sweep_silences(now)) or []
             self._guard("router", lambda: self.router.route(changes, now))
             self._guard("remediation", lambda: self.scheduler.tick(now))
 
