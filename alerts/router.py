@@ -29,7 +29,8 @@ from alerts.known import channels_of, rule_settings
 from alerts.lifecycle import Transition
 from engine.catalog.alerts import AlertBook, AlertRecord, AttemptRecord
 from engine.catalog.store import iso
-from engine.config.alerting import AlertsSettings
+from engine.config.alerting import AlertRule, AlertsSettings
+from engine.config.units import format_duration
 
 Deliver = Callable[[Channel, AlertNotice], Delivery]
 GROUP = "_group"  # in an alert's refs: the key of the group it went out in
@@ -65,11 +66,7 @@ def notice_for(settings: AlertsSettings, alert: AlertRecord, state: str,
     """The notice for ``alert`` in ``state``, from its record and its rule."""
     rule = rule_settings(settings, alert.rule)
     notes = alert.annotations
-    threshold = notes.get("threshold")
-    if threshold is None and rule is not None and rule.threshold is not None:
-        threshold = f"{rule.threshold:g}" if isinstance(rule.threshold, float) else str(rule.threshold)
-        if rule.window:
-            threshold += f" in {rule.window:g}s"
+    threshold = notes.get("threshold") or (threshold_text(rule) if rule is not None else None)
     summary = notes.get("summary") or (rule.summary if rule else None) or \
         f"{alert.alertname} on {alert.cluster or 'Lifeboat'}"
     return AlertNotice(
@@ -83,6 +80,16 @@ def notice_for(settings: AlertsSettings, alert: AlertRecord, state: str,
         labels=dict(alert.labels), remediation=steps_of(history), acknowledged_by=alert.acknowledged_by,
         refs={k: v for k, v in alert.refs.items() if not k.startswith("_")}, group=group,
         escalated=escalated, details={"alert_id": alert.id, **details})
+
+
+def threshold_text(rule: AlertRule) -> str | None:
+    """A rule's threshold as people write it (the annotation Prometheus sends wins)."""
+    if not isinstance(rule.threshold, float | int):
+        return None
+    value = float(rule.threshold)
+    text = (format_duration(value) if rule.unit == "seconds" else
+            f"{value * 100:g}%" if rule.unit == "ratio" else f"{value:g}")
+    return text + (f" in {format_duration(rule.window)}" if rule.window else "")
 
 
 class Router:

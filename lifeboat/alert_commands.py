@@ -120,6 +120,14 @@ def _ack(args: argparse.Namespace) -> int:
             _say(str(exc))
             return 1
         deliveries, problem = _tell_channels(ctx, alert)
+        from dataclasses import replace
+
+        from alerts.channels.base import redact
+        from alerts.router import settings_secrets
+
+        secrets = settings_secrets(settings)
+        deliveries = [replace(d, detail=redact(d.detail, secrets)) for d in deliveries]
+        problem = redact(problem, secrets) if problem else problem
         result = alert_json(book, book.get(alert.id))
     failed = [d for d in deliveries if d.outcome != "ok"]
     show(output, {"alert": result, "deliveries": [

@@ -44,6 +44,8 @@ def test_firing_goes_to_the_rules_channels(tmp_path: Path) -> None:
     assert notice.state == "firing" and notice.cluster == "main"
     assert notice.key == s.book.open_alerts()[0].fingerprint
     assert notice.runbook_url and notice.summary == "backup_failure fires" and notice.value == 1.0
+    assert notice.threshold == "1 in 1d"  # from the rule, when Prometheus sent no annotation
+    assert next(n for n in slack.sent if n.rule == "replication_delay").threshold == "5m"
 
 
 def test_alerts_of_one_cluster_within_group_wait_go_as_one_notice(tmp_path: Path) -> None:
