@@ -69,3 +69,58 @@ def test_alertmanager_path_routes_to_its_channels_only_and_expires_silent_alerts
     assert ctx.catalog.alerts.open_alerts() == []
     assert [n.state for n in channels["webhook"].sent] == ["firing", "resolved"]
     loop.close()
+
+
+def test_agent_wiring_adds_the_loop_as_a_periodic_part_with_the_agents_hooks(tmp_path: Path) -> None:
+    from lifeboat.agent_commands import add_alerts
+
+    ctx = make_ctx(tmp_path, alerts="evaluation_interval = 7\n", channels="")
+
+    class Agent:
+        def __init__(self) -> None:
+            self.parts: list[tuple] = []
+
+        def add_periodic(self, name: str, interval: float, tick: object, close: object = None) -> None:
+            self.parts.append((name, interval, tick, close))
+
+        def restart_streaming(self, cluster: str) -> str:
+            return f"receiver of {cluster} restarted"
+
+    agent = Agent()
+    assert add_alerts(ctx, agent) is None  # the Prometheus path serves no webhook
+    [(name, interval, tick, close)] = agent.parts
+    assert (name, interval) == ("alerts", 7.0)
+    loop = tick.__self__  # type: ignore[attr-defined]
+    assert isinstance(loop, AlertLoop) and close == loop.close
+    hooks = loop.scheduler.hooks
+    assert hooks.restart_streaming("main") == "receiver of main restarted"
+    assert hooks.router is loop.router  # escalation goes through the loop's router
+    loop.close()
+
+
+def test_the_agent_runs_a_periodic_part_records_its_failures_and_closes_it(tmp_path: Path) -> None:
+    import threading
+
+    from engine.agent.loop import Agent
+
+    ctx = make_ctx(tmp_path)
+    agent = Agent(ctx.config, ctx.catalog, None, ["true"])  # type: ignore[arg-type]
+    ticks: list[float] = []
+    closed = threading.Event()
+
+    def tick() -> None:
+        ticks.append(time.monotonic())
+        if len(ticks) == 2:
+            raise RuntimeError("one bad tick")
+
+    stop = threading.Event()
+    worker = threading.Thread(target=agent._run_periodic, args=(stop, "alerts", 0.05, tick, closed.set))
+    worker.start()
+    deadline = time.monotonic() + 5
+    while len(ticks) < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stop.set()
+    worker.join(5)
+    assert len(ticks) >= 4 and closed.is_set()  # it went on after the failure, and closed
+    [error] = ctx.catalog.events(kind="agent_error")
+    assert error.message == "alerts: RuntimeError: one bad tick"
