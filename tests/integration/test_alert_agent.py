@@ -12,9 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from engine.catalog.store import Catalog
-from tests.alerting import make_ctx
-from tests.integration.alert_parts import until
-from tests.integration.pg import free_port
+from tests.alerting import PD_KEY, make_ctx
+from tests.integration.alert_parts import ALWAYS, LAG, Target, only_rules, until, write_rules
+from tests.integration.pg import Workspace, free_port
+from tests.integration.prom import prometheus
+from tests.receivers import HttpReceiver, HttpsReceiver
 
 
 def agent(config: Path, seconds: float) -> subprocess.Popen[str]:
@@ -73,3 +75,57 @@ def test_agent_serves_alertmanagers_webhook(tmp_path: Path) -> None:
         process.terminate()
         process.communicate(timeout=30)
     assert process.returncode == 0
+
+
+def test_agent_pages_pagerduty_and_slack_from_prometheus_and_resolves(workspace: Workspace,
+                                                                     tmp_path: Path) -> None:
+    """The whole embedded path in a real agent: Prometheus evaluates the rules, the agent's
+    loop reads them, PagerDuty (HTTPS, the real client) gets a trigger then a resolve with one
+    dedup key, Slack (the real webhook client) gets Block Kit messages."""
+    target = Target(lag=420.0)
+    rules = write_rules(workspace.path("rules") / "lifeboat.rules.yml", ALWAYS, LAG)
+    with HttpsReceiver() as pd, HttpReceiver() as slack, \
+            prometheus(workspace, [target.address], [rules]) as prom:
+        ctx = make_ctx(tmp_path, alerts=f'prometheus_url = "{prom.url}"\nevaluation_interval = 0.5\n'
+                       "[alerts.remediation]\nenabled = false\n"
+                       "[alerts.retry]\nfirst_wait = 0.05\nmax_wait = 0.2\ndeadline = 5\n"
+                       + only_rules("backup_failure", "replication_delay"), channels=f"""
+[alerts.pagerduty]
+routing_key = "{PD_KEY}"
+api_url = "{pd.url}"
+ca_file = "{pd.ca_file}"
+[alerts.slack]
+webhook_url = "{slack.url}/services/T000/B000/XXXX"
+""", extra="[exporter]\nenabled = false\n")
+        ctx.close()
+        process = agent(ctx.config_path, 60)
+        try:
+            until(lambda: len(slack.requests) >= 2 and pd.requests, 40, "pages from the agent")
+            target.lag = 0.0  # replication_delay clears; backup_failure (vector(1)) keeps firing
+            until(lambda: len(slack.requests) >= 3, 40, "the resolve in Slack")
+        finally:
+            process.terminate()
+            _, err = process.communicate(timeout=30)
+        assert process.returncode == 0, err
+    target.close()
+    with Catalog.open(ctx.config) as catalog:
+        alerts = {a.rule: a for a in catalog.alerts.recent()}
+        failed, lag = alerts["backup_failure"], alerts["replication_delay"]
+        assert failed.resolved_at is None and lag.resolved_at is not None
+        events = [r.json for r in pd.requests if r.path == "/v2/enqueue"]
+        assert [(e["event_action"], e["dedup_key"]) for e in events] == [("trigger", failed.fingerprint)]
+        assert events[0]["payload"]["severity"] == "critical" and events[0]["routing_key"] == PD_KEY
+        texts = [json.dumps(r.json) for r in slack.requests]
+        assert sum("backup failed on main" in t for t in texts) == 1
+        assert ["Resolved" in t for t in texts if "replication lag" in t] == [False, True]
+        assert [(n.channel, n.kind, n.outcome) for n in catalog.alerts.notifications(lag.id)] == [
+            ("slack", "firing", "ok"), ("slack", "resolved", "ok")]
+        shown = lifeboat_alerts(ctx.config_path)
+        assert PD_KEY not in shown and "XXXX" not in shown
+
+
+def lifeboat_alerts(config: Path) -> str:
+    done = subprocess.run([sys.executable, "-m", "lifeboat", "--config", str(config), "alerts", "--output",
+                           "json", "--all"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
