@@ -307,9 +307,9 @@ def test_recovery_sla_must_be_a_histogram_bucket() -> None:
     with pytest.raises(ConfigError) as raised:
         build_rules(alerts)
     message = str(raised.value)
-    assert "alerts.rules.recovery_delays.threshold: 1000s is not a bucket of lifeboat_recovery_duration_seconds" \
-        in message
-    assert "alerts.rules.recovery_delays.threshold" in message and "alerts.rules.slow_pitr.threshold" in message
+    histogram = "lifeboat_recovery_duration_seconds"
+    assert f"alerts.rules.recovery_delays.threshold: 1000s is not a bucket of {histogram}" in message
+    assert f"alerts.rules.slow_pitr.threshold: 20m is not a bucket of {histogram}" in message
     assert "buckets: 30s, 1m, 5m, 15m, 30m, 1h, 4h, 24h" in message
     disabled = alerts_with({"recovery_delays": {"threshold": "1000s", "enabled": False}})
     assert "recovery_delays" not in {d.rule for d in build_rules(disabled)}
