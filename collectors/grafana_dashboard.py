@@ -218,10 +218,9 @@ def _table(title: str, metric: str) -> PanelSpec:
 
 
 def panel_specs(alerts: AlertsSettings | None = None) -> dict[str, tuple[PanelSpec, ...]]:
-    """The panels of each row; the recovery SLA panel counts against the rules' SLA."""
-    sla = recovery_sla(alerts)
-    return {group: _PANELS[group] if group != "objectives" else (*_PANELS[group][:8], _sla_panel(sla),
-                                                                 *_PANELS[group][8:])
+    """The panels of each row (``metrics.GROUPS`` order); the recovery SLA panel counts against
+    the SLA of the configuration's recovery_over_sla rules."""
+    return {group: _objective_panels(recovery_sla(alerts)) if group == "objectives" else _PANELS[group]
             for group in metrics.GROUPS}
 
 
@@ -234,7 +233,49 @@ def _sla_panel(sla: float) -> PanelSpec:
                                  "threshold of the recovery_over_sla rules), and all recorded.")
 
 
-_PANELS: dict[str, tuple[PanelSpec, ...]] = {
+def _objective_panels(sla: float) -> tuple[PanelSpec, ...]:
+    """The recovery objectives row; its SLA panel counts recoveries slower than ``sla``."""
+    return (
+        _stat("RPO exposure", "lifeboat_rpo_exposure_seconds", sel("lifeboat_rpo_exposure_seconds"), CC,
+              height=4),
+        _stat("RPO headroom", "lifeboat_rpo_objective_seconds",
+              f"{sel('lifeboat_rpo_objective_seconds')} - {sel('lifeboat_rpo_exposure_seconds')}", CC,
+              height=4, unit="s", steps=RPO_HEADROOM,
+              description="RPO objective minus measured exposure: red when the objective is missed."),
+        _stat("Expected RTO", "lifeboat_rto_expected_seconds", sel("lifeboat_rto_expected_seconds"), CC,
+              height=4),
+        _stat("RTO headroom", "lifeboat_rto_objective_seconds",
+              f"{sel('lifeboat_rto_objective_seconds')} - {sel('lifeboat_rto_expected_seconds')}", CC,
+              height=4, unit="s", steps=RTO_HEADROOM,
+              description="RTO objective minus expected RTO: orange when a restore would take longer."),
+        _series("RPO: exposure and objective", "lifeboat_rpo_exposure_seconds",
+                Target(sel("lifeboat_rpo_exposure_seconds"), "exposure " + CC),
+                Target(sel("lifeboat_rpo_objective_seconds"), "objective " + CC), width=12),
+        _series("RTO: expected and objective", "lifeboat_rto_expected_seconds",
+                Target(sel("lifeboat_rto_expected_seconds"), "expected " + CC),
+                Target(sel("lifeboat_rto_objective_seconds"), "objective " + CC), width=12),
+        _stat("Recovery time p95", _HISTOGRAM.name, _recovery_p95("cluster, le"), "{{cluster}}",
+              description="95th percentile of the time restores and drills took (all recorded)."),
+        _series("Recovery time p95 by type", _HISTOGRAM.name,
+                Target(_recovery_p95("cluster, type, le"), CT),
+                description="95th percentile of the time restores and drills took, by recovery type "
+                            "(all recorded)."),
+        _sla_panel(sla),
+        _stat("Restore target gap (time)", "lifeboat_restore_target_gap_seconds",
+              sel("lifeboat_restore_target_gap_seconds"), "{{cluster}}", width=3,
+              description="Newest restore to a time target: the time asked minus the last "
+                          "commit replayed."),
+        _stat("Restore target gap (LSN)", "lifeboat_restore_target_gap_bytes",
+              sel("lifeboat_restore_target_gap_bytes"), "{{cluster}}", width=3,
+              description="Newest restore to an LSN or restore-point target: its LSN minus the "
+                          "LSN replay reached."),
+        _stat("Data loss events in time range", "lifeboat_data_loss_events_total",
+              _or_zero(_increase("lifeboat_data_loss_events_total", "cluster", "$__range")),
+              "{{cluster}}", width=3, steps=DATA_LOSS, decimals=0,
+              description="Events where data was or would have been lost (0 when none was recorded)."),
+    )
+
+_PANELS: dict[str, tuple[PanelSpec, ...]] = {  # objectives: _objective_panels
     "backups": (
         _stat("PostgreSQL up", "lifeboat_up", sel("lifeboat_up"), "{{cluster}}", width=4, height=4,
               mappings=(UP,)),
@@ -303,44 +344,6 @@ _PANELS: dict[str, tuple[PanelSpec, ...]] = {
         _series("Replication lag in bytes", "lifeboat_replication_lag_bytes",
                 Target(sel("lifeboat_replication_lag_bytes"), "{{cluster}} {{replica}}"), width=9),
         _table("Replicas", "lifeboat_replica_info"),
-    ),
-    "objectives": (
-        _stat("RPO exposure", "lifeboat_rpo_exposure_seconds", sel("lifeboat_rpo_exposure_seconds"), CC,
-              height=4),
-        _stat("RPO headroom", "lifeboat_rpo_objective_seconds",
-              f"{sel('lifeboat_rpo_objective_seconds')} - {sel('lifeboat_rpo_exposure_seconds')}", CC,
-              height=4, unit="s", steps=RPO_HEADROOM,
-              description="RPO objective minus measured exposure: red when the objective is missed."),
-        _stat("Expected RTO", "lifeboat_rto_expected_seconds", sel("lifeboat_rto_expected_seconds"), CC,
-              height=4),
-        _stat("RTO headroom", "lifeboat_rto_objective_seconds",
-              f"{sel('lifeboat_rto_objective_seconds')} - {sel('lifeboat_rto_expected_seconds')}", CC,
-              height=4, unit="s", steps=RTO_HEADROOM,
-              description="RTO objective minus expected RTO: orange when a restore would take longer."),
-        _series("RPO: exposure and objective", "lifeboat_rpo_exposure_seconds",
-                Target(sel("lifeboat_rpo_exposure_seconds"), "exposure " + CC),
-                Target(sel("lifeboat_rpo_objective_seconds"), "objective " + CC), width=12),
-        _series("RTO: expected and objective", "lifeboat_rto_expected_seconds",
-                Target(sel("lifeboat_rto_expected_seconds"), "expected " + CC),
-                Target(sel("lifeboat_rto_objective_seconds"), "objective " + CC), width=12),
-        _stat("Recovery time p95", _HISTOGRAM.name, _recovery_p95("cluster, le"), "{{cluster}}",
-              description="95th percentile of the time restores and drills took (all recorded)."),
-        _series("Recovery time p95 by type", _HISTOGRAM.name,
-                Target(_recovery_p95("cluster, type, le"), CT),
-                description="95th percentile of the time restores and drills took, by recovery type "
-                            "(all recorded)."),
-        _stat("Restore target gap (time)", "lifeboat_restore_target_gap_seconds",
-              sel("lifeboat_restore_target_gap_seconds"), "{{cluster}}", width=3,
-              description="Newest restore to a time target: the time asked minus the last "
-                          "commit replayed."),
-        _stat("Restore target gap (LSN)", "lifeboat_restore_target_gap_bytes",
-              sel("lifeboat_restore_target_gap_bytes"), "{{cluster}}", width=3,
-              description="Newest restore to an LSN or restore-point target: its LSN minus the "
-                          "LSN replay reached."),
-        _stat("Data loss events in time range", "lifeboat_data_loss_events_total",
-              _or_zero(_increase("lifeboat_data_loss_events_total", "cluster", "$__range")),
-              "{{cluster}}", width=3, steps=DATA_LOSS, decimals=0,
-              description="Events where data was or would have been lost (0 when none was recorded)."),
     ),
     "drills": (
         _stat("Newest drill", "lifeboat_drill_last_passed", sel("lifeboat_drill_last_passed"), CK, height=4,
