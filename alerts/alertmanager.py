@@ -176,9 +176,11 @@ def alertmanager_config(alerts: AlertsSettings | None = None) -> dict[str, Any]:
 
 
 def holds_secrets(config: dict[str, Any]) -> bool:
-    """True when a receiver of ``config`` has a PagerDuty, Slack or email integration."""
-    keys = {key for key, _ in _INTEGRATIONS.values()}
-    return any(keys & set(receiver) for receiver in config["receivers"])
+    """True when a receiver of ``config`` holds a secret: a PagerDuty routing key, a Slack
+    webhook URL or token, an SMTP password."""
+    return any(receiver.get("pagerduty_configs") or receiver.get("slack_configs")
+               or any("auth_password" in mail for mail in receiver.get("email_configs", []))
+               for receiver in config["receivers"])
 
 
 def render_alertmanager(alerts: AlertsSettings | None = None) -> str:

@@ -164,6 +164,17 @@ def test_secrets_from_the_environment_are_written_in_and_missing_ones_named(
     assert "auth_password: smtp-from-env" in text
 
 
+def test_holds_secrets() -> None:
+    from alerts.alertmanager import holds_secrets
+
+    assert not holds_secrets(alertmanager_config())
+    plain_mail = EMAIL | {"username": None, "password": None}
+    assert not holds_secrets(alertmanager_config(settings(email=plain_mail, routes={"critical": ["email"]})))
+    assert holds_secrets(alertmanager_config(settings(email=EMAIL, routes={"critical": ["email"]})))
+    assert holds_secrets(alertmanager_config(settings(slack=SLACK_HOOK)))
+    assert holds_secrets(alertmanager_config(settings(pagerduty=PAGERDUTY)))
+
+
 def test_agent_url_for_each_listen_address() -> None:
     assert agent_url(settings(webhook_address="10.0.0.5", webhook_port=9000)) == "http://10.0.0.5:9000/alertmanager"
     assert agent_url(settings(webhook_address="::")) == "http://127.0.0.1:9888/alertmanager"
