@@ -1,9 +1,13 @@
-"""The Grafana dashboard, generated from the metric definitions (:mod:`collectors.metrics`).
+"""The Grafana dashboard, generated from the metric definitions (:mod:`collectors.metrics`)
+and the alert rules of the configuration (``[alerts.rules]``).
 
-Panels are declared in :data:`PANELS`, one tuple per dashboard row (``metrics.GROUPS``
-order). A panel shows one metric's unit and thresholds (the ones the alert rules use)
-unless it declares a derived value: an age (``time() - <timestamp>``, seconds), a count
-of events, a headroom. :func:`build_dashboard` turns them into Grafana's JSON model with
+Panels are declared by :func:`panel_specs`, one tuple per dashboard row (``metrics.GROUPS``
+order). A panel shows one metric's unit and thresholds unless it declares a derived value:
+an age (``time() - <timestamp>``, seconds), a count of events, a headroom. The thresholds
+are the levels of the enabled alert rules watching the metric (:func:`levels_of`: the
+warning and the critical threshold of the rules whose signal compares that metric's value,
+:data:`engine.vocabulary.THRESHOLD_METRICS`), so a threshold changed in the configuration
+shows on the dashboard as in the rules file. :func:`build_dashboard` turns them into Grafana's JSON model with
 grafana-foundation-sdk, ready for Grafana's import (``__inputs``/``__requires``, every
 query on the ``DS_PROMETHEUS`` data source, filtered by the ``cluster`` variable).
 
@@ -29,7 +33,9 @@ from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from collectors import metrics
-from collectors.metrics import Threshold
+from engine.config.alerting import DEFAULT_RULES, AlertsSettings
+from engine.config.units import parse_duration
+from engine.vocabulary import SIGNAL_METRICS, THRESHOLD_METRICS
 
 UID = "lifeboat-overview"
 TITLE = "Lifeboat"
@@ -39,7 +45,7 @@ DATASOURCE_INPUT = "DS_PROMETHEUS"
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${" + DATASOURCE_INPUT + "}")
 ROW_TITLES = {"backups": "Backups", "wal": "WAL archive", "replication": "Replication",
               "objectives": "Recovery objectives", "drills": "Drills",
-              "tiers": "Repository tiers", "host": "Host", "exporter": "Exporter"}
+              "tiers": "Repository tiers", "alerts": "Alerts", "host": "Host", "exporter": "Exporter"}
 COLLAPSED = frozenset({"host", "exporter"})
 GREEN, ORANGE, RED = "green", "orange", "red"
 
@@ -47,7 +53,44 @@ Viz = Literal["stat", "timeseries", "table"]
 Steps = tuple[tuple[float | None, str], ...]
 
 
-def threshold_steps(threshold: Threshold | None) -> Steps:
+@dataclass(frozen=True)
+class Levels:
+    """The alerting levels of a metric; ``below``: it alerts when the value falls under them."""
+
+    warning: float | None
+    critical: float | None
+    below: bool = False
+
+
+def levels_of(alerts: AlertsSettings | None = None) -> dict[str, Levels]:
+    """The warning and critical levels of each metric, from the enabled rules whose signal
+    compares its value with a threshold (the first level reached when several rules of a
+    severity watch one metric: the lowest, or the highest for a metric that alerts below)."""
+    alerts = alerts if alerts is not None else AlertsSettings()
+    found: dict[str, dict[str, list[float]]] = {}
+    below: dict[str, bool] = {}
+    for rule in alerts.rules.values():
+        if not rule.enabled or rule.signal not in THRESHOLD_METRICS or rule.severity == "info":
+            continue
+        name = SIGNAL_METRICS[rule.signal]
+        below[name] = THRESHOLD_METRICS[rule.signal]
+        found.setdefault(name, {}).setdefault(rule.severity, []).append(float(rule.threshold or 0))
+    pick = {True: max, False: min}
+    return {name: Levels(*(pick[below[name]](levels[s]) if s in levels else None
+                           for s in ("warning", "critical")), below=below[name])
+            for name, levels in found.items()}
+
+
+def recovery_sla(alerts: AlertsSettings | None = None) -> float:
+    """The recovery SLA the dashboard counts slow recoveries against: the lowest threshold
+    of the enabled recovery_over_sla rules (the default rule's without one)."""
+    alerts = alerts if alerts is not None else AlertsSettings()
+    thresholds = [float(rule.threshold or 0) for rule in alerts.rules.values()
+                  if rule.enabled and rule.signal == "recovery_over_sla"]
+    return min(thresholds) if thresholds else parse_duration(DEFAULT_RULES["recovery_delays"]["threshold"])
+
+
+def threshold_steps(threshold: Levels | None) -> Steps:
     """Grafana threshold steps for a metric's alerting levels (base step first).
 
     Above: green, orange from ``warning``, red from ``critical``. Below (it alerts when the
@@ -133,10 +176,8 @@ RTO_HEADROOM: Steps = ((None, ORANGE), (0, GREEN))
 DATA_LOSS: Steps = ((None, GREEN), (0.5, RED))
 SLOW_RECOVERIES: Steps = ((None, GREEN), (0.5, ORANGE))
 REFRESH_ERRORS: Steps = ((None, GREEN), (0.5, ORANGE))
+ALERTS_FIRING: Steps = ((None, GREEN), (0.5, RED))
 _HISTOGRAM = metrics.metric("lifeboat_recovery_duration_seconds")
-if _HISTOGRAM.threshold is None or _HISTOGRAM.threshold.warning not in _HISTOGRAM.buckets:
-    raise ValueError(f"{_HISTOGRAM.name}: the recovery SLA (its warning level) must be a bucket bound")
-RECOVERY_SLA = _HISTOGRAM.threshold.warning
 CT, CK, CC = "{{cluster}} {{type}}", "{{cluster}} {{kind}}", "{{cluster}} ({{class}})"
 
 
@@ -157,9 +198,11 @@ def _recovery_p95(by: str) -> str:
     return f"histogram_quantile(0.95, {_sum(by, sel(_HISTOGRAM.name + '_bucket'))})"
 
 
-def _slow_recoveries() -> str:
+def _slow_recoveries(sla: float) -> str:
+    if sla not in _HISTOGRAM.buckets:  # the rules file refuses such a threshold too, naming the rule
+        raise ValueError(f"{_HISTOGRAM.name}: the recovery SLA {sla:g}s is not a bucket bound")
     count, bucket = _HISTOGRAM.name + "_count", _HISTOGRAM.name + "_bucket"
-    return f"{_sum('cluster', sel(count))} - {_sum('cluster', sel(bucket, _le(RECOVERY_SLA)))}"
+    return f"{_sum('cluster', sel(count))} - {_sum('cluster', sel(bucket, _le(sla)))}"
 
 
 def _stat(title: str, metric: str, expr: str, legend: str, **options: Any) -> PanelSpec:
@@ -174,7 +217,65 @@ def _table(title: str, metric: str) -> PanelSpec:
     return PanelSpec(title, "table", metric, (Target(sel(metric)),), width=24, height=6)
 
 
-PANELS: dict[str, tuple[PanelSpec, ...]] = {
+def panel_specs(alerts: AlertsSettings | None = None) -> dict[str, tuple[PanelSpec, ...]]:
+    """The panels of each row (``metrics.GROUPS`` order); the recovery SLA panel counts against
+    the SLA of the configuration's recovery_over_sla rules."""
+    return {group: _objective_panels(recovery_sla(alerts)) if group == "objectives" else _PANELS[group]
+            for group in metrics.GROUPS}
+
+
+def _sla_panel(sla: float) -> PanelSpec:
+    return PanelSpec(f"Recoveries over SLA ({sla / 60:g}m)", "stat", _HISTOGRAM.name,
+                     (Target(_slow_recoveries(sla), "over SLA {{cluster}}"),
+                      Target(_sum("cluster", sel(_HISTOGRAM.name + "_count")), "all {{cluster}}")),
+                     unit="short", steps=SLOW_RECOVERIES, decimals=0,
+                     description="Restores and drills that took longer than the recovery SLA (the "
+                                 "threshold of the recovery_over_sla rules), and all recorded.")
+
+
+def _objective_panels(sla: float) -> tuple[PanelSpec, ...]:
+    """The recovery objectives row; its SLA panel counts recoveries slower than ``sla``."""
+    return (
+        _stat("RPO exposure", "lifeboat_rpo_exposure_seconds", sel("lifeboat_rpo_exposure_seconds"), CC,
+              height=4),
+        _stat("RPO headroom", "lifeboat_rpo_objective_seconds",
+              f"{sel('lifeboat_rpo_objective_seconds')} - {sel('lifeboat_rpo_exposure_seconds')}", CC,
+              height=4, unit="s", steps=RPO_HEADROOM,
+              description="RPO objective minus measured exposure: red when the objective is missed."),
+        _stat("Expected RTO", "lifeboat_rto_expected_seconds", sel("lifeboat_rto_expected_seconds"), CC,
+              height=4),
+        _stat("RTO headroom", "lifeboat_rto_objective_seconds",
+              f"{sel('lifeboat_rto_objective_seconds')} - {sel('lifeboat_rto_expected_seconds')}", CC,
+              height=4, unit="s", steps=RTO_HEADROOM,
+              description="RTO objective minus expected RTO: orange when a restore would take longer."),
+        _series("RPO: exposure and objective", "lifeboat_rpo_exposure_seconds",
+                Target(sel("lifeboat_rpo_exposure_seconds"), "exposure " + CC),
+                Target(sel("lifeboat_rpo_objective_seconds"), "objective " + CC), width=12),
+        _series("RTO: expected and objective", "lifeboat_rto_expected_seconds",
+                Target(sel("lifeboat_rto_expected_seconds"), "expected " + CC),
+                Target(sel("lifeboat_rto_objective_seconds"), "objective " + CC), width=12),
+        _stat("Recovery time p95", _HISTOGRAM.name, _recovery_p95("cluster, le"), "{{cluster}}",
+              description="95th percentile of the time restores and drills took (all recorded)."),
+        _series("Recovery time p95 by type", _HISTOGRAM.name,
+                Target(_recovery_p95("cluster, type, le"), CT),
+                description="95th percentile of the time restores and drills took, by recovery type "
+                            "(all recorded)."),
+        _sla_panel(sla),
+        _stat("Restore target gap (time)", "lifeboat_restore_target_gap_seconds",
+              sel("lifeboat_restore_target_gap_seconds"), "{{cluster}}", width=3,
+              description="Newest restore to a time target: the time asked minus the last "
+                          "commit replayed."),
+        _stat("Restore target gap (LSN)", "lifeboat_restore_target_gap_bytes",
+              sel("lifeboat_restore_target_gap_bytes"), "{{cluster}}", width=3,
+              description="Newest restore to an LSN or restore-point target: its LSN minus the "
+                          "LSN replay reached."),
+        _stat("Data loss events in time range", "lifeboat_data_loss_events_total",
+              _or_zero(_increase("lifeboat_data_loss_events_total", "cluster", "$__range")),
+              "{{cluster}}", width=3, steps=DATA_LOSS, decimals=0,
+              description="Events where data was or would have been lost (0 when none was recorded)."),
+    )
+
+_PANELS: dict[str, tuple[PanelSpec, ...]] = {  # objectives: _objective_panels
     "backups": (
         _stat("PostgreSQL up", "lifeboat_up", sel("lifeboat_up"), "{{cluster}}", width=4, height=4,
               mappings=(UP,)),
@@ -244,50 +345,6 @@ PANELS: dict[str, tuple[PanelSpec, ...]] = {
                 Target(sel("lifeboat_replication_lag_bytes"), "{{cluster}} {{replica}}"), width=9),
         _table("Replicas", "lifeboat_replica_info"),
     ),
-    "objectives": (
-        _stat("RPO exposure", "lifeboat_rpo_exposure_seconds", sel("lifeboat_rpo_exposure_seconds"), CC,
-              height=4),
-        _stat("RPO headroom", "lifeboat_rpo_objective_seconds",
-              f"{sel('lifeboat_rpo_objective_seconds')} - {sel('lifeboat_rpo_exposure_seconds')}", CC,
-              height=4, unit="s", steps=RPO_HEADROOM,
-              description="RPO objective minus measured exposure: red when the objective is missed."),
-        _stat("Expected RTO", "lifeboat_rto_expected_seconds", sel("lifeboat_rto_expected_seconds"), CC,
-              height=4),
-        _stat("RTO headroom", "lifeboat_rto_objective_seconds",
-              f"{sel('lifeboat_rto_objective_seconds')} - {sel('lifeboat_rto_expected_seconds')}", CC,
-              height=4, unit="s", steps=RTO_HEADROOM,
-              description="RTO objective minus expected RTO: orange when a restore would take longer."),
-        _series("RPO: exposure and objective", "lifeboat_rpo_exposure_seconds",
-                Target(sel("lifeboat_rpo_exposure_seconds"), "exposure " + CC),
-                Target(sel("lifeboat_rpo_objective_seconds"), "objective " + CC), width=12),
-        _series("RTO: expected and objective", "lifeboat_rto_expected_seconds",
-                Target(sel("lifeboat_rto_expected_seconds"), "expected " + CC),
-                Target(sel("lifeboat_rto_objective_seconds"), "objective " + CC), width=12),
-        _stat("Recovery time p95", _HISTOGRAM.name, _recovery_p95("cluster, le"), "{{cluster}}",
-              description="95th percentile of the time restores and drills took (all recorded)."),
-        _series("Recovery time p95 by type", _HISTOGRAM.name,
-                Target(_recovery_p95("cluster, type, le"), CT),
-                description="95th percentile of the time restores and drills took, by recovery type "
-                            "(all recorded)."),
-        PanelSpec(f"Recoveries over SLA ({RECOVERY_SLA / 60:g}m)", "stat", _HISTOGRAM.name,
-                  (Target(_slow_recoveries(), "over SLA {{cluster}}"),
-                   Target(_sum("cluster", sel(_HISTOGRAM.name + "_count")), "all {{cluster}}")),
-                  unit="short", steps=SLOW_RECOVERIES, decimals=0,
-                  description="Restores and drills that took longer than the recovery SLA, and all "
-                              "recorded."),
-        _stat("Restore target gap (time)", "lifeboat_restore_target_gap_seconds",
-              sel("lifeboat_restore_target_gap_seconds"), "{{cluster}}", width=3,
-              description="Newest restore to a time target: the time asked minus the last "
-                          "commit replayed."),
-        _stat("Restore target gap (LSN)", "lifeboat_restore_target_gap_bytes",
-              sel("lifeboat_restore_target_gap_bytes"), "{{cluster}}", width=3,
-              description="Newest restore to an LSN or restore-point target: its LSN minus the "
-                          "LSN replay reached."),
-        _stat("Data loss events in time range", "lifeboat_data_loss_events_total",
-              _or_zero(_increase("lifeboat_data_loss_events_total", "cluster", "$__range")),
-              "{{cluster}}", width=3, steps=DATA_LOSS, decimals=0,
-              description="Events where data was or would have been lost (0 when none was recorded)."),
-    ),
     "drills": (
         _stat("Newest drill", "lifeboat_drill_last_passed", sel("lifeboat_drill_last_passed"), CK, height=4,
               mappings=(PASSED,)),
@@ -314,6 +371,33 @@ PANELS: dict[str, tuple[PanelSpec, ...]] = {
         _stat("Backups in repository", "lifeboat_repository_backups", sel("lifeboat_repository_backups"), CT),
         _stat("Compression ratio", "lifeboat_compression_ratio", sel("lifeboat_compression_ratio"),
               "{{cluster}}", decimals=2),
+    ),
+    "alerts": (
+        _stat("Alerts firing", "lifeboat_alerts_firing",
+              _or_zero(_sum("severity", sel("lifeboat_alerts_firing", 'state="firing"'))), "{{severity}}",
+              height=4, steps=ALERTS_FIRING, decimals=0,
+              description="Open alerts whose condition holds and nobody acknowledged or silenced, by "
+                          "severity (0 when none)."),
+        _stat("Notifications in time range", "lifeboat_alert_notifications_total",
+              _or_zero(_increase("lifeboat_alert_notifications_total", "channel, outcome", "$__range")),
+              "{{channel}} {{outcome}}", width=9, height=4, decimals=0,
+              description="Alert notices sent to each channel, by outcome (0 when none was sent)."),
+        _stat("Remediation attempts in time range", "lifeboat_remediation_attempts_total",
+              _or_zero(_increase("lifeboat_remediation_attempts_total", "action, result", "$__range")),
+              "{{action}} {{result}}", width=9, height=4, decimals=0,
+              description="Auto-remediation actions run, by action and result (0 when none ran)."),
+        _series("Open alerts by rule", "lifeboat_alerts_firing",
+                Target(_or_zero(_sum("cluster, rule, severity, state", sel("lifeboat_alerts_firing"))),
+                       "{{cluster}} {{rule}} ({{severity}}, {{state}})"), width=8,
+                description="Open alerts whose condition holds, by rule and state (0 when none)."),
+        _series("Notifications (1h window)", "lifeboat_alert_notifications_total",
+                Target(_or_zero(_increase("lifeboat_alert_notifications_total", "channel, outcome", "1h")),
+                       "{{channel}} {{outcome}}"), width=8,
+                description="Alert notices sent per hour, by channel and outcome (0 when none)."),
+        _series("Remediation attempts (1h window)", "lifeboat_remediation_attempts_total",
+                Target(_or_zero(_increase("lifeboat_remediation_attempts_total", "action, result", "1h")),
+                       "{{action}} {{result}}"), width=8,
+                description="Auto-remediation actions run per hour, by action and result (0 when none)."),
     ),
     "host": (
         _series("Load (1m)", "lifeboat_host_load1", Target(sel("lifeboat_host_load1"), "{{instance}}"),
@@ -347,10 +431,10 @@ def _thresholds(steps: Steps) -> dash.ThresholdsConfig:
         [model.Threshold(value=value, color=color) for value, color in steps])
 
 
-def _panel(spec: PanelSpec, panel_id: int) -> Any:
+def _panel(spec: PanelSpec, panel_id: int, levels: dict[str, Levels]) -> Any:
     metric = metrics.metric(spec.metric)
     instant = spec.viz != "timeseries"
-    steps = spec.steps if spec.steps is not None else threshold_steps(metric.threshold)
+    steps = spec.steps if spec.steps is not None else threshold_steps(levels.get(metric.name))
     builder: Any = {"stat": stat.Panel, "timeseries": timeseries.Panel, "table": table.Panel}[spec.viz]()
     builder = (builder.id(panel_id).title(spec.title).description(spec.description or metric.help)
                .datasource(DATASOURCE).span(spec.width).height(spec.height)
@@ -392,8 +476,10 @@ def _requires(panel_types: list[str]) -> list[dict[str, str]]:
             *({"type": "panel", "id": kind, "name": names[kind], "version": ""} for kind in panel_types)]
 
 
-def build_dashboard() -> dict[str, Any]:
-    """The dashboard as Grafana's JSON model (a plain dict), ready for import."""
+def build_dashboard(alerts: AlertsSettings | None = None) -> dict[str, Any]:
+    """The dashboard as Grafana's JSON model (a plain dict), ready for import, with the
+    thresholds of the alert rules of ``alerts`` (default: the seed's defaults)."""
+    levels, specs = levels_of(alerts), panel_specs(alerts)
     cluster = (dash.QueryVariable("cluster").label("Cluster").datasource(DATASOURCE)
                .query("label_values(lifeboat_up, cluster)")
                .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
@@ -405,15 +491,15 @@ def build_dashboard() -> dict[str, Any]:
     board = (dash.Dashboard(TITLE).uid(UID).tags(TAGS).editable().time("now-24h", "now").refresh("30s")
              .tooltip(model.DashboardCursorSync.CROSSHAIR).with_variable(cluster).annotation(annotations)
              .description("PostgreSQL backups and disaster recovery: backups, WAL archive, replication, "
-                          "recovery objectives, drills and repository tiers (generated from "
-                          "collectors/metrics.py by collectors/grafana_dashboard.py)."))
+                          "recovery objectives, drills, repository tiers and alerts (generated from "
+                          "collectors/metrics.py and the alert rules by collectors/grafana_dashboard.py)."))
     next_id = 1
     for group in metrics.GROUPS:
         row = dash.Row(ROW_TITLES[group]).id(next_id)
         next_id += 1
         panels = []
-        for spec in PANELS[group]:
-            panels.append(_panel(spec, next_id))
+        for spec in specs[group]:
+            panels.append(_panel(spec, next_id, levels))
             next_id += 1
         if group in COLLAPSED:
             for panel in panels:
@@ -427,13 +513,13 @@ def build_dashboard() -> dict[str, Any]:
     inputs = [{"name": DATASOURCE_INPUT, "label": "Prometheus",
                "description": "The Prometheus that scrapes the Lifeboat exporter",
                "type": "datasource", "pluginId": "prometheus", "pluginName": "Prometheus"}]
-    kinds = sorted({spec.viz for specs in PANELS.values() for spec in specs})
+    kinds = sorted({spec.viz for row in specs.values() for spec in row})
     return {"__inputs": inputs, "__requires": _requires(kinds), "id": None, **body}
 
 
-def render() -> str:
-    """The dashboard as deterministic JSON text (what ``grafana/lifeboat.json`` holds)."""
-    return json.dumps(build_dashboard(), indent=2, ensure_ascii=False) + "\n"
+def render(alerts: AlertsSettings | None = None) -> str:
+    """The dashboard as deterministic JSON text (``grafana/lifeboat.json`` holds the defaults')."""
+    return json.dumps(build_dashboard(alerts), indent=2, ensure_ascii=False) + "\n"
 
 
 def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,10 +1,11 @@
 """Every metric Lifeboat exports, defined once.
 
-The exporter renders these definitions, the Grafana dashboard is generated from them
-and the alert rules (:mod:`alerts.rules`) take their thresholds from them, so a name, a
-unit or a threshold changes in one place. Names follow Prometheus conventions: the
-``lifeboat_`` prefix, base units (seconds, bytes, ratios 0-1), counters end in
-``_total``, events are exported as timestamps (queries compute ages), and identifiers
+The exporter renders these definitions and the Grafana dashboard is generated from them,
+so a name or a unit changes in one place. Alert thresholds are not here: they are the
+alert rules of the configuration (``[alerts.rules]``, :mod:`engine.config.alerting`), which
+the rules file and the dashboard's thresholds both read. Names follow Prometheus
+conventions: the ``lifeboat_`` prefix, base units (seconds, bytes, ratios 0-1), counters end
+in ``_total``, events are exported as timestamps (queries compute ages), and identifiers
 such as backup ids live only on ``_info`` series.
 """
 
@@ -17,7 +18,7 @@ from engine.catalog.store import FINAL_STATES
 
 Kind = Literal["gauge", "counter", "histogram"]
 #: Rows of the dashboard, in order.
-GROUPS = ("backups", "wal", "replication", "objectives", "drills", "tiers", "host", "exporter")
+GROUPS = ("backups", "wal", "replication", "objectives", "drills", "tiers", "alerts", "host", "exporter")
 
 JOB_RESULTS = FINAL_STATES
 RECOVERY_TYPES = ("full", "pitr", "drill_full", "drill_partial")
@@ -26,17 +27,14 @@ SIZE_CLASSES = (("small", 10 * 2**30), ("medium", 100 * 2**30), ("large", 2**40)
                 ("xlarge", float("inf")))
 #: The seed's recovery_time buckets (30s, 1m, 5m, 15m, 30m, 1h) with a boundary at every
 #: recovery class's RTO objective (1h, 4h, 24h), so "within objective" is a bucket.
+#: (The seed's recovery SLA, 15m, is the default threshold of the recovery_delays rule.)
 RECOVERY_BUCKETS = (30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0, 86400.0)
-RECOVERY_SLA_SECONDS = 900.0  # the seed's recovery_time sla_target: 15m
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """Alerting levels of a metric; ``below``: it alerts when the value falls under them."""
-
-    warning: float | None
-    critical: float | None
-    below: bool = False
+#: The states of an open alert whose condition holds (pending ones do not fire yet).
+FIRING_STATES = ("firing", "acknowledged", "silenced")
+#: What sending a notice to a channel came to (alerts.channels.base.Outcome), and what an
+#: auto-remediation action came to (alerts.remediation.runner): their counters start at 0.
+NOTIFICATION_OUTCOMES = ("ok", "retryable", "failed", "skipped")
+REMEDIATION_RESULTS = ("ok", "failed", "timeout", "skipped")
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,6 @@ class Metric:
     labels: tuple[str, ...]
     unit: str  # Grafana's unit id: s, bytes, percentunit, dateTimeAsIso, short, Bps, none
     group: str
-    threshold: Threshold | None = None
     buckets: tuple[float, ...] = ()
 
 
@@ -69,8 +66,7 @@ METRICS: tuple[Metric, ...] = (
     _m("lifeboat_backups_total", "counter", "short", "backups", (*CT, "result"),
        "Backups attempted, by type and result (from the catalog: agent jobs and CLI runs)."),
     _m("lifeboat_backup_success_ratio", "gauge", "percentunit", "backups", CT,
-       "Share of backups that succeeded over the configured window (NaN: none attempted).",
-       threshold=Threshold(warning=0.95, critical=0.90, below=True)),
+       "Share of backups that succeeded over the configured window (NaN: none attempted)."),
     _m("lifeboat_backup_last_success_timestamp_seconds", "gauge", "dateTimeAsIso", "backups", CT,
        "When the newest backup of this type in the repository finished (0: none)."),
     _m("lifeboat_backup_last_duration_seconds", "gauge", "s", "backups", CT,
@@ -92,8 +88,7 @@ METRICS: tuple[Metric, ...] = (
     _m("lifeboat_wal_archive_lag_segments", "gauge", "short", "wal", C,
        "Completed WAL segments the server wrote that the repository does not hold yet."),
     _m("lifeboat_wal_archive_lag_seconds", "gauge", "s", "wal", C,
-       "Age of the oldest completed WAL segment still waiting to be archived (0: none).",
-       threshold=Threshold(warning=600.0, critical=1800.0)),
+       "Age of the oldest completed WAL segment still waiting to be archived (0: none)."),
     _m("lifeboat_wal_unsafe_bytes", "gauge", "bytes", "wal", C,
        "WAL the server wrote beyond the end of what the repository holds (or the receiver "
        "flushed), from the agent's newest objectives measurement."),
@@ -111,8 +106,7 @@ METRICS: tuple[Metric, ...] = (
        "The earliest point a restore can reach: when the oldest backup finished (0: none)."),
     # replication --------------------------------------------------------------------------
     _m("lifeboat_replication_lag_seconds", "gauge", "s", "replication", REPLICA,
-       "How far each replica or WAL receiver is behind the primary, in time.",
-       threshold=Threshold(warning=180.0, critical=300.0)),
+       "How far each replica or WAL receiver is behind the primary, in time."),
     _m("lifeboat_replication_lag_bytes", "gauge", "bytes", "replication", REPLICA,
        "How far each replica or WAL receiver is behind the primary, in WAL bytes."),
     _m("lifeboat_replica_info", "gauge", "none", "replication",
@@ -130,7 +124,6 @@ METRICS: tuple[Metric, ...] = (
     _m("lifeboat_recovery_duration_seconds", "histogram", "s", "objectives",
        ("cluster", "type", "size_class", "class"),
        "Time restores and drills took to give back a usable cluster.",
-       threshold=Threshold(warning=RECOVERY_SLA_SECONDS, critical=None),
        buckets=RECOVERY_BUCKETS),
     _m("lifeboat_restore_target_gap_seconds", "gauge", "s", "objectives", C,
        "The newest restore to a time target: the time asked minus the last commit replayed."),
@@ -158,12 +151,20 @@ METRICS: tuple[Metric, ...] = (
        "region's copy of it."),
     _m("lifeboat_copy_lag_seconds", "gauge", "s", "tiers", ("cluster", "region"),
        "How far each region's copy of the repository is behind: the age of the oldest backup "
-       "or WAL file the copy lacks (0: in sync).",
-       threshold=Threshold(warning=3600.0, critical=6 * 3600.0)),
+       "or WAL file the copy lacks (0: in sync)."),
     _m("lifeboat_repository_backups", "gauge", "short", "tiers", CT,
        "Backups of each type in the repository."),
     _m("lifeboat_compression_ratio", "gauge", "none", "tiers", C,
        "Bytes read over bytes stored for the new data of the newest backup."),
+    # alerts (from the catalog: the agent's lifecycle, notifications and remediation) ------
+    _m("lifeboat_alerts_firing", "gauge", "short", "alerts", ("cluster", "rule", "severity", "state"),
+       "Open alerts whose condition holds, by rule and state (firing, acknowledged, silenced); "
+       "cluster is empty for an alert about no one cluster."),
+    _m("lifeboat_alert_notifications_total", "counter", "short", "alerts", ("channel", "outcome"),
+       "Alert notices sent to each channel, by outcome (ok; retryable; failed after the retries; "
+       "skipped)."),
+    _m("lifeboat_remediation_attempts_total", "counter", "short", "alerts", ("action", "result"),
+       "Auto-remediation actions run, by action and result (ok, failed, timeout, skipped)."),
     # host, while jobs run -----------------------------------------------------------------
     _m("lifeboat_host_load1", "gauge", "short", "host", (),
        "The host's 1-minute load average."),

@@ -11,7 +11,15 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from collectors.host import HostMonitor
-from collectors.metrics import JOB_RESULTS, RECOVERY_TYPES, SIZE_CLASSES, size_class
+from collectors.metrics import (
+    FIRING_STATES,
+    JOB_RESULTS,
+    NOTIFICATION_OUTCOMES,
+    RECOVERY_TYPES,
+    REMEDIATION_RESULTS,
+    SIZE_CLASSES,
+    size_class,
+)
 from collectors.snapshot import Snapshot
 from engine.catalog import data_loss
 from engine.catalog.store import FINAL_STATES, RUNNING, SUCCEEDED, Catalog, DrillRecord
@@ -118,7 +126,35 @@ def catalog(snapshot: Snapshot, config: Config, catalog: Catalog, now: float) ->
     for cluster in clusters:
         _drills(snapshot, cluster, drills[cluster])
         _objectives(snapshot, config, catalog, cluster, now)
+    alerting(snapshot, config, catalog)
     return ended
+
+
+def alerting(snapshot: Snapshot, config: Config, catalog: Catalog) -> None:
+    """Open alerts by rule and state, notifications by channel and outcome, remediation
+    attempts by action and result. Counters of the configured channels and of the actions
+    of rules that remediate start at 0, so increase() sees their first event."""
+    firing: Counter[tuple[str, str, str, str]] = Counter()
+    for alert in catalog.alerts.open_alerts():
+        if alert.state in FIRING_STATES:
+            firing[(alert.cluster or "", alert.rule, alert.severity, alert.state)] += 1
+    for (cluster, rule, severity, state), count in sorted(firing.items()):
+        snapshot.set("lifeboat_alerts_firing", count, cluster=cluster, rule=rule, severity=severity,
+                     state=state)
+    settings = config.alerts
+    for channel in settings.configured_channels():
+        for outcome in NOTIFICATION_OUTCOMES:
+            snapshot.set("lifeboat_alert_notifications_total", 0, channel=channel, outcome=outcome)
+    for channel, outcome, count in catalog.alerts.notification_counts():
+        snapshot.set("lifeboat_alert_notifications_total", count, channel=channel, outcome=outcome)
+    actions = {action for rule in settings.rules.values()
+               if rule.enabled and rule.auto_remediation and rule.auto_remediation.enabled
+               for action in rule.auto_remediation.actions}
+    for action in sorted(actions):
+        for result in REMEDIATION_RESULTS:
+            snapshot.set("lifeboat_remediation_attempts_total", 0, action=action, result=result)
+    for action, result, count in catalog.alerts.attempt_counts():
+        snapshot.set("lifeboat_remediation_attempts_total", count, action=action, result=result)
 
 
 def _backups(snapshot: Snapshot, config: Config, catalog: Catalog, clusters: list[str],

@@ -76,6 +76,41 @@ ALERT_SIGNALS: dict[str, tuple[ThresholdUnit, bool]] = {
     "drill_failed_checks": ("count", False),
     "drill_slower_than_rto": ("factor", False),
 }
+#: The metric each signal watches (the rules file builds its PromQL on it, the Grafana
+#: dashboard draws the rules' levels on the panels of it) and whether the signal fires when
+#: the value falls below the threshold. A signal is in :data:`THRESHOLD_METRICS` when a panel
+#: of that metric shows the very value the threshold is compared with (for
+#: ``recovery_over_sla``: a recovery's duration, and the SLA bucket of the histogram).
+SIGNAL_METRICS: dict[str, str] = {
+    "backup_failures": "lifeboat_backups_total",
+    "backup_success_rate": "lifeboat_backup_success_ratio",
+    "backup_age": "lifeboat_backup_last_success_timestamp_seconds",
+    "wal_archive_lag": "lifeboat_wal_archive_lag_seconds",
+    "wal_archive_failures": "lifeboat_wal_archive_failures_total",
+    "replication_lag": "lifeboat_replication_lag_seconds",
+    "data_loss_events": "lifeboat_data_loss_events_total",
+    "recovery_over_sla": "lifeboat_recovery_duration_seconds",
+    "rpo_breach": "lifeboat_rpo_exposure_seconds",
+    "rto_at_risk": "lifeboat_rto_expected_seconds",
+    "copy_lag": "lifeboat_copy_lag_seconds",
+    "postgres_down": "lifeboat_up",
+    "metrics_absent": "lifeboat_up",
+    "cluster_metrics_absent": "lifeboat_up",
+    "drill_overdue": "lifeboat_drill_last_success_timestamp_seconds",
+    "drill_failed": "lifeboat_drill_last_passed",
+    "drill_failed_checks": "lifeboat_drill_last_failed_checks",
+    "drill_slower_than_rto": "lifeboat_drill_last_duration_seconds",
+}
+#: Signals whose threshold is a level of their metric's value as a panel shows it
+#: (``backup_age``: the age ``time() - timestamp``), with True when they fire below it.
+THRESHOLD_METRICS: dict[str, bool] = {
+    "backup_success_rate": True,
+    "backup_age": False,
+    "wal_archive_lag": False,
+    "replication_lag": False,
+    "recovery_over_sla": False,
+    "copy_lag": False,
+}
 
 #: The seed's auto-remediation actions (each does what its name says: :mod:`alerts.remediation`).
 RemediationAction = Literal[

@@ -24,15 +24,18 @@ def add_arguments(command: Any) -> None:
     p = command("grafana", "the Grafana dashboard")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True,
                                parser_class=type(p))
-    export = actions.add_parser("export", help="write the dashboard JSON (to import into Grafana)")
+    export = actions.add_parser("export", help="write the dashboard JSON (to import into Grafana), with the "
+                                               "thresholds of the configuration's alert rules")
     export.add_argument("--output", type=Path, metavar="FILE", help="default: standard output")
     p = command("rules", "the Prometheus alerting rules")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True,
                                parser_class=type(p))
-    export = actions.add_parser("export", help="write the Prometheus rules file")
+    export = actions.add_parser("export", help="write the Prometheus rules file of the configuration's "
+                                               "[alerts] rules (the defaults without a configuration file)")
     export.add_argument("--output", type=Path, metavar="FILE", help="default: standard output")
     export.add_argument("--alertmanager", type=Path, metavar="FILE",
-                        help="also write an Alertmanager configuration with the inhibition rules")
+                        help="also write an Alertmanager configuration: receivers of the [alerts] "
+                             "channels, routes, the agent's webhook (mode 0600: it holds secrets)")
     export.add_argument("--runbook-base", metavar="URL", help="where the runbooks are published")
 
 
@@ -69,33 +72,69 @@ def exporter(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write(text: str, output: Path | None) -> None:
+def _write(text: str, output: Path | None, mode: int | None = None) -> None:
+    """``text`` to ``output`` (standard output without one); ``mode``: created with it, and
+    set on a file that existed (before anything is written to it)."""
     if output is None:
         sys.stdout.write(text)
         return
+    import os
+
     from engine.errors import path_error
 
     try:
-        output.write_text(text)
+        if mode is None:
+            output.write_text(text)
+        else:
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with os.fdopen(fd, "w") as handle:
+                os.fchmod(handle.fileno(), mode)
+                handle.write(text)
     except OSError as exc:
         raise path_error(exc, "write", output) from None
     print(f"lifeboat: wrote {output}", file=sys.stderr)
 
 
+def alerts_settings(args: argparse.Namespace) -> Any:
+    """``[alerts]`` of ``--config`` (or ``$LIFEBOAT_CONFIG``); of the default configuration
+    file when it exists; else the defaults (the seed's rules), so the files can be exported
+    on a machine without a configuration."""
+    import os
+
+    from engine.config.alerting import AlertsSettings
+    from engine.config.file import CONFIG_ENV, config_path
+    from engine.config.schema import load_config
+
+    path = config_path(getattr(args, "config", None))
+    if not getattr(args, "config", None) and not os.environ.get(CONFIG_ENV) and not os.path.exists(path):
+        return AlertsSettings()
+    return load_config(path).alerts
+
+
 def grafana(args: argparse.Namespace) -> int:
     from collectors.grafana_dashboard import render
 
-    _write(render(), args.output)
+    _write(render(alerts_settings(args)), args.output)
     return 0
 
 
 def rules(args: argparse.Namespace) -> int:
-    from alerts import rules as alert_rules
+    from alerts.rules import render_rules
 
-    kwargs = {"runbook_base": args.runbook_base} if args.runbook_base else {}
-    _write(alert_rules.render_rules(**kwargs), args.output)
-    if args.alertmanager is not None:
-        _write(alert_rules.render_alertmanager(), args.alertmanager)
+    alerts = alerts_settings(args)
+    rules_text = render_rules(alerts, args.runbook_base)
+    manager_text, secrets = None, False
+    if args.alertmanager is not None:  # rendered before anything is written: a bad secret writes nothing
+        from alerts.alertmanager import alertmanager_config, holds_secrets, render_alertmanager
+
+        manager_text = render_alertmanager(alerts)
+        secrets = holds_secrets(alertmanager_config(alerts))
+    _write(rules_text, args.output)
+    if manager_text is not None:
+        _write(manager_text, args.alertmanager, mode=0o600)
+        if secrets:
+            print(f"lifeboat: {args.alertmanager} holds secrets (routing key, webhook URL or token, SMTP "
+                  "password): it is mode 0600; keep it out of version control", file=sys.stderr)
     return 0
 
 

@@ -104,11 +104,16 @@ def test_wal_push_imports_nothing_heavy_once_validated(tmp_path: Path, storage: 
 
 
 def test_grafana_and_rules_export_write_what_the_code_generates(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     import yaml
 
-    from alerts.rules import render_alertmanager, render_rules
+    from alerts.alertmanager import render_alertmanager
+    from alerts.rules import render_rules
     from collectors.grafana_dashboard import render
+    from engine.config import file
+
+    monkeypatch.delenv(file.CONFIG_ENV, raising=False)  # no configuration at all: the defaults
+    monkeypatch.setattr(file, "DEFAULT_CONFIG_PATH", str(tmp_path / "absent.toml"))
 
     board, rules, manager = tmp_path / "board.json", tmp_path / "rules.yml", tmp_path / "am.yml"
     assert run(capsys, "grafana", "export", "--output", str(board))[0] == 0

@@ -261,3 +261,57 @@ def test_segments_behind_counts_across_a_log_boundary_and_on_one_timeline_only()
     assert sources.segments_behind(2, None, None, mib16) == 2  # a standby: no current segment
     one_gib = 2**30  # 4 segments per log id
     assert sources.segments_behind(0, "000000010000000000000003", "000000010000000100000000", one_gib) == 0
+
+
+def test_alert_metrics_read_the_catalogs_alert_tables(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    config = Config.model_validate(config.model_dump(mode="json", by_alias=True) | {"alerts": {
+        "slack": {"webhook_url": "https://hooks.example/T/B/x"},
+        "rules": {"backup_failure": {"channels": ["slack"]},
+                  "replication_delay": {"auto_remediation": {"enabled": False}}}}})
+    now = time.time()
+    with Catalog.open(config) as catalog:
+        book = catalog.alerts
+
+        def alert(fingerprint: str, rule: str, severity: str, state: str,
+                  cluster: str | None = "main") -> int:
+            return book.create(fingerprint, rule, "Lifeboat" + rule, cluster, severity, {}, {}, state, 1.0,
+                               "prometheus", now - 60, now - 60)
+
+        first = alert("a1", "backup_failure", "critical", "firing")
+        alert("a2", "backup_failure", "critical", "firing")
+        alert("a3", "replication_delay", "warning", "acknowledged")
+        alert("a4", "metrics_absent", "critical", "silenced", cluster=None)
+        alert("a5", "copy_lag_high", "warning", "pending")  # not firing yet
+        gone = alert("a6", "data_loss", "critical", "firing")
+        book.update(gone, state="resolved", resolved_at=now)  # resolved: not open
+        for outcome in ("ok", "ok", "failed"):
+            book.add_notification(first, "slack", "firing", outcome, 1, "")
+        # a channel not configured any more: what it was sent is still counted
+        book.add_notification(first, "pagerduty", "firing", "retryable", 3, "")
+        for result in ("ok", "timeout"):
+            book.add_attempt(first, 1, "retry_backup_operation", now - 5, now, result, "")
+        book.add_attempt(first, 1, "escalate_to_dba", now - 5, now, "skipped", "")
+        snapshot = Snapshot()
+        sources.catalog(snapshot, config, catalog, now)
+    found = _samples(snapshot)
+
+    def firing(cluster: str, rule: str, severity: str, state: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return ("lifeboat_alerts_firing", (("cluster", cluster), ("rule", rule), ("severity", severity),
+                                           ("state", state)))
+
+    alerts = {k: v for k, v in found.items() if k[0] == "lifeboat_alerts_firing"}
+    assert alerts == {firing("main", "backup_failure", "critical", "firing"): 2,
+                      firing("main", "replication_delay", "warning", "acknowledged"): 1,
+                      firing("", "metrics_absent", "critical", "silenced"): 1}
+    notifications = {dict(k[1])["channel"] + "/" + dict(k[1])["outcome"]: v for k, v in found.items()
+                     if k[0] == "lifeboat_alert_notifications_total"}
+    assert notifications == {"slack/ok": 2, "slack/failed": 1, "slack/retryable": 0, "slack/skipped": 0,
+                             "pagerduty/retryable": 1}
+    attempts = {dict(k[1])["action"] + "/" + dict(k[1])["result"]: v for k, v in found.items()
+                if k[0] == "lifeboat_remediation_attempts_total"}
+    assert attempts["retry_backup_operation/ok"] == 1 and attempts["retry_backup_operation/timeout"] == 1
+    assert attempts["escalate_to_dba/skipped"] == 1
+    assert attempts["check_disk_space/ok"] == 0  # an action of a rule that remediates starts at 0
+    assert attempts["check_network_connectivity/failed"] == 0  # postgres_down's
+    assert "restart_replication/ok" not in attempts  # only replication_delay's, which does not remediate

@@ -1,5 +1,6 @@
-"""The generated Grafana dashboard: importable, matching the metric definitions, and the
-committed grafana/lifeboat.json is what the code generates."""
+"""The generated Grafana dashboard: importable, matching the metric definitions, with the
+thresholds of the configuration's alert rules, and the committed grafana/lifeboat.json is
+what the code generates from the defaults."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from prometheus_client.utils import floatToGoString
 
 from collectors import grafana_dashboard as gd
 from collectors import metrics
-from collectors.metrics import Threshold
+from engine.config.alerting import AlertsSettings
 
 COMMITTED = Path(__file__).resolve().parents[2] / "grafana" / "lifeboat.json"
 DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 ROWS = ["Backups", "WAL archive", "Replication", "Recovery objectives", "Drills", "Repository tiers",
-        "Host", "Exporter"]
+        "Alerts", "Host", "Exporter"]
 NAME = re.compile(r"lifeboat_[a-z0-9_]+")
 SELECTOR = re.compile(r"(lifeboat_[a-z0-9_]+)(\{[^}]*\})?")
 
@@ -38,7 +39,7 @@ def family(name: str) -> str:
     return name if name in metrics.BY_NAME else re.sub(r"_(bucket|count|sum)$", "", name)
 
 
-def expected_steps(threshold: Threshold | None) -> list[list[Any]]:
+def expected_steps(threshold: gd.Levels | None) -> list[list[Any]]:
     """The metric's alerting levels as Grafana steps: green/orange/red upwards, or for a
     metric that alerts when it falls, red at the bottom."""
     if threshold is None:
@@ -58,8 +59,9 @@ def steps_of(panel: dict[str, Any]) -> list[list[Any]]:
     return [[s["value"], s["color"]] for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
 
 
-def specs() -> list[gd.PanelSpec]:
-    return [spec for group in metrics.GROUPS for spec in gd.PANELS[group]]
+def specs(alerts: AlertsSettings | None = None) -> list[gd.PanelSpec]:
+    by_group = gd.panel_specs(alerts)
+    return [spec for group in metrics.GROUPS for spec in by_group[group]]
 
 
 def test_committed_json_is_the_generated_one() -> None:
@@ -99,7 +101,7 @@ def test_cluster_variable(board: dict[str, Any]) -> None:
 def test_rows_in_order(board: dict[str, Any]) -> None:
     rows = [p for p in board["panels"] if p["type"] == "row"]
     assert [r["title"] for r in rows] == ROWS
-    assert [r["collapsed"] for r in rows] == [False] * 6 + [True] * 2
+    assert [r["collapsed"] for r in rows] == [False] * 7 + [True] * 2
     assert all(not r["panels"] for r in rows if not r["collapsed"])
 
 
@@ -145,8 +147,9 @@ def test_timestamps_are_shown_as_ages(board: dict[str, Any]) -> None:
             assert panel["fieldConfig"]["defaults"]["unit"] == "s", panel["title"]
 
 
-def test_units_and_thresholds_come_from_the_metric_definitions(board: dict[str, Any]) -> None:
+def test_units_from_the_metric_definitions_and_thresholds_from_the_alert_rules(board: dict[str, Any]) -> None:
     assert [p["title"] for p in panels(board)] == [s.title for s in specs()]
+    levels = gd.levels_of()
     with_threshold: dict[str, int] = {}
     for spec, panel in zip(specs(), panels(board), strict=True):
         metric = metrics.metric(spec.metric)
@@ -154,22 +157,60 @@ def test_units_and_thresholds_come_from_the_metric_definitions(board: dict[str, 
         if spec.unit is None:
             assert panel["fieldConfig"]["defaults"]["unit"] == metric.unit, panel["title"]
         if spec.steps is None:
-            assert steps_of(panel) == expected_steps(metric.threshold), panel["title"]
-            if metric.threshold is not None and spec.unit is None:
+            assert steps_of(panel) == expected_steps(levels.get(metric.name)), panel["title"]
+            if metric.name in levels:
                 with_threshold[metric.name] = with_threshold.get(metric.name, 0) + 1
         for _value, color in steps_of(panel):
             assert color in ("green", "orange", "red")
-    thresholded = {m.name for m in metrics.METRICS if m.threshold is not None}
-    assert set(with_threshold) == thresholded  # each alerting metric is shown with its levels
+    assert set(with_threshold) == set(levels)  # each metric an alert rule watches is shown with its levels
+
+
+def test_levels_are_the_default_rules_thresholds() -> None:
+    levels = gd.levels_of()
+    assert levels == {
+        "lifeboat_backup_success_ratio": gd.Levels(0.95, 0.90, below=True),  # backup_success_rate_*
+        "lifeboat_backup_last_success_timestamp_seconds": gd.Levels(2 * 86400.0, None),  # backup_too_old
+        "lifeboat_wal_archive_lag_seconds": gd.Levels(600.0, 1800.0),  # wal_archive_lag_*
+        "lifeboat_replication_lag_seconds": gd.Levels(300.0, None),  # replication_delay
+        "lifeboat_recovery_duration_seconds": gd.Levels(900.0, None),  # recovery_delays
+        "lifeboat_copy_lag_seconds": gd.Levels(3600.0, 6 * 3600.0),  # copy_lag_*
+    }
+    assert gd.recovery_sla() == 900.0
+
+
+def _panel(board: dict[str, Any], title: str) -> dict[str, Any]:
+    [found] = [p for p in panels(board) if p["title"] == title]
+    return found
+
+
+def test_a_changed_threshold_in_the_configuration_shows_in_the_dashboard() -> None:
+    alerts = AlertsSettings.model_validate({"rules": {
+        "replication_delay": {"threshold": "90s"},
+        "replication_lag_critical": {"signal": "replication_lag", "threshold": "10m", "severity": "critical"},
+        "backup_success_rate_critical": {"enabled": False},
+        "backup_success_rate_low": {"threshold": "99%"},
+        "recovery_delays": {"threshold": "30m"},
+    }})
+    board = gd.build_dashboard(alerts)
+    for title in ("Replication lag", "Replication lag over time"):
+        assert steps_of(_panel(board, title)) == [[None, "green"], [90.0, "orange"], [600.0, "red"]]
+    assert steps_of(_panel(board, "Backup success ratio")) == [[None, "orange"], [0.99, "green"]]
+    assert steps_of(_panel(board, "Recovery time p95")) == [[None, "green"], [1800.0, "orange"]]
+    slow = _panel(board, "Recoveries over SLA (30m)")
+    assert 'le=~"1800|1800\\\\.0"' in slow["targets"][0]["expr"]
+    text = gd.render(alerts)
+    assert text != gd.render() and '"Recoveries over SLA (15m)"' in gd.render()
+    unwatched = AlertsSettings.model_validate({"rules": {"copy_lag_high": {"enabled": False},
+                                                         "copy_lag_critical": {"enabled": False}}})
+    assert steps_of(_panel(gd.build_dashboard(unwatched), "Copy lag by region")) == [[None, "green"]]
 
 
 def test_threshold_steps() -> None:
-    ratio = metrics.metric("lifeboat_backup_success_ratio").threshold
-    assert gd.threshold_steps(ratio) == ((None, "red"), (0.90, "orange"), (0.95, "green"))
-    lag = metrics.metric("lifeboat_replication_lag_seconds").threshold
-    assert gd.threshold_steps(lag) == ((None, "green"), (180.0, "orange"), (300.0, "red"))
-    sla = metrics.metric("lifeboat_recovery_duration_seconds").threshold
-    assert gd.threshold_steps(sla) == ((None, "green"), (metrics.RECOVERY_SLA_SECONDS, "orange"))
+    assert gd.threshold_steps(gd.Levels(0.95, 0.90, below=True)) == (
+        (None, "red"), (0.90, "orange"), (0.95, "green"))
+    assert gd.threshold_steps(gd.Levels(180.0, 300.0)) == ((None, "green"), (180.0, "orange"), (300.0, "red"))
+    assert gd.threshold_steps(gd.Levels(900.0, None)) == ((None, "green"), (900.0, "orange"))
+    assert gd.threshold_steps(gd.Levels(None, 0.5, below=True)) == ((None, "red"), (0.5, "green"))
     assert gd.threshold_steps(None) == ((None, "green"),)
 
 
@@ -177,7 +218,7 @@ def test_recovery_sla_bucket_matcher_matches_the_exposed_bound(board: dict[str, 
     [expr] = [e for t, e in gd.panel_queries(board) if t.startswith("Recoveries over SLA") and "le=~" in e]
     [pattern] = re.findall(r'le=~"((?:[^"\\]|\\.)*)"', expr)
     regex = pattern.replace("\\\\", "\\")  # the PromQL string's escapes
-    sla = metrics.RECOVERY_SLA_SECONDS
+    sla = gd.recovery_sla()
     assert re.fullmatch(regex, floatToGoString(sla))  # prometheus-client: 900.0
     assert re.fullmatch(regex, f"{sla:g}")  # Prometheus 3 normalises to 900
     assert not re.fullmatch(regex, floatToGoString(sla * 10))

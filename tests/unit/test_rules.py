@@ -1,10 +1,11 @@
-"""The alert rules: promtool and amtool accept what alerts.rules renders, promtool unit
-tests (tests/rules/) prove each rule fires and stays quiet, thresholds come from the
-metric definitions, and every rule has a runbook section."""
+"""The alert rules: the rules file is rendered from the configuration's rules (the seed's
+defaults, a changed threshold, an added ``expr`` rule, a disabled rule), promtool accepts it,
+promtool unit tests (tests/rules/) prove each default rule fires and stays quiet, each
+signal's PromQL uses the rule's threshold, window and matchers, and every default rule has
+a runbook section."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import shutil
 import subprocess
@@ -14,27 +15,22 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.utils import floatToGoString
 
-from alerts import rules as rules_module
-from alerts.rules import (
-    DEFAULT_RUNBOOK_BASE,
-    RULES,
-    Rule,
-    build_rules,
-    num,
-    render_alertmanager,
-    render_rules,
-)
-from collectors import metrics
-from collectors.metrics import RECOVERY_BUCKETS, RECOVERY_SLA_SECONDS, Threshold
+from alerts import signals
+from alerts.rules import AlertDefinition, build_rules, render_rules
+from collectors.metrics import RECOVERY_BUCKETS
+from engine.config.alerting import DEFAULT_RULES, AlertsSettings
+from engine.errors import ConfigError
+from engine.vocabulary import ALERT_SIGNALS, SIGNAL_METRICS, THRESHOLD_METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMTOOL_TESTS = ROOT / "tests" / "rules"
 RUNBOOKS = ROOT / "alerts" / "runbooks.md"
 RULES_FILE = "lifeboat.rules.yml"  # the name the files in tests/rules/ load
+BASE = "alerts/runbooks.md"
 #: absent() yields a series without labels: this rule's alert has no cluster.
-NO_CLUSTER = {"LifeboatMetricsAbsent"}
+NO_CLUSTER = {"metrics_absent"}
+DEFAULTS = build_rules()
 
 
 def tool(name: str) -> str:
@@ -49,11 +45,25 @@ def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProce
     return subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-def rendered() -> dict[str, dict[str, Any]]:
+def alerts_with(rules: dict[str, Any], **settings: Any) -> AlertsSettings:
+    return AlertsSettings.model_validate({"rules": rules, **settings})
+
+
+def rendered(alerts: AlertsSettings | None = None) -> dict[str, dict[str, Any]]:
     """The rendered rules, by alert name."""
-    doc = yaml.safe_load(render_rules())
+    doc = yaml.safe_load(render_rules(alerts))
     assert [g["name"] for g in doc["groups"]] == ["lifeboat"]
     return {r["alert"]: r for r in doc["groups"][0]["rules"]}
+
+
+def by_rule(alerts: AlertsSettings | None = None) -> dict[str, dict[str, Any]]:
+    return {r["labels"]["rule"]: r for r in rendered(alerts).values()}
+
+
+def promtool_check(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / RULES_FILE
+    path.write_text(text)
+    return run(tool("promtool"), "check", "rules", path)
 
 
 def promtool_tests() -> list[tuple[str, dict[str, Any]]]:
@@ -67,15 +77,13 @@ def promtool_tests() -> list[tuple[str, dict[str, Any]]]:
     return cases
 
 
-# promtool -------------------------------------------------------------------------------------
+# promtool over the defaults -------------------------------------------------------------------
 
 
-def test_promtool_check_rules_accepts_the_rendered_file(tmp_path: Path) -> None:
-    path = tmp_path / RULES_FILE
-    path.write_text(render_rules())
-    result = run(tool("promtool"), "check", "rules", path)
+def test_promtool_check_rules_accepts_the_rendered_defaults(tmp_path: Path) -> None:
+    result = promtool_check(tmp_path, render_rules())
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(RULES)} rules found" in result.stdout
+    assert f"SUCCESS: {len(DEFAULT_RULES)} rules found" in result.stdout  # every default is enabled
 
 
 def test_promtool_unit_tests_pass(tmp_path: Path) -> None:
@@ -91,66 +99,220 @@ def test_promtool_unit_tests_pass(tmp_path: Path) -> None:
 
 def test_every_rule_has_a_firing_and_a_quiet_promtool_case() -> None:
     cases = promtool_tests()
-    by_name = {r.name: r for r in RULES}
-    unknown = {case["alertname"] for _, case in cases} - set(by_name)
+    by_alert = {d.alert: d for d in DEFAULTS}
+    unknown = {case["alertname"] for _, case in cases} - set(by_alert)
     assert not unknown, f"promtool tests name alerts that do not exist (they would pass silently): {unknown}"
-    for rule in RULES:
-        mine = [case for _, case in cases if case["alertname"] == rule.name]
+    for definition in DEFAULTS:
+        mine = [case for _, case in cases if case["alertname"] == definition.alert]
         firing = [alert for case in mine for alert in case.get("exp_alerts") or []]
-        assert firing, f"no promtool case where {rule.name} fires"
+        assert firing, f"no promtool case where {definition.alert} fires"
         quiet = [case for case in mine if not case.get("exp_alerts")]
-        assert quiet, f"no promtool case where {rule.name} is quiet"
+        assert quiet, f"no promtool case where {definition.alert} is quiet"
         for alert in firing:
             labels, annotations = alert["exp_labels"], alert["exp_annotations"]
-            assert labels["severity"] == rule.severity and labels["cause"] == rule.cause, rule.name
-            assert rule.name in NO_CLUSTER or labels.get("cluster"), rule.name
-            assert set(annotations) == {"summary", "description", "runbook_url"}, rule.name
-            assert annotations["runbook_url"] == f"{DEFAULT_RUNBOOK_BASE}#{rule.anchor}"
+            assert {k: labels[k] for k in ("severity", "cause", "rule")} == definition.labels, definition.rule
+            assert definition.rule in NO_CLUSTER or labels.get("cluster"), definition.rule
+            assert set(annotations) == set(definition.annotations), definition.rule
+            assert annotations["runbook_url"] == f"{BASE}#{definition.rule}"
+            assert annotations.get("threshold") == definition.threshold
 
 
-# thresholds from the metric definitions -------------------------------------------------------
+def test_seed_thresholds_of_backup_failure_and_replication_delay() -> None:
+    """The seed's two named alerts, as the promtool cases in backups.yml and replication.yml
+    exercise them: one failure in 24h pages, 300 s of lag for 5m warns."""
+    rules = by_rule()
+    backup = rules["backup_failure"]
+    assert backup["alert"] == "LifeboatBackupFailed"
+    assert backup["expr"] == 'increase(lifeboat_backups_total{result="failed"}[24h]) > 0.5'
+    assert (backup["for"], backup["labels"]["severity"], backup["labels"]["cause"]) == (
+        "0s", "critical", "backup_failed")
+    replication = rules["replication_delay"]
+    assert replication["alert"] == "LifeboatReplicationDelay"
+    assert replication["expr"] == "lifeboat_replication_lag_seconds > 300"
+    assert (replication["for"], replication["labels"]["severity"]) == ("5m", "warning")
+    assert replication["annotations"]["threshold"] == "5m"
+    names = yaml.safe_load((PROMTOOL_TESTS / "replication.yml").read_text())
+    assert "LifeboatReplicationDelay" in str(names) and "LifeboatReplicationLagHigh" not in str(names)
 
 
-def test_every_metric_threshold_is_in_a_rule_of_its_severity() -> None:
-    exprs = rendered()
-    with_threshold = [m for m in metrics.METRICS if m.threshold is not None]
-    assert with_threshold
-    for m in with_threshold:
-        assert m.threshold is not None
-        for severity in ("warning", "critical"):
-            level = getattr(m.threshold, severity)
-            if level is None:
-                continue
-            if m.kind == "histogram":
-                wanted = f'{m.name}_bucket{{le="{floatToGoString(level)}"}}'
-            else:
-                wanted = f"{m.name} {'<' if m.threshold.below else '>'} {num(level)}"
-            matching = [name for name, r in exprs.items()
-                        if r["labels"]["severity"] == severity and wanted in r["expr"]]
-            assert matching, f"no {severity} rule has {wanted!r}"
+# the configuration drives the file ------------------------------------------------------------
 
 
-THRESHOLD_RULES = [  # (alert, metric, level, operator)
-    ("LifeboatBackupSuccessRateLow", "lifeboat_backup_success_ratio", "warning", "<"),
-    ("LifeboatBackupSuccessRateCritical", "lifeboat_backup_success_ratio", "critical", "<"),
-    ("LifeboatWALArchiveLagHigh", "lifeboat_wal_archive_lag_seconds", "warning", ">"),
-    ("LifeboatWALArchiveLagCritical", "lifeboat_wal_archive_lag_seconds", "critical", ">"),
-    ("LifeboatReplicationLagHigh", "lifeboat_replication_lag_seconds", "warning", ">"),
-    ("LifeboatReplicationLagCritical", "lifeboat_replication_lag_seconds", "critical", ">"),
+CUSTOM = {
+    "replication_delay": {"threshold": "60s", "for": "2m"},
+    "backup_failure": {"threshold": 3, "window": "6h"},
+    "recovery_delays": {"threshold": "30m"},
+    "copy_lag_high": {"enabled": False},
+    "wal_queue_full": {"expr": "lifeboat_wal_ready_files > 100", "for": "10m", "severity": "warning",
+                       "summary": "pg_wal of {{ $labels.cluster }} holds many .ready files",
+                       "runbook_url": "https://wiki.example/wal"},
+}
+
+
+def test_a_changed_threshold_an_added_expr_rule_and_a_disabled_rule_change_the_file(tmp_path: Path) -> None:
+    alerts = alerts_with(CUSTOM)
+    rules = by_rule(alerts)
+    assert "copy_lag_high" not in rules and "copy_lag_critical" in rules
+    assert rules["replication_delay"]["expr"] == "lifeboat_replication_lag_seconds > 60"
+    assert rules["replication_delay"]["for"] == "2m"
+    assert rules["replication_delay"]["annotations"]["threshold"] == "1m"
+    assert "(warning above 1m)" in rules["replication_delay"]["annotations"]["description"]
+    assert rules["backup_failure"]["expr"] == 'increase(lifeboat_backups_total{result="failed"}[6h]) > 2.5'
+    assert 'le="1800.0"' in rules["recovery_delays"]["expr"]
+    added = rules["wal_queue_full"]
+    assert added == {
+        "alert": "LifeboatWalQueueFull", "expr": "lifeboat_wal_ready_files > 100", "for": "10m",
+        "labels": {"severity": "warning", "cause": "wal_queue_full", "rule": "wal_queue_full"},
+        "annotations": {"summary": "pg_wal of {{ $labels.cluster }} holds many .ready files",
+                        "description": "The expression of this rule holds: value {{ $value }}.",
+                        "runbook_url": "https://wiki.example/wal"}}
+    names = [r["labels"]["rule"] for r in rendered(alerts).values()]
+    assert names[-1] == "wal_queue_full"  # new rules follow the defaults, in the file's order
+    assert len(names) == len(DEFAULT_RULES)  # one disabled, one added
+    text = render_rules(alerts)
+    assert text == render_rules(alerts_with(CUSTOM)) and text != render_rules()
+    result = promtool_check(tmp_path, text)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(DEFAULT_RULES)} rules found" in result.stdout
+
+
+def test_promtool_fires_at_a_changed_threshold(tmp_path: Path) -> None:
+    """replication_delay at 60s for 2m: 120 s of lag fires it, which the default (300 s) would not."""
+    (tmp_path / RULES_FILE).write_text(render_rules(alerts_with(CUSTOM)))
+    lag = 'lifeboat_replication_lag_seconds{cluster="main",replica="r1",datacenter="dc1"}'
+    case = {"rule_files": [RULES_FILE], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": lag, "values": "120x10"},
+                         {"series": "lifeboat_wal_ready_files{cluster=\"main\"}", "values": "150x20"}],
+        "alert_rule_test": [
+            {"eval_time": "1m", "alertname": "LifeboatReplicationDelay", "exp_alerts": []},
+            {"eval_time": "3m", "alertname": "LifeboatReplicationDelay", "exp_alerts": [{
+                "exp_labels": {"rule": "replication_delay", "severity": "warning", "cause": "replication_lag",
+                               "cluster": "main", "replica": "r1", "datacenter": "dc1"},
+                "exp_annotations": {
+                    "summary": "Replica r1 of main is over 1m behind",
+                    "description": "Replica r1 (dc1) of cluster main is 2m 0s behind the primary "
+                                   "(warning above 1m).",
+                    "runbook_url": f"{BASE}#replication_delay", "threshold": "1m"}}]},
+            {"eval_time": "12m", "alertname": "LifeboatWalQueueFull", "exp_alerts": [{
+                "exp_labels": {"rule": "wal_queue_full", "severity": "warning", "cause": "wal_queue_full",
+                               "cluster": "main"},
+                "exp_annotations": {"summary": "pg_wal of main holds many .ready files",
+                                    "description": "The expression of this rule holds: value 150.",
+                                    "runbook_url": "https://wiki.example/wal"}}]},
+        ]}]}
+    (tmp_path / "custom.yml").write_text(yaml.safe_dump(case))
+    result = run(tool("promtool"), "test", "rules", "custom.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_runbook_base_and_a_rules_own_runbook() -> None:
+    alerts = alerts_with({"data_loss": {"runbook_url": "https://wiki.example/loss"}},
+                         runbook_base="https://docs.example/runbooks.md")
+    rules = by_rule(alerts)
+    assert rules["data_loss"]["annotations"]["runbook_url"] == "https://wiki.example/loss"
+    assert rules["backup_failure"]["annotations"]["runbook_url"] == "https://docs.example/runbooks.md#backup_failure"
+    override = {d.rule: d for d in build_rules(alerts, "https://x.example/r")}
+    assert override["backup_failure"].runbook_url == "https://x.example/r#backup_failure"
+    assert override["data_loss"].runbook_url == "https://wiki.example/loss"
+
+
+def test_own_summary_and_cause_with_the_thresholds_written_in() -> None:
+    alerts = alerts_with({"copy_lag_high": {
+        "summary": "Copy of {{ $labels.cluster }} over {threshold} ({severity}, for {for})",
+        "description": "Threshold {threshold}.", "cause": "copies", "threshold": "90m"}})
+    rule = by_rule(alerts)["copy_lag_high"]
+    assert rule["annotations"]["summary"] == "Copy of {{ $labels.cluster }} over 90m (warning, for 15m)"
+    assert rule["annotations"]["description"] == "Threshold 90m."
+    assert rule["labels"] == {"severity": "warning", "cause": "copies", "rule": "copy_lag_high"}
+    assert rule["expr"] == "lifeboat_copy_lag_seconds > 5400"
+
+
+def test_warning_and_critical_rules_of_one_condition_share_a_cause() -> None:
+    seen: dict[tuple[str, str], str] = {}
+    for definition in DEFAULTS:
+        key = (definition.cause, definition.severity)
+        assert key not in seen, f"{definition.rule} and {seen[key]} share cause and severity"
+        seen[key] = definition.rule
+    pairs = {c for c, s in seen if s == "warning"} & {c for c, s in seen if s == "critical"}
+    assert {"backup_success_rate", "wal_archive_lag", "copy_lag", "validation"} <= pairs
+
+
+# signals --------------------------------------------------------------------------------------
+
+
+def test_every_signal_has_promql_and_a_metric() -> None:
+    assert set(signals.SIGNALS) == set(ALERT_SIGNALS) == set(SIGNAL_METRICS)
+    assert set(THRESHOLD_METRICS) <= set(ALERT_SIGNALS)
+
+
+def _signal_rule(signal: str, **fields: Any) -> dict[str, Any]:
+    return {"signal": signal, "severity": "warning", **fields}
+
+
+SIGNAL_CASES = [  # (rule fields, the PromQL it renders)
+    (_signal_rule("backup_success_rate", threshold="80%"), "lifeboat_backup_success_ratio < 0.8"),
+    (_signal_rule("backup_age", threshold="36h"),
+     "time() - max by (cluster) (lifeboat_backup_last_success_timestamp_seconds) > 129600"),
+    (_signal_rule("wal_archive_lag", threshold="2m"), "lifeboat_wal_archive_lag_seconds > 120"),
+    (_signal_rule("wal_archive_failures", threshold=5, window="1h"),
+     "increase(lifeboat_wal_archive_failures_total[1h]) > 4.5"),
+    (_signal_rule("replication_lag", threshold="45s", match={"cluster": "main", "replica": 'r"1'}),
+     'lifeboat_replication_lag_seconds{cluster="main", replica="r\\"1"} > 45'),
+    (_signal_rule("data_loss_events", threshold=2, window="7d", match={"cause": "wal_gap"}),
+     'label_replace(sum by (cluster, cause, service) (increase(lifeboat_data_loss_events_total'
+     '{cause="wal_gap"}[7d])), "loss_cause", "$1", "cause", "(.*)") > 1.5'),
+    (_signal_rule("recovery_over_sla", threshold="1h", window="12h", match={"type": "pitr"}),
+     'increase(lifeboat_recovery_duration_seconds_count{type="pitr"}[12h]) - ignoring(le) '
+     'increase(lifeboat_recovery_duration_seconds_bucket{le="3600.0", type="pitr"}[12h]) > 0.5'),
+    (_signal_rule("rpo_breach", threshold=0.5),
+     "lifeboat_rpo_exposure_seconds > on(cluster, class) (0.5 * lifeboat_rpo_objective_seconds)"),
+    (_signal_rule("rto_at_risk", threshold=1),
+     "lifeboat_rto_expected_seconds > on(cluster, class) lifeboat_rto_objective_seconds"),
+    (_signal_rule("copy_lag", threshold="3h"), "lifeboat_copy_lag_seconds > 10800"),
+    (_signal_rule("postgres_down", match={"cluster": "main"}), 'lifeboat_up{cluster="main"} == 0'),
+    (_signal_rule("metrics_absent"), "absent(lifeboat_up)"),
+    (_signal_rule("cluster_metrics_absent"),
+     "(group by (cluster) (max_over_time(lifeboat_up[1d])) unless group by (cluster) (lifeboat_up)) "
+     "and on() group(lifeboat_up)"),
+    (_signal_rule("drill_overdue", threshold="2h", match={"kind": "full"}),
+     'time() - lifeboat_drill_last_success_timestamp_seconds{kind="full"} > on(cluster, kind) '
+     "(lifeboat_drill_period_seconds + 7200) and on(cluster, kind) lifeboat_drill_period_seconds > 0"),
+    (_signal_rule("drill_failed"), "lifeboat_drill_last_passed == 0"),
+    (_signal_rule("drill_failed_checks", threshold=3), "lifeboat_drill_last_failed_checks >= 3"),
+    (_signal_rule("drill_slower_than_rto", threshold=1.5),
+     "lifeboat_drill_last_duration_seconds > on(cluster) group_left() "
+     "(1.5 * lifeboat_rto_objective_seconds)"),
 ]
 
 
-@pytest.mark.parametrize(("alert", "name", "level", "op"), THRESHOLD_RULES)
-def test_thresholds_in_the_rendered_rules_equal_the_definitions(alert: str, name: str, level: str,
-                                                                op: str) -> None:
-    threshold = metrics.metric(name).threshold
-    assert threshold is not None
-    assert rendered()[alert]["expr"] == f"{name} {op} {num(getattr(threshold, level))}"
+def test_signal_cases_cover_every_signal() -> None:
+    assert {fields["signal"] for fields, _ in SIGNAL_CASES} | {"backup_failures"} == set(ALERT_SIGNALS)
 
 
-def test_sla_in_the_rendered_rules_equals_the_definition() -> None:
-    expr = rendered()["LifeboatRecoveryOverSLA"]["expr"]
-    assert f'_bucket{{le="{floatToGoString(RECOVERY_SLA_SECONDS)}"}}' in expr
+@pytest.mark.parametrize(("fields", "expr"), SIGNAL_CASES, ids=[f["signal"] for f, _ in SIGNAL_CASES])
+def test_signal_promql_uses_threshold_window_and_matchers(fields: dict[str, Any], expr: str) -> None:
+    assert by_rule(alerts_with({"mine": fields}))["mine"]["expr"] == expr
+
+
+def test_every_signal_renders_a_file_promtool_accepts(tmp_path: Path) -> None:
+    rules = {f"rule_{i}": fields for i, (fields, _) in enumerate(SIGNAL_CASES)}
+    result = promtool_check(tmp_path, render_rules(alerts_with(rules)))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_recovery_sla_must_be_a_histogram_bucket() -> None:
+    alerts = alerts_with({"recovery_delays": {"threshold": "1000s"},
+                          "slow_pitr": _signal_rule("recovery_over_sla", threshold="20m", window="1d")})
+    with pytest.raises(ConfigError) as raised:
+        build_rules(alerts)
+    message = str(raised.value)
+    histogram = "lifeboat_recovery_duration_seconds"
+    assert f"alerts.rules.recovery_delays.threshold: 1000s is not a bucket of {histogram}" in message
+    assert f"alerts.rules.slow_pitr.threshold: 20m is not a bucket of {histogram}" in message
+    assert "buckets: 30s, 1m, 5m, 15m, 30m, 1h, 4h, 24h" in message
+    disabled = alerts_with({"recovery_delays": {"threshold": "1000s", "enabled": False}})
+    assert "recovery_delays" not in {d.rule for d in build_rules(disabled)}
 
 
 def test_sla_bucket_label_is_what_prometheus_client_exposes() -> None:
@@ -163,84 +325,27 @@ def test_sla_bucket_label_is_what_prometheus_client_exposes() -> None:
     assert le and le.group(1) in exposed and le.group(1) == "900.0"
 
 
-def test_rules_follow_changed_definitions(monkeypatch: pytest.MonkeyPatch) -> None:
-    def set_threshold(name: str, threshold: Threshold) -> None:
-        monkeypatch.setitem(metrics.BY_NAME, name,
-                            dataclasses.replace(metrics.BY_NAME[name], threshold=threshold))
-
-    set_threshold("lifeboat_backup_success_ratio", Threshold(0.8, 0.7, below=True))
-    set_threshold("lifeboat_replication_lag_seconds", Threshold(60.0, 90.0))
-    monkeypatch.setattr(metrics, "RECOVERY_SLA_SECONDS", 1800.0)
-    exprs = {r.name: r.expr for r in build_rules()}
-    assert exprs["LifeboatBackupSuccessRateLow"].endswith("< 0.8")
-    assert exprs["LifeboatBackupSuccessRateCritical"].endswith("< 0.7")
-    assert exprs["LifeboatReplicationLagHigh"].endswith("> 60")
-    assert exprs["LifeboatReplicationLagCritical"].endswith("> 90")
-    assert 'le="1800.0"' in exprs["LifeboatRecoveryOverSLA"]
-    monkeypatch.setattr(metrics, "RECOVERY_SLA_SECONDS", 1000.0)
-    with pytest.raises(ValueError, match="not a bucket"):
-        build_rules()
+def test_thresholds_are_written_for_humans() -> None:
+    assert [signals.human_seconds(s) for s in (0, 45, 90, 300, 3600, 5400, 86400, 172800, 0.25)] == [
+        "0s", "45s", "90s", "5m", "1h", "90m", "24h", "2d", "250ms"]
+    assert signals.human(0.95, "ratio") == "95%" and signals.human(0.999, "ratio") == "99.9%"
+    assert signals.human(1.5, "factor") == "1.5x" and signals.human(3, "count") == "3"
+    assert signals.human(None, "none") is None
+    annotations = {d.rule: d.threshold for d in DEFAULTS}
+    assert annotations["backup_success_rate_low"] == "95%" and annotations["backup_too_old"] == "2d"
+    assert annotations["performance_issues"] == "1x" and annotations["postgres_down"] is None
+    factor = by_rule(alerts_with({"rpo_breached": {"threshold": 2}}))["rpo_breached"]["annotations"]
+    assert factor["summary"] == "{{ $labels.cluster }} is beyond 2 times its RPO objective"
 
 
-# the rules' shape -----------------------------------------------------------------------------
-
-
-def test_rendered_rules_carry_labels_annotations_and_runbook() -> None:
-    base = "https://runbooks.example/lifeboat.md"
-    doc = yaml.safe_load(render_rules(base))
-    entries = doc["groups"][0]["rules"]
-    assert [e["alert"] for e in entries] == [r.name for r in RULES]
-    for entry, rule in zip(entries, RULES, strict=True):
-        assert set(entry) == {"alert", "expr", "for", "labels", "annotations"}
-        assert entry["labels"] == {"severity": rule.severity, "cause": rule.cause}
-        assert entry["annotations"]["runbook_url"] == f"{base}#{rule.anchor}"
-        assert entry["annotations"]["summary"] and entry["annotations"]["description"]
+def test_definitions_carry_the_rule_and_are_deterministic() -> None:
+    assert all(isinstance(d, AlertDefinition) for d in DEFAULTS)
+    assert [d.rule for d in DEFAULTS] == list(DEFAULT_RULES)
     assert render_rules() == render_rules()
-
-
-def test_causes_pair_one_warning_with_one_critical() -> None:
-    seen: dict[tuple[str, str], str] = {}
-    for rule in RULES:
-        key = (rule.cause, rule.severity)
-        assert key not in seen, f"{rule.name} and {seen[key]} share cause and severity"
-        seen[key] = rule.name
-    pairs = {c for c, s in seen if s == "warning"} & {c for c, s in seen if s == "critical"}
-    assert {"backup_success_rate", "wal_archive_lag", "replication_lag"} <= pairs
-
-
-def test_rule_refuses_bad_severity_and_duration() -> None:
-    with pytest.raises(ValueError, match="severity"):
-        Rule("X", "page", "up", "5m", "s", "d", "c", "x")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="for"):
-        Rule("X", "warning", "up", "5 minutes", "s", "d", "c", "x")
-
-
-def test_fixed_defaults_are_stated() -> None:
-    assert rules_module.BACKUP_MAX_AGE_SECONDS == 2 * 86400
-    assert f"> {num(rules_module.BACKUP_MAX_AGE_SECONDS)}" in rendered()["LifeboatBackupTooOld"]["expr"]
-    assert f"+ {num(rules_module.DRILL_GRACE_SECONDS)})" in rendered()["LifeboatDrillOverdue"]["expr"]
-
-
-# Alertmanager ---------------------------------------------------------------------------------
-
-
-def test_amtool_accepts_the_alertmanager_config(tmp_path: Path) -> None:
-    path = tmp_path / "alertmanager.yml"
-    path.write_text(render_alertmanager())
-    result = run(tool("amtool"), "check-config", path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 inhibit rules" in result.stdout
-
-
-def test_critical_inhibits_the_warning_of_the_same_cause_and_series() -> None:
-    config = yaml.safe_load(render_alertmanager())
-    assert config["route"]["receiver"] == "lifeboat"
-    assert [r["name"] for r in config["receivers"]] == ["lifeboat"]
-    assert config["inhibit_rules"] == [{
-        "source_matchers": ['severity="critical"'],
-        "target_matchers": ['severity="warning"'],
-        "equal": ["cause", "cluster", "type", "kind", "replica"],
-    }]
+    entries = yaml.safe_load(render_rules())["groups"][0]["rules"]
+    for entry in entries:
+        assert set(entry) == {"alert", "expr", "for", "labels", "annotations"}
+        assert set(entry["labels"]) == {"severity", "cause", "rule"}
 
 
 # runbooks -------------------------------------------------------------------------------------
@@ -250,9 +355,11 @@ def github_anchor(heading: str) -> str:
     return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def test_every_rule_has_a_runbook_section() -> None:
+def test_every_default_rule_has_a_runbook_section() -> None:
     text = RUNBOOKS.read_text()
     sections = [github_anchor(h) for h in re.findall(r"^## (.+)$", text, flags=re.MULTILINE)]
-    assert sorted(sections) == sorted(r.anchor for r in RULES)
+    assert sorted(sections) == sorted(DEFAULT_RULES)
+    for definition in DEFAULTS:
+        assert f"Alert `{definition.alert}` ({definition.severity})." in text, definition.rule
     for link in re.findall(r"\]\(#([^)]+)\)", text):
         assert link in sections, f"runbooks.md links to a missing section: #{link}"
