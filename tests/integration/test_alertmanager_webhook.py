@@ -29,18 +29,22 @@ from tests.integration.test_alert_loop import registry
 from tests.receivers import HttpReceiver
 
 
-@contextlib.contextmanager
-def alertmanager(home: Path, webhook_url: str) -> Iterator[str]:
-    binary = shutil.which("prometheus-alertmanager")
-    assert binary, "prometheus-alertmanager is not installed (Debian package prometheus-alertmanager)"
-    port = free_port()
-    config = {
+def minimal_config(webhook_url: str) -> str:
+    """Every alert to the agent's webhook at once, resolved ones too."""
+    return yaml.safe_dump({
         "route": {"receiver": "lifeboat", "group_by": ["alertname", "cluster"], "group_wait": "0s",
                   "group_interval": "1s", "repeat_interval": "1m"},
         "receivers": [{"name": "lifeboat",
                        "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
-    }
-    (home / "alertmanager.yml").write_text(yaml.safe_dump(config))
+    })
+
+
+@contextlib.contextmanager
+def alertmanager(home: Path, config_text: str) -> Iterator[str]:
+    binary = shutil.which("prometheus-alertmanager")
+    assert binary, "prometheus-alertmanager is not installed (Debian package prometheus-alertmanager)"
+    port = free_port()
+    (home / "alertmanager.yml").write_text(config_text)
     log = home / "alertmanager.log"
     with open(log, "w") as handle:
         process = subprocess.Popen(
@@ -103,7 +107,7 @@ channels = ["pagerduty", "grafana"]
               "cluster": "main"}
     started = time.time()
     try:
-        with alertmanager(home, server.url) as am:
+        with alertmanager(home, minimal_config(server.url)) as am:
             post_alerts(am, [
                 {"labels": labels, "startsAt": rfc3339(started),
                  "annotations": {"summary": "backup failed on main", "threshold": "1 in 24h"}},
