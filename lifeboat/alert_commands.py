@@ -26,7 +26,7 @@ def add_arguments(command: Any) -> None:
     p.add_argument("--output", choices=["text", "json"], default="text")
     p.add_argument("--all", action="store_true", help="every alert, not only open and resolved in 24h")
     p.add_argument("--limit", type=int, default=100, metavar="N")
-    actions = p.add_subparsers(dest="alerts_action", metavar="ACTION", parser_class=type(p))
+    actions = p.add_subparsers(dest="alerts_action", metavar="[ack|silence|test]", parser_class=type(p))
     ack = actions.add_parser("ack", help="acknowledge an open alert (and PagerDuty's incident)")
     ack.add_argument("alert_id", type=int, metavar="ID")
     ack.add_argument("--by", metavar="WHO", help="recorded as who acknowledged (default: user@host)")
