@@ -106,6 +106,14 @@ def _count(name: str, *fixed: str) -> Callable[[Params], str]:
     return lambda p: f"increase({p.sel(name, *fixed)}[{p.window}]) > {num(p.threshold - 0.5)}"
 
 
+def _unless_succeeded_since(count: Callable[[Params], str]) -> Callable[[Params], str]:
+    """Failures over the window, unless a backup of that type succeeded after the newest
+    failure: the retried backup clears the alert, as a DBA expects."""
+    return lambda p: (f"{count(p)} unless on(cluster, type) "
+                      "(lifeboat_backup_last_success_timestamp_seconds > on(cluster, type) "
+                      "lifeboat_backup_last_failure_timestamp_seconds)")
+
+
 def _recovery_over_sla(p: Params) -> str:
     buckets = metric(HISTOGRAM).buckets
     if p.threshold not in buckets:
@@ -151,7 +159,7 @@ class Signal:
 
 SIGNALS: dict[str, Signal] = {
     "backup_failures": Signal(
-        _count("lifeboat_backups_total", 'result="failed"'),
+        _unless_succeeded_since(_count("lifeboat_backups_total", 'result="failed"')),
         "A backup of {{ $labels.cluster }} failed",
         COUNT + " {{ $labels.type }} backup(s) of cluster {{ $labels.cluster }} failed in the last "
         "{window} ({severity} at {threshold} or more)."),

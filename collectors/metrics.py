@@ -69,6 +69,8 @@ METRICS: tuple[Metric, ...] = (
        "Share of backups that succeeded over the configured window (NaN: none attempted)."),
     _m("lifeboat_backup_last_success_timestamp_seconds", "gauge", "dateTimeAsIso", "backups", CT,
        "When the newest backup of this type in the repository finished (0: none)."),
+    _m("lifeboat_backup_last_failure_timestamp_seconds", "gauge", "dateTimeAsIso", "backups", CT,
+       "When the newest failed backup of this type ended (0: none in the catalog)."),
     _m("lifeboat_backup_last_duration_seconds", "gauge", "s", "backups", CT,
        "How long the newest backup of this type in the repository took."),
     _m("lifeboat_backup_last_size_bytes", "gauge", "bytes", "backups", CT,

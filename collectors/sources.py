@@ -22,7 +22,7 @@ from collectors.metrics import (
 )
 from collectors.snapshot import Snapshot
 from engine.catalog import data_loss
-from engine.catalog.store import FINAL_STATES, RUNNING, SUCCEEDED, Catalog, DrillRecord
+from engine.catalog.store import FAILED, FINAL_STATES, RUNNING, SUCCEEDED, Catalog, DrillRecord
 from engine.jobs import BYTE_PROGRESS_KINDS, PARAMS
 from engine.vocabulary import BACKUP_TYPES, DRILL_KINDS, FIRST_TIER, TARGETS_WITHOUT_VALUE
 
@@ -174,8 +174,11 @@ def _backups(snapshot: Snapshot, config: Config, catalog: Catalog, clusters: lis
         if kind == "backup":
             totals[(cluster, backup_type or "full", state)] += count
             window[(cluster, backup_type or "full", state)] += recent
+    failed_at = _last_failures(catalog)
     for cluster in clusters:
         for kind in BACKUP_TYPES:
+            snapshot.set("lifeboat_backup_last_failure_timestamp_seconds",
+                         failed_at.get((cluster, kind), 0.0), cluster=cluster, type=kind)
             for result in JOB_RESULTS:
                 snapshot.set("lifeboat_backups_total", totals[(cluster, kind, result)],
                              cluster=cluster, type=kind, result=result)
@@ -190,6 +193,17 @@ def _backups(snapshot: Snapshot, config: Config, catalog: Catalog, clusters: lis
                          schedules[(entry.cluster, entry.name, result)],
                          cluster=entry.cluster, schedule=entry.name, result=result)
     return ended
+
+
+def _last_failures(catalog: Catalog) -> dict[tuple[str, str], float]:
+    """(cluster, type) -> when its newest failed backup ended: a later success clears the
+    backup_failure alert (``backup_failures`` compares the two)."""
+    found: dict[tuple[str, str], float] = {}
+    for job in catalog.jobs(states=(FAILED,), limit=1000):
+        if job.kind == "backup" and job.finished_at is not None:
+            key = (job.cluster, str(job.params.get("type") or "full"))
+            found[key] = max(found.get(key, 0.0), job.finished_at)
+    return found
 
 
 def _running(snapshot: Snapshot, catalog: Catalog, clusters: list[str]) -> None:

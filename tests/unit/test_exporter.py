@@ -135,6 +135,9 @@ def test_catalog_counts_backups_success_rate_schedules_and_progress(tmp_path: Pa
     assert values["lifeboat_backup_success_ratio"][("main", "full")] == 0.5  # the old failure is outside 1h
     assert values["lifeboat_backup_success_ratio"][("main", "incr")] == 1.0
     assert math.isnan(values["lifeboat_backup_success_ratio"][("main", "diff")])
+    # the newest failure by its end, not by its row: the "old" one was recorded last
+    assert time.time() - values["lifeboat_backup_last_failure_timestamp_seconds"][("main", "full")] < 60
+    assert values["lifeboat_backup_last_failure_timestamp_seconds"][("main", "incr")] == 0
     assert values["lifeboat_jobs_running"][("main", "restore")] == 1
     assert values["lifeboat_job_progress_bytes"][("main", "restore")] == 400
     assert values["lifeboat_job_size_bytes"][("main", "restore")] == 1000

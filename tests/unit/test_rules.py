@@ -32,6 +32,9 @@ BASE = "alerts/runbooks.md"
 NO_CLUSTER = {"metrics_absent"}
 DEFAULTS = build_rules()
 
+SUCCEEDED_SINCE = (" unless on(cluster, type) (lifeboat_backup_last_success_timestamp_seconds > "
+                   "on(cluster, type) lifeboat_backup_last_failure_timestamp_seconds)")
+
 
 def tool(name: str) -> str:
     """The path of promtool or amtool; missing is a failure: scripts/setup installs them."""
@@ -123,7 +126,7 @@ def test_seed_thresholds_of_backup_failure_and_replication_delay() -> None:
     rules = by_rule()
     backup = rules["backup_failure"]
     assert backup["alert"] == "LifeboatBackupFailed"
-    assert backup["expr"] == 'increase(lifeboat_backups_total{result="failed"}[24h]) > 0.5'
+    assert backup["expr"] == 'increase(lifeboat_backups_total{result="failed"}[24h]) > 0.5' + SUCCEEDED_SINCE
     assert (backup["for"], backup["labels"]["severity"], backup["labels"]["cause"]) == (
         "0s", "critical", "backup_failed")
     replication = rules["replication_delay"]
@@ -157,7 +160,8 @@ def test_a_changed_threshold_an_added_expr_rule_and_a_disabled_rule_change_the_f
     assert rules["replication_delay"]["for"] == "2m"
     assert rules["replication_delay"]["annotations"]["threshold"] == "1m"
     assert "(warning above 1m)" in rules["replication_delay"]["annotations"]["description"]
-    assert rules["backup_failure"]["expr"] == 'increase(lifeboat_backups_total{result="failed"}[6h]) > 2.5'
+    assert rules["backup_failure"]["expr"] == (
+        'increase(lifeboat_backups_total{result="failed"}[6h]) > 2.5' + SUCCEEDED_SINCE)
     assert 'le="1800.0"' in rules["recovery_delays"]["expr"]
     added = rules["wal_queue_full"]
     assert added == {
