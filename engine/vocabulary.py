@@ -118,3 +118,8 @@ RemediationAction = Literal[
     "restart_replication", "restart_replication_slot", "verify_backup_dependencies",
     "cleanup_staging_area", "retry_backup_operation", "escalate_to_dba"]
 REMEDIATION_ACTIONS: tuple[RemediationAction, ...] = get_args(RemediationAction)
+
+#: Who may do what in the ops console: viewers read, operators start work, admins also
+#: restore a cluster in place.
+Role = Literal["viewer", "operator", "admin"]
+ROLES: tuple[Role, ...] = get_args(Role)

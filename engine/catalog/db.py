@@ -139,6 +139,19 @@ CREATE TABLE IF NOT EXISTS remediation_attempts (
     output TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS remediation_attempts_alert ON remediation_attempts (alert_id);
+CREATE TABLE IF NOT EXISTS audit (
+    id {id},
+    at DOUBLE PRECISION NOT NULL,
+    actor TEXT NOT NULL,
+    role TEXT,
+    source TEXT NOT NULL,
+    action TEXT NOT NULL,
+    cluster TEXT,
+    params TEXT NOT NULL,
+    result TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 CREATE TABLE IF NOT EXISTS silences (
     id {id},
     rule TEXT NOT NULL,

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from engine.catalog.alerts import AlertBook
+from engine.catalog.audit import AuditLog
 from engine.catalog.db import Database, PostgresDatabase, SqliteDatabase
 
 if TYPE_CHECKING:
@@ -149,6 +150,11 @@ class Catalog:
 
     def close(self) -> None:
         self.db.close()
+
+    @property
+    def audit(self) -> AuditLog:
+        """Who asked for what, through the console or the CLI, and how it ended."""
+        return AuditLog(self.db)
 
     @property
     def alerts(self) -> AlertBook:

@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from engine.config.alerting import AlertsSettings
+from engine.config.console import ConsoleSettings
 from engine.config.file import config_path, read_config_bytes
 from engine.config.sections import (
     CLASS_OBJECTIVES,
@@ -255,6 +256,7 @@ class Config(_Section):
     notifications: NotificationsConfig = NotificationsConfig()
     exporter: ExporterConfig = ExporterConfig()
     alerts: AlertsSettings = AlertsSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     def service_of(self, cluster: str) -> str:
         """The service label of a cluster's metrics and data-loss events."""
@@ -317,6 +319,11 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     return parse_config(read_config_bytes(resolved), resolved)
 
 
+#: Keys whose values are never repeated in an error message.
+SECRET_KEYS = frozenset(("password", "password_hash", "routing_key", "token", "webhook_url", "dsn",
+                         "secret", "secret_access_key"))
+
+
 def _describe(exc: ValidationError, source: Path | str) -> str:
     lines = [f"{source}: invalid configuration:"]
     for error in exc.errors():
@@ -329,7 +336,8 @@ def _describe(exc: ValidationError, source: Path | str) -> str:
         elif error["type"] == "missing":
             message = "required key is missing"
         value = error.get("input")
-        shown = "" if error["type"] in ("missing", "extra_forbidden") or isinstance(
+        secret = bool(SECRET_KEYS & {str(part) for part in error["loc"]})
+        shown = "" if secret or error["type"] in ("missing", "extra_forbidden") or isinstance(
             value, dict
         ) else f" (got {value!r})"
         lines.append(f"  {key}: {message.removeprefix('Value error, ')}{shown}")

@@ -119,3 +119,16 @@ scrape = true
                 "exporter.scrape: unknown key", "repository.region:",
                 "clusters.main.replica_datacenters.standby1:"):
         assert key in text, key
+
+
+@pytest.mark.parametrize("section, value", [
+    ('[console.users.ann]\nrole = "admin"\npassword_hash = "hunter2-plain"\n', "hunter2-plain"),
+    ('[alerts.pagerduty]\nrouting_key = 12345678\n', "12345678"),
+    ('[alerts.slack]\nwebhook_url = "ftp://hooks.example/T0/B0/s3cr3tXYZ"\n', "s3cr3tXYZ"),
+])
+def test_a_bad_secret_is_named_but_never_repeated(section: str, value: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(b'[repository]\npath = "/r"\n' + section.encode(), "lifeboat.toml")
+    message = str(raised.value)
+    assert "lifeboat.toml" in message and section.split("]")[0].strip("[").split(".")[0] in message
+    assert value not in message
