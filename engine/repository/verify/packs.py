@@ -13,6 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from engine.errors import ChecksumError, FormatError, LifeboatError, NotFoundError
+from engine.memory import release_free_memory
 from engine.repository import layout
 from engine.repository.codec import decompress
 from engine.repository.packs import PackFrame, parse_tail
@@ -91,6 +92,7 @@ def check_pack(storage: Storage, cluster: str, pack: str, claims: dict[int, Clai
             _check_frame(pack, key, frame, stored, claims.get(frame.offset), owners, frame_limit,
                          indexed, result)
         del data  # before the next read: one range in memory per thread
+        release_free_memory()  # which glibc would keep (engine.memory)
         i = j
     return result
 
