@@ -411,7 +411,8 @@ def test_failed_backup_is_retried_by_remediation_and_the_alert_resolves(site: Si
     attempts = site.attempts(alert["id"], lambda found: any(
         a["action"] == "retry_backup_operation" and "queued again as job" in a["output"] for a in found),
         "retry_backup_operation to queue the backup again")
-    retry = next(a for a in attempts if a["action"] == "retry_backup_operation" and "queued again" in a["output"])
+    retry = next(a for a in attempts
+                 if a["action"] == "retry_backup_operation" and "queued again" in a["output"])
     assert retry["result"] == "ok" and f"backup job {failed_id} failed" in retry["output"], retry
     retried_id = int(re.search(r"queued again as job (\d+)", retry["output"]).group(1))  # type: ignore[union-attr]
     retried = wait_job(site.env, retried_id, timeout=120)
@@ -452,7 +453,8 @@ def test_server_down_escalates_after_max_attempts_with_the_history(site: Site) -
     for attempt in shown["remediation"]:
         if attempt["action"] == "check_network_connectivity":
             assert f"{endpoint}: FAILED: did not answer" in attempt["output"], attempt
-    assert "escalated: alert LifeboatPostgresDown persists after 2 round(s)" in shown["remediation"][-1]["output"]
+    escalated = shown["remediation"][-1]["output"]
+    assert "escalated: alert LifeboatPostgresDown persists after 2 round(s)" in escalated, escalated
 
     page, escalation = site.pd_events(alert["fingerprint"])[:2]
     assert page["event_action"] == escalation["event_action"] == "trigger"
