@@ -8,6 +8,15 @@ real channels (PagerDuty over HTTPS with the ``pagerduty`` client, a Slack webho
 ``slack-sdk``, SMTP) to local receivers, and auto-remediation. The tests assert on what the
 receivers got and on ``lifeboat alerts --output json``.
 
+The issue's "a receiver that answers 500 twice then 202 gets the notification once" is proved
+in-process by test_alert_delivery (the router and retry.deliver); here it is part of the first
+test, through the agent: PagerDuty refuses the first page twice and gets one trigger accepted.
+
+The streaming receiver is frozen (SIGSTOP), not killed: the agent's supervisor restarts a
+receiver that exits within 1-10 s by design, so a killed one is back before any alert could
+fire; a frozen one is alive to the supervisor but dropped by the primary after
+``wal_sender_timeout``, the fault the supervisor cannot see and remediation must cure.
+
 One cluster, one agent, one Prometheus and the receivers serve every test (module scope);
 windows, ``for`` and intervals are short through the configuration. Each test starts with no
 alert open and leaves none open.
