@@ -28,6 +28,7 @@ long-lived thread.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
 import signal
@@ -94,6 +95,15 @@ def conninfo(**params: object) -> str:
         return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
     return " ".join(f"{key}={quote(value)}" for key, value in params.items() if value is not None)
+
+
+def _interrupt(process: subprocess.Popen[bytes]) -> None:
+    """Ask pg_receivewal to flush what it has and exit (SIGINT), and continue it (SIGCONT) in
+    case it was stopped: a stopped receiver keeps the SIGINT pending, so the caller (the
+    agent's loop) would wait :data:`STOP_TIMEOUT` for nothing and then kill it."""
+    process.send_signal(signal.SIGINT)
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGCONT)
 
 
 def _parent_death_signal() -> Callable[[], None] | None:
@@ -184,7 +194,7 @@ class StreamingSupervisor:
         self._active = False
         process = self._process
         if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGINT)
+            _interrupt(process)
             try:
                 process.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -330,7 +340,7 @@ class StreamingSupervisor:
         that follows at once is not counted as a failure."""
         process = self._process
         if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGINT)
+            _interrupt(process)
             try:
                 process.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:

@@ -149,3 +149,26 @@ def test_standby_names(setting: str, names: list[str]) -> None:
 def test_conninfo_quotes_every_value() -> None:
     assert conninfo(host="/run/pg", port=5432, user="o'brien", application_name=None,
                     password="a\\b") == "host='/run/pg' port='5432' user='o\\'brien' password='a\\\\b'"
+
+
+def test_stopping_a_stopped_receiver_lets_it_exit_cleanly_at_once(storage: PosixStorage,
+                                                                  tmp_path: Path) -> None:
+    """A receiver frozen by SIGSTOP (a debugger, a frozen cgroup) keeps SIGINT pending: the
+    supervisor continues it, so it flushes and exits now rather than being killed after
+    STOP_TIMEOUT while the agent's loop waits."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = parse_config(write_config(tmp_path).read_bytes(), "test")
+    supervisor = StreamingSupervisor(config, "main", storage)
+    code = "import signal, sys, time; signal.signal(signal.SIGINT, lambda *_: sys.exit(0)); time.sleep(60)"
+    process = subprocess.Popen([sys.executable, "-c", code])
+    time.sleep(0.5)  # the handler is in place
+    process.send_signal(signal.SIGSTOP)
+    supervisor._active, supervisor._process = True, process  # a receiver it started, now frozen
+    started = time.monotonic()
+    supervisor.stop()
+    assert process.returncode == 0  # exited through its SIGINT handler, not killed
+    assert time.monotonic() - started < 5
