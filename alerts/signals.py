@@ -217,6 +217,12 @@ SIGNALS: dict[str, Signal] = {
         "The {{ $labels.region }} copy of {{ $labels.cluster }} is over {threshold} behind",
         "The copy of cluster {{ $labels.cluster }}'s repository in region {{ $labels.region }} lacks a "
         "backup or WAL file written {{ $value | humanizeDuration }} ago ({severity} above {threshold})."),
+    "streaming_receiver_down": Signal(
+        lambda p: f"{p.sel('lifeboat_streaming_receiver_up')} == 0",
+        "The streaming WAL receiver of {{ $labels.cluster }} is not connected",
+        "Cluster {{ $labels.cluster }} answers but the agent's streaming WAL receiver has not been "
+        "streaming from it for {for}: WAL reaches the repository only through archive_command, "
+        "so the RPO 0 of streaming does not hold."),
     "postgres_down": Signal(
         lambda p: f"{p.sel('lifeboat_up')} == 0",
         "PostgreSQL of {{ $labels.cluster }} does not answer",

@@ -341,8 +341,11 @@ _PANELS: dict[str, tuple[PanelSpec, ...]] = {  # objectives: _objective_panels
                             "flushed: what a loss of the server would lose now."),
     ),
     "replication": (
+        _stat("Streaming receiver", "lifeboat_streaming_receiver_up", sel("lifeboat_streaming_receiver_up"),
+              "{{cluster}}", width=3, mappings=(UP,),
+              description="The agent's WAL receiver of each cluster with streaming enabled."),
         _stat("Replication lag", "lifeboat_replication_lag_seconds", sel("lifeboat_replication_lag_seconds"),
-              "{{cluster}} {{replica}}"),
+              "{{cluster}} {{replica}}", width=3),
         _series("Replication lag over time", "lifeboat_replication_lag_seconds",
                 Target(sel("lifeboat_replication_lag_seconds"), "{{cluster}} {{replica}}"), width=9),
         _series("Replication lag in bytes", "lifeboat_replication_lag_bytes",

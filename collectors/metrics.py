@@ -114,6 +114,9 @@ METRICS: tuple[Metric, ...] = (
     _m("lifeboat_replica_info", "gauge", "none", "replication",
        (*REPLICA, "state", "sync_state"),
        "Each connected replica or WAL receiver (always 1)."),
+    _m("lifeboat_streaming_receiver_up", "gauge", "none", "replication", C,
+       "1 when the agent's streaming WAL receiver of a cluster with [streaming] enabled is "
+       "connected and streaming, 0 when the server answers without it (absent otherwise)."),
     # recovery objectives ------------------------------------------------------------------
     _m("lifeboat_rpo_exposure_seconds", "gauge", "s", "objectives", CC,
        "Age of the oldest written work not yet safe in the repository (measured RPO)."),

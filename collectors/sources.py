@@ -87,6 +87,11 @@ def postgres(snapshot: Snapshot, config: Config, cluster: str, timeout: float) -
         snapshot.set("lifeboat_replication_lag_seconds", float(lag), **labels)
         snapshot.set("lifeboat_replication_lag_bytes", lag_bytes, **labels)
         snapshot.set("lifeboat_replica_info", 1, **labels, state=state or "", sync_state=sync_state)
+    streaming = config.clusters[cluster].streaming
+    if streaming.enabled:
+        connected = any(name == streaming.application_name and state == "streaming"
+                        for name, state, *_ in replicas)
+        snapshot.set("lifeboat_streaming_receiver_up", int(connected), cluster=cluster)
     return None
 
 

@@ -75,6 +75,7 @@ ALERT_SIGNALS: dict[str, tuple[ThresholdUnit, bool]] = {
     "drill_failed": ("none", False),
     "drill_failed_checks": ("count", False),
     "drill_slower_than_rto": ("factor", False),
+    "streaming_receiver_down": ("none", False),
 }
 #: The metric each signal watches (the rules file builds its PromQL on it, the Grafana
 #: dashboard draws the rules' levels on the panels of it) and whether the signal fires when
@@ -88,6 +89,7 @@ SIGNAL_METRICS: dict[str, str] = {
     "wal_archive_lag": "lifeboat_wal_archive_lag_seconds",
     "wal_archive_failures": "lifeboat_wal_archive_failures_total",
     "replication_lag": "lifeboat_replication_lag_seconds",
+    "streaming_receiver_down": "lifeboat_streaming_receiver_up",
     "data_loss_events": "lifeboat_data_loss_events_total",
     "recovery_over_sla": "lifeboat_recovery_duration_seconds",
     "rpo_breach": "lifeboat_rpo_exposure_seconds",

@@ -102,8 +102,12 @@ def alerts_text(found: list[dict[str, Any]]) -> str:
             lines.append(f"       {n['at']}  {n['kind']:<12} -> {n['channel']:<10} {n['outcome']}"
                          f" ({n['attempts']} attempt{'s' if n['attempts'] != 1 else ''}): {n['detail']}")
         for r in a["remediation"]:
+            said = r["output"].splitlines() or [""]
             lines.append(f"       {r['finished_at']}  round {r['round']} {r['action']}: {r['result']}: "
-                         f"{r['output'][:200]}")
+                         f"{said[0][:200]}")
+            lines.extend(f"           {line[:200]}" for line in said[1:8])
+            if len(said) > 8:
+                lines.append(f"           ... {len(said) - 8} more line(s): --output json has them all")
     return "\n".join(lines)
 
 

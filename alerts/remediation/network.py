@@ -35,11 +35,14 @@ def check_network_connectivity(rctx: RemediationContext) -> ActionResult:
 
 
 def _replicas(rctx: RemediationContext, cluster: str) -> list[health.Finding]:
-    """The replica the alert is about (its ``replica`` label), as pg_stat_replication shows it."""
+    """The replica the alert is about (its ``replica`` label), else the agent's own streaming
+    receiver when the cluster streams, as pg_stat_replication shows it."""
+    settings = rctx.ctx.config.cluster(cluster)
     wanted = next((rctx.alert.labels[k] for k in REPLICA_LABELS if rctx.alert.labels.get(k)), None)
+    if wanted is None and settings.streaming.enabled:
+        wanted = settings.streaming.application_name
     if wanted is None:
         return []
-    settings = rctx.ctx.config.cluster(cluster)
     target = f"replica '{wanted}' of cluster '{cluster}' (pg_stat_replication)"
     try:
         rows = health.replicas(settings, cluster, rctx.remaining())

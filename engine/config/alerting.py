@@ -359,6 +359,11 @@ DEFAULT_RULES: dict[str, dict[str, Any]] = {
         threshold="300s", channels=["slack", "email"], **{"for": "5m"},
         auto_remediation={"max_attempts": 3, "actions": [
             "check_network_connectivity", "restart_replication", "escalate_to_dba"]}),
+    "streaming_receiver_down": _default(
+        "streaming_receiver_down", "warning", "LifeboatStreamingReceiverDown", "streaming_receiver",
+        channels=["slack", "email"], **{"for": "1m"},
+        auto_remediation={"max_attempts": 3, "actions": [
+            "check_network_connectivity", "restart_replication", "escalate_to_dba"]}),
     "data_loss": _default(
         "data_loss_events", "critical", "LifeboatDataLoss", "data_loss", threshold=1, window="24h"),
     "recovery_delays": _default(

@@ -25,13 +25,11 @@ The rules (every other default rule is off):
 
 - ``wal_archive_failing`` (default: pagerduty + slack; check_disk_space,
   verify_backup_dependencies, cleanup_staging_area, escalate_to_dba), window 10s;
-- ``receiver_down``, a rule of this configuration (``expr``): the streaming receiver is not
-  connected while its server is up. When the receiver is gone, ``pg_stat_replication`` has no
-  row for it, so ``lifeboat_replication_lag_seconds{replica="lifeboat_receiver"}`` does not
-  exist and ``replication_delay`` (the replication_lag signal) can never fire for it: the
-  truthful signal for a receiver that is away is the absence of its
-  ``lifeboat_replica_info`` series. Routed as the seed routes replication_delay (slack +
-  email), remediated with its actions (check_network_connectivity, restart_replication);
+- ``streaming_receiver_down`` (default: slack + email, as the seed routes replication_delay;
+  check_network_connectivity, restart_replication, escalate_to_dba), ``for = "3s"``. A
+  receiver that is gone leaves ``pg_stat_replication``, so the lag series of
+  ``replication_delay`` vanish with it and that rule cannot fire: the exporter's
+  ``lifeboat_streaming_receiver_up`` (0 while the server answers without the receiver) can;
 - ``backup_failure`` (default: pagerduty + slack; verify_backup_dependencies,
   cleanup_staging_area, retry_backup_operation);
 - ``postgres_down`` (default: the critical route, pagerduty; check_network_connectivity,
@@ -64,8 +62,6 @@ from tests.receivers import HttpReceiver, HttpsReceiver, SmtpReceiver
 RECEIVER = "lifeboat_receiver"
 PD_KEY = "e2e-routing-key-0123456789abcdef"
 SLACK_PATH = "/services/T000/B000/E2E"
-RECEIVER_DOWN = (f'absent(lifeboat_replica_info{{cluster="main", replica="{RECEIVER}"}}) '
-                 'and on(cluster) lifeboat_up{cluster="main"} == 1')
 
 
 def alerts_config(prometheus_url: str, pd: HttpsReceiver, slack: HttpReceiver, smtp: SmtpReceiver,
@@ -117,15 +113,10 @@ window = "10m"
 for = "0s"
 auto_remediation = {{ max_attempts = 2 }}
 
-[alerts.rules.receiver_down]
-expr = '{RECEIVER_DOWN}'
+[alerts.rules.streaming_receiver_down]
 for = "3s"
-severity = "warning"
-channels = ["slack", "email"]
-summary = "The streaming receiver of {{{{ $labels.cluster }}}} is not connected"
-auto_remediation = {{ max_attempts = 3, actions = ["check_network_connectivity", "restart_replication"] }}
 
-{only_rules("wal_archive_failing", "backup_failure", "postgres_down")}
+{only_rules("wal_archive_failing", "backup_failure", "postgres_down", "streaming_receiver_down")}
 """
 
 
@@ -337,7 +328,7 @@ def test_archiving_fails_pages_remediates_and_resolves(site: Site) -> None:
 def test_stopped_receiver_is_restarted_by_remediation_and_the_alert_resolves(site: Site) -> None:
     """The receiver is frozen (SIGSTOP): alive, so the agent's supervisor (which restarts a
     receiver that exits, within 1-10 s by itself) leaves it alone, but the primary drops it
-    after wal_sender_timeout. receiver_down fires, goes to Slack and email,
+    after wal_sender_timeout. streaming_receiver_down fires, goes to Slack and email,
     check_network_connectivity says the replica is not connected and restart_replication
     brings a new receiver back; the alert resolves and the resolve goes out."""
     site.quiet()
@@ -345,8 +336,8 @@ def test_stopped_receiver_is_restarted_by_remediation_and_the_alert_resolves(sit
     os.kill(frozen, signal.SIGSTOP)
     try:
         site.until(lambda: not streaming(site.cluster), 30, "the primary to drop the frozen receiver")
-        alert = site.firing("receiver_down")
-        assert alert["severity"] == "warning" and alert["labels"]["replica"] == RECEIVER
+        alert = site.firing("streaming_receiver_down")
+        assert alert["severity"] == "warning" and alert["labels"]["cluster"] == "main"
         site.resolved(alert["id"], timeout=90)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -355,12 +346,13 @@ def test_stopped_receiver_is_restarted_by_remediation_and_the_alert_resolves(sit
     [back] = receiver_pids(site.stream)
     assert back != frozen
 
-    shown = site.alert("receiver_down")
+    shown = site.alert("streaming_receiver_down")
     assert shown is not None and shown["id"] == alert["id"]
     attempts = shown["remediation"]
     assert [(a["round"], a["action"]) for a in attempts] == [
-        (1, "check_network_connectivity"), (1, "restart_replication")], attempts
-    network, restart = attempts
+        (1, "check_network_connectivity"), (1, "restart_replication"), (1, "escalate_to_dba")], attempts
+    network, restart, escalate = attempts
+    assert escalate["result"] == "skipped"  # round 1 of 3: the restart cured it before escalation
     assert network["result"] == "failed"
     assert f"replica '{RECEIVER}' of cluster 'main'" in network["output"]
     assert "not connected" in network["output"]
@@ -368,13 +360,13 @@ def test_stopped_receiver_is_restarted_by_remediation_and_the_alert_resolves(sit
     assert f"pg_receivewal (pid {frozen}) was running; restarted as pid {back}" in restart["output"]
     assert f"pg_stat_replication shows '{RECEIVER}' streaming" in restart["output"]
 
-    summary = "The streaming receiver of main is not connected"
-    site.until(lambda: len(site.slack_messages(summary)) >= 2 and len(site.mails("receiver_down")) >= 2,
-               30, "the resolve in Slack and by mail")
+    summary = "The streaming WAL receiver of main is not connected"
+    site.until(lambda: len(site.slack_messages(summary)) >= 2
+               and len(site.mails("streaming_receiver_down")) >= 2, 30, "the resolve in Slack and by mail")
     firing, resolved = site.slack_messages(summary)
     assert "Resolved" not in firing["blocks"][0]["text"]["text"]
     assert "Resolved: " in resolved["blocks"][0]["text"]["text"]
-    subjects = [m.message["Subject"] for m in site.mails("receiver_down")]
+    subjects = [m.message["Subject"] for m in site.mails("streaming_receiver_down")]
     assert subjects == [f"[FIRING warning] {summary}", f"[RESOLVED] {summary}"], subjects
     assert not site.pd_events(alert["fingerprint"])  # a warning: nobody is paged
     site.quiet()

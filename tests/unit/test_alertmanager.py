@@ -62,7 +62,8 @@ def test_defaults_without_channels_send_everything_to_the_agent(tmp_path: Path) 
     config = alertmanager_config()
     # the seed's rules that name their own channels keep them (none configured: no receiver)
     own = [{"receiver": NO_RECEIVER, "matchers": [f'rule="{rule}"']}
-           for rule in ("backup_failure", "wal_archive_failing", "replication_delay")]
+           for rule in ("backup_failure", "wal_archive_failing", "replication_delay",
+                        "streaming_receiver_down")]
     assert config["route"] == {"receiver": AGENT_RECEIVER, "group_by": ["alertname", "cluster"],
                                "group_wait": "30s", "group_interval": "5m", "repeat_interval": "4h",
                                "routes": [{"receiver": AGENT_RECEIVER, "continue": True}, *own]}
@@ -90,6 +91,7 @@ def test_every_channel_routes_by_severity_and_by_rule(tmp_path: Path) -> None:
         ("lifeboat-pagerduty-slack", ['rule="backup_failure"'], False),  # the seed's own channels
         ("lifeboat-pagerduty-slack", ['rule="wal_archive_failing"'], False),
         ("lifeboat-slack-email", ['rule="replication_delay"'], False),
+        ("lifeboat-slack-email", ['rule="streaming_receiver_down"'], False),
         ("lifeboat-pagerduty-email", ['rule="data_loss"'], False),
         (NO_RECEIVER, ['rule="drill_overdue"'], False),  # grafana only: the agent annotates
         ("lifeboat-pagerduty-slack", ['severity="critical"'], False),

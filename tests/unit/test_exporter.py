@@ -271,7 +271,8 @@ def test_alert_metrics_read_the_catalogs_alert_tables(tmp_path: Path) -> None:
     config = Config.model_validate(config.model_dump(mode="json", by_alias=True) | {"alerts": {
         "slack": {"webhook_url": "https://hooks.example/T/B/x"},
         "rules": {"backup_failure": {"channels": ["slack"]},
-                  "replication_delay": {"auto_remediation": {"enabled": False}}}}})
+                  "replication_delay": {"auto_remediation": {"enabled": False}},
+                  "streaming_receiver_down": {"auto_remediation": {"enabled": False}}}}})
     now = time.time()
     with Catalog.open(config) as catalog:
         book = catalog.alerts
@@ -317,4 +318,4 @@ def test_alert_metrics_read_the_catalogs_alert_tables(tmp_path: Path) -> None:
     assert attempts["escalate_to_dba/skipped"] == 1
     assert attempts["check_disk_space/ok"] == 0  # an action of a rule that remediates starts at 0
     assert attempts["check_network_connectivity/failed"] == 0  # postgres_down's
-    assert "restart_replication/ok" not in attempts  # only replication_delay's, which does not remediate
+    assert "restart_replication/ok" not in attempts  # the replication rules' (not remediating here)

@@ -275,6 +275,7 @@ SIGNAL_CASES = [  # (rule fields, the PromQL it renders)
      "lifeboat_rto_expected_seconds > on(cluster, class) lifeboat_rto_objective_seconds"),
     (_signal_rule("copy_lag", threshold="3h"), "lifeboat_copy_lag_seconds > 10800"),
     (_signal_rule("postgres_down", match={"cluster": "main"}), 'lifeboat_up{cluster="main"} == 0'),
+    (_signal_rule("streaming_receiver_down"), "lifeboat_streaming_receiver_up == 0"),
     (_signal_rule("metrics_absent"), "absent(lifeboat_up)"),
     (_signal_rule("cluster_metrics_absent"),
      "(group by (cluster) (max_over_time(lifeboat_up[1d])) unless group by (cluster) (lifeboat_up)) "
