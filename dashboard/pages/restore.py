@@ -77,7 +77,8 @@ def pick_destination(cluster: str) -> tuple[dict, bool] | None:
                    "its scheduled jobs until the restore ends.")
         confirmed = st.checkbox(f"I understand: {cluster}'s current data is replaced",
                                 key="restore_in_place_ok")
-        return {"pgdata": str(settings.pgdata), "port": settings.port, "archive_mode": "preserve"}, confirmed
+        return {"pgdata": str(settings.pgdata), "port": settings.port, "archive_mode": "preserve",
+                "stop_server": True}, confirmed
     default = f"{settings.pgdata.parent}/{cluster}-restored-{datetime.now(UTC):%Y%m%d-%H%M}"
     pgdata = st.text_input("New data directory", value=default, key="restore_pgdata", bind="query-params")
     port = st.number_input("Port", min_value=1, max_value=65535, value=min(65535, settings.port + 1),
@@ -101,7 +102,8 @@ def show_plan(plan) -> None:
         + (" — **in place**, the server is stopped first" if plan.in_place else "") + "\n"
         f"- **Port**: {plan.port} ({'free' if plan.port_free else 'in use'})\n"
         f"- **PostgreSQL**: backup {plan.pg_version}, binaries {plan.bin_version}\n"
-        f"- **Tablespaces**: {', '.join(str(t) for t in plan.tablespaces) or 'none'}")
+        "- **Tablespaces**: " + (", ".join(f"{t.oid} -> {t.destination} ({'ok' if t.ok else t.why})"
+                                           for t in plan.tablespaces) or "none"))
     for warning in plan.warnings:
         st.warning(warning)
     for problem in plan.problems:
@@ -184,7 +186,7 @@ if cluster is not None:
             show_plan(plan)
             if data.preview_available():
                 with st.expander("4. Preview a table at that point (optional)"):
-                    table = st.text_input("Table", key="preview_table")
+                    table = st.text_input("Table (schema.table)", key="preview_table")
                     rows = st.number_input("Rows", min_value=1, max_value=1000, value=20, key="preview_rows")
                     if st.button("Preview", key="preview_button"):
                         fields = {k: v for k, v in params.items()
