@@ -29,7 +29,8 @@ class ConsoleEnv:
 
 
 def console_settings(prometheus_port: int) -> str:
-    users = "".join(f'\n[console.users.{name}]\nrole = "{role}"\npassword_hash = "{hash_password(PASSWORDS[role], n=2**10)}"\n'
+    users = "".join(f'\n[console.users.{name}]\nrole = "{role}"\n'
+                    f'password_hash = "{hash_password(PASSWORDS[role], n=2**10)}"\n'
                     for name, role in USERS.items())
     return (f'\n[console]\nsession_timeout = "300s"\nmax_failed_logins = {MAX_FAILED}\nlockout = "60s"\n'
             f'prometheus_url = "http://127.0.0.1:{prometheus_port}"\n{users}')
@@ -66,7 +67,8 @@ def _history(env: Lifeboat) -> None:
     config = load_config(env.config)
     with Catalog.open(config) as catalog:
         now = time.time()
-        catalog.alerts.create("fp-console-test", "backup_failure", "LifeboatBackupFailure", "main", "critical",
+        catalog.alerts.create("fp-console-test", "backup_failure", "LifeboatBackupFailure", "main",
+                              "critical",
                               {"alertname": "LifeboatBackupFailure", "cluster": "main"},
                               {"summary": "a backup failed"}, "firing", 1.0, "prometheus", now - 600,
                               now - 600)

@@ -223,7 +223,8 @@ def test_bad_restore_input_is_refused_before_anything_is_queued(console: Console
     ctx = open_context(console.config, "main")
     operator = session("operator")
     with pytest.raises(actions.Refused, match="the plan cannot run"):
-        actions.start_restore(ctx, operator, {"pgdata": str(full), "port": free_port(), "start": True}, "main")
+        actions.start_restore(ctx, operator, {"pgdata": str(full), "port": free_port(), "start": True},
+                              "main")
     # a port in use (the cluster's own)
     with pytest.raises(actions.Refused, match="the plan cannot run"):
         actions.start_restore(ctx, operator, {"pgdata": str(console.env.workspace.root / "p"),
