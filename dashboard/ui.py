@@ -74,9 +74,10 @@ def sidebar(session: auth.Session) -> None:
 
 def client_address() -> str:
     try:
-        return st.context.ip_address or "unknown"
+        address = st.context.ip_address
     except Exception:
         return "unknown"
+    return address if isinstance(address, str) and address else "unknown"
 
 
 def act(what: Callable[[], Any], done: str) -> Any:
