@@ -112,28 +112,19 @@ def alerts_text(found: list[dict[str, Any]]) -> str:
 
 
 def _ack(args: argparse.Namespace) -> int:
-    from alerts.lifecycle import AlertClosed, Lifecycle, UnknownAlert
+    from alerts.lifecycle import AlertClosed, UnknownAlert
+    from alerts.operations import acknowledge
 
     by = args.by or who()
     output = getattr(args, "output", "text")
     with open_for(args, need_cluster=False) as ctx:
-        settings, book = ctx.config.alerts, ctx.catalog.alerts
         try:
-            alert = Lifecycle(settings, book).acknowledge(args.alert_id, by)
+            done = acknowledge(ctx, args.alert_id, by)
         except (UnknownAlert, AlertClosed) as exc:
             _say(str(exc))
             return 1
-        deliveries, problem = _tell_channels(ctx, alert)
-        from dataclasses import replace
-
-        from alerts.channels.base import redact
-        from alerts.router import settings_secrets
-
-        secrets = settings_secrets(settings)
-        deliveries = [replace(d, detail=redact(d.detail, secrets)) for d in deliveries]
-        problem = redact(problem, secrets) if problem else problem
-        result = alert_json(book, book.get(alert.id))
-    failed = [d for d in deliveries if d.outcome != "ok"]
+        alert, deliveries, problem = done.alert, done.deliveries, done.problem
+        result = alert_json(ctx.catalog.alerts, alert)
     show(output, {"alert": result, "deliveries": [
         {"channel": d.channel, "outcome": str(d.outcome), "detail": d.detail, "attempts": d.attempts}
         for d in deliveries]}, lambda: f"alert {alert.id} ({alert.rule}) acknowledged by {by}" + "".join(
@@ -141,38 +132,15 @@ def _ack(args: argparse.Namespace) -> int:
     if problem:
         _say(f"alert {alert.id} is acknowledged in the catalog, but the channels were not told: {problem}")
         return 1
-    if failed:
+    if done.failed:
         _say(f"alert {alert.id} is acknowledged in the catalog, but "
-             + ", ".join(f"{d.channel} was not told ({d.outcome})" for d in failed))
+             + ", ".join(f"{d.channel} was not told ({d.outcome})" for d in done.failed))
         return 1
     return 0
 
 
-def _tell_channels(ctx: Any, alert: Any) -> tuple[list[Any], str | None]:
-    """Send the acknowledgement to the channels that got the alert (PagerDuty's acknowledge)."""
-    from alerts.router import NO_ACK, Router
-    from engine.errors import ConfigError
-
-    book = ctx.catalog.alerts
-    sent = {n.channel for n in book.notifications(alert.id)
-            if n.kind in ("firing", "repeat", "escalation") and n.outcome == "ok"} - NO_ACK
-    if not sent:
-        return [], None
-    from alerts.channels.factory import build_channels
-
-    try:
-        channels = build_channels(ctx.config.alerts, only=sent)
-    except ConfigError as exc:
-        return [], str(exc)
-    router = Router(ctx.config.alerts, book, channels)
-    try:
-        return router.acknowledge(alert), None
-    finally:
-        router.close()
-
-
 def _silence(args: argparse.Namespace) -> int:
-    from alerts.known import known_rules
+    from alerts.operations import silence
     from engine.catalog.store import iso
     from engine.config.units import parse_duration
 
@@ -186,19 +154,12 @@ def _silence(args: argparse.Namespace) -> int:
     if not args.reason.strip():
         raise UsageError("--reason must say why (it is shown with every silenced alert)")
     with open_for(args, need_cluster=False) as ctx:
-        rules = known_rules(ctx.config.alerts)
-        if args.rule not in rules:
-            raise UsageError(f"rule '{args.rule}' is not a rule (rules: {', '.join(sorted(rules))})")
-        until = time.time() + seconds
-        silence_id = ctx.catalog.alerts.add_silence(args.rule, ctx.cluster, until, args.reason, by)
-        ctx.catalog.add_event(ctx.cluster, "alert_silenced",
-                              f"alerts of rule {args.rule}{' on ' + ctx.cluster if ctx.cluster else ''} "
-                              f"silenced until {iso(until)} by {by}: {args.reason}")
-    data = {"silence": {"id": silence_id, "rule": args.rule, "cluster": ctx.cluster, "until": iso(until),
-                        "reason": args.reason, "created_by": by}}
+        done = silence(ctx, args.rule, ctx.cluster, seconds, args.reason, by)
+    data = {"silence": {"id": done.id, "rule": done.rule, "cluster": done.cluster, "until": iso(done.until),
+                        "reason": done.reason, "created_by": by}}
     show(getattr(args, "output", "text"), data, lambda: (
-        f"silence {silence_id}: rule {args.rule} on {ctx.cluster or 'every cluster'} until {iso(until)}: "
-        f"{args.reason}"))
+        f"silence {done.id}: rule {done.rule} on {done.cluster or 'every cluster'} until {iso(done.until)}: "
+        f"{done.reason}"))
     return 0
 
 

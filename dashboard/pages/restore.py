@@ -1,0 +1,230 @@
+"""The one-click restore: cluster -> point -> destination -> the plan -> preview -> type the
+name -> restore, followed live; restores running and finished, with cancel."""
+
+from datetime import UTC, datetime
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import actions, data, ui
+from engine.errors import LifeboatError
+
+FINAL = ("succeeded", "failed", "cancelled")
+st.title("Restore")
+session = ui.session()
+operator = session is not None and session.may("operator")
+admin = session is not None and session.may("admin")
+names = data.clusters()
+cluster = st.selectbox("Cluster", names, key="restore_cluster", bind="query-params") if names else None
+
+
+def naive(when: datetime) -> datetime:
+    return when.astimezone(UTC).replace(tzinfo=None)
+
+
+def pick_point(cluster: str) -> dict | None:
+    """The recovery target fields, or None when the point cannot be chosen."""
+    kinds = {"latest": "Latest", "time": "A date and time", "name": "A named restore point",
+             "expert": "Transaction id or LSN (experts)"}
+    kind = st.radio("Restore to", list(kinds), format_func=kinds.get, horizontal=True,
+                    key="restore_point", bind="query-params")
+    if kind == "latest":
+        return {"target": "latest"}
+    if kind == "time":
+        windows = [w for w in data.recovery_windows(cluster) or [] if w["start"] and w["end"]]
+        if not windows:
+            st.error("Nothing in the repository can be reached at a point in time yet: take a backup.")
+            return None
+        labels = [f"timeline {w['timeline']}: {w['start']:%Y-%m-%d %H:%M:%S} .. "
+                  f"{w['end']:%Y-%m-%d %H:%M:%S} UTC" for w in windows]
+        chosen = windows[labels.index(st.selectbox("Recovery window", labels, index=len(labels) - 1,
+                                                   key="restore_window"))]
+        low, high = naive(chosen["start"]), naive(chosen["end"])
+        st.caption(f"Pick a time from {low:%Y-%m-%d %H:%M:%S} to {high:%Y-%m-%d %H:%M:%S} UTC.")
+        when = st.datetime_input("Date and time (UTC)", value=high.replace(second=0, microsecond=0),
+                                 min_value=low.replace(second=0, microsecond=0), max_value=high, step=60,
+                                 format="YYYY-MM-DD", key="restore_at", bind="query-params")
+        second = st.number_input("Second", min_value=0, max_value=59, value=0, step=1, key="restore_second",
+                                 bind="query-params")
+        if when is None:
+            return None
+        at = when.replace(second=int(second), microsecond=0, tzinfo=UTC)
+        return {"target": "time", "target_value": at.isoformat(), "target_timeline": str(chosen["timeline"])}
+    if kind == "name":
+        points = data.named_points(cluster) or []
+        if not points:
+            st.info("No named restore point exists (lifeboat restore-point --cluster C NAME makes one).")
+            return None
+        label = {p["name"]: f"{p['name']} ({p['time']:%Y-%m-%d %H:%M:%S} UTC)" if p["time"] else p["name"]
+                 for p in points}
+        name = st.selectbox("Restore point", list(label), format_func=label.get, key="restore_name")
+        return {"target": "name", "target_value": name}
+    which = st.radio("Target", ["xid", "lsn"], horizontal=True, key="restore_expert")
+    value = st.text_input("Transaction id" if which == "xid" else "LSN (e.g. 0/3000060)", key="restore_value")
+    exclusive = st.checkbox("Stop just before the target", key="restore_exclusive")
+    if not value.strip():
+        return None
+    return {"target": which, "target_value": value.strip(), "target_exclusive": exclusive}
+
+
+def pick_destination(cluster: str) -> tuple[dict, bool] | None:
+    settings = data.context().config.clusters[cluster]
+    places = ["new"] + (["in_place"] if admin else [])
+    place = st.radio("Destination", places, horizontal=True, key="restore_place", format_func={
+        "new": "A new data directory", "in_place": "In place (replaces the cluster's data)"}.get)
+    if place == "in_place":
+        st.warning(f"Restoring in place stops {cluster}'s server, replaces {settings.pgdata} and holds "
+                   "its scheduled jobs until the restore ends.")
+        confirmed = st.checkbox(f"I understand: {cluster}'s current data is replaced",
+                                key="restore_in_place_ok")
+        return {"pgdata": str(settings.pgdata), "port": settings.port, "archive_mode": "preserve",
+                "stop_server": True}, confirmed
+    default = f"{settings.pgdata.parent}/{cluster}-restored-{datetime.now(UTC):%Y%m%d-%H%M}"
+    pgdata = st.text_input("New data directory", value=default, key="restore_pgdata", bind="query-params")
+    port = st.number_input("Port", min_value=1, max_value=65535, value=min(65535, settings.port + 1),
+                           key="restore_port", bind="query-params")
+    # a copy must not archive into the original's archive
+    return {"pgdata": pgdata.strip(), "port": int(port), "archive_mode": "off"}, False
+
+
+def show_plan(plan) -> None:
+    left, middle, right = st.columns(3)
+    left.metric("Backup", plan.backup_id or "-",
+                help=f"{plan.backup_type}, finished {plan.backup_finished_at}")
+    middle.metric("Expected duration", data.duration(plan.expected_seconds), help=plan.expected_basis)
+    right.metric("To write", f"{(plan.restore_bytes or 0) / 2**20:,.0f} MiB")
+    st.markdown(
+        f"- **Point**: {plan.target} on timeline {plan.timeline}\n"
+        f"- **WAL**: {plan.wal_first or '-'} .. {plan.wal_last or '-'} ({plan.wal_segments} segments, "
+        f"{(plan.wal_bytes or 0) / 2**20:,.0f} MiB to replay)\n"
+        f"- **Destination**: {plan.destination} ({plan.destination_state}; "
+        f"{(plan.destination_free_bytes or 0) / 2**30:,.1f} GiB free)"
+        + (" — **in place**, the server is stopped first" if plan.in_place else "") + "\n"
+        f"- **Port**: {plan.port} ({'free' if plan.port_free else 'in use'})\n"
+        f"- **PostgreSQL**: backup {plan.pg_version}, binaries {plan.bin_version}\n"
+        "- **Tablespaces**: " + (", ".join(f"{t.oid} -> {t.destination} ({'ok' if t.ok else t.why})"
+                                           for t in plan.tablespaces) or "none"))
+    for warning in plan.warnings:
+        st.warning(warning)
+    for problem in plan.problems:
+        st.error(problem)
+
+
+def follow(key: str, title: str) -> None:
+    """A progress bar following the job whose id is in session state ``key``."""
+    job_id = st.session_state.get(key)
+    if job_id is None:
+        return
+
+    @st.fragment(run_every=1)
+    def progress() -> None:
+        job = data.job(job_id)
+        if job is None:
+            return
+        done = job["state"] in FINAL
+        text = f"{title} job {job_id}: {job['state']}"
+        if job["message"]:
+            text += f" — {job['message']}"
+        if job.get("bytes_total"):
+            text += f" ({job['bytes_done'] / 2**20:,.0f} of {job['bytes_total'] / 2**20:,.0f} MiB)"
+        st.progress(min(100, job["progress"]) / 100, text=text)
+        if done:
+            show_result(job)
+            if job["state"] == "succeeded":
+                st.success(f"{title} finished: 100%")
+            else:
+                st.error(f"{title} {job['state']}: {job['error'] or ''}")
+    progress()
+
+
+def show_result(job: dict) -> None:
+    result = job.get("result") or {}
+    if job["kind"] == "preview":
+        if result:
+            st.markdown(f"**{result.get('table')}** at {result.get('point_reached')}: "
+                        f"{result.get('row_count')} rows")
+            st.dataframe(pd.DataFrame(result.get("rows") or [], columns=result.get("columns") or None),
+                         hide_index=True, width="stretch")
+        return
+    reached = result.get("point_reached") or result.get("reached")
+    if reached:
+        st.markdown(f"**Point reached**: {reached}")
+    for key in ("target_gap_seconds", "target_gap_bytes", "validation"):
+        if result.get(key) is not None:
+            st.markdown(f"**{key.replace('_', ' ')}**: {result[key]}")
+
+
+if cluster is not None:
+    if data.planner() is None:
+        st.warning("Restoring from the console needs the engine's restore planner "
+                   "(engine/restore/plan.py), which is not installed in this version.")
+    elif not operator:
+        st.info("You can read restores here; starting one needs the operator role.")
+    else:
+        st.header("1. Point")
+        point = pick_point(cluster)
+        st.header("2. Destination")
+        destination = pick_destination(cluster)
+        params, in_place_ok = None, False
+        if point is not None and destination is not None:
+            place, in_place_ok = destination
+            params = {**point, **place, "start": True}
+        st.header("3. Plan")
+        if st.button("Plan the restore", key="restore_plan_button", disabled=params is None):
+            try:
+                plan = actions.plan_restore(data.for_cluster(cluster), params)
+                st.session_state["restore_plan"] = (cluster, params, plan)
+            except LifeboatError as exc:
+                st.session_state.pop("restore_plan", None)
+                st.error(str(exc))
+        planned = st.session_state.get("restore_plan")
+        if planned is not None and planned[:2] != (cluster, params):
+            st.session_state.pop("restore_plan")  # the choices changed: plan again
+            planned = None
+        if planned is not None:
+            plan = planned[2]
+            show_plan(plan)
+            if data.preview_available():
+                with st.expander("4. Preview a table at that point (optional)"):
+                    table = st.text_input("Table (schema.table)", key="preview_table")
+                    rows = st.number_input("Rows", min_value=1, max_value=1000, value=20, key="preview_rows")
+                    if st.button("Preview", key="preview_button"):
+                        fields = {k: v for k, v in params.items()
+                                  if k in ("target", "target_value", "target_exclusive", "target_timeline")}
+                        job_id = ui.act(lambda: actions.start_preview(
+                            data.for_cluster(cluster), ui.session(),
+                            {**fields, "table": table, "rows": int(rows)}), "Preview queued as job {result}.")
+                        if job_id is not None:
+                            st.session_state["preview_job"] = job_id
+                    follow("preview_job", "Preview")
+            st.header("5. Restore")
+            confirmation = st.text_input(f"Type the cluster's name ({cluster}) to confirm",
+                                         key="restore_confirm")
+            if st.button("Restore", key="restore_start", type="primary"):
+                job_id = ui.act(lambda: actions.start_restore(data.for_cluster(cluster), ui.session(), params,
+                                                              confirmation, in_place_ok),
+                                "Restore queued as job {result}.")
+                if job_id is not None:
+                    st.session_state["restore_job"] = job_id
+                    st.session_state.pop("restore_plan", None)
+        follow("restore_job", "Restore")
+
+    st.header("Restores")
+    found = data.jobs(cluster, "restore", 50)
+    if not found:
+        st.caption("No restore of this cluster yet.")
+    for job in found:
+        result = job.get("result") or {}
+        reached = result.get("point_reached") or (result.get("reached") or {}).get("time") or "-"
+        with st.expander(f"Job {job['id']} · {job['state']} · {job['progress']}% · "
+                         f"by {job['requested_by']} · "
+                         f"{job['params'].get('target')} {job['params'].get('target_value') or ''} -> "
+                         f"{job['params'].get('pgdata')} · reached {reached}"):
+            if job["error"]:
+                st.error(job["error"])
+            show_result(job)
+            log = data.job_log(job["id"])
+            st.code(log if log is not None else "(no log yet)", language=None)
+            if operator and job["state"] not in FINAL and st.button("Cancel", key=f"cancel_{job['id']}"):
+                ui.act(lambda job_id=job["id"]: actions.cancel(data.context(), ui.session(), job_id),
+                       f"Job {job['id']} cancelled.")

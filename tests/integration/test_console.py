@@ -1,0 +1,290 @@
+"""The ops console's pages (streamlit.testing AppTest) against a real catalog and repository
+made by real backups, as each role; actions refused on the server side and audited."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import actions, auth, ui
+from engine.catalog.store import Catalog
+from engine.config.schema import load_config
+from engine.context import open_context
+from tests.integration.console_env import MAX_FAILED, PASSWORDS, USERS, ConsoleEnv, make
+from tests.integration.pg import Workspace
+
+APP = str(Path(__file__).parents[2] / "dashboard" / "app.py")
+PAGES = ("overview", "backups", "restore", "alerts", "drills", "metrics", "audit")
+ACTION_BUTTONS = ("Start backup", "Start verify", "Start drill", "Restore", "Acknowledge", "Silence",
+                  "Cancel", "Preview", "Plan the restore")
+NAME_OF = {role: name for name, role in USERS.items()}
+
+
+@pytest.fixture(scope="module")
+def console(workspace: Workspace) -> Iterator[ConsoleEnv]:
+    made = make(workspace)
+    old = os.environ.get("LIFEBOAT_CONFIG")
+    os.environ["LIFEBOAT_CONFIG"] = str(made.config)
+    try:
+        yield made
+    finally:
+        if old is None:
+            os.environ.pop("LIFEBOAT_CONFIG", None)
+        else:
+            os.environ["LIFEBOAT_CONFIG"] = old
+        made.env.cleanup()
+
+
+def session(role: str, idle: float = 0.0) -> auth.Session:
+    now = time.time()
+    return auth.Session(NAME_OF[role], role, "password", now - idle - 1, now - idle)
+
+
+def app(role: str | None = None, idle: float = 0.0) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    if role is not None:
+        at.session_state[ui.SESSION_KEY] = session(role, idle)
+    return at
+
+
+def page(at: AppTest, name: str) -> AppTest:
+    at.run()
+    at.switch_page(f"pages/{name}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def labels(at: AppTest) -> set[str]:
+    return {b.label for b in at.button}
+
+
+def catalog(console: ConsoleEnv) -> Catalog:
+    return Catalog.open(load_config(console.config))
+
+
+def newest_job(console: ConsoleEnv) -> int:
+    with catalog(console) as c:
+        return max((j.id for j in c.jobs(limit=1)), default=0)
+
+
+@pytest.mark.parametrize("role", ["viewer", "operator", "admin"])
+def test_every_page_renders_for_each_role(console: ConsoleEnv, role: str) -> None:
+    shown: dict[str, set[str]] = {}
+    for name in PAGES:
+        at = page(app(role), name)
+        text = " ".join(str(m.value) for m in (*at.markdown, *at.caption, *at.subheader, *at.title))
+        assert "Unknown user" not in text
+        shown[name] = labels(at)
+        if name == "overview":
+            assert any(m.label == "RPO exposure" for m in at.metric)
+            assert "main" in [s.value for s in at.subheader]
+            assert any(m.label == "Firing alerts" and "1" in m.value for m in at.metric)
+            assert any(m.label == "Last drill" and "failed" in m.value for m in at.metric)
+        if name == "backups":
+            assert len(at.dataframe) >= 1 and len(at.dataframe[0].value) == 2  # the full and the incremental
+        if name == "drills":
+            assert any("row_counts" in e.value for e in at.error)
+        if name == "audit":
+            assert len(at.dataframe) == 1 or at.info
+    everything = set().union(*shown.values())
+    if role == "viewer":
+        assert not everything & set(ACTION_BUTTONS), everything & set(ACTION_BUTTONS)
+    else:
+        assert {"Start backup", "Start verify", "Start drill", "Acknowledge", "Silence"} <= everything
+
+
+def test_no_secret_is_shown(console: ConsoleEnv) -> None:
+    config_text = console.config.read_text()
+    hashes = [line.split('"')[1] for line in config_text.splitlines() if line.startswith("password_hash")]
+    for name in PAGES:
+        at = page(app("admin"), name)
+        rendered = str([e.proto for e in at.main]) + str([e.proto for e in at.sidebar])
+        assert not any(h in rendered or h.split("$")[-1] in rendered for h in hashes), name
+
+
+def test_viewer_forged_actions_are_refused_and_audited(console: ConsoleEnv) -> None:
+    ctx = open_context(console.config, "main")
+    before = newest_job(console)
+    viewer = session("viewer")
+    forged = [
+        lambda: actions.start_job(ctx, viewer, "backup", "main", {"type": "full"}),
+        lambda: actions.start_job(ctx, viewer, "drill", "main", {"kind": "full"}),
+        lambda: actions.start_restore(ctx, viewer, {"pgdata": "/var/tmp/forged", "start": True}, "main"),
+        lambda: actions.start_preview(ctx, viewer, {"table": "public.t"}),
+        lambda: actions.cancel(ctx, viewer, before),
+        lambda: actions.acknowledge(ctx, viewer, 1),
+        lambda: actions.silence(ctx, viewer, "backup_failure", None, 60, "forged"),
+    ]
+    for attempt in forged:
+        with pytest.raises(actions.Refused, match="viewer may not"):
+            attempt()
+    assert newest_job(console) == before
+    entries = ctx.catalog.audit.entries(actor="vera", limit=20)
+    refused = {e.action for e in entries if e.result == "refused" and e.source == "console"}
+    assert refused >= {"backup", "drill", "restore", "preview", "cancel", "alerts.ack", "alerts.silence"}
+    with catalog(console) as c:
+        assert c.alerts.get(1).state == "firing"  # not acknowledged
+    # an expired session is refused too, whatever its role
+    with pytest.raises(actions.Refused, match="expired"):
+        actions.start_job(ctx, session("admin", idle=301), "backup", "main", {"type": "full"})
+
+
+def test_operator_starts_a_backup_from_the_page(console: ConsoleEnv) -> None:
+    at = page(app("operator"), "backups")
+    at.selectbox(key="backup_type").set_value("incr")
+    next(b for b in at.button if b.label == "Start backup").click()
+    at.run()
+    assert not at.exception
+    assert any("queued as job" in s.value for s in at.success), [e.value for e in at.error]
+    with catalog(console) as c:
+        job = c.jobs(kind="backup", limit=1)[0]
+        assert (job.state, job.params["type"], job.requested_by) == ("queued", "incr", "otto@console")
+        entry = c.audit.entries(actor="otto", limit=1)[0]
+        assert (entry.action, entry.result, entry.source, entry.detail) == ("backup", "queued", "console",
+                                                                           f"job {job.id}")
+        c.finish(job.id, "cancelled", error="not run by this test")
+
+
+needs_planner = pytest.mark.skipif(ui.data.planner() is None, reason="the engine's restore planner "
+                                   "(console-engine) is not merged yet")
+
+
+def restore_page(role: str, console: ConsoleEnv, pgdata: str, port: int) -> AppTest:
+    at = page(app(role), "restore")
+    at.radio(key="restore_point").set_value("latest").run()
+    at.text_input(key="restore_pgdata").set_value(pgdata)
+    at.number_input(key="restore_port").set_value(port).run()
+    next(b for b in at.button if b.label == "Plan the restore").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@needs_planner
+def test_operator_enqueues_a_restore_into_a_new_directory(console: ConsoleEnv) -> None:
+    from tests.integration.pg import free_port
+
+    target, port = str(console.env.workspace.root / "console-restore"), free_port()
+    at = restore_page("operator", console, target, port)
+    assert not at.error, [e.value for e in at.error]
+    assert [o for o in at.radio(key="restore_place").options] == ["A new data directory"]  # no in place
+    at.text_input(key="restore_confirm").set_value("main")
+    next(b for b in at.button if b.label == "Restore").click()
+    at.run()
+    assert any("Restore queued as job" in s.value for s in at.success), [e.value for e in at.error]
+    with catalog(console) as c:
+        job = c.jobs(kind="restore", limit=1)[0]
+        assert job.requested_by == "otto@console" and job.state == "queued"
+        assert (job.params["pgdata"], job.params["port"], job.params["start"], job.params["archive_mode"],
+                job.params["target"]) == (target, port, True, "off", "latest")
+        entry = c.audit.entries(actor="otto", limit=1)[0]
+        assert (entry.action, entry.result, entry.detail) == ("restore", "queued", f"job {job.id}")
+        c.finish(job.id, "cancelled", error="not run by this test")
+
+
+@needs_planner
+def test_admin_may_choose_in_place(console: ConsoleEnv) -> None:
+    at = page(app("admin"), "restore")
+    assert "In place (replaces the cluster's data)" in at.radio(key="restore_place").options
+    at.radio(key="restore_place").set_value("in_place").run()
+    assert at.checkbox(key="restore_in_place_ok")  # the extra confirmation
+    ctx = open_context(console.config, "main")
+    settings = ctx.config.clusters["main"]
+    before = newest_job(console)
+    params = {"pgdata": str(settings.pgdata), "port": settings.port, "start": True, "stop_server": True}
+    with pytest.raises(actions.Refused, match="operator may not restore in place"):
+        actions.start_restore(ctx, session("operator"), params, "main", in_place_confirmed=True)
+    with pytest.raises(actions.Refused, match="confirm it first"):
+        actions.start_restore(ctx, session("admin"), params, "main", in_place_confirmed=False)
+    assert newest_job(console) == before
+
+
+@needs_planner
+def test_bad_restore_input_is_refused_before_anything_is_queued(console: ConsoleEnv) -> None:
+    from tests.integration.pg import free_port
+
+    before = newest_job(console)
+    # a wrong confirmation name, through the page
+    at = restore_page("operator", console, str(console.env.workspace.root / "bad-confirm"), free_port())
+    at.text_input(key="restore_confirm").set_value("mian")
+    next(b for b in at.button if b.label == "Restore").click()
+    at.run()
+    assert any("confirmation does not match" in e.value for e in at.error)
+    # a destination that exists and is not empty: the plan says so, the page shows it
+    full = console.env.workspace.path("not-empty")
+    (full / "file").write_text("x")
+    at = restore_page("operator", console, str(full), free_port())
+    assert at.error, "the plan of a non-empty destination shows a problem"
+    ctx = open_context(console.config, "main")
+    operator = session("operator")
+    with pytest.raises(actions.Refused, match="the plan cannot run"):
+        actions.start_restore(ctx, operator, {"pgdata": str(full), "port": free_port(), "start": True},
+                              "main")
+    # a port in use (the cluster's own)
+    with pytest.raises(actions.Refused, match="the plan cannot run"):
+        actions.start_restore(ctx, operator, {"pgdata": str(console.env.workspace.root / "p"),
+                                              "port": console.env.cluster.port, "start": True}, "main")
+    # a time outside the recovery window
+    with pytest.raises(actions.Refused, match="the plan cannot run"):
+        actions.start_restore(ctx, operator, {"pgdata": str(console.env.workspace.root / "old"),
+                                              "port": free_port(), "start": True, "target": "time",
+                                              "target_value": "2001-01-01T00:00:00+00:00"}, "main")
+    assert newest_job(console) == before
+    refused = [e for e in ctx.catalog.audit.entries(actor="otto", limit=10) if e.action == "restore"]
+    assert len([e for e in refused if e.result == "refused"]) >= 4
+
+
+def test_login_form_and_rate_limit(console: ConsoleEnv) -> None:
+    def attempt(user: str, password: str) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.run()
+        at.text_input(key="login_user").set_value(user)
+        at.text_input(key="login_password").set_value(password)
+        at.button[0].click()
+        at.run()
+        assert not at.exception
+        return at
+
+    at = attempt("otto", PASSWORDS["operator"])
+    assert isinstance(at.session_state[ui.SESSION_KEY], auth.Session)
+    assert at.session_state[ui.SESSION_KEY].role == "operator"
+    for _ in range(MAX_FAILED):
+        at = attempt("ada", "wrong")
+        assert any("wrong password" in e.value for e in at.error)
+    at = attempt("ada", PASSWORDS["admin"])  # the right password, but locked out
+    assert any("Too many failed logins" in e.value for e in at.error)
+    assert ui.SESSION_KEY not in at.session_state
+    ctx = open_context(console.config)
+    entries = [e for e in ctx.catalog.audit.entries(actor="ada", limit=10) if e.action == "login"]
+    assert [e.result for e in entries[: MAX_FAILED + 1]] == ["refused"] * (MAX_FAILED + 1)
+    assert entries[0].detail.startswith("locked out")
+    # per client: failures of several users from one address lock that address out
+    settings = ctx.config.console
+    for name in ("nobody-1", "nobody-2", "nobody-3"):
+        assert auth.login(ctx.catalog, settings, name, "x", "192.0.2.7").session is None
+    locked = auth.login(ctx.catalog, settings, "vera", PASSWORDS["viewer"], "192.0.2.7")
+    assert locked.session is None and "this address" in locked.message
+    assert auth.login(ctx.catalog, settings, "vera", PASSWORDS["viewer"], "192.0.2.8").session is not None
+
+
+def test_session_expires_after_idle_time(console: ConsoleEnv) -> None:
+    at = app("operator", idle=301)
+    at.run()
+    assert not at.exception
+    assert any("expired" in w.value for w in at.warning)
+    assert at.text_input(key="login_password")
+    at = app("operator", idle=200)  # within the timeout: still logged in
+    at.run()
+    assert ui.SESSION_KEY in at.session_state and not any("expired" in w.value for w in at.warning)
+
+
+def test_prometheus_unreachable_shows_a_message_and_catalog_figures(console: ConsoleEnv) -> None:
+    at = page(app("viewer"), "metrics")
+    assert any("cannot be read" in w.value and str(console.prometheus_port) in w.value for w in at.warning)
+    assert len(at.dataframe) == 1  # the catalog's own figures
+    assert "Backups (count)" in set(at.dataframe[0].value["figure"])
