@@ -235,7 +235,8 @@ def site(workspace: Workspace) -> Iterator[Site]:
         env.run("init")
         done = env.run("rules", "export", "--output", str(rules))
         assert rules.exists(), done.stderr
-        assert "LifeboatStreamingReceiverDown" in rules.read_text() and "LifeboatPostgresDown" in rules.read_text()
+        exported = rules.read_text()
+        assert "LifeboatStreamingReceiverDown" in exported and "LifeboatPostgresDown" in exported
         prom = stack.enter_context(prometheus(workspace, [f"127.0.0.1:{exporter_port}"], [rules]))
         configure(prom.url)
         agent = stack.enter_context(running_agent(env, duration=900))
