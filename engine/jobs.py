@@ -135,6 +135,17 @@ def _checked(kind: str, params: dict[str, Any]) -> _Params:
     return checked
 
 
+def restore_params(params: dict[str, Any]) -> RestoreParams:
+    """The RestoreParams of ``params``, their types checked (UsageError) but not their sense:
+    what a restore plan reports as its problems."""
+    try:
+        return RestoreParams.model_validate(params)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'restore'}: {e['msg']}"
+                             for e in exc.errors())
+        raise UsageError(f"restore: {problems}") from None
+
+
 def validate_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     """The job's parameters checked and completed with defaults, as the catalog stores them;
     UsageError names what is wrong."""

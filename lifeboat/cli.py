@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lifeboat import (
         agent_commands,
         alert_commands,
+        audit_commands,
         drill_command,
         observe_commands,
         repository_commands,
@@ -53,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("wal-get", "fetch one WAL file (restore_command = '... wal-get %%f \"%%p\"')")
     p.add_argument("wal_name", metavar="NAME")
     p.add_argument("destination", metavar="PATH")
-    for module in (repository_commands, agent_commands, drill_command, observe_commands, alert_commands):
+    for module in (repository_commands, agent_commands, drill_command, observe_commands, alert_commands,
+                   audit_commands):
         module.add_arguments(command)
     return parser
 
@@ -63,6 +65,7 @@ def handler(name: str) -> Callable[[argparse.Namespace], int]:
     from lifeboat import (
         agent_commands,
         alert_commands,
+        audit_commands,
         drill_command,
         observe_commands,
         repository_commands,
@@ -72,7 +75,7 @@ def handler(name: str) -> Callable[[argparse.Namespace], int]:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "wal-push": wal_commands.wal_push, "wal-get": wal_commands.wal_get,  # type: ignore[dict-item]
         **repository_commands.HANDLERS, **agent_commands.HANDLERS, **observe_commands.HANDLERS,
-        **alert_commands.HANDLERS,
+        **alert_commands.HANDLERS, **audit_commands.HANDLERS,
         "drill": drill_command.drill, "drill-report": drill_command.report}
     return handlers[name]
 
@@ -95,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help(sys.stderr)
             return 2
-        return handler(args.command)(args)
+        from lifeboat.audit_commands import audited
+
+        return audited(args, handler(args.command))  # the one place commands are audited
     except LifeboatError as exc:
         _say(str(exc))
         return EXIT_ARCHIVE_DAMAGED if wal_get else exc.exit_code

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from engine.errors import LifeboatError
 from engine.repository import clusterinfo, layout
-from engine.restore.windows import NamedPoint, RecoveryWindow, named_points, recovery_windows, stopped
+from engine.restore.windows import NamedPoint, RecoveryWindow, named_points, recovery_windows
 from engine.wal import archive, timelines
 from engine.wal.names import format_lsn, parse_lsn, segment_name, segment_of_lsn
 
@@ -157,11 +157,10 @@ def plan_restore(ctx: Context, params: RestoreParams) -> RestorePlan:
     from engine.restore import inplace, physical
 
     cluster = ctx.require_cluster()
-    settings = ctx.config.clusters[cluster]
     draft = _Draft()
     v = draft.values
     v.update(cluster=cluster, backup_id=None, backup_type=None, backup_finished_at=None, timeline=None,
-             target=params.target if params.target_value is None else f"{params.target} {params.target_value}",
+             target=" ".join(str(p) for p in (params.target, params.target_value) if p is not None),
              wal_first=None, wal_last=None, wal_segments=0, wal_bytes=0, restore_bytes=0,
              expected_seconds=None, expected_basis="", destination=params.pgdata,
              destination_state=MISSING, destination_free_bytes=None, in_place=False,
