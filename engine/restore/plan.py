@@ -188,9 +188,13 @@ def plan_restore(ctx: Context, params: RestoreParams) -> RestorePlan:
         v.update(backup_id=backup.id, backup_type=backup.type, backup_finished_at=backup.finished_at,
                  timeline=backup.timeline, restore_bytes=backup.size_bytes,
                  pg_version=_major(backup.pg_version))
-        _wal(ctx, cluster, backup, options.target, draft)
-        _binaries(ctx, cluster, backup, draft)
-        _tablespaces(backup, params, in_place, draft)
+        for check in (lambda: _wal(ctx, cluster, backup, options.target, draft),
+                      lambda: _binaries(ctx, cluster, backup, draft),
+                      lambda: _tablespaces(backup, params, in_place, draft)):
+            try:
+                check()
+            except LifeboatError as exc:  # the repository could not say: a reason not to run
+                draft.problems.append(str(exc))
     _destination(ctx, cluster, params, pgdata, in_place, running, draft)
     _port(ctx, cluster, params, in_place, running, draft)
     _estimate(ctx, cluster, draft)

@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine.context import open_context
+from engine.restore.plan import named_points, recovery_windows
 from tests.integration.agent import configure, jobs
 from tests.integration.pg import Lifeboat, free_port
 
@@ -38,6 +41,10 @@ def written(lifeboat: Lifeboat) -> dict[str, Any]:
     source.sql("INSERT INTO markers VALUES (2, 'after')")
     lifeboat.switch_and_archive()
     return {"backup": backup, "before_backup": before_backup, "between": between, "scratch": scratch}
+
+
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace(" ", "T", 1))
 
 
 def _plan(env: Lifeboat, *args: str) -> tuple[int, dict[str, Any]]:
@@ -67,6 +74,16 @@ def test_plan_names_the_backup_and_wal_the_restore_then_uses(lifeboat: Lifeboat,
     text = lifeboat.run("restore", "--pgdata", str(destination), "--target-time", written["between"],
                         "--plan")
     assert "RUNNABLE" in text.stdout and written["backup"] in text.stdout
+    # the window the console's picker is bounded by, and the named points
+    lifeboat.run("restore-point", "before-cleanup")
+    with open_context(lifeboat.config, "main") as ctx:
+        windows = recovery_windows(ctx, "main")
+        points = named_points(ctx, "main")
+    assert [w.timeline for w in windows] == [1] and windows[0].first_backup == written["backup"]
+    assert windows[0].start < _moment(written["between"]) < windows[0].end
+    assert _moment(written["before_backup"]) < windows[0].start
+    assert windows[0].end <= datetime.now(UTC) and "pg_waldump" in windows[0].end_basis
+    assert [p.name for p in points] == ["before-cleanup"] and points[0].lsn
     # the restore then uses exactly that backup, and reads WAL within the planned range
     restored, done = lifeboat.restore("--target-time", written["between"])
     assert [r[0] for r in restored.sql("SELECT id FROM markers")] == [1]
