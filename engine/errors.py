@@ -106,6 +106,10 @@ class DrillError(LifeboatError):
     """A restore drill could not be carried out (its scope or reference point)."""
 
 
+class PreviewError(LifeboatError):
+    """A preview could not read the table it was asked for at the point it restored to."""
+
+
 class PathError(LifeboatError):
     """A path the user gave (or configured) cannot be used: missing, of the wrong kind, not
     writable, on a read-only or full file system. The message names it and what to do."""

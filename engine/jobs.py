@@ -33,10 +33,11 @@ if TYPE_CHECKING:
     from engine.context import Context
 
 #: Default priorities: a restore outranks everything, a scheduled job yields to an asked one.
-PRIORITY: dict[str, int] = {"restore": 100, "drill": 60, "backup": 50, "verify": 40, "expire": 30}
+PRIORITY: dict[str, int] = {"restore": 100, "preview": 70, "drill": 60, "backup": 50, "verify": 40,
+                            "expire": 30}
 SCHEDULED_PENALTY = 10
 #: Kinds whose progress is counted in bytes (exported as lifeboat_job_progress_bytes).
-BYTE_PROGRESS_KINDS = ("backup", "restore")
+BYTE_PROGRESS_KINDS = ("backup", "restore", "preview")
 
 #: ``progress(done, total, phase)``: how a running job reports.
 Progress = Callable[[float, float, str], None]
@@ -70,6 +71,31 @@ class RestoreParams(_Params):
     start: bool = False
     port: int | None = Field(default=None, ge=1, le=65535)
     timeout: float | None = Field(default=None, gt=0)  # seconds to wait for recovery
+    # in place (pgdata is the cluster's own data directory): the job stops the running server
+    # first (fast shutdown); without it, a running server is a reason the restore cannot run
+    stop_server: bool = False
+
+
+#: A qualified table name: ``schema.table`` or ``db.schema.table``, each part an identifier
+#: (unquoted: folded to lower case, as PostgreSQL does; or in double quotes, kept as written).
+_IDENT = r'(?:[A-Za-z_][A-Za-z0-9_$]{0,62}|"(?:[^"]|""){1,63}")'
+TABLE_PATTERN = rf"^{_IDENT}\.{_IDENT}(?:\.{_IDENT})?$"
+PREVIEW_MAX_ROWS = 200
+
+
+class PreviewParams(_Params):
+    """Restore to a point into a scratch cluster and read ``table`` there: the target fields
+    of :class:`RestoreParams` (the scratch copy always promotes at the target), the table and
+    how many rows to show."""
+
+    table: str = Field(pattern=TABLE_PATTERN)
+    rows: int = Field(default=20, ge=1, le=PREVIEW_MAX_ROWS)
+    backup: str | None = None
+    target: TargetKind = "latest"
+    target_value: str | None = None
+    target_exclusive: bool = False
+    target_timeline: str | None = None
+    timeout: float | None = Field(default=None, gt=0)  # seconds to wait for recovery
 
 
 class VerifyParams(_Params):
@@ -87,7 +113,7 @@ class ExpireParams(_Params):
 
 PARAMS: dict[JobKind, type[_Params]] = {
     "backup": BackupParams, "restore": RestoreParams, "verify": VerifyParams,
-    "drill": DrillParams, "expire": ExpireParams,
+    "drill": DrillParams, "expire": ExpireParams, "preview": PreviewParams,
 }
 
 
@@ -104,7 +130,20 @@ def _checked(kind: str, params: dict[str, Any]) -> _Params:
         raise UsageError(f"{kind} job: {problems}") from None
     if isinstance(checked, RestoreParams):
         restore_options(checked)  # the target and paths are checked now, not when the job runs
+    if isinstance(checked, PreviewParams):
+        preview_target(checked)
     return checked
+
+
+def restore_params(params: dict[str, Any]) -> RestoreParams:
+    """The RestoreParams of ``params``, their types checked (UsageError) but not their sense:
+    what a restore plan reports as its problems."""
+    try:
+        return RestoreParams.model_validate(params)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'restore'}: {e['msg']}"
+                             for e in exc.errors())
+        raise UsageError(f"restore: {problems}") from None
 
 
 def validate_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -138,6 +177,14 @@ def restore_options(params: RestoreParams) -> Any:
         delta=params.delta, tablespace_map={oid: Path(d) for oid, d in params.tablespace_map.items()},
         archive_mode=params.archive_mode, port=params.port, standby=params.standby,
         start=params.start, jobs=params.jobs, timeout=params.timeout)
+
+
+def preview_target(params: PreviewParams) -> Any:
+    """The RecoveryTarget a preview asks for (UsageError when it cannot make sense)."""
+    from engine.restore.recovery import RecoveryTarget
+
+    return RecoveryTarget(params.target, params.target_value, params.target_exclusive, "promote",
+                          params.target_timeline)
 
 
 # running ----------------------------------------------------------------------------------
@@ -186,12 +233,49 @@ def _backup(ctx: Context, params: BackupParams, report: Progress, notices: list[
     return Outcome("backup", summary, record, detail={"expired": expired})
 
 
-def _restore(ctx: Context, params: RestoreParams, report: Progress, notices: list[str]) -> Outcome:
-    from engine.restore import physical
+class _Phases:
+    """A restore's progress as bytes written and its phase (writing files, starting the
+    server, replaying WAL), so a progress bar can say which."""
 
-    result = physical.run(ctx.config, ctx.require_cluster(), ctx.storage, ctx.config_path,
-                          restore_options(params), lambda done, total: report(done, total, "restoring"))
+    def __init__(self, report: Progress, phase: str = "") -> None:
+        self.report, self.phase, self.done, self.total = report, phase, 0.0, 0.0
+
+    def bytes(self, done: float, total: float) -> None:
+        self.done, self.total = done, total
+        self.report(done, total, self.phase)
+
+    def enter(self, phase: str) -> None:
+        self.phase = phase
+        self.report(self.done, self.total, phase)
+
+
+def _restore(ctx: Context, params: RestoreParams, report: Progress, notices: list[str]) -> Outcome:
+    from engine.restore import inplace, physical
+
+    cluster = ctx.require_cluster()
+    options = restore_options(params)
+    if params.stop_server:
+        if not inplace.is_in_place(ctx.config, cluster, params.pgdata):
+            raise UsageError(f"restore: stop_server applies only to a restore into the cluster's own "
+                             f"data directory ({ctx.config.clusters[cluster].pgdata}), not {params.pgdata}")
+        report(0, 0, "stopping the server")
+        stopped = inplace.stop_server(ctx, cluster, params.timeout or inplace.DEFAULT_STOP_TIMEOUT)
+        if stopped is not None:
+            notices.append(f"the server of cluster '{cluster}' (pid {stopped}) was stopped for the "
+                           "restore in place")
+    phases = _Phases(report, physical.PHASE_FILES)
+    result = physical.run(ctx.config, cluster, ctx.storage, ctx.config_path, options, phases.bytes,
+                          phases.enter)
     return Outcome("restore", result, result.to_json())
+
+
+def _preview(ctx: Context, params: PreviewParams, report: Progress, notices: list[str]) -> Outcome:
+    from engine.restore import preview
+
+    result = preview.run(ctx.config, ctx.require_cluster(), ctx.storage, ctx.config_path,
+                         preview_target(params), params.table, params.rows, params.backup,
+                         params.timeout, report)
+    return Outcome("preview", result, result.to_json())
 
 
 def _verify(ctx: Context, params: VerifyParams, report: Progress, notices: list[str]) -> Outcome:
@@ -230,6 +314,7 @@ def _drill(ctx: Context, params: DrillParams, report: Progress, notices: list[st
 
 _PERFORMERS: dict[str, Callable[..., Outcome]] = {
     "backup": _backup, "restore": _restore, "verify": _verify, "expire": _expire, "drill": _drill,
+    "preview": _preview,
 }
 
 
@@ -248,6 +333,21 @@ def enqueue(catalog: Catalog, config: Config, kind: str, cluster: str, params: d
     catalog.add_event(cluster, "job_queued", f"{kind} job {job_id} queued by {requested_by}",
                       job_id=job_id, data={"params": checked, "priority": priority})
     return job_id
+
+
+def cancel_job(catalog: Catalog, job_id: int, by: str) -> Job:
+    """Cancel a queued or running job (the agent stops a running one's process: a restore or
+    a preview stops where it is, a scratch cluster is removed); returns the job as it was.
+    JobError when it does not exist or had already ended."""
+    job = catalog.job(job_id)
+    if job is None:
+        raise JobError(f"job {job_id} does not exist")
+    if not catalog.finish(job.id, CANCELLED, error=f"cancelled by {by}"):
+        ended = catalog.job(job_id)
+        raise JobError(f"job {job_id} had already ended ({ended.state if ended else job.state})")
+    catalog.add_event(job.cluster, "job_cancelled", f"{job.kind} job {job.id} cancelled by {by}",
+                      severity="warning", job_id=job.id, data={"by": by, "was": job.state})
+    return job
 
 
 @dataclass(frozen=True)
@@ -288,12 +388,13 @@ class ProgressReporter:
 
     def __init__(self, catalog: Catalog, job_id: int, in_bytes: bool = False) -> None:
         self.catalog, self.job_id, self.in_bytes, self._last = catalog, job_id, in_bytes, 0.0
+        self._message: str | None = None
 
     def __call__(self, done: float, total: float, message: str = "") -> None:
         now = time.monotonic()
-        if now - self._last < 1.0:
-            return
-        self._last = now
+        if now - self._last < 1.0 and message == self._message:
+            return  # a new phase is written at once
+        self._last, self._message = now, message
         percent = 100.0 * done / total if total else 0.0
         self.catalog.set_progress(self.job_id, min(percent, 99.0), message,
                                   (int(done), int(total)) if self.in_bytes else None)

@@ -29,6 +29,7 @@ from engine.config.schema import Config
 from engine.errors import LifeboatError, StorageError
 from engine.repository import layout
 from engine.repository.storage import Storage
+from engine.vocabulary import SCRATCH_JOB_KINDS
 
 if TYPE_CHECKING:
     from engine.catalog.store import Catalog
@@ -99,8 +100,9 @@ def _drills_running(config: Config, catalog: Catalog, scratch_dir: Path) -> list
                if settings.drills.scratch_dir == scratch_dir]
     running = []
     for name in sharing:
-        running += [f"drill job {job.id} of cluster '{name}'"
-                    for job in catalog.jobs(name, states=(RUNNING,), kind="drill")]
+        for kind in SCRATCH_JOB_KINDS:
+            running += [f"{kind} job {job.id} of cluster '{name}'"
+                        for job in catalog.jobs(name, states=(RUNNING,), kind=kind)]
     return running
 
 

@@ -27,8 +27,12 @@ TARGET_ACTIONS: tuple[TargetAction, ...] = get_args(TargetAction)
 ArchiveMode = Literal["preserve", "off"]  # what a restored server does with archive_mode
 ARCHIVE_MODES: tuple[ArchiveMode, ...] = get_args(ArchiveMode)
 
-JobKind = Literal["backup", "restore", "verify", "drill", "expire"]
+#: ``preview``: restore to a point into a scratch cluster and read a table there (the console's
+#: look before a restore), then remove the scratch cluster.
+JobKind = Literal["backup", "restore", "verify", "drill", "expire", "preview"]
 JOB_KINDS: tuple[JobKind, ...] = get_args(JobKind)
+#: Job kinds that restore into a scratch cluster (its directory belongs to the running job).
+SCRATCH_JOB_KINDS: tuple[JobKind, ...] = ("drill", "preview")
 #: What a schedule may run (a restore is only ever asked for).
 ScheduleKind = Literal["backup", "verify", "expire", "drill"]
 SCHEDULE_KINDS: tuple[ScheduleKind, ...] = get_args(ScheduleKind)

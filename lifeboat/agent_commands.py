@@ -141,6 +141,7 @@ def _enqueue(args: argparse.Namespace) -> int:
         catalog = ctx.catalog
         job_id = jobs.enqueue(catalog, ctx.config, args.kind, ctx.require_cluster(), params, asker,
                               args.priority, max_duration)
+        args.audit_job = job_id
         print(f"job {job_id} queued: {args.kind} of cluster '{ctx.cluster}'", file=sys.stderr)
         print(job_id)
         if not args.wait:
@@ -187,19 +188,12 @@ def _events(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from engine.catalog.store import CANCELLED
+    from engine import jobs
 
     asker = who()
     with open_for(args, need_cluster=False) as ctx:
-        catalog = ctx.catalog
-        job = catalog.job(args.job_id)
-        if job is None:
-            raise UsageError(f"job {args.job_id} does not exist")
-        if not catalog.finish(job.id, CANCELLED, error=f"cancelled by {asker}"):
-            print(f"job {job.id} had already ended ({job.state})", file=sys.stderr)
-            return 1
-        catalog.add_event(job.cluster, "job_cancelled", f"{job.kind} job {job.id} cancelled by "
-                          f"{asker}", severity="warning", job_id=job.id)
+        job = jobs.cancel_job(ctx.catalog, args.job_id, asker)
+        args.audit_cluster = job.cluster
     print(f"job {job.id} cancelled" + (" (the agent stops its process)" if job.state == "running"
                                        else ""), file=sys.stderr)
     return 0

@@ -45,8 +45,8 @@ def backup_options(p: argparse.ArgumentParser) -> None:
     _jobs(p, "cores")
 
 
-def target_options(p: argparse.ArgumentParser) -> None:
-    """Where recovery stops and what the server does there."""
+def target_options(p: argparse.ArgumentParser, action: bool = True) -> None:
+    """Where recovery stops and (``action``) what the server does there."""
     target = p.add_mutually_exclusive_group()
     helps = {"time": "ISO 8601 with a zone", "xid": "a transaction id", "lsn": "a WAL location",
              "name": "a named restore point"}
@@ -56,7 +56,8 @@ def target_options(p: argparse.ArgumentParser) -> None:
                         help="latest (end of the archive, default) or immediate (consistency)")
     p.add_argument("--target-exclusive", action="store_true",
                    help="stop just before the target instead of just after it")
-    p.add_argument("--target-action", choices=TARGET_ACTIONS, default="promote")
+    if action:
+        p.add_argument("--target-action", choices=TARGET_ACTIONS, default="promote")
     p.add_argument("--target-timeline", metavar="TL", help="latest (default), current or a number")
 
 
@@ -81,8 +82,21 @@ def restore_options(p: argparse.ArgumentParser) -> None:
                    help="start the server and wait until recovery ends")
     p.add_argument("--port", type=int, metavar="P", help="port for the restored server")
     p.add_argument("--timeout", metavar="DURATION", help="give up waiting for recovery after this")
+    p.add_argument("--stop-server", action="store_true",
+                   help="in place (--pgdata is the cluster's own data directory): stop the running "
+                        "server first (fast shutdown)")
     _jobs(p, "twice the configured jobs: direct writes leave each waiting on the disk half "
              "the time")
+
+
+def preview_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--table", required=True, metavar="TABLE",
+                   help="schema.table or db.schema.table (default database: the cluster's)")
+    p.add_argument("--rows", type=int, default=20, metavar="N", help="rows to show (1..200, default 20)")
+    p.add_argument("--backup", metavar="ID", help="backup to restore (default: the newest that can "
+                   "reach the target)")
+    target_options(p, action=False)
+    p.add_argument("--timeout", metavar="DURATION", help="give up waiting for recovery after this")
 
 
 def verify_options(p: argparse.ArgumentParser) -> None:
@@ -104,7 +118,7 @@ def drill_options(p: argparse.ArgumentParser) -> None:
 
 #: Each kind of work's options, for its direct command and for ``enqueue KIND``.
 OPTIONS = {"backup": backup_options, "restore": restore_options, "verify": verify_options,
-           "expire": expire_options, "drill": drill_options}
+           "expire": expire_options, "drill": drill_options, "preview": preview_options}
 
 
 def _tablespace_map(items: list[str]) -> dict[int, str]:
@@ -124,7 +138,8 @@ def _target(args: argparse.Namespace) -> dict[str, Any]:
         if given is not None:
             kind, value = each, given
     return {"target": kind, "target_value": value, "target_exclusive": args.target_exclusive,
-            "target_action": args.target_action, "target_timeline": args.target_timeline}
+            "target_action": getattr(args, "target_action", "promote"),
+            "target_timeline": args.target_timeline}
 
 
 def params_from(kind: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -142,13 +157,19 @@ def params_from(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         return {"kind": args.kind}
     from engine.config.units import parse_duration
 
-    if args.port is not None and not 1 <= args.port <= 65535:
-        raise UsageError("--port must be within 1..65535")
     try:
         timeout = parse_duration(args.timeout) if args.timeout else None
     except ValueError as exc:
         raise UsageError(f"--timeout: {exc}") from None
+    if kind == "preview":
+        target = _target(args)
+        del target["target_action"]  # a scratch copy always promotes
+        return {"table": args.table, "rows": args.rows, "backup": args.backup, **target,
+                "timeout": timeout}
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise UsageError("--port must be within 1..65535")
     return {"pgdata": str(args.pgdata.absolute()), "backup": args.backup, **_target(args),
             "tablespace_map": _tablespace_map(args.tablespace_map), "delta": args.delta,
             "force": args.force, "archive_mode": args.archive_mode, "standby": args.standby,
-            "start": args.start, "port": args.port, "timeout": timeout, "jobs": args.jobs}
+            "start": args.start, "port": args.port, "timeout": timeout, "jobs": args.jobs,
+            "stop_server": args.stop_server}

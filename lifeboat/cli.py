@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lifeboat import (
         agent_commands,
         alert_commands,
+        audit_commands,
         console_command,
         drill_command,
         observe_commands,
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("wal_name", metavar="NAME")
     p.add_argument("destination", metavar="PATH")
     for module in (repository_commands, agent_commands, drill_command, observe_commands, alert_commands,
-                   console_command):
+                   audit_commands, console_command):
         module.add_arguments(command)
     return parser
 
@@ -65,6 +66,7 @@ def handler(name: str) -> Callable[[argparse.Namespace], int]:
     from lifeboat import (
         agent_commands,
         alert_commands,
+        audit_commands,
         console_command,
         drill_command,
         observe_commands,
@@ -75,7 +77,7 @@ def handler(name: str) -> Callable[[argparse.Namespace], int]:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "wal-push": wal_commands.wal_push, "wal-get": wal_commands.wal_get,  # type: ignore[dict-item]
         **repository_commands.HANDLERS, **agent_commands.HANDLERS, **observe_commands.HANDLERS,
-        **alert_commands.HANDLERS, **console_command.HANDLERS,
+        **alert_commands.HANDLERS, **audit_commands.HANDLERS, **console_command.HANDLERS,
         "drill": drill_command.drill, "drill-report": drill_command.report}
     return handlers[name]
 
@@ -98,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help(sys.stderr)
             return 2
-        return handler(args.command)(args)
+        from lifeboat.audit_commands import audited
+
+        return audited(args, handler(args.command))  # the one place commands are audited
     except LifeboatError as exc:
         _say(str(exc))
         return EXIT_ARCHIVE_DAMAGED if wal_get else exc.exit_code

@@ -123,3 +123,19 @@ def jobs_text(jobs: list) -> str:  # list[engine.catalog.store.Job]
                      f"{job.progress:>3}%  {job.priority:>4}  {iso(job.created_at):<20}  "
                      f"{duration:>8}  {job.requested_by}" + (f": {note}" if note else ""))
     return "\n".join(lines)
+
+
+def preview_text(result: object) -> str:  # engine.restore.preview.PreviewResult
+    data = result.to_json()  # type: ignore[attr-defined]
+    point = data["point_reached"] or {}
+    lines = [f"preview of {data['database']}.{data['table']} at {data['target']} (backup {data['backup']}): "
+             f"recovery reached LSN {point.get('lsn')}, last transaction at {point.get('time') or 'unknown'}",
+             f"{data['row_count']} rows" + (f"; first {len(data['rows'])} by {', '.join(data['ordered_by'])}"
+                                            if data["ordered_by"] else f"; first {len(data['rows'])}")]
+    rows = [data["columns"], *[["NULL" if v is None else v for v in row] for row in data["rows"]]]
+    widths = [min(40, max(len(str(r[i])) for r in rows)) for i in range(len(data["columns"]))]
+    for row in rows:
+        lines.append("  " + "  ".join(str(v)[:40].ljust(w) for v, w in zip(row, widths, strict=True)))
+    lines.append("the scratch cluster was removed" if data["scratch_removed"]
+                 else f"the scratch cluster {data['scratch']} was NOT removed")
+    return "\n".join(lines)

@@ -19,8 +19,16 @@ def add_arguments(command: Any) -> None:
                     "checking the server's settings")
     command("check", "check the connection and that a forced WAL switch reaches the archive")
     arguments.backup_options(command("backup", "take a physical backup"))
-    arguments.restore_options(command("restore", "restore a backup into a data directory, to a "
-                                                 "point in time"))
+    p = command("restore", "restore a backup into a data directory, to a point in time")
+    arguments.restore_options(p)
+    p.add_argument("--plan", action="store_true",
+                   help="print the plan (backup, WAL range, expected duration, checks) and run "
+                        "nothing; exit 0 if it can run, 1 if not")
+    p.add_argument("--output", choices=["text", "json"], default="text", help="with --plan")
+    p = command("preview", "restore to a point into a scratch cluster, show a table's row count and "
+                           "first rows there, and remove the scratch cluster")
+    arguments.preview_options(p)
+    p.add_argument("--output", choices=["text", "json"], default="text")
     p = command("expire", "apply retention: remove expired backups, unreferenced blocks and WAL")
     arguments.expire_options(p)
     p.add_argument("--output", choices=["text", "json"], default="text")
@@ -115,6 +123,8 @@ def _restore(args: argparse.Namespace) -> int:
     from engine.directories import check_writable
 
     params = arguments.params_from("restore", args)
+    if args.plan:
+        return _plan(args, params)
     destinations = [Path(params["pgdata"]), *(Path(d) for d in params["tablespace_map"].values())]
     ctx = open_for(args, state=True, directories=destinations)
     for directory in destinations:
@@ -135,6 +145,26 @@ def _restore(args: argparse.Namespace) -> int:
             print(f"archive end was {result.archive_end}")
     if result.log_file is not None:
         print(f"server log: {result.log_file}")
+    return 0
+
+
+def _plan(args: argparse.Namespace, params: dict[str, Any]) -> int:
+    from engine import jobs
+    from engine.restore.plan import plan_restore, plan_text
+
+    ctx = open_for(args)  # creates nothing: a plan only reads
+    plan = plan_restore(ctx, jobs.restore_params(params))
+    show(args.output, plan.to_json(), lambda: plan_text(plan))
+    return 0 if plan.runnable else 1
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from lifeboat.output import preview_text
+
+    params = arguments.params_from("preview", args)
+    ctx = open_for(args, state=True)
+    result = _perform(args, ctx, "preview", params).value
+    show(args.output, result.to_json(), lambda: preview_text(result))
     return 0
 
 
@@ -212,7 +242,7 @@ def _version(args: argparse.Namespace) -> int:
 
 
 HANDLERS = {
-    "init": _init, "check": _check, "backup": _backup, "restore": _restore,
+    "init": _init, "check": _check, "backup": _backup, "restore": _restore, "preview": _preview,
     "restore-point": _restore_point, "copy": _copy, "info": _info, "verify": _verify,
     "expire": _expire, "version": _version,
 }

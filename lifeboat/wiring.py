@@ -21,6 +21,7 @@ def open_for(args: argparse.Namespace, need_cluster: bool = True, state: bool = 
 
     ctx = open_context(args.config, args.cluster, need_cluster)
     args.requested_by_user = who()  # before switching user: jobs record who asked
+    args.opened_context = ctx  # the audit trail records the command in its catalog
     if state:
         give_to(ctx.config.os_user, lifeboat_directories(ctx.config))
     give_to(ctx.config.os_user, directories, mode, only_where_needed=True)

@@ -24,6 +24,7 @@ from engine.config.schema import Config
 from engine.config.sections import ResourcesConfig, ScheduleConfig
 from engine.config.units import format_duration
 from engine.postgres.server import process_alive
+from engine.restore.inplace import held_clusters
 
 KILL_GRACE = 20.0  # SIGTERM lets a job clean up (a drill removes its scratch cluster)
 
@@ -68,6 +69,7 @@ class Executor:
         self.agent = agent_identity()
         self.running: dict[int, RunningJob] = {}
         self._waiting_reason: dict[int, str] = {}
+        self._held: dict[str, int] = {}  # cluster -> the in-place restore job holding it
         self._now = now
 
     # start-up and shut-down -------------------------------------------------------------
@@ -178,6 +180,7 @@ class Executor:
         free = self.config.agent.max_concurrent_jobs - len(self.running)
         if free <= 0:
             return
+        self._held = held_clusters(self.catalog, self.config)
         for job in self.catalog.pending():
             if free <= 0:
                 break
@@ -197,6 +200,16 @@ class Executor:
                 free -= 1
 
     def _blocker(self, job: Job) -> conditions.Blocker | None:
+        holder = self._held.get(job.cluster)
+        if job.schedule is not None and holder is not None:
+            return conditions.Blocker("in_place_restore", f"held: restore job {holder} restores cluster "
+                                      f"'{job.cluster}' in place")
+        if holder == job.id:
+            busy = [j for j in self.running.values() if j.job.cluster == job.cluster]
+            if busy:
+                return conditions.Blocker("cluster_busy", f"waiting: {busy[0].job.kind} job "
+                                          f"{busy[0].job.id} of cluster '{job.cluster}' must end before "
+                                          "a restore in place")
         schedule = self._schedule_of(job)
         if schedule is None:
             return None

@@ -5,6 +5,8 @@ Cron semantics: when both day-of-month and day-of-week are restricted, both must
 cron's "either". A schedule seen for the first time starts from now; fires missed while
 the agent was down are caught up with one job, and an event says how many were missed.
 A fire whose previous job is still pending or running is skipped, with an event.
+While a restore into a cluster's own data directory (in place) is queued or running, that
+cluster's schedules are held: what falls due is fired once when the restore has ended.
 Before a full drill, stakeholders are notified once, ``notify_before`` ahead.
 """
 
@@ -93,28 +95,49 @@ class Scheduler:
         self.config, self.catalog, self.notify = config, catalog, notify
         self.entries = entries(config)
         self._notice_retry: dict[tuple[str, str, float], float] = {}  # -> retry no sooner than
+        self._held: dict[tuple[str, str], int] = {}  # (cluster, schedule) -> the holding job
 
     def tick(self, now: float | None = None) -> list[int]:
         """Queue what is due; returns the ids of the jobs queued."""
+        from engine.restore.inplace import held_clusters
+
         now = time.time() if now is None else now
         queued = []
+        held = held_clusters(self.catalog, self.config)
         for entry in self.entries:
             last = self.catalog.schedule_last(entry.cluster, entry.name)
             if last is None:
                 self.catalog.set_schedule_last(entry.cluster, entry.name, now)
             else:
                 due = fires_between(entry.cron, entry.timezone, last, now)
+                if due and entry.cluster in held:
+                    self._hold(entry, held[entry.cluster])
+                    continue
                 if due:
                     self.catalog.set_schedule_last(entry.cluster, entry.name, due[-1])
-                    job_id = self._fire(entry, due)
+                    job_id = self._fire(entry, due, self._held.pop((entry.cluster, entry.name), None))
                     if job_id is not None:
                         queued.append(job_id)
             if entry.notify_before is not None:
                 self._maybe_notify(entry, now)
         return queued
 
-    def _fire(self, entry: Entry, due: list[float]) -> int | None:
-        if len(due) > 1:
+    def _hold(self, entry: Entry, job_id: int) -> None:
+        """Leave a due schedule unfired (its last fire time stays) while ``job_id`` restores
+        its cluster in place; one event per hold."""
+        if self._held.get((entry.cluster, entry.name)) == job_id:
+            return
+        self._held[(entry.cluster, entry.name)] = job_id
+        self.catalog.add_event(entry.cluster, "schedule_held",
+                               f"schedule {entry.name}: held while restore job {job_id} restores the "
+                               "cluster in place; it runs when the restore has ended", job_id=job_id)
+
+    def _fire(self, entry: Entry, due: list[float], held_by: int | None = None) -> int | None:
+        if held_by is not None:
+            self.catalog.add_event(entry.cluster, "schedule_released",
+                                   f"schedule {entry.name}: restore job {held_by} has ended; running "
+                                   f"it once now ({len(due)} fire(s) fell due meanwhile)", job_id=held_by)
+        elif len(due) > 1:
             self.catalog.add_event(entry.cluster, "schedule_missed",
                                    f"schedule {entry.name} missed {len(due) - 1} run(s) while the "
                                    "agent was not running; running it once now", severity="warning")

@@ -89,25 +89,36 @@ def settings(scratch: Scratch) -> dict[str, str]:
 
 
 def restore_into(config: Config, cluster: str, storage: Storage, config_path: Path,
-                 scratch: Scratch, backup: str, point: str, timeout: float,
-                 progress: Callable[[int, int], None] | None = None
+                 scratch: Scratch, backup: str | None, point: str | None, timeout: float | None,
+                 progress: Callable[[int, int], None] | None = None,
+                 target: RecoveryTarget | None = None,
+                 phase: Callable[[str], None] | None = None,
                  ) -> tuple[restore.RestoreResult, server.ReachedPoint]:
-    """Restore ``backup``, recover to restore point ``point``, promote; the server runs."""
-    summary = restore.choose(storage, cluster, restore.RestoreOptions(scratch.pgdata, backup_id=backup))
+    """Restore ``backup`` (None: the one the restore picks for the target), recover to
+    restore point ``point`` (or to ``target``, which then must promote), promote; the
+    server runs. ``phase(name)`` hears of each phase (files, start, WAL replay)."""
+    target = target or RecoveryTarget("name", point, action="promote")
+    if target.action != "promote":
+        raise ValueError("a scratch cluster's recovery must promote")
+    summary = restore.choose(storage, cluster, restore.RestoreOptions(scratch.pgdata, target=target,
+                                                                      backup_id=backup))
+    say = phase or (lambda _name: None)
     options = restore.RestoreOptions(
-        pgdata=scratch.pgdata, target=RecoveryTarget("name", point, action="promote"),
-        backup_id=backup, archive_mode="off", port=scratch.port, timeout=timeout,
+        pgdata=scratch.pgdata, target=target,
+        backup_id=summary.id, archive_mode="off", port=scratch.port, timeout=timeout,
         tablespace_map={int(t["oid"]): scratch.directory / f"tablespace-{t['oid']}"
                         for t in summary.tablespaces})
     copy_started = time.monotonic()
-    result = restore.run(config, cluster, storage, config_path, options, progress)
+    result = restore.run(config, cluster, storage, config_path, options, progress, say)
     copied = time.monotonic()
     auto = scratch.pgdata / "postgresql.auto.conf"
     lines = [auto.read_text().rstrip("\n"), MARKER,
              *(f"{name} = {value}" for name, value in settings(scratch).items())]
     durable.write_atomic(auto, ("\n".join(lines) + "\n").encode(), 0o600)
     scratch.bin_dir = server.bin_dir_for(summary.pg_version, config.clusters[cluster].bin_dir)
+    say(restore.PHASE_START)
     server.start(scratch.pgdata, scratch.bin_dir, scratch.log_file, scratch.port)
+    say(restore.PHASE_REPLAY)
     reached = server.wait_for_recovery(scratch.pgdata, scratch.log_file, "promote", timeout)
     replayed = time.monotonic()
     wal_bytes = max(0, parse_lsn(reached.lsn) - parse_lsn(summary.start_lsn)) if reached.lsn else 0

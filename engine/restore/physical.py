@@ -134,14 +134,20 @@ def target_lsn(storage: Storage, cluster: str, target: RecoveryTarget) -> int | 
     return None
 
 
+#: The phases a restore reports (``phase(name)``), in order; the last two only with ``start``.
+PHASE_FILES, PHASE_START, PHASE_REPLAY = "writing files", "starting the server", "replaying WAL"
+
+
 def run(config: Config, cluster: str, storage: Storage, config_path: Path,
-        options: RestoreOptions, progress: Callable[[int, int], None] | None = None
-        ) -> RestoreResult:
+        options: RestoreOptions, progress: Callable[[int, int], None] | None = None,
+        phase: Callable[[str], None] | None = None) -> RestoreResult:
     """Restore as ``options`` say; the result says what was restored, how long it took and,
-    when the server was started, the point recovery reached."""
+    when the server was started, the point recovery reached. ``progress(done, total)`` hears
+    of the bytes written, ``phase(name)`` of each phase (:data:`PHASE_FILES` ...)."""
     started = time.monotonic()
     try:
-        result = _run(config, cluster, storage, config_path, options, progress)
+        result = _run(config, cluster, storage, config_path, options, progress,
+                      phase or (lambda _name: None))
     except OSError as exc:  # a destination that cannot be written: named, with what to do
         raise path_error(exc, "restore into", exc.filename or options.pgdata) from None
     result.seconds = round(time.monotonic() - started, 3)
@@ -149,8 +155,8 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path,
 
 
 def _run(config: Config, cluster: str, storage: Storage, config_path: Path,
-         options: RestoreOptions, progress: Callable[[int, int], None] | None
-         ) -> RestoreResult:
+         options: RestoreOptions, progress: Callable[[int, int], None] | None,
+         phase: Callable[[str], None]) -> RestoreResult:
     named_lsn = target_lsn(storage, cluster, options.target)
     backup = _choose(storage, cluster, options, named_lsn)
     manifest = read_manifest(storage, cluster, backup.id)
@@ -160,6 +166,7 @@ def _run(config: Config, cluster: str, storage: Storage, config_path: Path,
     if log_file is not None:
         check_writable(log_file.parent, "the restored server's start-up log")
     prepare_directory(pgdata, options.force, options.delta)
+    phase(PHASE_FILES)
     done = 0
 
     def advance(n: int) -> None:
@@ -201,9 +208,11 @@ def _run(config: Config, cluster: str, storage: Storage, config_path: Path,
     bin_dir = server.bin_dir_for(backup.pg_version, config.clusters[cluster].bin_dir)
     assert log_file is not None
     result.log_file = log_file
+    phase(PHASE_START)
     server.start(pgdata, bin_dir, log_file, options.port)
     if options.standby:
         return result
+    phase(PHASE_REPLAY)
     reached = server.wait_for_recovery(pgdata, result.log_file, options.target.action,
                                        options.timeout)
     result.reached = reached
