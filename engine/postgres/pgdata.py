@@ -4,7 +4,9 @@ Excluded (PostgreSQL's "Making a Base Backup Using the Low Level API" and
 pg_basebackup's rules): the contents of pg_wal, pg_replslot, pg_dynshmem,
 pg_notify, pg_serial, pg_snapshots, pg_stat_tmp and pg_subtrans (the directories
 themselves are kept); postmaster.pid, postmaster.opts, backup_label,
-tablespace_map, backup_manifest and temporary config files; pg_internal.init;
+tablespace_map, backup_manifest and temporary config files; the lock files of Unix
+sockets kept in the data directory (``.s.PGSQL.<port>.lock``: copied, a restored server
+on the same host takes the live one's PID for its own and refuses to start); pg_internal.init;
 temporary files and directories (pgsql_tmp*); temporary relations (t<N>_<relfilenode>);
 and every fork of an unlogged relation except its init fork.
 
@@ -30,6 +32,7 @@ EXCLUDED_TOP_FILES = frozenset({
     "backup_manifest", "postgresql.auto.conf.tmp", "current_logfiles.tmp",
     "backup_label.old",
 })
+_SOCKET_LOCK = re.compile(r"^\.s\.PGSQL\.\d+\.lock$")
 _TEMP_RELATION = re.compile(r"^t\d+_\d+(_[a-z]+)?(\.\d+)?$")
 _RELATION_FILE = re.compile(r"^(\d+)(_[a-z]+)?(\.\d+)?$")
 _DATABASE_DIR = re.compile(r"^(base/\d+|pg_tblspc/\d+/[^/]+/\d+)$")
@@ -70,7 +73,7 @@ class Entry:
 
 
 def _excluded_file(rel: str, name: str) -> bool:
-    if "/" not in rel and name in EXCLUDED_TOP_FILES:
+    if "/" not in rel and (name in EXCLUDED_TOP_FILES or _SOCKET_LOCK.match(name)):
         return True
     return name.startswith("pg_internal.init") or name.startswith("pgsql_tmp")
 

@@ -17,7 +17,8 @@ def test_exclusions_follow_postgresql_docs(tmp_path: Path) -> None:
                  "base/pgsql_tmp/pgsql_tmp123.0", "pg_wal/000000010000000000000001",
                  "pg_wal/archive_status/000000010000000000000001.done", "pg_replslot/s/state",
                  "pg_stat_tmp/global.stat", "postmaster.pid", "postmaster.opts", "backup_label",
-                 "log/postgresql.log", "global/pg_internal.init"):
+                 "log/postgresql.log", "global/pg_internal.init", ".s.PGSQL.5432.lock",
+                 "base/5/.s.PGSQL.5432.lock"):
         touch(root / name)
     (root / "pg_notify").mkdir()
     paths = {e.path: e.kind for e in pgdata.walk(root, 15)}
@@ -26,8 +27,10 @@ def test_exclusions_follow_postgresql_docs(tmp_path: Path) -> None:
     for gone in ("base/5/16400", "base/5/16400.1", "base/5/16400_fsm", "base/5/t3_16500",
                  "base/5/pg_internal.init", "base/pgsql_tmp", "pg_wal/000000010000000000000001",
                  "pg_wal/archive_status", "pg_replslot/s", "pg_stat_tmp/global.stat",
-                 "postmaster.pid", "postmaster.opts", "backup_label", "global/pg_internal.init"):
+                 "postmaster.pid", "postmaster.opts", "backup_label", "global/pg_internal.init",
+                 ".s.PGSQL.5432.lock"):  # a socket's lock file in PGDATA: a live server's PID
         assert gone not in paths, gone
+    assert "base/5/.s.PGSQL.5432.lock" in paths  # only at the top, where PostgreSQL puts it
     for kept_dir in ("pg_wal", "pg_replslot", "pg_stat_tmp", "pg_notify", "base", "base/5"):
         assert paths[kept_dir] == "dir"
     assert "log/postgresql.log" in paths
