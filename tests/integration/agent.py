@@ -12,15 +12,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.integration.pg import LIFEBOAT, Lifeboat, Workspace
+from tests.integration.pg import LIFEBOAT, Lifeboat, Workspace, free_port
 
 
-def agent_settings(workspace: Workspace, extra: str = "", max_jobs: int = 2) -> str:
-    """``[catalog]`` and ``[agent]`` sections in directories postgres can write."""
+def agent_settings(workspace: Workspace, extra: str = "", max_jobs: int = 2, isolate: bool = True) -> str:
+    """``[catalog]`` and ``[agent]`` sections in directories postgres can write; the agent's
+    exporter on a free port and its alert loop pointed at a port where nothing listens
+    (unless ``extra`` sets them, or ``isolate`` is off for a caller that writes both), so
+    agents of concurrent runs never meet on the defaults."""
     state = workspace.path("agent-state")
+    own = ""
+    if isolate and "[exporter]" not in extra:
+        own += f"\n[exporter]\nport = {free_port()}\n"
+    if isolate and "[alerts]" not in extra:
+        own += f'\n[alerts]\nprometheus_url = "http://127.0.0.1:{free_port()}"\n'
     return (f'\n[catalog]\npath = "{state}/catalog.sqlite3"\n\n'
             f'[agent]\nstate_dir = "{state}"\nmax_concurrent_jobs = {max_jobs}\n'
-            f'poll_interval = "0.2s"\nobjectives_interval = "1s"\n{extra}')
+            f'poll_interval = "0.2s"\nobjectives_interval = "1s"\n{extra}{own}')
 
 
 def configure(env: Lifeboat, cluster_extra: str = "", top_extra: str = "", max_jobs: int = 2) -> None:

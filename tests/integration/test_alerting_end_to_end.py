@@ -220,7 +220,7 @@ def site(workspace: Workspace) -> Iterator[Site]:
     exporter_port = free_port()
     cluster_extra = (f'connect_timeout = "2s"\n[clusters.main.streaming]\nenabled = true\n'
                      f'directory = "{stream}"\nsynchronous = false\n')
-    state = agent_settings(workspace)
+    state = agent_settings(workspace, isolate=False)  # alerts_config writes both sections
 
     def configure(prometheus_url: str) -> None:
         env.write_config(env.cluster, extra=cluster_extra + state + alerts_config(
