@@ -259,10 +259,9 @@ def test_operator_restores_to_a_time_between_two_writes(served: tuple[ConsoleEnv
     job = newest_job(console, "restore")
     assert job.state == "succeeded" and job.requested_by == "otto@console", job
     assert job.params["target"] == "time" and job.params["target_value"] == at.isoformat()
-    phases = [p for p in ("writing files", "starting the server", "replaying WAL")
-              if any(p in text for text in seen)]
+    order = ["writing files", "starting the server", "replaying WAL", "validating"]
+    phases = [p for p in order if any(p in text for text in seen)]
     assert phases, seen  # the bar showed the restore under way, with its phase ...
-    order = ["writing files", "starting the server", "replaying WAL"]
     assert phases == sorted(phases, key=order.index), seen
     assert any(text.startswith(f"Restore job {job.id}: succeeded, 100%") for text in seen), seen  # to 100%
     # the result panel: the point reached, the gap to the target, the validation
@@ -273,7 +272,10 @@ def test_operator_restores_to_a_time_between_two_writes(served: tuple[ConsoleEnv
     assert gap is not None and 0 < gap < 10, job.result  # the last transaction replayed is before the time
     assert f"Target gap: {gap:,.3f} s from the last transaction recovered to the time asked" in result, result
     assert "Recovery stopped: recovery stopping before commit of transaction" in result, result
-    assert "Validation" in result, result
+    validation = job.result["validation"]
+    assert validation["passed"] and validation["row_counts"]["public.t"] == console.writes[0], validation
+    assert f"Validation: row_counts: ✅ 1 table in postgres, {console.writes[0]} rows" in result, result
+    assert "Validation: amcheck: ✅ pg_amcheck --heapallindexed: postgres without corruption" in result
     shot(page, "5-done")
 
     # the restored cluster answers on its port with exactly the rows written before the time
