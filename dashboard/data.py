@@ -165,6 +165,19 @@ def repository(cluster: str) -> dict[str, Any]:
     return report.to_json()
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def backups(cluster: str) -> dict[str, Any]:
+    """The cluster's backups only (the Overview's read): no walk of the WAL archive, whose
+    listing grows with every segment kept."""
+    from engine.repository.info import cluster_report
+
+    try:
+        report = cluster_report(context().storage, cluster, with_archive=False)
+    except Exception as exc:  # a repository that cannot be read is shown, not raised
+        return {"name": cluster, "status": f"error: {exc}", "backups": [], "archive": []}
+    return report.to_json()
+
+
 # the catalog ------------------------------------------------------------------------------
 
 @st.cache_data(ttl=2, show_spinner=False)
@@ -421,7 +434,7 @@ def overview() -> list[dict[str, Any]]:
     rows = []
     for cluster in clusters():
         goal = goals[cluster]
-        report = repository(cluster)
+        report = backups(cluster)
         last: dict[str, float] = {}
         for b in report["backups"]:
             when = parse_iso(b.get("finished_at"))
