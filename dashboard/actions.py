@@ -84,9 +84,8 @@ def start_job(ctx: Context, session: Session | None, kind: str, cluster: str,
 def plan_restore(ctx: Context, params: dict[str, Any]) -> Any:
     """The engine's plan of a restore of ``ctx.cluster`` (RestorePlan); UsageError when the
     parameters cannot make sense. A read: nothing is recorded."""
-    from engine.restore.plan import plan_restore as plan
-
     from engine.jobs import RestoreParams
+    from engine.restore.plan import plan_restore as plan
 
     return plan(ctx, RestoreParams.model_validate(params))
 

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, is_dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import streamlit as st
@@ -126,6 +126,23 @@ def named_points(cluster: str) -> list[dict[str, Any]] | None:
             for p in plan.named_points(for_cluster(cluster), cluster)]
 
 
+def point_in_window(day: Any, clock: Any, start: datetime, end: datetime
+                    ) -> tuple[datetime | None, str | None]:
+    """The UTC moment a date and a time of day (to the second) name, and None; or None and
+    why it cannot be chosen: nothing picked, or outside the window ``start`` .. ``end`` (a
+    recovery window: the first and last moment the repository can reach)."""
+    if day is None or clock is None:
+        return None, "Pick a date and a time."
+    at = datetime.combine(day, clock.replace(microsecond=0, tzinfo=None), UTC)
+    low, high = start.replace(microsecond=0), end
+    if low < start:
+        low += timedelta(seconds=1)  # whole seconds only, never before the window opens
+    if not low <= at <= high:
+        return None, (f"{at:%Y-%m-%d %H:%M:%S} UTC is outside what the repository can reach: pick a time "
+                      f"from {low:%Y-%m-%d %H:%M:%S} to {high:%Y-%m-%d %H:%M:%S} UTC.")
+    return at, None
+
+
 def _when(value: Any) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
@@ -143,6 +160,19 @@ def repository(cluster: str) -> dict[str, Any]:
 
     try:
         report = cluster_report(context().storage, cluster)
+    except Exception as exc:  # a repository that cannot be read is shown, not raised
+        return {"name": cluster, "status": f"error: {exc}", "backups": [], "archive": []}
+    return report.to_json()
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def backups(cluster: str) -> dict[str, Any]:
+    """The cluster's backups only (the Overview's read): no walk of the WAL archive, whose
+    listing grows with every segment kept."""
+    from engine.repository.info import cluster_report
+
+    try:
+        report = cluster_report(context().storage, cluster, with_archive=False)
     except Exception as exc:  # a repository that cannot be read is shown, not raised
         return {"name": cluster, "status": f"error: {exc}", "backups": [], "archive": []}
     return report.to_json()
@@ -169,6 +199,61 @@ def job(job_id: int) -> dict[str, Any] | None:
 
 def _job(j: Any) -> dict[str, Any]:
     return j.to_json() | {"created": j.created_at, "started": j.started_at, "finished": j.finished_at}
+
+
+def job_percent(job: dict[str, Any]) -> int:
+    """How far a job is, 0-100: 100 once it succeeded (the agent caps a running job at 99)."""
+    return 100 if job["state"] == "succeeded" else max(0, min(100, int(job["progress"] or 0)))
+
+
+def progress_text(job: dict[str, Any], title: str) -> str:
+    """The line over a job's progress bar: state, percent, phase, and bytes while it writes."""
+    text = f"{title} job {job['id']}: {job['state']}, {job_percent(job)}%"
+    if job["state"] == "running" and job["message"]:
+        text += f" — {job['message']}"
+        if job.get("bytes_total"):
+            text += f" ({job['bytes_done'] / 2**20:,.1f} of {job['bytes_total'] / 2**20:,.1f} MiB)"
+    return text
+
+
+def point_text(point: dict[str, Any] | None, short: bool = False) -> str:
+    """A point recovery reached ({lsn, time, timeline, state}) in words."""
+    if not point:
+        return "-"
+    when = parse_iso(str(point["time"])) if point.get("time") else None
+    at = f"{when:%Y-%m-%d %H:%M:%S} UTC" if when else "an unknown time"
+    if short:
+        return at
+    return (f"{at}, LSN {point.get('lsn') or '-'} on timeline {point.get('timeline') or '-'}"
+            + (f" ({point['state']})" if point.get("state") else ""))
+
+
+def restore_outcome(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """A restore job's result as (label, text) lines: the backup, what was written, the
+    point reached, the gap to the target, and the validation of the restored cluster."""
+    lines = [("Backup", f"{result.get('backup')}, {result.get('files', 0)} files, "
+                        f"{(result.get('bytes') or 0) / 2**20:,.1f} MiB into {result.get('pgdata')}")]
+    target = result.get("target")
+    lines.append(("Target", f"{target} {result.get('target_value') or ''}".strip()))
+    if result.get("reached"):
+        lines.append(("Point reached", point_text(result["reached"])))
+        if result["reached"].get("stop_message"):
+            lines.append(("Recovery stopped", str(result["reached"]["stop_message"])))
+        gap_s, gap_b = result.get("target_gap_seconds"), result.get("target_gap_bytes")
+        parts = ([f"{gap_s:,.3f} s from the last transaction recovered to the time asked"]
+                 if gap_s is not None else []) + (
+            [f"{gap_b:,} bytes of WAL short of the target"] if gap_b is not None else [])
+        lines.append(("Target gap", "; ".join(parts) or f"not measured for a {target} target"))
+    else:
+        lines.append(("Point reached", "the server was not started (no recovery yet)"))
+    validation = result.get("validation")
+    if validation:
+        for check in validation.get("checks", []):
+            lines.append((f"Validation: {check['name']}",
+                          ("✅ " if check["passed"] else "❌ ") + str(check["detail"])))
+    elif result.get("reached"):
+        lines.append(("Validation", "not run"))
+    return lines
 
 
 def job_log(job_id: int, tail: int = 200) -> str | None:
@@ -349,7 +434,7 @@ def overview() -> list[dict[str, Any]]:
     rows = []
     for cluster in clusters():
         goal = goals[cluster]
-        report = repository(cluster)
+        report = backups(cluster)
         last: dict[str, float] = {}
         for b in report["backups"]:
             when = parse_iso(b.get("finished_at"))

@@ -249,6 +249,10 @@ class _Phases:
         self.report(self.done, self.total, phase)
 
 
+#: The phase after recovery ended: the restored server's row counts and pg_amcheck.
+PHASE_VALIDATE = "validating"
+
+
 def _restore(ctx: Context, params: RestoreParams, report: Progress, notices: list[str]) -> Outcome:
     from engine.restore import inplace, physical
 
@@ -266,7 +270,20 @@ def _restore(ctx: Context, params: RestoreParams, report: Progress, notices: lis
     phases = _Phases(report, physical.PHASE_FILES)
     result = physical.run(ctx.config, cluster, ctx.storage, ctx.config_path, options, phases.bytes,
                           phases.enter)
-    return Outcome("restore", result, result.to_json())
+    out = result.to_json()
+    if result.reached is not None and result.reached.state == "promoted":
+        from engine.postgres.server import bin_dir_for
+        from engine.restore import validate
+
+        phases.enter(PHASE_VALIDATE)
+        settings = ctx.config.clusters[cluster]
+        bin_dir = bin_dir_for(result.backup.pg_version, settings.bin_dir)
+        out["validation"] = validate.run(options.pgdata, bin_dir, settings.user, settings.database,
+                                         inplace.is_in_place(ctx.config, cluster, params.pgdata))
+        if not out["validation"]["passed"]:
+            notices.append("WARNING: the restored cluster failed its validation: " + "; ".join(
+                f"{c['name']}: {c['detail']}" for c in out["validation"]["checks"] if not c["passed"]))
+    return Outcome("restore", result, out)
 
 
 def _preview(ctx: Context, params: PreviewParams, report: Progress, notices: list[str]) -> Outcome:

@@ -41,14 +41,16 @@ def pick_point(cluster: str) -> dict | None:
                                                    key="restore_window"))]
         low, high = naive(chosen["start"]), naive(chosen["end"])
         st.caption(f"Pick a time from {low:%Y-%m-%d %H:%M:%S} to {high:%Y-%m-%d %H:%M:%S} UTC.")
-        when = st.datetime_input("Date and time (UTC)", value=high.replace(second=0, microsecond=0),
-                                 min_value=low.replace(second=0, microsecond=0), max_value=high, step=60,
-                                 format="YYYY-MM-DD", key="restore_at", bind="query-params")
-        second = st.number_input("Second", min_value=0, max_value=59, value=0, step=1, key="restore_second",
-                                 bind="query-params")
-        if when is None:
+        day_field, clock_field = st.columns([1, 1])
+        day = day_field.date_input("Date (UTC)", value=high.date(), min_value=low.date(),
+                                   max_value=high.date(), format="YYYY-MM-DD", key="restore_day",
+                                   bind="query-params")
+        clock = clock_field.time_input("Time (UTC, to the second)", value=high.time().replace(microsecond=0),
+                                       step=1, key="restore_clock", bind="query-params")
+        at, problem = data.point_in_window(day, clock, chosen["start"], chosen["end"])
+        if problem:
+            st.error(problem)
             return None
-        at = when.replace(second=int(second), microsecond=0, tzinfo=UTC)
         return {"target": "time", "target_value": at.isoformat(), "target_timeline": str(chosen["timeline"])}
     if kind == "name":
         points = data.named_points(cluster) or []
@@ -111,47 +113,57 @@ def show_plan(plan) -> None:
 
 
 def follow(key: str, title: str) -> None:
-    """A progress bar following the job whose id is in session state ``key``."""
+    """A progress bar following the job whose id is in session state ``key``: its phase
+    (writing files with bytes, starting the server, replaying WAL), then its result."""
     job_id = st.session_state.get(key)
     if job_id is None:
         return
 
-    @st.fragment(run_every=1)
-    def progress() -> None:
-        job = data.job(job_id)
-        if job is None:
-            return
-        done = job["state"] in FINAL
-        text = f"{title} job {job_id}: {job['state']}"
-        if job["message"]:
-            text += f" — {job['message']}"
-        if job.get("bytes_total"):
-            text += f" ({job['bytes_done'] / 2**20:,.0f} of {job['bytes_total'] / 2**20:,.0f} MiB)"
-        st.progress(min(100, job["progress"]) / 100, text=text)
-        if done:
+    def draw(job: dict) -> None:
+        st.progress(data.job_percent(job) / 100, text=data.progress_text(job, title))
+        if job["state"] in FINAL:
             show_result(job)
             if job["state"] == "succeeded":
-                st.success(f"{title} finished: 100%")
+                st.success(f"{title} job {job_id} finished: 100%")
             else:
-                st.error(f"{title} {job['state']}: {job['error'] or ''}")
-    progress()
+                st.error(f"{title} job {job_id} {job['state']}: {job['error'] or ''}")
+
+    job = data.job(job_id)
+    if job is None or job["state"] in FINAL:
+        if job is not None:
+            draw(job)
+        return
+
+    @st.fragment(run_every=0.5)
+    def live() -> None:
+        now = data.job(job_id)
+        if now is not None and now["state"] in FINAL:
+            data.refresh()
+            st.rerun()  # the whole page: the result, and the list of restores, drawn once
+        if now is not None:
+            draw(now)
+            if (operator and st.button(f"Cancel job {job_id}", key=f"cancel_live_{job_id}")
+                    and ui.act(lambda: actions.cancel(data.context(), ui.session(), job_id),
+                               f"Job {job_id} cancelled.") is not None):
+                st.rerun()
+    live()
 
 
 def show_result(job: dict) -> None:
     result = job.get("result") or {}
-    if job["kind"] == "preview":
-        if result:
-            st.markdown(f"**{result.get('table')}** at {result.get('point_reached')}: "
-                        f"{result.get('row_count')} rows")
-            st.dataframe(pd.DataFrame(result.get("rows") or [], columns=result.get("columns") or None),
-                         hide_index=True, width="stretch")
+    if not result:
         return
-    reached = result.get("point_reached") or result.get("reached")
-    if reached:
-        st.markdown(f"**Point reached**: {reached}")
-    for key in ("target_gap_seconds", "target_gap_bytes", "validation"):
-        if result.get(key) is not None:
-            st.markdown(f"**{key.replace('_', ' ')}**: {result[key]}")
+    if job["kind"] == "preview":
+        st.markdown(f"**{result.get('database')}.{result.get('table')}** at "
+                    f"{data.point_text(result.get('point_reached'))}: **{result.get('row_count')} rows**")
+        rows = result.get("rows") or []
+        order = ", ".join(result.get("ordered_by") or []) or "no primary key: in storage order"
+        st.caption(f"The first {len(rows)} rows (ordered by {order})"
+                   + ("; long values were cut" if result.get("truncated") else ""))
+        st.table(pd.DataFrame(rows, columns=result.get("columns") or None), hide_index=True)
+        return
+    for label, text in data.restore_outcome(result):
+        st.markdown(f"**{label}**: {text}")
 
 
 if cluster is not None:
@@ -214,8 +226,7 @@ if cluster is not None:
     if not found:
         st.caption("No restore of this cluster yet.")
     for job in found:
-        result = job.get("result") or {}
-        reached = result.get("point_reached") or (result.get("reached") or {}).get("time") or "-"
+        reached = data.point_text((job.get("result") or {}).get("reached"), short=True)
         with st.expander(f"Job {job['id']} · {job['state']} · {job['progress']}% · "
                          f"by {job['requested_by']} · "
                          f"{job['params'].get('target')} {job['params'].get('target_value') or ''} -> "

@@ -81,7 +81,8 @@ class RestoreResult:
             "target": self.target.kind, "target_value": self.target.value, "seconds": self.seconds}
         if self.reached is not None:
             out["reached"] = {"lsn": self.reached.lsn, "time": self.reached.time,
-                              "timeline": self.reached.timeline, "state": self.reached.state}
+                              "timeline": self.reached.timeline, "state": self.reached.state,
+                              "stop_message": self.reached.stop_message}
             out["target_gap_seconds"] = self.target_gap_seconds()
             out["target_gap_bytes"] = self.target_gap_bytes()
         return out

@@ -178,8 +178,9 @@ def _read(place: Any, user: str, database: str, schema: str, name: str, rows: in
         if not shown:
             return
         select = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in shown)
-        order = sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(sql.Identifier(c) for c in key)) \
-            if key else sql.SQL("")
+        # qualified: a bare name in ORDER BY is the output column, here the ::text of it (1, 10, 2)
+        order = sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(
+            sql.SQL("{}.{}").format(relation, sql.Identifier(c)) for c in key)) if key else sql.SQL("")
         query = sql.SQL("SELECT {} FROM {}{} LIMIT {}").format(select, relation, order, sql.Literal(rows))
         for row in conn.execute(query).fetchall():
             values = [_text(v) for v in row]

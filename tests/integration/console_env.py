@@ -45,8 +45,9 @@ def make(workspace: Workspace, gap: float = 1.5) -> ConsoleEnv:
     env.cluster.sql("CREATE TABLE public.t (id int primary key, note text)")
     env.cluster.sql("INSERT INTO public.t SELECT g, 'first' FROM generate_series(1, 50) g")
     env.run("backup", "--type", "full")
-    env.cluster.sql("INSERT INTO public.t SELECT g, 'second' FROM generate_series(51, 80) g")
     env.run("backup", "--type", "incr")
+    # rows written after the last backup, a time, more rows: a restore to that time replays WAL
+    env.cluster.sql("INSERT INTO public.t SELECT g, 'second' FROM generate_series(51, 80) g")
     time.sleep(gap)
     from datetime import UTC, datetime
 
