@@ -106,3 +106,24 @@ def test_corrupt_page_is_found_named_and_reported(lifeboat: Lifeboat) -> None:
     assert newest["page_checksums"] and newest["corrupt_pages"] == 1
     assert newest["corrupt_files"] == [path]
     assert "HOLDS 1 CORRUPT PAGES" in lifeboat.run("info").stdout
+
+
+def test_a_started_restore_is_validated_unless_told_not_to(lifeboat: Lifeboat) -> None:
+    from tests.integration.agent import configure, jobs
+
+    configure(lifeboat)  # a catalog of this test's own: the restore's result is read from it
+    lifeboat.cluster.sql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 500) g")
+    lifeboat.cluster.sql("ALTER TABLE t ADD PRIMARY KEY (id)")
+    lifeboat.run("backup")
+    lifeboat.switch_and_archive()
+    first, _ = lifeboat.restore()
+    first.stop()
+    second, _ = lifeboat.restore("--no-validate", "--delta")
+    second.stop()
+    restores = sorted((j for j in jobs(lifeboat) if j["kind"] == "restore"), key=lambda j: j["id"])
+    validated, skipped = restores[-2:]
+    assert validated["params"]["validate"] is True and skipped["params"]["validate"] is False
+    check = validated["result"]["validation"]
+    assert check["passed"] and check["row_counts"]["public.t"] == 500
+    assert {c["name"] for c in check["checks"]} == {"row_counts", "amcheck"}, check["checks"]
+    assert "validation" not in skipped["result"]
