@@ -74,7 +74,7 @@ class RestoreParams(_Params):
     # in place (pgdata is the cluster's own data directory): the job stops the running server
     # first (fast shutdown); without it, a running server is a reason the restore cannot run
     stop_server: bool = False
-    validate: bool = True  # after a started restore: row counts and pg_amcheck (engine.restore.validate)
+    validate_restored: bool = True  # after a started restore: row counts, pg_amcheck (restore.validate)
 
 
 #: A qualified table name: ``schema.table`` or ``db.schema.table``, each part an identifier
@@ -272,7 +272,7 @@ def _restore(ctx: Context, params: RestoreParams, report: Progress, notices: lis
     result = physical.run(ctx.config, cluster, ctx.storage, ctx.config_path, options, phases.bytes,
                           phases.enter)
     out = result.to_json()
-    if params.validate and result.reached is not None and result.reached.state == "promoted":
+    if params.validate_restored and result.reached is not None and result.reached.state == "promoted":
         from engine.postgres.server import bin_dir_for
         from engine.restore import validate
 

@@ -82,7 +82,7 @@ def restore_options(p: argparse.ArgumentParser) -> None:
                    help="start the server and wait until recovery ends")
     p.add_argument("--port", type=int, metavar="P", help="port for the restored server")
     p.add_argument("--timeout", metavar="DURATION", help="give up waiting for recovery after this")
-    p.add_argument("--no-validate", dest="validate", action="store_false",
+    p.add_argument("--no-validate", dest="validate_restored", action="store_false",
                    help="with --start: skip counting every table's rows and pg_amcheck after "
                         "recovery (they read the whole database)")
     p.add_argument("--stop-server", action="store_true",
@@ -175,4 +175,4 @@ def params_from(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             "tablespace_map": _tablespace_map(args.tablespace_map), "delta": args.delta,
             "force": args.force, "archive_mode": args.archive_mode, "standby": args.standby,
             "start": args.start, "port": args.port, "timeout": timeout, "jobs": args.jobs,
-            "stop_server": args.stop_server, "validate": args.validate}
+            "stop_server": args.stop_server, "validate_restored": args.validate_restored}

@@ -122,7 +122,8 @@ def test_a_started_restore_is_validated_unless_told_not_to(lifeboat: Lifeboat) -
     second.stop()
     restores = sorted((j for j in jobs(lifeboat) if j["kind"] == "restore"), key=lambda j: j["id"])
     validated, skipped = restores[-2:]
-    assert validated["params"]["validate"] is True and skipped["params"]["validate"] is False
+    assert validated["params"]["validate_restored"] is True
+    assert skipped["params"]["validate_restored"] is False
     check = validated["result"]["validation"]
     assert check["passed"] and check["row_counts"]["public.t"] == 500
     assert {c["name"] for c in check["checks"]} == {"row_counts", "amcheck"}, check["checks"]
