@@ -288,3 +288,110 @@ def test_prometheus_unreachable_shows_a_message_and_catalog_figures(console: Con
     assert any("cannot be read" in w.value and str(console.prometheus_port) in w.value for w in at.warning)
     assert len(at.dataframe) == 1  # the catalog's own figures
     assert "Backups (count)" in set(at.dataframe[0].value["figure"])
+
+
+def charts(at: AppTest) -> dict[str, dict]:
+    """The page's plotly figures by title."""
+    import json
+
+    figures = [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+    return {f["layout"]["title"]["text"]: f for f in figures}
+
+
+def series(figure: dict) -> dict[str, list[float]]:
+    """Each trace's name and its finite y values (plotly may send them base64 encoded)."""
+    import base64
+    import math
+
+    import numpy as np
+
+    found = {}
+    for trace in figure["data"]:
+        y = trace["y"]
+        if isinstance(y, dict):
+            y = np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"]).tolist()
+        found[trace["name"]] = [float(v) for v in y if v is not None and not math.isnan(float(v))]
+    return found
+
+
+def x_span(figure: dict) -> float:
+    from datetime import datetime
+
+    low, high = (datetime.fromisoformat(str(t)) for t in figure["layout"]["xaxis"]["range"])
+    return (high - low).total_seconds()
+
+
+def test_metrics_page_charts_a_real_prometheus(console: ConsoleEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real exporter (``lifeboat exporter`` on the cluster with its backups and archived
+    WAL) scraped by a real Prometheus on the console's configured port: every chart has
+    data, and the time-range selector changes what is asked of Prometheus and the x axis."""
+    import subprocess
+
+    from prometheus_api_client import PrometheusConnect
+
+    from tests.integration.agent import wait_for
+    from tests.integration.pg import LIFEBOAT
+    from tests.integration.prom import eventually, prometheus
+
+    config = load_config(console.config)
+    goals = config.clusters["main"]
+    asked: list[tuple[str, float]] = []
+    original = PrometheusConnect.custom_query_range
+
+    def recording(self, query, start_time, end_time, step, params=None):  # noqa: ANN001, ANN202
+        asked.append((query, (end_time - start_time).total_seconds()))
+        return original(self, query, start_time, end_time, step, params)
+
+    monkeypatch.setattr(PrometheusConnect, "custom_query_range", recording)
+    log = console.env.workspace.root / "console-exporter.log"
+    with open(log, "w") as handle:
+        exporter = subprocess.Popen([str(LIFEBOAT), "--config", str(console.config), "exporter",
+                                     "--duration", "120"], stdout=handle, stderr=handle)
+    try:
+        with prometheus(console.env.workspace, [f"127.0.0.1:{config.exporter.port}"],
+                        port=console.prometheus_port) as prom:
+            for query in ('lifeboat_backup_success_ratio{type="full"}', "lifeboat_wal_archive_lag_seconds",
+                          "lifeboat_rpo_exposure_seconds", "lifeboat_rto_expected_seconds",
+                          "sum(lifeboat_repository_bytes)"):
+                eventually(prom, query, lambda v: v == v, what=f"{query} ({log})")  # not NaN
+            began = time.time()
+
+            def loaded() -> AppTest | None:
+                at = page(app("viewer"), "metrics")
+                found = charts(at)
+                # the page asks up to the last 5 s boundary: wait until that holds samples
+                return at if time.time() - began > 6 and all(
+                    any(series(found.get(t, {"data": []})).values()) for t in (
+                        "Backup success rate", "WAL archive lag", "RPO exposure against the objective",
+                        "Expected RTO against the objective", "Repository bytes per tier")) else None
+
+            at = wait_for(loaded, 45, "the metrics page to chart Prometheus's samples")
+            assert not at.warning, [w.value for w in at.warning]  # Prometheus answered every query
+            assert any(str(console.prometheus_port) in c.value for c in at.caption)
+            found = charts(at)
+            rate = {name: values for name, values in series(found["Backup success rate"]).items() if values}
+            full = next(values for name, values in rate.items() if "type=full" in name)
+            assert set(full) == {1.0}  # the full backup succeeded (the incremental's series too)
+            assert all(v >= 0 for values in series(found["WAL archive lag"]).values() for v in values)
+            for title, measured, objective in (
+                    ("RPO exposure against the objective", "series=exposure", goals.rpo_objective),
+                    ("Expected RTO against the objective", "series=expected", goals.rto_objective)):
+                lines = series(found[title])
+                assert any(measured in name and values for name, values in lines.items()), (title, lines)
+                goal = [values for name, values in lines.items() if "series=objective" in name]
+                assert goal and set(goal[0]) == {objective}, (title, lines)
+            tiers = series(found["Repository bytes per tier"])
+            assert tiers and all("tier=" in name and values and min(values) > 0
+                                 for name, values in tiers.items())
+            timed = [title for title in found if not title.startswith("Recovery time")]
+            assert all(x_span(found[t]) == 86400 for t in timed)  # the default range: 24 hours
+            assert {span for query, span in asked if "_bucket" not in query} == {86400.0}
+            asked.clear()
+            at.button_group(key="metrics_range").set_value("1 hour").run()
+            assert not at.exception
+            assert {span for query, span in asked if "_bucket" not in query} == {3600.0}
+            assert len({query for query, _ in asked}) >= 7  # every chart asked again, for the hour
+            assert all(x_span(charts(at)[t]) == 3600 for t in timed)
+    finally:
+        exporter.terminate()
+        exporter.wait(30)
