@@ -338,7 +338,7 @@ def test_metrics_page_charts_a_real_prometheus(console: ConsoleEnv, monkeypatch:
     asked: list[tuple[str, float]] = []
     original = PrometheusConnect.custom_query_range
 
-    def recording(self, query, start_time, end_time, step, params=None):  # noqa: ANN001, ANN202
+    def recording(self, query, start_time, end_time, step, params=None):
         asked.append((query, (end_time - start_time).total_seconds()))
         return original(self, query, start_time, end_time, step, params)
 
