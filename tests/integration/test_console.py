@@ -395,3 +395,55 @@ def test_metrics_page_charts_a_real_prometheus(console: ConsoleEnv, monkeypatch:
     finally:
         exporter.terminate()
         exporter.wait(30)
+
+
+def test_operator_acknowledges_and_silences_from_the_alerts_page(console: ConsoleEnv) -> None:
+    with catalog(console) as c:
+        alert = next(a for a in c.alerts.open_alerts() if a.rule == "backup_failure")
+        assert alert.state == "firing"
+    at = page(app("operator"), "alerts")
+    at.button(key=f"ack_{alert.id}").click().run()
+    assert not at.exception and any(f"Alert {alert.id} acknowledged" in s.value for s in at.success), [
+        e.value for e in at.error]
+    at = page(app("operator"), "alerts")  # as the next visit shows it
+    assert any("acknowledged by otto" in c.value for c in at.caption)
+    assert not [b for b in at.button if b.key == f"ack_{alert.id}"]  # nothing left to acknowledge
+    at.selectbox(key="silence_rule").set_value("backup_failure")
+    at.selectbox(key="silence_cluster").set_value("main")
+    at.text_input(key="silence_for").set_value("30m")
+    at.text_input(key="silence_reason").set_value("storage maintenance")
+    next(b for b in at.button if b.label == "Silence").click().run()
+    assert not at.exception and any("Silenced." in s.value for s in at.success), [e.value for e in at.error]
+    shown = at.dataframe[-1].value
+    assert ("backup_failure", "main", "otto@console", "storage maintenance") in set(
+        shown[["rule", "cluster", "by", "reason"]].itertuples(index=False, name=None))
+    with catalog(console) as c:
+        acked = c.alerts.get(alert.id)
+        assert acked.state == "acknowledged" and acked.acknowledged_by.startswith("otto")
+        silence = next(s for s in c.alerts.silences(active_at=time.time()) if s.reason == "storage maintenance")
+        assert (silence.rule, silence.cluster) == ("backup_failure", "main")
+        assert 1790 < silence.until - time.time() <= 1800 and silence.created_by == "otto@console"
+        entries = {e.action: e for e in reversed(c.audit.entries(actor="otto", limit=20))}
+        assert (entries["alerts.ack"].result, entries["alerts.ack"].params["alert"]) == ("ok", alert.id)
+        assert (entries["alerts.silence"].result, entries["alerts.silence"].cluster,
+                entries["alerts.silence"].detail) == ("ok", "main", f"silence {silence.id}")
+        assert entries["alerts.silence"].params["reason"] == "storage maintenance"
+
+
+def test_operator_starts_a_drill_from_the_drills_page(console: ConsoleEnv) -> None:
+    at = page(app("operator"), "drills")
+    at.selectbox(key="drill_kind").set_value("partial")
+    next(b for b in at.button if b.label == "Start drill").click().run()
+    assert not at.exception and any("Drill queued as job" in s.value for s in at.success), [
+        e.value for e in at.error]
+    with catalog(console) as c:
+        job = c.jobs(kind="drill", limit=1)[0]
+        try:
+            assert (job.state, job.cluster, job.params["kind"], job.requested_by) == (
+                "queued", "main", "partial", "otto@console")
+            entry = c.audit.entries(actor="otto", limit=1)[0]
+            assert (entry.action, entry.result, entry.source, entry.cluster, entry.detail) == (
+                "drill", "queued", "console", "main", f"job {job.id}")
+            assert entry.params["kind"] == "partial"
+        finally:
+            c.finish(job.id, "cancelled", error="not run by this test")
