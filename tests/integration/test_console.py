@@ -420,7 +420,8 @@ def test_operator_acknowledges_and_silences_from_the_alerts_page(console: Consol
     with catalog(console) as c:
         acked = c.alerts.get(alert.id)
         assert acked.state == "acknowledged" and acked.acknowledged_by.startswith("otto")
-        silence = next(s for s in c.alerts.silences(active_at=time.time()) if s.reason == "storage maintenance")
+        silence = next(s for s in c.alerts.silences(active_at=time.time())
+                       if s.reason == "storage maintenance")
         assert (silence.rule, silence.cluster) == ("backup_failure", "main")
         assert 1790 < silence.until - time.time() <= 1800 and silence.created_by == "otto@console"
         entries = {e.action: e for e in reversed(c.audit.entries(actor="otto", limit=20))}
@@ -447,3 +448,41 @@ def test_operator_starts_a_drill_from_the_drills_page(console: ConsoleEnv) -> No
             assert entry.params["kind"] == "partial"
         finally:
             c.finish(job.id, "cancelled", error="not run by this test")
+
+
+@needs_planner
+def test_finished_restores_are_listed_with_who_the_point_and_the_log(console: ConsoleEnv) -> None:
+    """A restore to a time, queued as an operator and run by the real agent: the Restore
+    page lists it with who started it, the point reached, its events and its log."""
+    from tests.integration.agent import running_agent, wait_job
+    from tests.integration.pg import Cluster, free_port
+
+    target, port = console.env.workspace.path("listed-restore", create=False), free_port()
+    ctx = open_context(console.config, "main")
+    job_id = actions.start_restore(ctx, session("operator"), {
+        "pgdata": str(target), "port": port, "start": True, "target": "time",
+        "target_value": console.before}, "main")
+    console.env.restored.append(Cluster(target, port, target.parent / f"{target.name}.log", started=True))
+    with running_agent(console.env) as agent:
+        done = wait_job(console.env, job_id, timeout=180)
+    assert done["state"] == "succeeded", (done, agent.log.read_text()[-3000:])
+    with catalog(console) as c:
+        reached = c.job(job_id).result["reached"]
+    at = page(app("viewer"), "restore")  # anyone may read them
+    listed = next(e for e in at.expander if e.label.startswith(f"Job {job_id} "))
+    assert "succeeded" in listed.label and "by otto@console" in listed.label
+    assert f"time {console.before}" in listed.label and str(target) in listed.label
+    assert f"reached {ui.data.point_text(reached, short=True)}" in listed.label
+    text = [m.value for m in listed.markdown]
+    assert f"**Point reached**: {ui.data.point_text(reached)}" in text, text
+    assert any(t.startswith("**Validation: ") for t in text), text
+    events = listed.dataframe[0].value
+    kinds = list(events["kind"])
+    assert kinds.index("job_started") < kinds.index("job_succeeded"), events  # oldest first
+    assert f"restore job {job_id} succeeded" in list(events["message"])
+    log = listed.code[0].value  # what the job's process wrote: each phase, then how it ended
+    assert f"restore job {job_id} of main started, asked by otto@console" in log, log
+    assert "writing files" in log and "starting the server" in log, log
+    assert log.rstrip().endswith(f"restore job {job_id} succeeded"), log
+    assert "Warning" not in log, log
+    assert not [b for b in listed.button if b.label == "Cancel"]  # it has ended
