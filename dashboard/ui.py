@@ -28,6 +28,10 @@ def session() -> auth.Session | None:
             st.session_state.pop(SESSION_KEY, None)
             if why:
                 st.session_state["login_notice"] = why
+            if stored.via == "oidc":
+                # the provider's sign-in lives on in Streamlit's cookie: end it too, or the
+                # next run would make a new session from it and the idle timeout mean nothing
+                st.logout()
         return None
     st.session_state[SESSION_KEY] = live
     return live

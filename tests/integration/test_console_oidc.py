@@ -30,6 +30,7 @@ from tests.integration.pg import LIFEBOAT, Workspace, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CLIENT_ID, CLIENT_SECRET = "lifeboat-console", "console-client-secret"
+IDLE = 8  # [console] session_timeout, seconds
 
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
@@ -95,7 +96,7 @@ def handler_for(provider: Provider) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             path, _, query = self.path.partition("?")
             asked = dict(urllib.parse.parse_qsl(query))
             if path == "/.well-known/openid-configuration":
@@ -115,7 +116,7 @@ def handler_for(provider: Provider) -> type[BaseHTTPRequestHandler]:
             else:
                 self.answer(404)
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
             basic = self.headers.get("Authorization", "")
@@ -164,7 +165,7 @@ roles = { dba = "admin", oncall = "operator" }
 
 @pytest.fixture(scope="module")
 def served(workspace: Workspace) -> Iterator[tuple[ConsoleEnv, str, Provider]]:
-    console = make(workspace, gap=0.1, console_extra=OIDC)
+    console = make(workspace, gap=0.1, console_extra=OIDC, session_timeout=IDLE)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     home = workspace.path("console-oidc-cwd")  # Streamlit reads .streamlit/secrets.toml from here
@@ -248,4 +249,23 @@ def test_an_identity_without_a_mapped_group_is_refused_and_recorded(
     assert page.get_by_text("Logged in as").count() == 0
     entries = logins(console, "eve@example.org")
     assert [(e.result, e.detail) for e in entries] == [("refused", "no role for its claims")]
+    page.context.close()
+
+
+def test_an_idle_identity_session_expires_and_signs_out(
+        served: tuple[ConsoleEnv, str, Provider], browser: Any) -> None:
+    """After ``session_timeout`` without activity the console's session ends and so does
+    Streamlit's sign-in cookie: a new visit does not log the user in again by itself."""
+    console, url, provider = served
+    provider.identity = {"sub": "u-300", "email": "bob@example.org", "groups": "dba"}
+    page = sign_in(browser, url)
+    page.get_by_text("Logged in as bob@example.org (admin)").wait_for()
+    page.wait_for_timeout((IDLE + 1) * 1000)
+    page.get_by_role("link", name="Backups").first.click()  # the first run after the idle time
+    page.get_by_role("button", name="Log in with the identity provider").wait_for()
+    page.goto(url)  # a new visit, with whatever cookie is left
+    page.get_by_role("button", name="Log in with the identity provider").wait_for()
+    page.wait_for_timeout(3000)
+    assert page.get_by_text("Logged in as").count() == 0
+    assert [e.result for e in logins(console, "bob@example.org")] == ["ok"]  # signed in once only
     page.context.close()
