@@ -151,12 +151,46 @@ def current(session: Session | None, settings: ConsoleSettings,
     return session.touched(now), ""
 
 
+def claim(claims: dict[str, Any], name: str) -> Any:
+    """The value of claim ``name``: a top-level claim of that name, else a dotted path into
+    nested claims (``realm_access.roles``); None when it is missing."""
+    if name in claims:
+        return claims[name]
+    value: Any = claims
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
 def role_from_claims(oidc: OidcSettings, claims: dict[str, Any]) -> str | None:
     """The role an identity provider's user gets: the highest role a value of the
-    ``role_claim`` maps to, else ``default_role`` (None: refused)."""
-    value = claims.get(oidc.role_claim)
+    ``role_claim`` (one value or a list; a dotted name reaches a nested claim) maps to, else
+    ``default_role`` (None: refused)."""
+    value = claim(claims, oidc.role_claim)
     values = value if isinstance(value, list | tuple) else [] if value is None else [value]
     roles = [oidc.roles[str(v)] for v in values if str(v) in oidc.roles]
     if roles:
         return max(roles, key=lambda r: RANKS[r])
     return oidc.default_role
+
+
+def oidc_user(claims: dict[str, Any]) -> str:
+    """The name an identity provider's user is shown and audited under."""
+    for key in ("email", "preferred_username", "sub"):
+        if claims.get(key):
+            return str(claims[key])
+    return "oidc"
+
+
+def oidc_login(oidc: OidcSettings, claims: dict[str, Any], now: float | None = None
+               ) -> tuple[str, Session | None]:
+    """The user's name and the session a signed-in identity gets (None: no role for its
+    claims, refused). Recording it in the audit trail is the caller's."""
+    name = oidc_user(claims)
+    role = role_from_claims(oidc, claims)
+    if role is None:
+        return name, None
+    now = time.time() if now is None else now
+    return name, Session(name, role, "oidc", now, now)

@@ -266,6 +266,15 @@ def job_log(job_id: int, tail: int = 200) -> str | None:
     return "\n".join(lines[-tail:])
 
 
+@st.cache_data(ttl=2, show_spinner=False)
+def job_events(job_id: int, limit: int = 200) -> list[dict[str, Any]]:
+    """What the agent recorded about the job in the catalog (started, ended, why), oldest
+    first: readable wherever the console runs, unlike the log file on the agent's host."""
+    found = context().catalog.events(job_id=job_id, limit=limit)
+    return [{"at": datetime.fromtimestamp(e.at, UTC), "severity": e.severity, "kind": e.kind,
+             "message": e.message} for e in reversed(found)]
+
+
 @st.cache_data(ttl=30, show_spinner=False)
 def drills(cluster: str, limit: int = 100) -> list[dict[str, Any]]:
     return [{"id": d.id, "kind": d.kind, "started_at": d.started_at, "finished_at": d.finished_at,

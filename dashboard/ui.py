@@ -28,6 +28,10 @@ def session() -> auth.Session | None:
             st.session_state.pop(SESSION_KEY, None)
             if why:
                 st.session_state["login_notice"] = why
+            if stored.via == "oidc":
+                # the provider's sign-in lives on in Streamlit's cookie: end it too, or the
+                # next run would make a new session from it and the idle timeout mean nothing
+                st.logout()
         return None
     st.session_state[SESSION_KEY] = live
     return live
@@ -36,8 +40,6 @@ def session() -> auth.Session | None:
 def _oidc_session(settings: Any) -> auth.Session | None:
     """A session for a user signed in through Streamlit's OIDC login, with the role its
     claims map to (None: not signed in, or no role; the refusal is recorded once)."""
-    import time
-
     try:
         user = st.user
         if not user.is_logged_in:
@@ -45,19 +47,17 @@ def _oidc_session(settings: Any) -> auth.Session | None:
         claims = user.to_dict()
     except Exception:  # no [auth] secrets: OIDC is not usable, the form still is
         return None
-    name = str(claims.get("email") or claims.get("preferred_username") or claims.get("sub") or "oidc")
-    role = auth.role_from_claims(settings.oidc, claims)
-    if role is None:
+    name, made = auth.oidc_login(settings.oidc, claims)
+    if made is None:
         if not st.session_state.get("oidc_refused"):
             st.session_state["oidc_refused"] = True
             data.context().catalog.audit.record(name, auth.SOURCE, "login", "refused",
                                                 params={"via": "oidc"}, detail="no role for its claims")
         st.session_state["login_notice"] = f"{name} has no role in this console."
         return None
-    now = time.time()
     data.context().catalog.audit.record(name, auth.SOURCE, "login", "ok", params={"via": "oidc"},
-                                        role=role)
-    return auth.Session(name, role, "oidc", now, now)
+                                        role=made.role)
+    return made
 
 
 def logout() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -404,16 +405,20 @@ class ProgressReporter:
     """Writes a job's progress to the catalog at most once a second; ``in_bytes``: done
     and total are bytes (backups and restores), recorded as such for the metrics."""
 
-    def __init__(self, catalog: Catalog, job_id: int, in_bytes: bool = False) -> None:
+    def __init__(self, catalog: Catalog, job_id: int, in_bytes: bool = False,
+                 log: Callable[[str], None] | None = None) -> None:
         self.catalog, self.job_id, self.in_bytes, self._last = catalog, job_id, in_bytes, 0.0
         self._message: str | None = None
+        self.log = log  # told each new phase (run-job: the job's log file)
 
     def __call__(self, done: float, total: float, message: str = "") -> None:
         now = time.monotonic()
         if now - self._last < 1.0 and message == self._message:
             return  # a new phase is written at once
-        self._last, self._message = now, message
         percent = 100.0 * done / total if total else 0.0
+        if self.log is not None and message and message != self._message:
+            self.log(f"{message} ({min(percent, 99.0):.0f}%)")
+        self._last, self._message = now, message
         self.catalog.set_progress(self.job_id, min(percent, 99.0), message,
                                   (int(done), int(total)) if self.in_bytes else None)
 
@@ -453,16 +458,26 @@ def execute(ctx: Context, job_id: int) -> bool:
     if job.state != "running":
         raise JobError(f"job {job_id} is {job.state}, not running: only the agent starts jobs")
     ctx.cluster = job.cluster
-    report = ProgressReporter(catalog, job_id, job.kind in BYTE_PROGRESS_KINDS)
+    report = ProgressReporter(catalog, job_id, job.kind in BYTE_PROGRESS_KINDS, log=job_log)
+    job_log(f"{job.kind} job {job_id} of {job.cluster} started, asked by {job.requested_by}")
     try:
         outcome = perform(ctx, job.kind, job.params, report)
     except LifeboatError as exc:
+        job_log(f"{job.kind} job {job_id} failed: {exc}")
         return record_outcome(catalog, ctx.config, job.kind, job.cluster, job_id, error=exc)
     except Exception as exc:
+        job_log(f"{job.kind} job {job_id} failed: {exc.__class__.__name__}: {exc}")
         record_outcome(catalog, ctx.config, job.kind, job.cluster, job_id, error=exc)
         raise
+    job_log(f"{job.kind} job {job_id} " + ("succeeded" if outcome.ok else
+                                           f"failed: {outcome.record.get('error', 'checks failed')}"))
     return record_outcome(catalog, ctx.config, job.kind, job.cluster, job_id, outcome.record,
                           ok=outcome.ok)
+
+
+def job_log(line: str) -> None:
+    """A timestamped line on standard output: the job's log file when the agent runs it."""
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {line}", file=sys.stdout, flush=True)
 
 
 def catalog_hint(config: Config, config_path: Path | None) -> str:

@@ -2,6 +2,7 @@
 Prometheus cannot be read."""
 
 import time
+from datetime import UTC, datetime
 
 import pandas as pd
 import plotly.express as px
@@ -39,8 +40,10 @@ FALLBACK = {
 st.title("Metrics")
 span = RANGES[st.segmented_control("Time range", list(RANGES), default="24 hours", key="metrics_range")
               or "24 hours"]
-end = float(int(time.time() // 60 * 60))
+# to 5 s (reads within a run share the cache; the last minute's samples are not left out)
+end = float(int(time.time() // 5 * 5))
 start, step = end - span, max(15, span // 240)
+x_range = [datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)]
 
 
 def series_frame(results: list[dict]) -> pd.DataFrame:
@@ -79,6 +82,7 @@ else:
                 continue
             figure = px.line(frame, x="time", y="value", color="series", title=title)
             figure.update_layout(height=280, margin={"t": 40, "b": 10}, yaxis_title=unit, showlegend=True)
+            figure.update_xaxes(range=x_range)  # the range chosen, however little data it holds
             st.plotly_chart(figure, width="stretch")
     try:
         buckets = data.prometheus_range(HISTOGRAM, end - step, end, step)

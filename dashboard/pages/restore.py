@@ -234,8 +234,13 @@ if cluster is not None:
             if job["error"]:
                 st.error(job["error"])
             show_result(job)
+            events = data.job_events(job["id"])
+            if events:
+                st.markdown("**Events**")
+                st.dataframe(pd.DataFrame(events), hide_index=True, width="stretch")
             log = data.job_log(job["id"])
-            st.code(log if log is not None else "(no log yet)", language=None)
+            st.markdown("**Log**")
+            st.code(log if log is not None else "(no log on this host yet)", language=None)
             if operator and job["state"] not in FINAL and st.button("Cancel", key=f"cancel_{job['id']}"):
                 ui.act(lambda job_id=job["id"]: actions.cancel(data.context(), ui.session(), job_id),
                        f"Job {job['id']} cancelled.")

@@ -28,18 +28,21 @@ class ConsoleEnv:
         return self.env.config
 
 
-def console_settings(prometheus_port: int) -> str:
+def console_settings(prometheus_port: int, extra: str = "", session_timeout: float = 300) -> str:
     users = "".join(f'\n[console.users.{name}]\nrole = "{role}"\n'
                     f'password_hash = "{hash_password(PASSWORDS[role], n=2**10)}"\n'
                     for name, role in USERS.items())
-    return (f'\n[console]\nsession_timeout = "300s"\nmax_failed_logins = {MAX_FAILED}\nlockout = "60s"\n'
-            f'prometheus_url = "http://127.0.0.1:{prometheus_port}"\n{users}')
+    return (f'\n[console]\nsession_timeout = "{session_timeout:g}s"\nmax_failed_logins = {MAX_FAILED}\n'
+            'lockout = "60s"\n'
+            f'prometheus_url = "http://127.0.0.1:{prometheus_port}"\n{users}{extra}')
 
 
-def make(workspace: Workspace, gap: float = 1.5) -> ConsoleEnv:
+def make(workspace: Workspace, gap: float = 1.5, console_extra: str = "",
+         session_timeout: float = 300) -> ConsoleEnv:
+    """``console_extra``: more of ``[console]`` (``[console.oidc]``)."""
     env = Lifeboat.create(workspace)
     prometheus_port = free_port()
-    configure(env, top_extra=console_settings(prometheus_port))
+    configure(env, top_extra=console_settings(prometheus_port, console_extra, session_timeout))
     env.cluster.start()
     env.run("init")
     env.cluster.sql("CREATE TABLE public.t (id int primary key, note text)")

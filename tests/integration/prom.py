@@ -20,11 +20,12 @@ from tests.integration.pg import Workspace, free_port
 
 @contextlib.contextmanager
 def prometheus(workspace: Workspace, targets: list[str], rule_files: list[Path] = (),
-               lifecycle: bool = False) -> Iterator[PrometheusConnect]:
-    """``lifecycle``: accept ``POST /-/reload`` (a test that changes the rules files)."""
+               lifecycle: bool = False, port: int | None = None) -> Iterator[PrometheusConnect]:
+    """``lifecycle``: accept ``POST /-/reload`` (a test that changes the rules files);
+    ``port``: listen there (a configuration written before names it), else on a free one."""
     binary = shutil.which("prometheus")
     assert binary, "prometheus is not installed (scripts/setup installs Debian's package)"
-    port = free_port()
+    port = port or free_port()
     home = workspace.path(f"prometheus-{port}")
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},

@@ -288,3 +288,201 @@ def test_prometheus_unreachable_shows_a_message_and_catalog_figures(console: Con
     assert any("cannot be read" in w.value and str(console.prometheus_port) in w.value for w in at.warning)
     assert len(at.dataframe) == 1  # the catalog's own figures
     assert "Backups (count)" in set(at.dataframe[0].value["figure"])
+
+
+def charts(at: AppTest) -> dict[str, dict]:
+    """The page's plotly figures by title."""
+    import json
+
+    figures = [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+    return {f["layout"]["title"]["text"]: f for f in figures}
+
+
+def series(figure: dict) -> dict[str, list[float]]:
+    """Each trace's name and its finite y values (plotly may send them base64 encoded)."""
+    import base64
+    import math
+
+    import numpy as np
+
+    found = {}
+    for trace in figure["data"]:
+        y = trace["y"]
+        if isinstance(y, dict):
+            y = np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"]).tolist()
+        found[trace["name"]] = [float(v) for v in y if v is not None and not math.isnan(float(v))]
+    return found
+
+
+def x_span(figure: dict) -> float:
+    from datetime import datetime
+
+    low, high = (datetime.fromisoformat(str(t)) for t in figure["layout"]["xaxis"]["range"])
+    return (high - low).total_seconds()
+
+
+def test_metrics_page_charts_a_real_prometheus(console: ConsoleEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real exporter (``lifeboat exporter`` on the cluster with its backups and archived
+    WAL) scraped by a real Prometheus on the console's configured port: every chart has
+    data, and the time-range selector changes what is asked of Prometheus and the x axis."""
+    import subprocess
+
+    from prometheus_api_client import PrometheusConnect
+
+    from tests.integration.agent import wait_for
+    from tests.integration.pg import LIFEBOAT
+    from tests.integration.prom import eventually, prometheus
+
+    config = load_config(console.config)
+    goals = config.clusters["main"]
+    asked: list[tuple[str, float]] = []
+    original = PrometheusConnect.custom_query_range
+
+    def recording(self, query, start_time, end_time, step, params=None):
+        asked.append((query, (end_time - start_time).total_seconds()))
+        return original(self, query, start_time, end_time, step, params)
+
+    monkeypatch.setattr(PrometheusConnect, "custom_query_range", recording)
+    log = console.env.workspace.root / "console-exporter.log"
+    with open(log, "w") as handle:
+        exporter = subprocess.Popen([str(LIFEBOAT), "--config", str(console.config), "exporter",
+                                     "--duration", "120"], stdout=handle, stderr=handle)
+    try:
+        with prometheus(console.env.workspace, [f"127.0.0.1:{config.exporter.port}"],
+                        port=console.prometheus_port) as prom:
+            for query in ('lifeboat_backup_success_ratio{type="full"}', "lifeboat_wal_archive_lag_seconds",
+                          "lifeboat_rpo_exposure_seconds", "lifeboat_rto_expected_seconds",
+                          "sum(lifeboat_repository_bytes)"):
+                eventually(prom, query, lambda v: v == v, what=f"{query} ({log})")  # not NaN
+            began = time.time()
+
+            def loaded() -> AppTest | None:
+                at = page(app("viewer"), "metrics")
+                found = charts(at)
+                # the page asks up to the last 5 s boundary: wait until that holds samples
+                return at if time.time() - began > 6 and all(
+                    any(series(found.get(t, {"data": []})).values()) for t in (
+                        "Backup success rate", "WAL archive lag", "RPO exposure against the objective",
+                        "Expected RTO against the objective", "Repository bytes per tier")) else None
+
+            at = wait_for(loaded, 45, "the metrics page to chart Prometheus's samples")
+            assert not at.warning, [w.value for w in at.warning]  # Prometheus answered every query
+            assert any(str(console.prometheus_port) in c.value for c in at.caption)
+            found = charts(at)
+            rate = {name: values for name, values in series(found["Backup success rate"]).items() if values}
+            full = next(values for name, values in rate.items() if "type=full" in name)
+            assert set(full) == {1.0}  # the full backup succeeded (the incremental's series too)
+            assert all(v >= 0 for values in series(found["WAL archive lag"]).values() for v in values)
+            for title, measured, objective in (
+                    ("RPO exposure against the objective", "series=exposure", goals.rpo_objective),
+                    ("Expected RTO against the objective", "series=expected", goals.rto_objective)):
+                lines = series(found[title])
+                assert any(measured in name and values for name, values in lines.items()), (title, lines)
+                goal = [values for name, values in lines.items() if "series=objective" in name]
+                assert goal and set(goal[0]) == {objective}, (title, lines)
+            tiers = series(found["Repository bytes per tier"])
+            assert tiers and all("tier=" in name and values and min(values) > 0
+                                 for name, values in tiers.items())
+            timed = [title for title in found if not title.startswith("Recovery time")]
+            assert all(x_span(found[t]) == 86400 for t in timed)  # the default range: 24 hours
+            assert {span for query, span in asked if "_bucket" not in query} == {86400.0}
+            asked.clear()
+            at.button_group(key="metrics_range").set_value("1 hour").run()
+            assert not at.exception
+            assert {span for query, span in asked if "_bucket" not in query} == {3600.0}
+            assert len({query for query, _ in asked}) >= 7  # every chart asked again, for the hour
+            assert all(x_span(charts(at)[t]) == 3600 for t in timed)
+    finally:
+        exporter.terminate()
+        exporter.wait(30)
+
+
+def test_operator_acknowledges_and_silences_from_the_alerts_page(console: ConsoleEnv) -> None:
+    with catalog(console) as c:
+        alert = next(a for a in c.alerts.open_alerts() if a.rule == "backup_failure")
+        assert alert.state == "firing"
+    at = page(app("operator"), "alerts")
+    at.button(key=f"ack_{alert.id}").click().run()
+    assert not at.exception and any(f"Alert {alert.id} acknowledged" in s.value for s in at.success), [
+        e.value for e in at.error]
+    at = page(app("operator"), "alerts")  # as the next visit shows it
+    assert any("acknowledged by otto" in c.value for c in at.caption)
+    assert not [b for b in at.button if b.key == f"ack_{alert.id}"]  # nothing left to acknowledge
+    at.selectbox(key="silence_rule").set_value("backup_failure")
+    at.selectbox(key="silence_cluster").set_value("main")
+    at.text_input(key="silence_for").set_value("30m")
+    at.text_input(key="silence_reason").set_value("storage maintenance")
+    next(b for b in at.button if b.label == "Silence").click().run()
+    assert not at.exception and any("Silenced." in s.value for s in at.success), [e.value for e in at.error]
+    shown = at.dataframe[-1].value
+    assert ("backup_failure", "main", "otto@console", "storage maintenance") in set(
+        shown[["rule", "cluster", "by", "reason"]].itertuples(index=False, name=None))
+    with catalog(console) as c:
+        acked = c.alerts.get(alert.id)
+        assert acked.state == "acknowledged" and acked.acknowledged_by.startswith("otto")
+        silence = next(s for s in c.alerts.silences(active_at=time.time())
+                       if s.reason == "storage maintenance")
+        assert (silence.rule, silence.cluster) == ("backup_failure", "main")
+        assert 1790 < silence.until - time.time() <= 1800 and silence.created_by == "otto@console"
+        entries = {e.action: e for e in reversed(c.audit.entries(actor="otto", limit=20))}
+        assert (entries["alerts.ack"].result, entries["alerts.ack"].params["alert"]) == ("ok", alert.id)
+        assert (entries["alerts.silence"].result, entries["alerts.silence"].cluster,
+                entries["alerts.silence"].detail) == ("ok", "main", f"silence {silence.id}")
+        assert entries["alerts.silence"].params["reason"] == "storage maintenance"
+
+
+def test_operator_starts_a_drill_from_the_drills_page(console: ConsoleEnv) -> None:
+    at = page(app("operator"), "drills")
+    at.selectbox(key="drill_kind").set_value("partial")
+    next(b for b in at.button if b.label == "Start drill").click().run()
+    assert not at.exception and any("Drill queued as job" in s.value for s in at.success), [
+        e.value for e in at.error]
+    with catalog(console) as c:
+        job = c.jobs(kind="drill", limit=1)[0]
+        try:
+            assert (job.state, job.cluster, job.params["kind"], job.requested_by) == (
+                "queued", "main", "partial", "otto@console")
+            entry = c.audit.entries(actor="otto", limit=1)[0]
+            assert (entry.action, entry.result, entry.source, entry.cluster, entry.detail) == (
+                "drill", "queued", "console", "main", f"job {job.id}")
+            assert entry.params["kind"] == "partial"
+        finally:
+            c.finish(job.id, "cancelled", error="not run by this test")
+
+
+@needs_planner
+def test_finished_restores_are_listed_with_who_the_point_and_the_log(console: ConsoleEnv) -> None:
+    """A restore to a time, queued as an operator and run by the real agent: the Restore
+    page lists it with who started it, the point reached, its events and its log."""
+    from tests.integration.agent import running_agent, wait_job
+    from tests.integration.pg import Cluster, free_port
+
+    target, port = console.env.workspace.path("listed-restore", create=False), free_port()
+    ctx = open_context(console.config, "main")
+    job_id = actions.start_restore(ctx, session("operator"), {
+        "pgdata": str(target), "port": port, "start": True, "target": "time",
+        "target_value": console.before}, "main")
+    console.env.restored.append(Cluster(target, port, target.parent / f"{target.name}.log", started=True))
+    with running_agent(console.env) as agent:
+        done = wait_job(console.env, job_id, timeout=180)
+    assert done["state"] == "succeeded", (done, agent.log.read_text()[-3000:])
+    with catalog(console) as c:
+        reached = c.job(job_id).result["reached"]
+    at = page(app("viewer"), "restore")  # anyone may read them
+    listed = next(e for e in at.expander if e.label.startswith(f"Job {job_id} "))
+    assert "succeeded" in listed.label and "by otto@console" in listed.label
+    assert f"time {console.before}" in listed.label and str(target) in listed.label
+    assert f"reached {ui.data.point_text(reached, short=True)}" in listed.label
+    text = [m.value for m in listed.markdown]
+    assert f"**Point reached**: {ui.data.point_text(reached)}" in text, text
+    assert any(t.startswith("**Validation: ") for t in text), text
+    events = listed.dataframe[0].value
+    kinds = list(events["kind"])
+    assert kinds.index("job_started") < kinds.index("job_succeeded"), events  # oldest first
+    assert f"restore job {job_id} succeeded" in list(events["message"])
+    log = listed.code[0].value  # what the job's process wrote: each phase, then how it ended
+    assert f"restore job {job_id} of main started, asked by otto@console" in log, log
+    assert "writing files" in log and "starting the server" in log, log
+    assert log.rstrip().endswith(f"restore job {job_id} succeeded"), log
+    assert "Warning" not in log, log
+    assert not [b for b in listed.button if b.label == "Cancel"]  # it has ended
