@@ -329,12 +329,16 @@ def test_metrics_page_charts_a_real_prometheus(console: ConsoleEnv, monkeypatch:
 
     from prometheus_api_client import PrometheusConnect
 
+    from engine.catalog import data_loss
+    from engine.catalog.store import Catalog
     from tests.integration.agent import wait_for
     from tests.integration.pg import LIFEBOAT
     from tests.integration.prom import eventually, prometheus
 
     config = load_config(console.config)
     goals = config.clusters["main"]
+    with Catalog.open(config) as catalog:  # a data-loss event to chart (the drill fills recovery times)
+        data_loss.record(catalog, config, "main", [data_loss.Loss("wal_gap", "a segment gone")])
     asked: list[tuple[str, float]] = []
     original = PrometheusConnect.custom_query_range
 
@@ -363,7 +367,8 @@ def test_metrics_page_charts_a_real_prometheus(console: ConsoleEnv, monkeypatch:
                 return at if time.time() - began > 6 and all(
                     any(series(found.get(t, {"data": []})).values()) for t in (
                         "Backup success rate", "WAL archive lag", "RPO exposure against the objective",
-                        "Expected RTO against the objective", "Repository bytes per tier")) else None
+                        "Expected RTO against the objective", "Repository bytes per tier",
+                        "Data-loss events", "Recovery time (cumulative buckets, s)")) else None
 
             at = wait_for(loaded, 45, "the metrics page to chart Prometheus's samples")
             assert not at.warning, [w.value for w in at.warning]  # Prometheus answered every query
@@ -383,6 +388,15 @@ def test_metrics_page_charts_a_real_prometheus(console: ConsoleEnv, monkeypatch:
             tiers = series(found["Repository bytes per tier"])
             assert tiers and all("tier=" in name and values and min(values) > 0
                                  for name, values in tiers.items())
+            losses = series(found["Data-loss events"])
+            assert any("cause=wal_gap" in name and max(values) >= 1
+                       for name, values in losses.items()), losses
+            # the drill's 60 s restore: counted in every bucket from 1m up, in none below
+            histogram = found["Recovery time (cumulative buckets, s)"]
+            [bars] = histogram["data"]
+            [heights] = series(histogram).values()
+            counted = dict(zip(bars["x"], heights, strict=True))
+            assert counted["30.0"] == 0 and counted["60.0"] >= 1 and counted["+Inf"] >= 1, counted
             timed = [title for title in found if not title.startswith("Recovery time")]
             assert all(x_span(found[t]) == 86400 for t in timed)  # the default range: 24 hours
             assert {span for query, span in asked if "_bucket" not in query} == {86400.0}
