@@ -52,3 +52,106 @@ def fake_segment(timeline: int, segno: int, sysid: int = SYSID, fill: int = 0) -
     body = bytes([fill]) * 1000 + bytes(range(256)) * 64
     data = bytes(header) + body
     return data + bytes(SEGMENT_SIZE - len(data))
+
+
+def allow_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let a module's tests connect to loopback only (the moto server, local receivers); a
+    module overrides ``_no_network`` with a fixture that calls this."""
+    real_connect = socket.socket.connect
+
+    def loopback_only(self: socket.socket, address: object) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not (
+                isinstance(address, tuple) and address[0] in ("127.0.0.1", "::1", "localhost")):
+            raise ConnectionRefusedError(f"unit tests may not connect to {address!r}")
+        real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", loopback_only)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _moto_initiated_times() -> None:
+    """moto 5 answers ListMultipartUploads with one fixed ``Initiated`` (2010-11-10) for every
+    upload, so a grace period on abandoned uploads cannot be tested against it: record when
+    each upload starts and answer with that, as S3 does. (A fix of the fake, not of the driver.)"""
+    import datetime
+
+    from moto.s3.models import FakeMultipart
+    from moto.s3.responses import S3Response
+
+    if getattr(FakeMultipart, "_lifeboat_timed", False):
+        return
+    started: dict[str, datetime.datetime] = {}
+    real_init = FakeMultipart.__init__
+    real_list = S3Response.list_multipart_uploads
+
+    def init(self: FakeMultipart, *args: object, **kwargs: object) -> None:
+        real_init(self, *args, **kwargs)
+        started[self.id] = datetime.datetime.now(datetime.UTC)
+
+    def list_uploads(self: S3Response) -> object:
+        real_serialized = self.serialized
+
+        def serialized(action_result: object) -> object:
+            for upload in action_result.result.get("Uploads", ()):
+                when = started.get(upload["UploadId"])
+                if when is not None:
+                    upload["Initiated"] = when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            return real_serialized(action_result)
+
+        self.serialized = serialized
+        try:
+            return real_list(self)
+        finally:
+            del self.serialized
+
+    FakeMultipart.__init__ = init
+    S3Response.list_multipart_uploads = list_uploads
+    FakeMultipart._lifeboat_timed = True
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> object:
+    """The S3 API of a moto server on loopback, for the session (started on first use)."""
+    from moto.server import ThreadedMotoServer
+
+    _moto_initiated_times()
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Credentials for moto from the environment, and no real AWS configuration."""
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "lifeboat-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "lifeboat-test-secret")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint: str, aws_env: None) -> str:
+    """A new, empty bucket on the moto server (one per test)."""
+    import uuid
+
+    import boto3
+
+    name = f"lifeboat-{uuid.uuid4().hex[:16]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+def s3_url(endpoint: str, bucket: str, prefix: str = "repo", **options: object) -> str:
+    query = "&".join(f"{k}={v}" for k, v in
+                     {"endpoint": endpoint, "region": "us-east-1", "addressing": "path", **options}.items())
+    return f"s3://{bucket}/{prefix}?{query}"

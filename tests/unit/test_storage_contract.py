@@ -8,15 +8,31 @@ from pathlib import Path
 import pytest
 
 from engine.errors import NotFoundError, StorageError
-from engine.repository.storage import Storage
-from engine.repository.storage.posix import PosixStorage
+from engine.repository.storage import Storage, open_storage
+from tests.unit.conftest import allow_loopback, s3_url
 
-DRIVERS: dict[str, Callable[[Path], Storage]] = {"posix": lambda p: PosixStorage(p / "repo")}
+
+def _s3(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    """A bucket on the moto server on loopback, opened by its URL like any repository."""
+    endpoint = request.getfixturevalue("moto_endpoint")
+    return open_storage(s3_url(endpoint, request.getfixturevalue("s3_bucket")))
+
+
+DRIVERS: dict[str, Callable[[pytest.FixtureRequest, Path], Storage]] = {
+    "posix": lambda request, p: open_storage(p / "repo"),
+    "s3": _s3,
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Overrides the unit tests' ban on connections: loopback only, for the moto server."""
+    allow_loopback(monkeypatch)
 
 
 @pytest.fixture(params=sorted(DRIVERS))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
-    return DRIVERS[request.param](tmp_path)
+    return DRIVERS[request.param](request, tmp_path)
 
 
 def test_put_then_get(store: Storage) -> None:

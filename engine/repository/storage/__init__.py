@@ -19,14 +19,17 @@ if TYPE_CHECKING:
 __all__ = ["Capabilities", "ObjectWriter", "Storage", "open_storage"]
 
 #: URL schemes a repository can be named with, and the driver module of each.
-SCHEMES = {"file": "posix"}
+SCHEMES = {"file": "posix", "s3": "s3"}
 
 
 def open_storage(url: str | os.PathLike[str]) -> Storage:
-    """The storage a repository URL names: an absolute path or ``file:///path`` (posix).
+    """The storage a repository URL names: an absolute path or ``file:///path`` (posix), or
+    ``s3://BUCKET/PREFIX?endpoint=URL&region=R&addressing=path`` (S3; the options are described
+    in :mod:`engine.repository.storage.s3`, and credentials come from the AWS chain, never the URL).
 
-    Every repository, copy and tier is opened here, so a new driver (``s3://bucket/prefix``)
-    is one entry in :data:`SCHEMES` and one module.
+    Every repository, copy and tier is opened here, so a new driver is one entry in
+    :data:`SCHEMES` and one module. A driver's module is imported only when a URL names it:
+    opening a path never imports boto3.
     """
     text = os.fspath(url)
     scheme, sep, rest = text.partition("://")
@@ -35,6 +38,10 @@ def open_storage(url: str | os.PathLike[str]) -> Storage:
     if scheme not in SCHEMES:
         raise UsageError(f"repository '{text}': unknown storage '{scheme}://' (this Lifeboat "
                          f"knows: an absolute path, {', '.join(s + '://' for s in SCHEMES)})")
+    if scheme == "s3":
+        from engine.repository.storage.s3 import S3Storage
+
+        return S3Storage.from_url(text)
     if not rest.startswith("/"):
         raise UsageError(f"repository '{text}': a posix repository must be an absolute path")
     from engine.repository.storage.posix import PosixStorage

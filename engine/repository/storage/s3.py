@@ -1,0 +1,510 @@
+"""The S3 storage driver: objects in a bucket of any S3-compatible store (AWS S3, MinIO, Ceph RGW).
+
+A repository on S3 is named by a URL, opened by :func:`engine.repository.storage.open_storage`::
+
+    s3://BUCKET[/PREFIX][?endpoint=URL&region=R&addressing=path|virtual&profile=P
+                         &part_size=BYTES&page_size=N&retries=N&conditional_writes=true|false]
+
+- ``endpoint``: the store's URL (``http://127.0.0.1:9000`` for MinIO); AWS's when left out.
+- ``region``: the bucket's region (the AWS chain's default when left out).
+- ``addressing``: ``path`` (``endpoint/bucket/key``, what MinIO and Ceph usually want) or
+  ``virtual`` (``bucket.endpoint/key``); botocore chooses when left out.
+- ``profile``: a profile of the AWS config files. Credentials otherwise come from the usual
+  AWS chain: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, the config files, an instance or
+  container role. They are never part of the URL.
+- ``part_size``: multipart part size (default 8 MiB, at least 5 MiB, S3's minimum). An object
+  larger than a part is uploaded in parts; a writer holds at most one part in memory and never
+  writes a temporary file.
+- ``page_size``: keys per listing request (default 1000, S3's maximum).
+- ``retries``: attempts per request, with botocore's ``standard`` retry mode (exponential
+  backoff with jitter on throttling, 5xx and connection errors; default 5).
+- ``conditional_writes``: whether the store honours ``If-None-Match: *`` on a PUT (AWS S3
+  since 2024-08, MinIO, recent Ceph RGW; default true). ``put_if_absent`` relies on it to be
+  atomic. A store that refuses the header (501) gives a StorageError saying to set
+  ``conditional_writes=false``; with it false, ``put_if_absent`` checks then writes, which is
+  not atomic (``capabilities.atomic_create`` is False and callers must serialise creators under
+  the repository lock). A store that silently ignores the header cannot be told apart from one
+  that honours it: do not point Lifeboat at one with ``conditional_writes=true``.
+
+Durability: a put returns only once the PUT (or the CompleteMultipartUpload) has succeeded, that
+is once the store has acknowledged the whole object. Objects are atomic on S3, so a reader sees
+the whole object or nothing. Writes that never completed are incomplete multipart uploads,
+invisible to readers; :meth:`S3Storage.remove_abandoned` aborts them (a bucket lifecycle rule
+``AbortIncompleteMultipartUpload`` does the same as a backstop).
+
+This module imports boto3 at once: it is loaded only when an ``s3://`` URL is opened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO, NoReturn
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import botocore.exceptions as bex
+from botocore.config import Config
+
+from engine.errors import NotFoundError, StorageError, UsageError
+from engine.repository.storage.capabilities import Capabilities
+
+MIB = 1024 * 1024
+MIN_PART_SIZE = 5 * MIB  # S3's minimum for every part but the last
+MAX_PARTS = 10_000  # S3's maximum number of parts of one upload
+DEFAULT_PART_SIZE = 8 * MIB
+DEFAULT_PAGE_SIZE = 1000
+DEFAULT_RETRIES = 5
+
+_MISSING_KEY = ("NoSuchKey", "404", "NotFound")
+_CREDENTIALS = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403",
+                "ExpiredToken", "InvalidToken", "AllAccessDisabled")
+_EXISTS = ("PreconditionFailed", "412")
+_CONFLICT = ("ConditionalRequestConflict", "409")
+_UNSUPPORTED = ("NotImplemented", "501")
+
+
+def _flag(text: str, name: str, url: str) -> bool:
+    if text.lower() in ("true", "1", "yes", "on"):
+        return True
+    if text.lower() in ("false", "0", "no", "off"):
+        return False
+    raise UsageError(f"repository '{url}': {name} must be true or false, not '{text}'")
+
+
+def _count(text: str, name: str, url: str, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"repository '{url}': {name} must be a whole number, not '{text}'") from None
+    if not low <= value <= high:
+        raise UsageError(f"repository '{url}': {name} must be between {low} and {high}, not {value}")
+    return value
+
+
+class S3Settings:
+    """What an ``s3://`` URL says (see the module's docstring for the form)."""
+
+    KNOWN = ("endpoint", "region", "addressing", "profile", "part_size", "page_size", "retries",
+             "conditional_writes")
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise UsageError(f"repository '{url}': an S3 repository is s3://BUCKET[/PREFIX][?OPTIONS]")
+        self.url = url
+        self.bucket = parts.netloc
+        self.prefix = parts.path.strip("/")
+        if any(p in ("", ".", "..") for p in self.prefix.split("/")) and self.prefix:
+            raise UsageError(f"repository '{url}': the prefix '{self.prefix}' has an empty, '.' or "
+                             f"'..' part")
+        query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=False)
+        unknown = sorted(set(query) - set(self.KNOWN))
+        if unknown:
+            raise UsageError(f"repository '{url}': unknown option(s) {', '.join(unknown)} (known: "
+                             f"{', '.join(self.KNOWN)})")
+        one = {name: values[-1] for name, values in query.items()}
+        self.endpoint: str | None = one.get("endpoint") or None
+        self.region: str | None = one.get("region") or None
+        self.profile: str | None = one.get("profile") or None
+        self.addressing = one.get("addressing", "auto") or "auto"
+        if self.addressing not in ("path", "virtual", "auto"):
+            raise UsageError(f"repository '{url}': addressing must be path or virtual, "
+                             f"not '{self.addressing}'")
+        self.part_size = _count(one.get("part_size", str(DEFAULT_PART_SIZE)), "part_size", url,
+                                MIN_PART_SIZE, 5 * 1024 * MIB)
+        self.page_size = _count(one.get("page_size", str(DEFAULT_PAGE_SIZE)), "page_size", url,
+                                1, 1000)
+        self.retries = _count(one.get("retries", str(DEFAULT_RETRIES)), "retries", url, 1, 20)
+        self.conditional_writes = _flag(one.get("conditional_writes", "true"), "conditional_writes",
+                                        url)
+
+    def where(self) -> str:
+        """The bucket and prefix as a URL, without options."""
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+class S3Writer:
+    """A pack being written as a multipart upload: invisible until :meth:`commit`.
+
+    The upload is created when the writer opens (so a killed writer leaves an incomplete
+    upload that :meth:`S3Storage.remove_abandoned` finds); whole parts go up as they fill,
+    so at most one part is held in memory.
+    """
+
+    def __init__(self, storage: S3Storage, key: str, if_absent: bool = False) -> None:
+        self._storage = storage
+        self._key = key
+        self._name = storage.name_of(key)
+        self._if_absent = if_absent
+        self._buffer = bytearray()
+        self._size = 0
+        self._parts: list[dict[str, Any]] = []
+        self._done = False
+        self._upload_id = storage._call(
+            "start an upload of", key, storage._client.create_multipart_upload,
+            Bucket=storage.settings.bucket, Key=self._name)["UploadId"]
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        offset = self._size
+        self._buffer += data
+        self._size += len(data)
+        part = self._storage.settings.part_size
+        while len(self._buffer) >= part:
+            self._upload(bytes(self._buffer[:part]))
+            del self._buffer[:part]
+        return offset
+
+    def tell(self) -> int:
+        return self._size
+
+    def _upload(self, data: bytes) -> None:
+        number = len(self._parts) + 1
+        if number > MAX_PARTS:
+            self.abort()
+            raise StorageError(f"{self._storage.where(self._key)}: more than {MAX_PARTS} parts; "
+                               f"raise part_size in the repository URL")
+        s = self._storage
+        try:
+            reply = s._call("write", self._key, s._client.upload_part, Bucket=s.settings.bucket,
+                            Key=self._name, UploadId=self._upload_id, PartNumber=number, Body=data)
+        except StorageError:
+            self.abort()
+            raise
+        self._parts.append({"PartNumber": number, "ETag": reply["ETag"]})
+
+    def commit(self) -> bool:
+        """Complete the upload; True, or False when ``if_absent`` and the key already exists."""
+        s = self._storage
+        if not self._parts:  # it fits in one PUT: cheaper than an upload of one part
+            try:
+                created = s._put(self._key, bytes(self._buffer), self._if_absent)
+            finally:
+                self.abort()
+            return created
+        if self._buffer:
+            self._upload(bytes(self._buffer))
+            self._buffer = bytearray()
+        extra = {"IfNoneMatch": "*"} if self._if_absent and s.settings.conditional_writes else {}
+        if self._if_absent and not s.settings.conditional_writes and s.exists(self._key):
+            self.abort()
+            return False
+        try:
+            s._call("write", self._key, s._client.complete_multipart_upload,
+                    Bucket=s.settings.bucket, Key=self._name, UploadId=self._upload_id,
+                    MultipartUpload={"Parts": self._parts}, **extra)
+        except _Exists:
+            self.abort()
+            return False
+        except StorageError:
+            self.abort()
+            raise
+        self._done = True
+        return True
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._buffer = bytearray()
+        s = self._storage
+        with contextlib.suppress(StorageError):  # left behind: remove_abandoned aborts it later
+            s._call("abort the upload of", self._key, s._client.abort_multipart_upload,
+                    Bucket=s.settings.bucket, Key=self._name, UploadId=self._upload_id)
+
+
+class _Exists(StorageError):
+    """A conditional write found the key already there (internal: put_if_absent returns False)."""
+
+
+class S3Storage:
+    """Storage in an S3 bucket under a prefix. See the module's docstring for the URL."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.settings = settings
+        self.capabilities = Capabilities(local_path=None, atomic_create=settings.conditional_writes)
+        config = Config(
+            retries={"mode": "standard", "max_attempts": settings.retries},
+            connect_timeout=10, read_timeout=60, max_pool_connections=16,
+            s3={"addressing_style": settings.addressing},
+        )
+        try:
+            session = boto3.session.Session(profile_name=settings.profile)
+            self._client = session.client("s3", endpoint_url=settings.endpoint,
+                                          region_name=settings.region, config=config)
+        except (bex.BotoCoreError, ValueError) as exc:
+            raise StorageError(f"{settings.where()}: cannot set up the S3 client: {exc}; check "
+                               f"endpoint, region and profile in the repository URL") from None
+        self._bucket_checked = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str) -> S3Storage:
+        return cls(S3Settings(url))
+
+    def describe(self) -> str:
+        endpoint = self.settings.endpoint or "AWS"
+        return f"{self.settings.where()} (endpoint {endpoint})"
+
+    def where(self, key: str) -> str:
+        return f"s3://{self.settings.bucket}/{self.name_of(key)}"
+
+    def name_of(self, key: str) -> str:
+        """The object name of a repository key: the URL's prefix, then the key."""
+        parts = key.split("/")
+        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise StorageError(f"invalid repository key '{key}'")
+        return f"{self.settings.prefix}/{key}" if self.settings.prefix else key
+
+    def _dir_of(self, prefix: str) -> str:
+        """The object-name prefix (ending in '/') of a repository prefix."""
+        return self.name_of(prefix.rstrip("/")) + "/"
+
+    def _key_of(self, name: str) -> str:
+        return name[len(self.settings.prefix) + 1:] if self.settings.prefix else name
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def _fail(self, exc: Exception, what: str, key: str | None) -> NoReturn:
+        """Raise the typed error for a failed request: NotFoundError for a missing key, else a
+        StorageError naming the object, bucket and endpoint, the cause and what to do."""
+        s = self.settings
+        target = self.where(key) if key is not None else s.where()
+        endpoint = s.endpoint or "AWS S3"
+        at = f"(bucket '{s.bucket}' at {endpoint})"
+        if isinstance(exc, bex.ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            message = error.get("Message") or exc.response.get("ResponseMetadata", {}).get(
+                "HTTPStatusCode", "")
+            if code == "NoSuchBucket":
+                raise StorageError(f"{target}: cannot {what} it: the bucket '{s.bucket}' does not "
+                                   f"exist at {endpoint}; create it or correct the repository URL "
+                                   f"(bucket, endpoint, region)") from None
+            if code in _MISSING_KEY and key is not None:
+                raise NotFoundError(f"{target}: not in the repository {at}")
+            if code in _EXISTS:
+                raise _Exists(f"{target}: already exists")
+            if code in _CREDENTIALS:
+                raise StorageError(f"{target}: cannot {what} it {at}: access denied ({code}: "
+                                   f"{message}); check the credentials (AWS_ACCESS_KEY_ID, "
+                                   f"AWS_PROFILE or the role) and the bucket's policy") from None
+            if code in _UNSUPPORTED:
+                raise StorageError(f"{target}: cannot {what} it {at}: the store does not support "
+                                   f"this request ({code}: {message}); if it lacks conditional "
+                                   f"writes, add conditional_writes=false to the repository URL")
+            if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "301",
+                        "IllegalLocationConstraintException"):
+                raise StorageError(f"{target}: cannot {what} it {at}: the bucket is in another "
+                                   f"region ({code}); set region= in the repository URL") from None
+            raise StorageError(f"{target}: cannot {what} it {at}: {code}: {message}; retried "
+                               f"{s.retries} times, check the store and try again") from None
+        if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
+            raise StorageError(f"{target}: cannot {what} it {at}: no S3 credentials found; set "
+                               f"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE (or "
+                               f"profile= in the URL), or give the host a role") from None
+        if isinstance(exc, bex.EndpointConnectionError | bex.ConnectTimeoutError |
+                      bex.ReadTimeoutError | bex.ConnectionClosedError):
+            raise StorageError(f"{target}: cannot {what} it {at}: the endpoint {endpoint} cannot "
+                               f"be reached ({exc}), after {s.retries} attempts; check endpoint= "
+                               f"in the repository URL and that the store is running") from None
+        raise StorageError(f"{target}: cannot {what} it {at}: {exc}") from None
+
+    def _call(self, what: str, key: str | None, method: Any, **kwargs: Any) -> Any:
+        try:
+            return method(**kwargs)
+        except (bex.BotoCoreError, bex.ClientError) as exc:
+            self._fail(exc, what, key)
+
+    def _check_bucket(self, key: str) -> None:
+        """After a 404 on HEAD (which has no error code), make sure it is the key that is
+        missing, not the bucket: once per storage."""
+        if self._bucket_checked:
+            return
+        self._call("read", key, self._client.head_bucket, Bucket=self.settings.bucket)
+        self._bucket_checked = True
+
+    def _head(self, what: str, key: str) -> dict[str, Any]:
+        try:
+            return self._client.head_object(Bucket=self.settings.bucket, Key=self.name_of(key))
+        except bex.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _MISSING_KEY:
+                try:
+                    self._check_bucket(key)
+                except NotFoundError:  # head_bucket's 404: the bucket is missing
+                    s = self.settings
+                    raise StorageError(f"{self.where(key)}: cannot {what} it: the bucket "
+                                       f"'{s.bucket}' does not exist at {s.endpoint or 'AWS S3'}; "
+                                       f"create it or correct the repository URL") from None
+            self._fail(exc, what, key)
+        except bex.BotoCoreError as exc:
+            self._fail(exc, what, key)
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _put(self, key: str, data: bytes | bytearray | memoryview, if_absent: bool) -> bool:
+        """One PUT; with ``if_absent``, conditional (False when the key exists)."""
+        name = self.name_of(key)
+        body = bytes(data)
+        if not if_absent:
+            self._call("write", key, self._client.put_object, Bucket=self.settings.bucket, Key=name,
+                       Body=body)
+            return True
+        if not self.settings.conditional_writes:
+            if self.exists(key):
+                return False
+            self._call("write", key, self._client.put_object, Bucket=self.settings.bucket, Key=name,
+                       Body=body)
+            return True
+        for attempt in range(5):
+            try:
+                self._call("write", key, self._client.put_object, Bucket=self.settings.bucket,
+                           Key=name, Body=body, IfNoneMatch="*")
+                return True
+            except _Exists:
+                return False
+            except StorageError as exc:
+                # 409: another conditional write of the key is in flight; AWS says retry
+                if "ConditionalRequestConflict" not in str(exc) or attempt == 4:
+                    raise
+                time.sleep(0.1 * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def _put_large(self, key: str, chunks: Iterable[bytes | bytearray | memoryview],
+                   if_absent: bool) -> bool:
+        writer = S3Writer(self, key, if_absent=if_absent)
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.commit()
+
+    def _pieces(self, data: bytes | bytearray | memoryview) -> Iterator[memoryview]:
+        view = memoryview(data)
+        step = self.settings.part_size
+        for start in range(0, len(view), step):
+            yield view[start:start + step]
+
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        if len(data) <= self.settings.part_size:
+            self._put(key, data, if_absent=False)
+        else:
+            self._put_large(key, self._pieces(data), if_absent=False)
+
+    def put_if_absent(self, key: str, data: bytes | bytearray | memoryview) -> bool:
+        if len(data) <= self.settings.part_size:
+            return self._put(key, data, if_absent=True)
+        return self._put_large(key, self._pieces(data), if_absent=True)
+
+    def put_stream_if_absent(self, key: str, chunks: Iterable[bytes]) -> bool:
+        return self._put_large(key, chunks, if_absent=True)
+
+    def open_writer(self, key: str) -> S3Writer:
+        return S3Writer(self, key)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _get(self, key: str, **extra: Any) -> Any:
+        return self._call("read", key, self._client.get_object, Bucket=self.settings.bucket,
+                          Key=self.name_of(key), **extra)
+
+    def get(self, key: str) -> bytes:
+        body = self._get(key)["Body"]
+        try:
+            with body:
+                return body.read()
+        except (bex.BotoCoreError, OSError) as exc:
+            self._fail(exc, "read", key)
+
+    def open_stream(self, key: str) -> BinaryIO:
+        return self._get(key)["Body"]  # botocore's StreamingBody: an io.IOBase with read()
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            self._head("read", key)
+            return b""
+        try:
+            reply = self._client.get_object(Bucket=self.settings.bucket, Key=self.name_of(key),
+                                            Range=f"bytes={offset}-{offset + length - 1}")
+            with reply["Body"] as body:
+                data = body.read()
+        except bex.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                data = b""  # the offset is past the end
+            else:
+                self._fail(exc, "read", key)
+        except bex.BotoCoreError as exc:
+            self._fail(exc, "read", key)
+        if len(data) != length:
+            raise StorageError(f"{self.where(key)}: truncated (wanted {length} bytes at offset "
+                               f"{offset}, got {len(data)})")
+        return data
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._head("read", key)
+        except NotFoundError:
+            return False
+        return True
+
+    def size(self, key: str) -> int:
+        return int(self._head("stat", key)["ContentLength"])
+
+    def mtime(self, key: str) -> float:
+        return self._head("stat", key)["LastModified"].timestamp()
+
+    def _pages(self, operation: str, what: str, prefix: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        paginator = self._client.get_paginator(operation)
+        pages = paginator.paginate(Bucket=self.settings.bucket, Prefix=self._dir_of(prefix),
+                                   PaginationConfig={"PageSize": self.settings.page_size}, **kwargs)
+        try:
+            yield from pages
+        except (bex.BotoCoreError, bex.ClientError) as exc:
+            self._fail(exc, what, None)
+
+    def list(self, prefix: str, recursive: bool = True) -> list[str]:
+        found: list[str] = []
+        extra = {} if recursive else {"Delimiter": "/"}
+        for page in self._pages("list_objects_v2", "list", prefix, **extra):
+            found.extend(self._key_of(o["Key"]) for o in page.get("Contents", ()))
+            found.extend(self._key_of(p["Prefix"]) for p in page.get("CommonPrefixes", ()))
+        return sorted(found)
+
+    def usage(self, prefix: str) -> int:
+        return sum(o["Size"] for page in self._pages("list_objects_v2", "list", prefix)
+                   for o in page.get("Contents", ()))
+
+    # -- removing -------------------------------------------------------------------------
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, self._client.delete_object, Bucket=self.settings.bucket,
+                   Key=self.name_of(key))
+
+    def remove_abandoned(self, prefix: str, older_than: float) -> int:
+        """Abort incomplete multipart uploads (writers killed before commit) under ``prefix``
+        started more than ``older_than`` seconds ago."""
+        cutoff = time.time() - older_than
+        removed = 0
+        for page in self._pages("list_multipart_uploads", "list uploads under", prefix):
+            for upload in page.get("Uploads", ()):
+                if upload["Initiated"].timestamp() > cutoff:
+                    continue
+                try:
+                    self._client.abort_multipart_upload(Bucket=self.settings.bucket,
+                                                        Key=upload["Key"], UploadId=upload["UploadId"])
+                except bex.ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                        continue  # completed or aborted meanwhile
+                    self._fail(exc, "abort the upload of", self._key_of(upload["Key"]))
+                except bex.BotoCoreError as exc:
+                    self._fail(exc, "abort the upload of", self._key_of(upload["Key"]))
+                removed += 1
+        return removed
+
+    def close(self) -> None:
+        self._client.close()
