@@ -226,7 +226,7 @@ class S3Storage:
         self.settings = settings
         self.capabilities = Capabilities(local_path=None, atomic_create=settings.conditional_writes)
         config = Config(
-            retries={"mode": "standard", "max_attempts": settings.retries},
+            retries={"mode": "standard", "total_max_attempts": settings.retries},
             connect_timeout=10, read_timeout=60, max_pool_connections=16,
             s3={"addressing_style": settings.addressing},
         )
@@ -299,8 +299,10 @@ class S3Storage:
                         "IllegalLocationConstraintException"):
                 raise StorageError(f"{target}: cannot {what} it {at}: the bucket is in another "
                                    f"region ({code}); set region= in the repository URL") from None
-            raise StorageError(f"{target}: cannot {what} it {at}: {code}: {message}; retried "
-                               f"{s.retries} times, check the store and try again") from None
+            attempts = 1 + int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
+            raise StorageError(f"{target}: cannot {what} it {at}: {code}: {message} (after "
+                               f"{attempts} attempt{'s' if attempts > 1 else ''}); check the store "
+                               f"and try again") from None
         if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
             raise StorageError(f"{target}: cannot {what} it {at}: no S3 credentials found; set "
                                f"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE (or "
