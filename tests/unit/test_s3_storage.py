@@ -184,7 +184,7 @@ def test_a_missing_bucket_is_a_clear_error(moto_endpoint: str, aws_env: None) ->
         assert not isinstance(caught.value, NotFoundError)
         message = str(caught.value)
         assert "bucket 'no-such-bucket-here' does not exist" in message
-        assert moto_endpoint in message and "create it" in message
+        assert moto_endpoint in message and "create " in message
 
 
 def test_a_refused_connection_names_the_endpoint_and_bucket(aws_env: None) -> None:
@@ -198,6 +198,39 @@ def test_a_refused_connection_names_the_endpoint_and_bucket(aws_env: None) -> No
     assert "cannot be reached" in message and "after 2 attempts" in message
     assert "Traceback" not in message
     assert time.monotonic() - started < 20
+
+
+def test_an_endpoint_that_is_not_s3_is_not_a_missing_key(aws_env: None) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class NotS3(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            body = b"<html>no such page</html>" if self.command != "HEAD" else b""
+            self.send_response(404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_HEAD = do_PUT = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotS3)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        store = _open(endpoint, "some-bucket", retries=1)
+        for call in (lambda: store.get("wal/seg"), lambda: store.exists("wal/seg")):
+            with pytest.raises(StorageError) as caught:
+                call()
+            assert not isinstance(caught.value, NotFoundError)
+            assert "bucket 'some-bucket' does not exist at " + endpoint in str(caught.value)
+            assert "not an S3 API" in str(caught.value)
+            store._bucket_checked = False
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_no_credentials_is_a_clear_error(moto_endpoint: str, aws_env: None,

@@ -38,7 +38,7 @@ This module imports boto3 at once: it is loaded only when an ``s3://`` URL is op
 from __future__ import annotations
 
 import contextlib
-import threading
+import io
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO, NoReturn
@@ -219,6 +219,31 @@ class _Exists(StorageError):
     """A conditional write found the key already there (internal: put_if_absent returns False)."""
 
 
+class _Stream(io.RawIOBase):
+    """An object read sequentially, its failures StorageErrors like every other read."""
+
+    def __init__(self, storage: S3Storage, key: str, body: Any) -> None:
+        self._storage = storage
+        self._key = key
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self._body.read(len(buffer))
+        except (bex.BotoCoreError, OSError) as exc:
+            self._storage._fail(exc, "read", self._key)
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
+
+
 class S3Storage:
     """Storage in an S3 bucket under a prefix. See the module's docstring for the URL."""
 
@@ -238,7 +263,6 @@ class S3Storage:
             raise StorageError(f"{settings.where()}: cannot set up the S3 client: {exc}; check "
                                f"endpoint, region and profile in the repository URL") from None
         self._bucket_checked = False
-        self._lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> S3Storage:
@@ -276,14 +300,16 @@ class S3Storage:
         at = f"(bucket '{s.bucket}' at {endpoint})"
         if isinstance(exc, bex.ClientError):
             error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            message = error.get("Message") or exc.response.get("ResponseMetadata", {}).get(
-                "HTTPStatusCode", "")
+            status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+            code = str(error.get("Code") or status)  # no S3 error body: the HTTP status
+            message = error.get("Message") or f"HTTP {status}"
             if code == "NoSuchBucket":
                 raise StorageError(f"{target}: cannot {what} it: the bucket '{s.bucket}' does not "
                                    f"exist at {endpoint}; create it or correct the repository URL "
                                    f"(bucket, endpoint, region)") from None
             if code in _MISSING_KEY and key is not None:
+                if code != "NoSuchKey":
+                    self._check_bucket(what, key)
                 raise NotFoundError(f"{target}: not in the repository {at}")
             if code in _EXISTS:
                 raise _Exists(f"{target}: already exists")
@@ -320,30 +346,28 @@ class S3Storage:
         except (bex.BotoCoreError, bex.ClientError) as exc:
             self._fail(exc, what, key)
 
-    def _check_bucket(self, key: str) -> None:
-        """After a 404 on HEAD (which has no error code), make sure it is the key that is
-        missing, not the bucket: once per storage."""
+    def _check_bucket(self, what: str, key: str) -> None:
+        """After a bare 404 (HEAD has no error body; a server that is not S3 has no S3 error
+        code), make sure it is the key that is missing, not the bucket: once per storage."""
         if self._bucket_checked:
             return
-        self._call("read", key, self._client.head_bucket, Bucket=self.settings.bucket)
+        try:
+            self._client.head_bucket(Bucket=self.settings.bucket)
+        except bex.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in (*_MISSING_KEY, "NoSuchBucket"):
+                s = self.settings
+                raise StorageError(f"{self.where(key)}: cannot {what} it: the bucket '{s.bucket}' "
+                                   f"does not exist at {s.endpoint or 'AWS S3'} (or that endpoint "
+                                   f"is not an S3 API); create the bucket or correct the repository "
+                                   f"URL (bucket, endpoint, region)") from None
+            self._fail(exc, what, None)
+        except bex.BotoCoreError as exc:
+            self._fail(exc, what, key)
         self._bucket_checked = True
 
     def _head(self, what: str, key: str) -> dict[str, Any]:
-        try:
-            return self._client.head_object(Bucket=self.settings.bucket, Key=self.name_of(key))
-        except bex.ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in _MISSING_KEY:
-                try:
-                    self._check_bucket(key)
-                except NotFoundError:  # head_bucket's 404: the bucket is missing
-                    s = self.settings
-                    raise StorageError(f"{self.where(key)}: cannot {what} it: the bucket "
-                                       f"'{s.bucket}' does not exist at {s.endpoint or 'AWS S3'}; "
-                                       f"create it or correct the repository URL") from None
-            self._fail(exc, what, key)
-        except bex.BotoCoreError as exc:
-            self._fail(exc, what, key)
+        return self._call(what, key, self._client.head_object, Bucket=self.settings.bucket,
+                          Key=self.name_of(key))
 
     # -- writing --------------------------------------------------------------------------
 
@@ -424,7 +448,7 @@ class S3Storage:
             self._fail(exc, "read", key)
 
     def open_stream(self, key: str) -> BinaryIO:
-        return self._get(key)["Body"]  # botocore's StreamingBody: an io.IOBase with read()
+        return _Stream(self, key, self._get(key)["Body"])  # type: ignore[return-value]
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
         if length <= 0:
