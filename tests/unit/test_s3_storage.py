@@ -286,7 +286,7 @@ def test_posix_repositories_do_not_import_boto3(tmp_path: Path) -> None:
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 's3transfer'))\n"
         "assert not heavy, heavy\n"
         "store = open_storage('s3://bucket/prefix?region=us-east-1')\n"
-        "assert 'boto3' in sys.modules\n"
+        "assert 'botocore' in sys.modules and 'boto3' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, check=True, timeout=60,
                    env={"PATH": "/usr/bin:/bin", "AWS_EC2_METADATA_DISABLED": "true"})
