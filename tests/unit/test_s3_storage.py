@@ -111,6 +111,18 @@ def test_list_follows_pages(moto_endpoint: str, s3_bucket: str) -> None:
     assert store.usage("wal") == 9
 
 
+def test_checksums_only_when_required_for_older_stores(moto_endpoint: str, s3_bucket: str) -> None:
+    store = _open(moto_endpoint, s3_bucket, checksums="when_required", part_size=MIN_PART_SIZE)
+    sent: list[str] = []
+    store._client.meta.events.register(
+        "before-send.s3", lambda request, **_: sent.extend(h for h in request.headers
+                                                           if h.lower().startswith("x-amz-checksum")))
+    store.put("big", b"q" * (MIN_PART_SIZE + 1))
+    store.put("small", b"q")
+    assert sent == []
+    assert store.get("big") == b"q" * (MIN_PART_SIZE + 1)
+
+
 def test_the_prefix_keeps_repositories_apart(moto_endpoint: str, s3_bucket: str) -> None:
     one = open_storage(s3_url(moto_endpoint, s3_bucket, prefix="one"))
     two = open_storage(s3_url(moto_endpoint, s3_bucket, prefix="deep/two"))
@@ -268,6 +280,7 @@ def test_throttling_and_5xx_are_retried(moto_endpoint: str, s3_bucket: str) -> N
     ("s3://b/p?colour=blue", "unknown option"),
     ("s3://b/p?addressing=sideways", "addressing must be path or virtual"),
     ("s3://b/p?part_size=1024", "part_size must be between"),
+    ("s3://b/p?checksums=never", "checksums must be"),
     ("s3://b/a//c", "empty, '.' or '..' part"),
     ("s3:///p", "s3://BUCKET"),
 ])

@@ -3,7 +3,8 @@
 A repository on S3 is named by a URL, opened by :func:`engine.repository.storage.open_storage`::
 
     s3://BUCKET[/PREFIX][?endpoint=URL&region=R&addressing=path|virtual&profile=P
-                         &part_size=BYTES&page_size=N&retries=N&conditional_writes=true|false]
+                         &part_size=BYTES&page_size=N&retries=N&conditional_writes=true|false
+                         &checksums=when_supported|when_required]
 
 - ``endpoint``: the store's URL (``http://127.0.0.1:9000`` for MinIO); AWS's when left out.
 - ``region``: the bucket's region (the AWS chain's default when left out).
@@ -25,6 +26,9 @@ A repository on S3 is named by a URL, opened by :func:`engine.repository.storage
   not atomic (``capabilities.atomic_create`` is False and callers must serialise creators under
   the repository lock). A store that silently ignores the header cannot be told apart from one
   that honours it: do not point Lifeboat at one with ``conditional_writes=true``.
+- ``checksums``: botocore's ``request_checksum_calculation`` (default ``when_supported``: a
+  CRC32 of every PUT and part, checked by the store). Stores that refuse the newer checksum
+  headers (older MinIO and Ceph RGW answer 400 or 501) need ``when_required``.
 
 Durability: a put returns only once the PUT (or the CompleteMultipartUpload) has succeeded, that
 is once the store has acknowledged the whole object. Objects are atomic on S3, so a reader sees
@@ -91,7 +95,7 @@ class S3Settings:
     """What an ``s3://`` URL says (see the module's docstring for the form)."""
 
     KNOWN = ("endpoint", "region", "addressing", "profile", "part_size", "page_size", "retries",
-             "conditional_writes")
+             "conditional_writes", "checksums")
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -121,6 +125,10 @@ class S3Settings:
         self.page_size = _count(one.get("page_size", str(DEFAULT_PAGE_SIZE)), "page_size", url,
                                 1, 1000)
         self.retries = _count(one.get("retries", str(DEFAULT_RETRIES)), "retries", url, 1, 20)
+        self.checksums = one.get("checksums", "when_supported") or "when_supported"
+        if self.checksums not in ("when_supported", "when_required"):
+            raise UsageError(f"repository '{url}': checksums must be when_supported or when_required, "
+                             f"not '{self.checksums}'")
         self.conditional_writes = _flag(one.get("conditional_writes", "true"), "conditional_writes",
                                         url)
 
@@ -257,6 +265,8 @@ class S3Storage:
             retries={"mode": "standard", "total_max_attempts": settings.retries},
             connect_timeout=10, read_timeout=60, max_pool_connections=16,
             s3={"addressing_style": settings.addressing},
+            request_checksum_calculation=settings.checksums,
+            response_checksum_validation=settings.checksums,
         )
         try:
             # botocore's session, not boto3's: boto3 adds ~70 ms of imports (s3transfer) to
