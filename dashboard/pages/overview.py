@@ -11,7 +11,7 @@ if not rows:
     st.info("No cluster is configured.")
 for row in rows:
     if row["cluster"] is None:
-        st.error("Alerts about no one cluster: " + ", ".join(row["firing"]))
+        st.error("Alerts not tied to a cluster: " + ", ".join(row["firing"]))
         continue
     with st.container(border=True):
         name, rpo, rto, lag, alerts, drill = st.columns([1.3, 1, 1, 1.2, 1.3, 1.2])
