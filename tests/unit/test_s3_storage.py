@@ -98,6 +98,25 @@ def test_read_range_asks_for_the_range_only(moto_endpoint: str, s3_bucket: str) 
         store.read_range("gone", 0, 0)
 
 
+def test_ranges_of_an_object_read_before_are_read_ahead(moto_endpoint: str, s3_bucket: str) -> None:
+    store = _open(moto_endpoint, s3_bucket)
+    data = bytes(range(256)) * 4096  # 1 MiB
+    store.put("packs/aa/p", data)
+    calls = _count_calls(store)
+    step = 16 * 1024
+    for offset in range(0, len(data), step):  # a restore's frames, file after file
+        assert store.read_range("packs/aa/p", offset, step) == data[offset:offset + step]
+    assert calls["GetObject"] <= 8  # 64 reads: 16, 32, 64 ... KiB fetched, not 64 requests
+    assert store.read_range("packs/aa/p", len(data) - 10, 10) == data[-10:]
+    with pytest.raises(StorageError, match="truncated"):
+        store.read_range("packs/aa/p", len(data) - 10, 11)
+    store.put("packs/aa/p", b"new" * 1000)  # a write drops what was read ahead
+    assert store.read_range("packs/aa/p", 0, 6) == b"newnew"
+    store.delete("packs/aa/p")
+    with pytest.raises(NotFoundError):
+        store.read_range("packs/aa/p", 0, 6)
+
+
 def test_list_follows_pages(moto_endpoint: str, s3_bucket: str) -> None:
     store = _open(moto_endpoint, s3_bucket, page_size=2)
     keys = [f"wal/0001/{i:04d}" for i in range(7)] + ["wal/0002/a", "wal/0003/b"]

@@ -48,7 +48,9 @@ import contextlib
 import io
 import os
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, BinaryIO, NoReturn
 from urllib.parse import parse_qs, urlsplit
@@ -66,6 +68,8 @@ MAX_PARTS = 10_000  # S3's maximum number of parts of one upload
 DEFAULT_PART_SIZE = 8 * MIB
 DEFAULT_PAGE_SIZE = 1000
 DEFAULT_RETRIES = 5
+READAHEAD_MAX = 4 * MIB  # a ranged read of an object read before fetches up to this much
+CACHE_BYTES = 24 * MIB  # ranges read ahead and kept (see _ReadAhead)
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3's rule for bucket names
 _MISSING_KEY = ("NoSuchKey", "404", "NotFound")
@@ -268,6 +272,61 @@ def _secret(credentials: Mapping[str, str], name: str, settings: S3Settings) -> 
     return None
 
 
+class _ReadAhead:
+    """Ranges read ahead, kept for the storage's threads (at most ``CACHE_BYTES``, the least
+    recently used dropped first).
+
+    The first read of an object fetches what was asked; each later miss on it fetches twice
+    as much as the last fetch, up to ``READAHEAD_MAX`` (as a kernel reads ahead of a file
+    read in sequence), and reads that fall inside a fetched range are served from it. A
+    restore reading a pack's frames file by file then makes a request per few MiB instead of
+    one per file; a manifest's two reads of its head cost a few hundred bytes more. Reads of
+    ``READAHEAD_MAX`` or more (verify's groups of frames) are never enlarged. Objects a
+    repository reads by range are immutable; a write or delete of a key drops what is kept.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._windows: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._bytes = 0
+        self._last: dict[str, int] = {}  # key -> bytes of its last fetch
+
+    def find(self, key: str, offset: int, length: int) -> bytes | None:
+        with self._lock:
+            for (held, start), data in reversed(self._windows.items()):
+                if held == key and start <= offset and offset + length <= start + len(data):
+                    self._windows.move_to_end((held, start))
+                    return data[offset - start:offset - start + length]
+        return None
+
+    def extra(self, key: str, length: int) -> int:
+        """Bytes to fetch beyond the ``length`` asked for."""
+        if length >= READAHEAD_MAX:
+            return 0
+        with self._lock:
+            last = self._last.get(key)
+        return 0 if last is None else max(0, min(2 * last, READAHEAD_MAX) - length)
+
+    def keep(self, key: str, offset: int, data: bytes, ahead: bool) -> None:
+        with self._lock:
+            if len(self._last) > 10_000:
+                self._last.clear()
+            self._last[key] = len(data)
+            if not ahead:
+                return
+            self._windows[(key, offset)] = data
+            self._bytes += len(data)
+            while self._bytes > CACHE_BYTES or len(self._windows) > 256:
+                _, dropped = self._windows.popitem(last=False)
+                self._bytes -= len(dropped)
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._last.pop(key, None)
+            for window in [w for w in self._windows if w[0] == key]:
+                self._bytes -= len(self._windows.pop(window))
+
+
 class _Exists(StorageError):
     """A conditional write found the key already there (internal: put_if_absent returns False)."""
 
@@ -338,6 +397,7 @@ class S3Storage:
                                f"endpoint and region in the repository URL, and the credentials "
                                f"({self.credential_source})") from None
         self._bucket_checked = False
+        self._ahead = _ReadAhead()
 
     @classmethod
     def from_url(cls, url: str, credentials: Mapping[str, str] | None = None) -> S3Storage:
@@ -451,6 +511,7 @@ class S3Storage:
     def _put(self, key: str, data: bytes | bytearray | memoryview, if_absent: bool) -> bool:
         """One PUT; with ``if_absent``, conditional (False when the key exists)."""
         name = self.name_of(key)
+        self._ahead.forget(key)
         body = bytes(data)
         if not if_absent:
             self._call("write", key, self._client.put_object, Bucket=self.settings.bucket, Key=name,
@@ -528,12 +589,19 @@ class S3Storage:
         return _Stream(self, key, self._get(key)["Body"])  # type: ignore[return-value]
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """One ranged GET, reading ahead of it when the object was read before (a restore
+        reads a pack's frames file by file, each a few KiB: one request each would cost a
+        round trip per file); see :class:`_ReadAhead`."""
         if length <= 0:
             self._head("read", key)
             return b""
+        cached = self._ahead.find(key, offset, length)
+        if cached is not None:
+            return cached
+        extra = self._ahead.extra(key, length)
         try:
             reply = self._client.get_object(Bucket=self.settings.bucket, Key=self.name_of(key),
-                                            Range=f"bytes={offset}-{offset + length - 1}")
+                                            Range=f"bytes={offset}-{offset + length + extra - 1}")
             with reply["Body"] as body:
                 data = body.read()
         except bex.ClientError as exc:
@@ -543,10 +611,11 @@ class S3Storage:
                 self._fail(exc, "read", key)
         except bex.BotoCoreError as exc:
             self._fail(exc, "read", key)
-        if len(data) != length:
+        if len(data) < length:  # past the end, a read ahead may stop short: what was asked, not
             raise StorageError(f"{self.where(key)}: truncated (wanted {length} bytes at offset "
                                f"{offset}, got {len(data)})")
-        return data
+        self._ahead.keep(key, offset, data, extra > 0)
+        return data[:length] if len(data) > length else data
 
     def exists(self, key: str) -> bool:
         try:
@@ -585,6 +654,7 @@ class S3Storage:
     # -- removing -------------------------------------------------------------------------
 
     def delete(self, key: str) -> None:
+        self._ahead.forget(key)
         self._call("delete", key, self._client.delete_object, Bucket=self.settings.bucket,
                    Key=self.name_of(key))
 
