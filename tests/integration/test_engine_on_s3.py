@@ -109,11 +109,27 @@ def test_archive_command_archives_into_the_bucket(site: S3Site) -> None:
         env.cluster.sql("INSERT INTO t SELECT generate_series(1, 1000)")
         env.cluster.sql("SELECT pg_switch_wal()")
     env.switch_and_archive()  # lifeboat check: a forced switch that reaches the bucket, waited for
-    archived, failed = archiver(env.cluster)
-    assert failed == 0 and archived >= before + 4
+    # the server counts a segment once archive_command has returned: a moment after it is stored
+    wait_for(lambda: archiver(env.cluster)[0] >= before + 4, 10, "pg_stat_archiver to count them")
+    assert archiver(env.cluster)[1] == 0  # no failure: every push had the configuration's credentials
     last = env.cluster.value("SELECT last_archived_wal FROM pg_stat_archiver")
     assert last in site.wal()
     assert site.keys("lifeboat.repo") == ["lifeboat.repo"]
+
+
+def test_a_missing_bucket_is_named_and_never_created(site: S3Site) -> None:
+    env = site.env
+    good = env.config.read_text()  # the file archive_command reads: init and check insist on it
+    env.config.write_text(good.replace(f"s3://{site.bucket}/", "s3://no-such-bucket-here/"))
+    try:
+        for command in ("init", "check"):  # check fails before it switches WAL
+            done = env.run(command, check=False)
+            assert done.returncode == 1, done.stdout + done.stderr
+            assert "the bucket 'no-such-bucket-here' does not exist at " + site.endpoint in done.stderr
+            assert "create it" in done.stderr and "Traceback" not in done.stderr
+    finally:
+        env.config.write_text(good)
+    assert "no-such-bucket-here" not in [b["Name"] for b in site.client.list_buckets()["Buckets"]]
 
 
 def markers(cluster: Cluster) -> list[int]:
