@@ -72,7 +72,8 @@ def test_a_live_lease_refuses_and_names_its_holder(store: Storage) -> None:
     assert all(layout.classify("main", k) == "lock" for k in keys)  # verify knows them
 
 
-def test_renewal_keeps_the_lease_while_it_is_held(store: Storage) -> None:
+def test_renewal_keeps_the_lease_while_it_is_held(s3: Storage) -> None:
+    store = s3
     space = LeaseLocks(store, ttl=0.7, renew_every=0.1)
     held = space.acquire(NAME, "backup (pid 1)")
     try:
