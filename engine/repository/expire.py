@@ -93,6 +93,30 @@ def run_locked(config: Config, cluster: str, storage: Storage, dry_run: bool = F
     return report
 
 
+def collect_garbage(storage: Storage, cluster: str, grace: float, segment_size: int,
+                    now: float | None = None, dry_run: bool = False) -> ExpireReport:
+    """Garbage collection alone, for a storage whose backups retention does not decide here (a
+    tier's, after backups moved out): packs and block lists no manifest in it references (past
+    ``grace``), and WAL below the start of the oldest backup it holds (all but timeline
+    histories when it holds none). The caller holds what serialises writers of ``storage``."""
+    now = time.time() if now is None else now
+    keep: list[BackupSummary] = []
+    report = ExpireReport(dry_run, ExpirePlan())
+    for backup_id in list_backup_ids(storage, cluster):
+        try:
+            keep.append(read_summary(storage, cluster, backup_id))
+        except LifeboatError:
+            report.notices.append(f"garbage collection of {storage.describe()} skipped: the manifest "
+                                  f"of {backup_id} cannot be read (run verify)")
+            return report
+    report.plan.keep = keep
+    _collect_packs(storage, cluster, keep, grace, now, report)
+    _collect_lists(storage, cluster, keep, grace, now, report)
+    starts = [wal.segment_of_lsn(wal.parse_lsn(b.start_lsn), segment_size) for b in keep]
+    _remove_wal(storage, cluster, min(starts) if starts else 1 << 62, segment_size, report)
+    return report
+
+
 def _collect_packs(storage: Storage, cluster: str, keep: list[BackupSummary], grace: float,
                    now: float, report: ExpireReport) -> None:
     """Mark every pack a kept manifest references; sweep the others past the grace period."""
