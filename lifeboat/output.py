@@ -48,6 +48,7 @@ def info_text(repository: str, reports: list[ClusterReport]) -> str:
             lines.append(f"  backup {b.id} {b.type}: {b.started_at} .. {b.finished_at}, "
                          f"LSN {b.start_lsn} .. {b.stop_lsn} (timeline {b.timeline}), "
                          f"{format_size(b.size_bytes)}, {format_size(b.stored_bytes)} stored"
+                         + _placement(report.placements.get(b.id))
                          + (f"; HOLDS {b.corrupt_pages} CORRUPT PAGES in {', '.join(b.corrupt_files)}"
                             if b.corrupt_pages else ""))
         for backup_id, error in report.damaged:
@@ -55,6 +56,17 @@ def info_text(repository: str, reports: list[ClusterReport]) -> str:
         if report.objectives:
             lines.append(objectives_text(report.objectives))
     return "\n".join(lines)
+
+
+def _placement(placement: dict | None) -> str:
+    """``; tier warm, 2/2 copies`` (and what is below its replication count)."""
+    if not placement:
+        return ""
+    text = f"; tier {placement['tier']}, {placement['copies']}/{placement['replication']} copies"
+    if placement["below_replication"]:
+        text += " (BELOW REPLICATION)"
+    others = [f"{n} {c}" for n, c in placement["tiers"].items() if n != placement["tier"]]
+    return text + (f" (also in {', '.join(others)}: being moved)" if others else "")
 
 
 def objectives_text(o: dict) -> str:

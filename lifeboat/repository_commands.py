@@ -223,7 +223,7 @@ def _info(args: argparse.Namespace) -> int:
 
     ctx = open_for(args, need_cluster=False)
     names = ctx.clusters()
-    reports = [cluster_report(ctx.storage, name) for name in names]
+    reports = [cluster_report(ctx.storage, name, tiers=ctx.tiers) for name in names]
     for report, objectives in zip(reports, recorded(ctx.config, names).values(), strict=True):
         report.objectives = objectives
     show(args.output, {"repository": ctx.storage.describe(), "clusters": [r.to_json() for r in reports]},
