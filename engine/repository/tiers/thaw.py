@@ -164,16 +164,17 @@ def thaw(tiers: TierSet, view: TieredView, cluster: str, keys: Iterable[str], re
 def restore_keys(view: TieredView, cluster: str, backup: BackupSummary, manifest: Manifest,
                  target: object) -> list[str]:
     """The data objects a restore of ``backup`` to ``target`` (a RecoveryTarget) reads: the
-    backup's, and the WAL after its stop up to the target's segment when known (an LSN, a
-    recorded restore point, 'immediate'), else to the end of the archive."""
+    backup's, and the WAL after its stop up to the segment after the target's when that is
+    known (an LSN, a recorded restore point, 'immediate': the server reads the record after
+    the point, which can be in the next segment), else to the end of the archive."""
     from engine.repository import clusterinfo
     from engine.restore.physical import target_lsn
 
     size = clusterinfo.read(view, cluster).wal_segment_size
     keys = backup_keys(view, cluster, backup, size, manifest)
-    kind = getattr(target, "kind", "latest")
-    if kind == "immediate":
-        return keys
-    lsn = target_lsn(view, cluster, target)  # type: ignore[arg-type]
-    last = None if lsn is None else wal.segment_of_lsn(lsn, size)
+    if getattr(target, "kind", "latest") == "immediate":
+        last: int | None = wal.parse_segment(backup.stop_wal, size).segno + 1
+    else:
+        lsn = target_lsn(view, cluster, target)  # type: ignore[arg-type]
+        last = None if lsn is None else wal.segment_of_lsn(lsn, size) + 1
     return keys + wal_keys_after(view, cluster, backup, size, last)
