@@ -89,7 +89,15 @@ def run_locked(config: Config, cluster: str, storage: Storage, dry_run: bool = F
         _collect_packs(storage, cluster, decided.keep, rules.gc_grace, now, report)
         _collect_lists(storage, cluster, decided.keep, rules.gc_grace, now, report)
     if decided.wal_before_segno is not None:
-        _remove_wal(storage, cluster, decided.wal_before_segno, segment_size, report)
+        before = decided.wal_before_segno
+        if config.repository.tiers.enabled:
+            from engine.repository.tiers.guard import wal_floor
+
+            floor, why = wal_floor(config, storage, cluster, segment_size)
+            if floor is not None and floor < before:
+                before = floor
+                report.notices.append(why)
+        _remove_wal(storage, cluster, before, segment_size, report)
     return report
 
 

@@ -18,7 +18,7 @@ from engine.repository.manifest import list_backup_ids, read_manifest
 from engine.repository.storage.posix import PosixStorage
 from engine.repository.tiers import Tier, TierSet, census, job
 from engine.restore.files import FileWriter
-from tests.unit.test_copies import FULL, INCR, _source
+from tests.unit.test_copies import FULL, INCR, _source, back_up
 
 DAY = 86400.0
 STOPPED = datetime.fromisoformat("2026-11-25T01:00:04+00:00").timestamp()  # tests.unit.helpers.summary
@@ -212,3 +212,65 @@ def test_the_seeds_tiers_load() -> None:
     assert [n for n, _t in tiers.configured()] == ["hot", "warm", "cold"]
     assert tiers.cold is not None and tiers.cold.archive_class() == "GLACIER"
     assert tiers.cold.wait_seconds() == 5 * 3600 and tiers.interval == 3600
+
+
+def _configured(tmp_path: Path, repo: PosixStorage) -> object:
+    return parse_config(
+        (f'[repository]\npath = "{repo.root}"\n'
+         f'[repository.tiers.hot]\nage = "7d"\n'
+         f'[repository.tiers.warm]\nage = "30d"\nstorages = ["{tmp_path}/warm-a", "{tmp_path}/warm-b"]\n'
+         f'replication = 2\n[retention]\ngc_grace = "0s"\n'
+         f'[clusters.main]\npgdata = "{tmp_path}/pgdata"\n').encode(), "lifeboat.toml")
+
+
+def test_hot_wal_expiry_keeps_what_a_warm_backup_needs_until_warm_holds_it(tmp_path: Path) -> None:
+    from engine.repository import expire
+    from engine.repository.tiers import open_tiers
+
+    repo = _source(tmp_path)
+    young = datetime.fromtimestamp(STOPPED + 9.5 * DAY).astimezone().isoformat()
+    back_up(repo, tmp_path / "pgdata", "20261203-130000F", start_lsn="0/9000028", stop_lsn="0/9000100",
+            start_wal="000000010000000000000009", stop_wal="000000010000000000000009", stopped_at=young)
+    config = _configured(tmp_path, repo)
+    tiers = open_tiers(config, repo)  # type: ignore[arg-type]
+    job.run(tiers, "main", 0, now=STOPPED + 10 * DAY)  # the two old ones to warm, the young stays
+    assert list_backup_ids(repo, "main") == ["20261203-130000F"]
+    segment = layout.wal_key("main", "000000010000000000000002")  # both backups' own WAL
+    for storage in tiers.tier("warm").storages:
+        storage.delete(segment)  # as if warm's copy of it were lost
+    report = expire.run(config, "main", repo)  # type: ignore[arg-type]
+    assert repo.exists(segment)
+    assert any("backup 20261125-010000F in the warm tier needs it" in n for n in report.notices)
+    job.run(tiers, "main", 0, now=STOPPED + 10 * DAY)  # (the move is done: warm is repaired by hand)
+    for storage in tiers.tier("warm").storages:
+        storage.put(segment, repo.get(segment))
+    expire.run(config, "main", repo)  # type: ignore[arg-type]
+    assert not repo.exists(segment)  # warm holds it now: hot lets it go
+
+
+def test_the_agents_tiering_records_moves_and_shortfalls(tmp_path: Path) -> None:
+    from engine.agent.tierer import Tierer
+
+    repo = _source(tmp_path)
+    config = _configured(tmp_path, repo)
+    events: list[tuple[str, str, str, str]] = []
+    tierer = Tierer(config, repo, lambda cluster: lambda kind, severity, message: events.append(  # type: ignore[arg-type]
+        (str(cluster), kind, severity, message)))
+    tierer.round()  # the backups are old (2026-11-25): on to warm
+    assert [(e[1], e[2]) for e in events] == [("backup_tiered", "info")] * 2
+    assert "moved from hot to warm (2 copies verified)" in events[0][3]
+    events.clear()
+    backups = tmp_path / "warm-b" / "clusters" / "main" / "backups"
+    for name in os.listdir(backups):
+        os.unlink(backups / name)
+    backups.rmdir()
+    backups.write_text("not a directory")  # warm-b lost its manifests and cannot take new ones
+    tierer.round()
+    tierer.round()  # recorded once, not every round
+    assert [(e[1], e[2]) for e in events] == [("tiering_failed", "warning"), ("below_replication", "warning")]
+    assert f"backup {FULL} has 1 of the 2 copies warm needs" in events[1][3]
+    events.clear()
+    backups.unlink()
+    backups.mkdir()
+    tierer.round()
+    assert [e[1] for e in events] == ["tier_repaired", "tier_repaired", "tiering_recovered"], events
