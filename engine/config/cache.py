@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 #: The sources whose change invalidates the cache: what validates, and what it validates with.
-_VALIDATORS = tuple(os.path.join(_HERE, name) for name in ("schema.py", "sections.py", "units.py",
-                                                                 "tiers.py"))
+_VALIDATORS = tuple(os.path.join(_HERE, name) for name in (
+    "schema.py", "sections.py", "units.py", "tiers.py",
+    os.path.join("..", "repository", "storage", "classes.py")))
 
 
 def cache_dir() -> str:
