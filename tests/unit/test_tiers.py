@@ -214,12 +214,12 @@ def test_the_seeds_tiers_load() -> None:
     assert tiers.cold.wait_seconds() == 5 * 3600 and tiers.interval == 3600
 
 
-def _configured(tmp_path: Path, repo: PosixStorage) -> object:
+def _configured(tmp_path: Path, repo: PosixStorage, retention: str = "") -> object:
     return parse_config(
         (f'[repository]\npath = "{repo.root}"\n'
          f'[repository.tiers.hot]\nage = "7d"\n'
          f'[repository.tiers.warm]\nage = "30d"\nstorages = ["{tmp_path}/warm-a", "{tmp_path}/warm-b"]\n'
-         f'replication = 2\n[retention]\ngc_grace = "0s"\n'
+         f'replication = 2\n[retention]\ngc_grace = "0s"\n{retention}'
          f'[clusters.main]\npgdata = "{tmp_path}/pgdata"\n').encode(), "lifeboat.toml")
 
 
@@ -274,3 +274,25 @@ def test_the_agents_tiering_records_moves_and_shortfalls(tmp_path: Path) -> None
     backups.mkdir()
     tierer.round()
     assert [e[1] for e in events] == ["tier_repaired", "tier_repaired", "tiering_recovered"], events
+
+
+def test_retention_expires_backups_in_every_tier(tmp_path: Path) -> None:
+    from engine.repository import expire
+    from engine.repository.tiers import open_tiers
+
+    repo = _source(tmp_path)
+    config = _configured(tmp_path, repo, 'full = "1d"\n')
+    tiers = open_tiers(config, repo)  # type: ignore[arg-type]
+    job.run(tiers, "main", 0, now=STOPPED + 10 * DAY)
+    dry = expire.run(config, "main", repo, dry_run=True)  # type: ignore[arg-type]
+    assert [b.id for b in dry.plan.expire] == [FULL]
+    assert dry.plan.reasons[FULL] == "older than the full retention of 1 days (in the warm tier)"
+    assert all(list_backup_ids(s, "main") == [FULL, INCR] for s in tiers.tier("warm").storages)
+    expire.run(config, "main", repo)  # type: ignore[arg-type]
+    for storage in tiers.tier("warm").storages:
+        assert list_backup_ids(storage, "main") == [INCR]  # gone from both copies
+    job.run(tiers, "main", 0, now=STOPPED + 10 * DAY)  # the tiers' garbage is collected
+    for storage in tiers.tier("warm").storages:
+        checked = verify.run(storage, "main")
+        assert checked.ok, checked.problems
+    restores(tiers.view(), tmp_path, INCR)
