@@ -69,8 +69,9 @@ class TierReport:
 
     @property
     def ok(self) -> bool:
-        """Everything due was done and every backup has its tier's copies."""
-        return not self.failed and not self.below_replication and not self.waiting
+        """Everything due was done (in a dry run: nothing is due) and every backup has its
+        tier's copies."""
+        return not (self.failed or self.below_replication or self.waiting or self.planned)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self) | {"ok": self.ok}
