@@ -45,7 +45,7 @@ from engine.config.sections import (
     ScheduleConfig,
     StreamingConfig,
 )
-from engine.config.tiers import TiersConfig
+from engine.config.tiers import TiersConfig, location
 from engine.config.units import parse_duration, parse_size
 from engine.errors import ConfigError
 
@@ -137,7 +137,7 @@ class RepositoryConfig(_Section):
                 raise ValueError(f"copies.{region}.path: a copy cannot be the repository itself")
         for name, tier in self.tiers.configured():
             for url in tier.urls:
-                if url.rstrip("/") == self.url.rstrip("/"):
+                if location(url) == location(self.url):
                     raise ValueError(f"tiers.{name}: {url} is the repository itself (the hot tier "
                                      "holds the repository; name other storages)")
         return self

@@ -67,6 +67,17 @@ def _check_url(url: str) -> str:
     return url
 
 
+def location(url: str) -> str:
+    """Where a storage URL's objects are, whatever its options: two URLs with one location
+    (another storage class, another endpoint spelling) would share keys."""
+    from urllib.parse import urlsplit
+
+    if url.startswith("s3://"):
+        parts = urlsplit(url)
+        return f"s3://{parts.netloc}/{parts.path.strip('/')}"
+    return url.removeprefix("file://").rstrip("/") or "/"
+
+
 StorageUrl = Annotated[str, BeforeValidator(lambda v: _check_url(v) if isinstance(v, str) else v)]
 
 
@@ -86,7 +97,7 @@ class TierConfig(_Section):
     def _one_way_to_name_storages(self) -> TierConfig:
         if self.storage is not None and self.storages:
             raise ValueError("give either storage or storages, not both")
-        if len(set(self.urls)) != len(self.urls):
+        if len({location(u) for u in self.urls}) != len(self.urls):
             raise ValueError("storages: a storage is named twice (copies must be independent)")
         return self
 
@@ -163,7 +174,8 @@ class TiersConfig(_Section):
         seen: dict[str, str] = {}
         for name, tier in tiers:
             for url in tier.urls:
-                if url in seen:
-                    raise ValueError(f"{name}: storage {url} is also a storage of {seen[url]}")
-                seen[url] = name
+                if location(url) in seen:
+                    raise ValueError(f"{name}: storage {url} is also a storage of {seen[location(url)]} "
+                                     "(give each tier its own path or S3 prefix)")
+                seen[location(url)] = name
         return self
