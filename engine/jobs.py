@@ -338,7 +338,7 @@ def _drill(ctx: Context, params: DrillParams, report: Progress, notices: list[st
     from engine.drill.run import run
 
     catalog = ctx.catalog  # opened first: a drill that cannot be recorded does not run
-    result = run(ctx.config, ctx.require_cluster(), ctx.tiered, ctx.config_path, params.kind,
+    result = run(ctx.config, ctx.require_cluster(), ctx.storage, ctx.config_path, params.kind,
                  lambda percent, message: report(percent, 100, message))
     drill_id, _text = record(catalog, result, ctx.config)
     return Outcome("drill", result, summary(result, drill_id), ok=result.passed,
