@@ -2,19 +2,21 @@
 
 The tiering job copies a backup's WAL into its new tier before the manifest, so a backup in
 warm or cold normally holds all it needs there, and the repository's expiry (below its own
-oldest backup) loses nothing. This guard makes that a check rather than a belief: a backup in
-another tier whose WAL from start to stop is not all held by some storage of that tier (an
-interrupted or older copy, a storage restored from elsewhere) keeps the repository's WAL from
-its start on until the tier holds it.
+oldest backup) loses nothing. This guard makes that a check rather than a belief: WAL a backup
+of another tier takes along (from its start up to the next backup's start: what a point-in-time
+recovery from it reads) that the repository holds and no storage of that tier does (archived
+after the backup moved as the newest, an interrupted copy, a storage restored from elsewhere)
+is kept until the tiering job has copied it there.
 """
 
 from __future__ import annotations
 
 from engine.config.schema import Config
 from engine.errors import LifeboatError
-from engine.repository.copies import own_wal, wal_names
+from engine.repository.copies import wal_names
 from engine.repository.storage import Storage
 from engine.repository.tiers import census, open_tiers
+from engine.repository.tiers.job import wal_needed
 from engine.wal import names as wal
 
 
@@ -27,15 +29,18 @@ def wal_floor(config: Config, repository: Storage, cluster: str, segment_size: i
         found = census(tiers, cluster)
     except LifeboatError as exc:
         return 0, f"WAL expiry kept all WAL: the tiers cannot be listed ({exc})"
+    if found.unreachable:
+        return 0, f"WAL expiry kept all WAL: {'; '.join(found.unreachable)}"
     held: dict[tuple[str, int], set[str]] = {}
+    ours = wal_names(repository, cluster)
     floor: int | None = None
     why = ""
     for placement in found.backups:
         tier = placement.hottest(tiers)
         if tier is tiers.tiers[0]:
             continue  # hot: retention's own plan keeps its WAL
-        needed = set(own_wal(placement.summary, segment_size))
-        covered = False
+        wanted, _missing = wal_needed(found, placement, ours, segment_size)
+        lacking = set(wanted)
         for index in placement.held.get(tier.name, []):
             key = (tier.name, index)
             if key not in held:
@@ -43,11 +48,13 @@ def wal_floor(config: Config, repository: Storage, cluster: str, segment_size: i
                     held[key] = wal_names(tier.storages[index], cluster)
                 except LifeboatError:
                     held[key] = set()
-            covered = covered or needed <= held[key]
-        if not covered:
-            start = wal.segment_of_lsn(wal.parse_lsn(placement.summary.start_lsn), segment_size)
-            if floor is None or start < floor:
-                floor = start
-                why = (f"WAL from {placement.summary.start_wal} on was kept: backup {placement.id} in "
-                       f"the {tier.name} tier needs it and no storage of {tier.name} holds all of it yet")
+            lacking &= wanted - held[key]
+        lacking = {n for n in lacking if wal.wal_file_kind(n) != "history"}
+        if lacking:
+            first = min(lacking)
+            segno = wal.parse_segment(first[:24], segment_size).segno
+            if floor is None or segno < floor:
+                floor = segno
+                why = (f"WAL from {first[:24]} on was kept: backup {placement.id} in the {tier.name} tier "
+                       f"needs it and no storage of {tier.name} holds it yet (the tiering job copies it)")
     return floor, why

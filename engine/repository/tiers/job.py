@@ -64,6 +64,7 @@ class TierReport:
     past_last_tier: list[str] = field(default_factory=list)  # older than the last tier's age
     collected: dict[str, dict[str, int]] = field(default_factory=dict)  # storage -> gc counts
     notices: list[str] = field(default_factory=list)
+    wal_topped_up: int = 0  # WAL files archived after a backup moved, copied to its tier since
     bytes_copied: int = 0
     seconds: float = 0.0
 
@@ -96,8 +97,10 @@ def run(tiers: TierSet, cluster: str, gc_grace: float, now: float | None = None,
         for placement in found.backups:
             _place(cluster, tiers, found, placement, view, segment_size, now, report)
         if not dry_run:
+            found = census(tiers, cluster)
+            _top_up_wal(cluster, tiers, found, view, segment_size, report)
             _collect(cluster, tiers, gc_grace, segment_size, now, report)
-        _count(tiers, census(tiers, cluster) if not dry_run else found, report)
+        _count(tiers, found, report)
     report.seconds = round(time.monotonic() - started, 3)
     return report
 
@@ -288,6 +291,35 @@ def _archived_problems(storage: Storage, cluster: str, placement: Placement, vie
         if theirs != ours:
             problems.append(f"{key}: {theirs} bytes, the source's {ours}")
     return problems
+
+
+def _top_up_wal(cluster: str, tiers: TierSet, found: Census, view: TieredView, segment_size: int,
+                report: TierReport) -> None:
+    """The WAL of each backup outside the repository that its tier lacks: a backup that moved as
+    the newest took the archive as it was; what was archived after it, up to the next backup's
+    start, follows it now (so a point-in-time recovery from it reaches the next backup)."""
+    from engine.repository.copies import wal_names
+
+    names = wal_names(view, cluster)
+    held: dict[tuple[str, int], set[str]] = {}
+    for placement in found.backups:
+        tier = placement.hottest(tiers)
+        if tier is tiers.tiers[0]:
+            continue
+        wanted, _missing = wal_needed(found, placement, names, segment_size)
+        for index in placement.held.get(tier.name, []):
+            storage = tier.storages[index]
+            try:
+                have = held.setdefault((tier.name, index), wal_names(storage, cluster))
+                lacking = wanted - have
+                if lacking:
+                    copied = CopyReport(cluster, tier.name)
+                    have |= copy_wal(view, storage, cluster, copied, only=lacking)
+                    report.wal_topped_up += copied.wal_copied
+                    report.bytes_copied += copied.bytes_copied
+            except LifeboatError as exc:
+                report.notices.append(f"the WAL of backup {placement.id} could not be brought up to "
+                                      f"date in {tier.describe(index)}: {exc}")
 
 
 def _collect(cluster: str, tiers: TierSet, grace: float, segment_size: int, now: float,
