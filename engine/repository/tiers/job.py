@@ -21,7 +21,9 @@ whatever step a kill interrupts:
    own pass, past ``gc_grace``, for a tier's storages).
 
 A backup already in the tier its age says with fewer copies than the tier's replication is
-repaired: copied to the storages that lack it. A backup older than the last tier's age stays
+repaired: copied to the storages that lack it. A backup that moved as the newest took the
+archive as it was: each run copies to its tier what was archived since, up to the next
+backup's start (:func:`_top_up_wal`). A backup older than the last tier's age stays
 in the last tier: retention decides when it goes. Backups never move to a hotter tier.
 
 Every writer of a cluster's tiers runs under the repository's cluster lock (expire and backups
@@ -133,7 +135,7 @@ def _place(cluster: str, tiers: TierSet, found: Census, placement: Placement, vi
     lacking = [i for i in range(len(wanted.storages)) if i not in placement.held.get(wanted.name, [])]
     if not moving and placement.copies(wanted.name) >= wanted.replication:
         return
-    if dry_run_step(report, placement, current, wanted, moving, lacking):
+    if _dry_run_step(report, placement, current, wanted, moving, lacking):
         return
     started = time.monotonic()
     copied = CopyReport(cluster, wanted.name)
@@ -162,7 +164,7 @@ def _place(cluster: str, tiers: TierSet, found: Census, placement: Placement, vi
                          "seconds": round(time.monotonic() - started, 3)})
 
 
-def dry_run_step(report: TierReport, placement: Placement, current: Tier, wanted: Tier, moving: bool,
+def _dry_run_step(report: TierReport, placement: Placement, current: Tier, wanted: Tier, moving: bool,
                  lacking: list[int]) -> bool:
     """In a dry run, record what would be done instead of doing it."""
     if not report.dry_run:
