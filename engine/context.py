@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from engine.catalog.store import Catalog
     from engine.config.schema import Config
     from engine.repository.storage.base import Storage
+    from engine.repository.tiers import TierSet
 
 
 @dataclass
@@ -38,6 +39,20 @@ class Context:
         from engine.repository.storage import open_storage
 
         return open_storage(self.config.repository.url)
+
+    @cached_property
+    def tiers(self) -> TierSet:
+        """The repository's tiers (hot: the repository itself; warm, cold), each opened."""
+        from engine.repository.tiers import open_tiers
+
+        return open_tiers(self.config, self.storage)
+
+    @cached_property
+    def tiered(self) -> Storage:
+        """Every tier read as one, hottest first: what restores, their plans and the recovery
+        windows read (a backup and its WAL are found in whichever tier holds them). The
+        repository itself when no tiers are configured."""
+        return self.tiers.view() if self.tiers.enabled else self.storage
 
     def copy_storage(self, region: str) -> Storage:
         """The repository's copy in ``region``."""
