@@ -32,6 +32,7 @@ from pydantic import (
 
 from engine.config.alerting import AlertsSettings
 from engine.config.console import ConsoleSettings
+from engine.config.encryption import EncryptionConfig
 from engine.config.file import config_path, read_config_bytes
 from engine.config.sections import (
     CLASS_OBJECTIVES,
@@ -117,6 +118,7 @@ class RepositoryConfig(_Section):
     pack_size: Size = 64 * 1024 * 1024
     region: RegionName = "local"  # where it is (a metrics label)
     copies: dict[RegionName, CopyConfig] = Field(default_factory=dict)  # region -> its copy
+    encryption: EncryptionConfig | None = None  # encryption at rest (None: not encrypted)
 
     _check_path = field_validator("path")(_absolute)
 
