@@ -14,12 +14,11 @@ where it is). How keys are used: :mod:`engine.repository.encryption`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+from engine.config.sections import _Section
 
 
 def _absolute(path: Path) -> Path:
@@ -28,24 +27,17 @@ def _absolute(path: Path) -> Path:
     return path
 
 
+AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
+
+
 class EncryptionConfig(_Section):
     """AES-256-GCM of every object holding data, keyed names; the user's key is read from
     ``key_file`` or ``key_env``. Setting a new ``key_file`` and listing the previous one in
     ``old_key_files`` rotates: new objects are sealed under the new key's data key."""
 
-    key_file: Path | None = None
+    key_file: AbsolutePath | None = None
     key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    old_key_files: list[Path] = Field(default_factory=list)
-
-    @field_validator("key_file")
-    @classmethod
-    def _key_file_absolute(cls, value: Path | None) -> Path | None:
-        return None if value is None else _absolute(value)
-
-    @field_validator("old_key_files")
-    @classmethod
-    def _old_absolute(cls, value: list[Path]) -> list[Path]:
-        return [_absolute(path) for path in value]
+    old_key_files: list[AbsolutePath] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_source(self) -> EncryptionConfig:

@@ -91,7 +91,8 @@ class KeySources(namedtuple("KeySources", "key_file key_env old_key_files")):
         return cls(data.get("key_file"), data.get("key_env"), tuple(data.get("old_key_files") or ()))
 
     @property
-    def current(self) -> str:
+    def current_source(self) -> str:
+        """Where the current key is, for messages."""
         return f"key_file {self.key_file}" if self.key_file else f"key_env ${self.key_env}"
 
 
@@ -396,7 +397,7 @@ def _missing(storage: Storage, sources: KeySources) -> LifeboatError:
     if encrypted is None:
         return ClusterSetupError(f"repository {where} is not initialised (no {KEYS_OBJECT}): run "
                                  "'lifeboat init', which creates its keys under the configured "
-                                 f"{sources.current}")
+                                 f"{sources.current_source}")
     if encrypted:
         return EncryptionKeyError(
             f"repository {where} is encrypted but its keys ({KEYS_OBJECT}) are missing: nothing in "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ArchiveDamagedError, ChecksumError, EncryptionKeyError
+from engine.errors import ArchiveDamagedError, ChecksumError, CopyConflictError, EncryptionKeyError
 from engine.repository import clusterinfo, encryption, layout, verify
 from engine.repository.blocklist import list_id
 from engine.repository.copies import copy_cluster
@@ -138,6 +138,18 @@ def test_key_files_hold_base64_or_hex_readable_by_their_owner_only(tmp_path: Pat
 
 # keys ---------------------------------------------------------------------------------------
 
+def refused(tmp_path: Path, extra: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """What wal-push and info say (both exiting 2) with a configuration of the repository in
+    ``tmp_path / "source"`` whose encryption is ``extra``."""
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace(f'"{tmp_path}/repo"', f'"{tmp_path}/source"') + extra)
+    segment = tmp_path / "pg_wal" / "000000020000000000000004"
+    segment.write_bytes(fake_segment(2, 4))
+    assert main(["--config", str(config), "wal-push", str(segment)]) == 2
+    assert main(["--config", str(config), "info"]) == 2
+    return capsys.readouterr().err
+
+
 def test_a_wrong_key_is_refused_before_anything_is_written(source: PosixStorage, tmp_path: Path,
                                                            key: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
@@ -149,13 +161,8 @@ def test_a_wrong_key_is_refused_before_anything_is_written(source: PosixStorage,
                                                  rf"and the configuration gives key [0-9a-f]{{8}} "
                                                  rf"\(key_file {wrong}\)"):
         encryption.open_keys(PosixStorage(root), sources(wrong))
-    config = write_config(tmp_path, f'[repository.encryption]\nkey_file = "{wrong}"\n')
-    config.write_text(config.read_text().replace(f'"{tmp_path}/repo"', f'"{root}"'))
-    segment = tmp_path / "pg_wal" / "000000020000000000000004"
-    segment.write_bytes(fake_segment(2, 4))
-    assert main(["--config", str(config), "wal-push", str(segment)]) == 2
-    assert main(["--config", str(config), "info"]) == 2
-    assert "wrong key for repository" in capsys.readouterr().err
+    assert "wrong key for repository" in refused(tmp_path, f'[repository.encryption]\nkey_file = "{wrong}"\n',
+                                                 capsys)
     assert listing(root) == before  # nothing written, nothing rewritten
 
 
@@ -168,13 +175,7 @@ def test_a_missing_key_or_a_key_for_a_plain_repository_is_refused(source: PosixS
     with pytest.raises(EncryptionKeyError, match="the repository is encrypted, but the configuration "
                                                  "has no .repository.encryption."):
         clusterinfo.read(plain, "main")
-    config = write_config(tmp_path)
-    config.write_text(config.read_text().replace(f'"{tmp_path}/repo"', f'"{root}"'))
-    segment = tmp_path / "pg_wal" / "000000020000000000000004"
-    segment.write_bytes(fake_segment(2, 4))
-    assert main(["--config", str(config), "wal-push", str(segment)]) == 2
-    assert main(["--config", str(config), "info"]) == 2
-    assert "the repository is encrypted" in capsys.readouterr().err
+    assert "the repository is encrypted" in refused(tmp_path, "", capsys)
     assert listing(root) == before
     unencrypted = plain_repository(tmp_path / "unencrypted")
     with pytest.raises(EncryptionKeyError, match="is not encrypted, but the configuration has "
@@ -259,7 +260,7 @@ def test_a_copy_of_an_encrypted_repository_opens_with_the_same_key(source: Posix
     copy_cluster(source, PosixStorage(tmp_path / "copy"), "main", "eu-west")
     assert keys_of(opened(tmp_path / "copy", sources(new))).rotated_from is None  # ... and so does the copy
     other = new_repository(tmp_path / "other", sources(key))
-    with pytest.raises(Exception, match="another encrypted repository's"):
+    with pytest.raises(CopyConflictError, match="another encrypted repository's"):
         copy_cluster(source, other, "main", "eu-west")
 
 
@@ -296,3 +297,22 @@ def test_a_flipped_byte_in_any_sealed_object_is_named_by_verify_and_refused(sour
     _flip(source, layout.cluster_info_key("main"), -5)
     with pytest.raises(ChecksumError, match="cluster.json is damaged: its content fails its checksum"):
         clusterinfo.read(source, "main")
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ("", "give the repository's key as exactly one of key_file"),
+    ('key_file = "/k"\nkey_env = "K"\n', "give the repository's key as exactly one of key_file"),
+    ('key_file = "k"\n', "repository.encryption.key_file: must be an absolute path"),
+    ('key_env = "K"\nold_key_files = ["old"]\n', "repository.encryption.old_key_files.0: must be an "
+                                                 "absolute path"),
+    ('key_file = "/k"\nkey = "c2VjcmV0"\n', "repository.encryption.key: unknown key"),
+])
+def test_the_encryption_table_is_checked_when_loaded(tmp_path: Path, table: str, message: str) -> None:
+    from engine.config.schema import load_config
+    from engine.errors import ConfigError
+
+    config = write_config(tmp_path)
+    config.write_text(config.read_text() + "[repository.encryption]\n" + table)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(config)
+    assert "c2VjcmV0" not in str(caught.value)
