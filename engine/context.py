@@ -35,10 +35,32 @@ class Context:
 
     @cached_property
     def storage(self) -> Storage:
-        """The repository (its primary region)."""
+        """The repository (its primary region), with its keys when it is encrypted: a key
+        that is not the repository's (or one given for a repository that has none, or none
+        for one that has) is refused here, before anything is read or written."""
+        return self._open_repository(create=False)
+
+    def create_storage(self) -> Storage:
+        """:attr:`storage` for ``init``: an encrypted repository's keys are made if it has
+        none yet."""
+        storage = self.__dict__["storage"] = self._open_repository(create=True)
+        return storage
+
+    def _open_repository(self, create: bool) -> Storage:
+        from engine.repository import encryption
         from engine.repository.storage import open_storage
 
-        return open_storage(self.config.repository.url)
+        storage = open_storage(self.config.repository.url)
+        settings = self.config.repository.encryption
+        if settings is None:
+            from engine.repository import clusterinfo
+
+            clusterinfo.refuse_if_encrypted(storage)  # the configuration lacks its key: say so
+            return storage
+        sources = encryption.KeySources.from_plain(settings.model_dump(mode="json"))
+        assert sources is not None
+        opened = encryption.create_keys if create else encryption.open_keys
+        return encryption.attach(storage, opened(storage, sources))
 
     @cached_property
     def tiers(self) -> TierSet:

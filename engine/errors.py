@@ -60,6 +60,13 @@ class FormatError(LifeboatError):
     or an older Lifeboat): it is refused, never misread."""
 
 
+class EncryptionKeyError(LifeboatError):
+    """The repository's key is missing, unreadable or not the repository's; or a key is
+    configured for a repository that is not encrypted. Refused before anything is written."""
+
+    exit_code = EXIT_USAGE
+
+
 class ArchiveDuplicateError(LifeboatError):
     """A WAL file is already archived with different content."""
 

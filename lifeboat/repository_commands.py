@@ -55,7 +55,8 @@ def _init(args: argparse.Namespace) -> int:
     from engine.postgres import cluster_setup
 
     ctx = open_for(args, state=True)
-    result = cluster_setup.init(ctx.config, ctx.require_cluster(), ctx.storage, ctx.config_path)
+    result = cluster_setup.init(ctx.config, ctx.require_cluster(), ctx.create_storage(),
+                                ctx.config_path)
     for problem in ensure(lifeboat_directories(ctx.config)):
         notice(f"{problem}; Lifeboat keeps its catalog and job logs there: run this init once "
                f"as root (it creates them, owned by {ctx.config.os_user}), or set the paths "

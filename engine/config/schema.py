@@ -32,6 +32,7 @@ from pydantic import (
 
 from engine.config.alerting import AlertsSettings
 from engine.config.console import ConsoleSettings
+from engine.config.encryption import EncryptionConfig
 from engine.config.file import config_path, read_config_bytes
 from engine.config.sections import (
     CLASS_OBJECTIVES,
@@ -119,6 +120,7 @@ class RepositoryConfig(_Section):
     region: RegionName = "local"  # where it is (a metrics label)
     copies: dict[RegionName, CopyConfig] = Field(default_factory=dict)  # region -> its copy
     tiers: TiersConfig = TiersConfig()  # hot/warm/cold: where backups go as they age
+    encryption: EncryptionConfig | None = None  # encryption at rest (None: not encrypted)
 
     _check_path = field_validator("path")(_absolute)
 

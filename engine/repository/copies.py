@@ -5,7 +5,10 @@ for one cluster; :func:`copy_lag` says how far behind the target is. The order o
 copy keeps the target's promise that a backup whose manifest it holds restores:
 
 1. the repository marker and the cluster's identity (``cluster.json``), if absent; an
-   identity that differs is a conflict (a different system identifier: the wrong target);
+   identity that differs is a conflict (a different system identifier: the wrong target).
+   An encrypted repository's objects are copied as they are stored (sealed), with its
+   keys (``lifeboat.keys``, brought up to date after a rotation), so the copy opens with
+   the same user key; a target whose keys are another repository's is a conflict;
 2. timeline history files, then every other archived WAL file the target lacks, oldest
    name first (an interrupted copy leaves a prefix of the archive, not a gap);
 3. for each backup the target lacks, oldest first, and only if the WAL from its start to
@@ -35,7 +38,8 @@ from typing import BinaryIO
 
 from engine.errors import ChecksumError, CopyConflictError, LifeboatError, NotFoundError, StorageError
 from engine.repository import clusterinfo, layout
-from engine.repository.blocklist import list_id
+from engine.repository.blocklist import check_stored
+from engine.repository.encryption import RepositoryKeys, attach, belongs, keys_of
 from engine.repository.locks import cluster_lock
 from engine.repository.manifest import BackupSummary, list_backup_ids, read_manifest, read_summary
 from engine.repository.storage import Storage
@@ -93,6 +97,7 @@ def copy_cluster(source: Storage, target: Storage, cluster: str, region: str) ->
     """
     started = time.monotonic()
     report = CopyReport(cluster, region)
+    attach(target, keys_of(source))  # a copy holds the source's objects as they are, sealed alike
     info = copy_identity(source, target, cluster, report)
     with cluster_lock(target, cluster, f"copy to region {region} from {source.describe()}"):
         held = set(list_backup_ids(target, cluster))
@@ -135,9 +140,12 @@ def copy_lag(source: Storage, target: Storage, cluster: str, now: float | None =
 
 def copy_identity(source: Storage, target: Storage, cluster: str,
                   report: CopyReport) -> clusterinfo.ClusterInfo:
-    """The repository marker and ``cluster.json``; a differing identity is a conflict, and
-    either side in another format is refused (FormatError)."""
+    """The repository marker, its keys and ``cluster.json``; a differing identity is a
+    conflict, and either side in another format is refused (FormatError)."""
     clusterinfo.check_marker(target)  # a target of another format is refused before any write
+    keys = keys_of(source)
+    if keys is not None:
+        _copy_keys(source, target, keys, report)
     if clusterinfo.check_marker(source):
         marker = source.get(layout.REPO_MARKER)
         if target.put_if_absent(layout.REPO_MARKER, marker):
@@ -160,6 +168,23 @@ def copy_identity(source: Storage, target: Storage, cluster: str,
         raise CopyConflictError(f"{target.describe()}: {key} differs from the source's: {changed}; "
                                 "nothing was copied")
     return ours
+
+
+def _copy_keys(source: Storage, target: Storage, keys: RepositoryKeys, report: CopyReport) -> None:
+    """The source's ``lifeboat.keys`` into the target unless it holds the same bytes (a
+    rotation rewrites it); a target with another repository's keys is a conflict."""
+    raw = source.get(layout.REPO_KEYS)
+    try:
+        theirs = target.get(layout.REPO_KEYS)
+    except NotFoundError:
+        theirs = None
+    if theirs == raw:
+        return
+    if theirs is not None and not belongs(theirs, keys, f"{target.describe()}: {layout.REPO_KEYS}"):
+        raise CopyConflictError(f"{target.describe()}: {layout.REPO_KEYS} is another encrypted "
+                                "repository's: this is the wrong target; nothing was copied")
+    target.put(layout.REPO_KEYS, raw)
+    report.bytes_copied += len(raw)
 
 
 # WAL --------------------------------------------------------------------------------------
@@ -274,10 +299,12 @@ def _copy_lists(source: Storage, target: Storage, cluster: str, backup_id: str, 
             continue
         key = layout.list_key(cluster, hex_id)
         if not target.exists(key):
-            data = source.get(key)
-            if list_id(data) != entry.list_id:
+            data = source.get(key)  # as stored: sealed, in an encrypted repository
+            try:
+                check_stored(data, key, entry.list_id, keys_of(source), key)
+            except ChecksumError:
                 raise ChecksumError(f"{key}: the source's block list fails its checksum (damaged); "
-                                    "the backup was not copied")
+                                    "the backup was not copied") from None
             if target.put_if_absent(key, data):
                 report.lists_copied += 1
                 report.bytes_copied += len(data)

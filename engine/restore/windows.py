@@ -153,13 +153,14 @@ def recovery_windows(ctx: Context, cluster: str) -> list[RecoveryWindow]:
 
 def named_points(ctx: Context, cluster: str) -> list[NamedPoint]:
     """The restore points ``lifeboat restore-point`` (and drills) recorded, oldest first."""
+    from engine.repository.encryption import keys_of
     from engine.restore import points
 
     found = []
     storage = ctx.tiered
     for key in storage.list(layout.restore_points_prefix(cluster)):
         try:
-            point = points.parse(storage.get(key), key)
+            point = points.parse(storage.get(key), key, keys_of(storage), key)
         except LifeboatError:
             continue
         try:

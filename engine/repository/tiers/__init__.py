@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from engine.config.schema import Config
 from engine.errors import LifeboatError, StorageError
+from engine.repository import encryption
 from engine.repository.manifest import BackupSummary, list_backup_ids, read_summary
 from engine.repository.retention import stopped_at
 from engine.repository.storage import Storage, open_storage
@@ -77,9 +78,11 @@ class TierSet:
         return tier, position
 
     def view(self) -> TieredView:
-        """Every storage of every tier read as one, hottest first."""
-        return TieredView([s for _t, _i, s in self.storages()],
+        """Every storage of every tier read as one, hottest first (with the repository's keys
+        when it is encrypted: every tier holds its objects as they are, sealed alike)."""
+        view = TieredView([s for _t, _i, s in self.storages()],
                           [t.describe(i) for t, i, _s in self.storages()])
+        return encryption.attach(view, encryption.keys_of(self.repository))
 
 
 def open_tier_storage(url: str) -> Storage:
@@ -97,9 +100,10 @@ def open_tiers(config: Config, repository: Storage) -> TierSet:
     if not configured:
         return TierSet([Tier(FIRST_TIER, [repository], [config.repository.url])])
     tiers = []
+    keys = encryption.keys_of(repository)
     for name, tier in configured:
         urls = tier.urls
-        storages = [open_tier_storage(u) for u in urls]
+        storages = [encryption.attach(open_tier_storage(u), keys) for u in urls]
         if name == FIRST_TIER:
             urls, storages = [config.repository.url, *urls], [repository, *storages]
         tiers.append(Tier(name, storages, urls, tier.replication, tier.age, tier.archive_class(),
