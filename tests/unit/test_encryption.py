@@ -316,3 +316,32 @@ def test_the_encryption_table_is_checked_when_loaded(tmp_path: Path, table: str,
     with pytest.raises(ConfigError, match=message) as caught:
         load_config(config)
     assert "c2VjcmV0" not in str(caught.value)
+
+
+def test_tiers_of_an_encrypted_repository_hold_it_sealed_and_restore_with_its_keys(
+        source: PosixStorage, tmp_path: Path) -> None:
+    """A backup moved to a warm tier (opened from the configuration, as the agent does) stays
+    sealed there, verifies and restores through the tiers' view with the repository's keys."""
+    from engine.config.schema import parse_config
+    from engine.repository.manifest import list_backup_ids
+    from engine.repository.tiers import job, open_tiers
+    from tests.unit.test_tiers import DAY, STOPPED
+
+    config = parse_config((f'[repository]\npath = "{tmp_path / "source"}"\n'
+                           '[repository.tiers.hot]\nage = "7d"\n'
+                           f'[repository.tiers.warm]\nage = "30d"\nstorage = "{tmp_path / "warm"}"\n'
+                           f'[clusters.main]\npgdata = "{tmp_path / "pgdata"}"\n').encode(), "lifeboat.toml")
+    tiers = open_tiers(config, source)
+    report = job.run(tiers, "main", 0, now=STOPPED + 10 * DAY)
+    assert [m["to"] for m in report.moved] == ["warm", "warm"] and report.ok, report
+    warm = tiers.tier("warm").storages[0]
+    assert list_backup_ids(warm, "main") == [repo_of.FULL, repo_of.INCR]
+    assert list_backup_ids(source, "main") == []
+    assert keys_of(warm) is keys_of(source) and keys_of(tiers.view()) is keys_of(source)
+    checked = verify.run(warm, "main")
+    assert checked.ok and checked.packs, checked.problems
+    row = (tmp_path / "pgdata" / "base/5/16384").read_bytes()[8192 * 7:8192 * 7 + 64]
+    assert all(row not in data for data in listing(tmp_path / "warm").values())
+    restored = tmp_path / "restored"
+    _restore(tiers.view(), repo_of.INCR, restored)  # type: ignore[arg-type]
+    assert (restored / "base/5/16384").read_bytes() == (tmp_path / "pgdata" / "base/5/16384").read_bytes()
