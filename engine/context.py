@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from engine.catalog.store import Catalog
     from engine.config.schema import Config
     from engine.repository.storage.base import Storage
+    from engine.repository.tiers import TierSet
 
 
 @dataclass
@@ -34,11 +35,46 @@ class Context:
 
     @cached_property
     def storage(self) -> Storage:
-        """The repository (its primary region)."""
+        """The repository (its primary region), with its keys when it is encrypted: a key
+        that is not the repository's (or one given for a repository that has none, or none
+        for one that has) is refused here, before anything is read or written."""
+        return self._open_repository(create=False)
+
+    def create_storage(self) -> Storage:
+        """:attr:`storage` for ``init``: an encrypted repository's keys are made if it has
+        none yet."""
+        storage = self.__dict__["storage"] = self._open_repository(create=True)
+        return storage
+
+    def _open_repository(self, create: bool) -> Storage:
+        from engine.repository import encryption
         from engine.repository.storage import open_storage
 
-        repository = self.config.repository
-        return open_storage(repository.url, repository.credentials)
+        storage = open_storage(self.config.repository.url, self.config.repository.credentials)
+        settings = self.config.repository.encryption
+        if settings is None:
+            from engine.repository import clusterinfo
+
+            clusterinfo.refuse_if_encrypted(storage)  # the configuration lacks its key: say so
+            return storage
+        sources = encryption.KeySources.from_plain(settings.model_dump(mode="json"))
+        assert sources is not None
+        opened = encryption.create_keys if create else encryption.open_keys
+        return encryption.attach(storage, opened(storage, sources))
+
+    @cached_property
+    def tiers(self) -> TierSet:
+        """The repository's tiers (hot: the repository itself; warm, cold), each opened."""
+        from engine.repository.tiers import open_tiers
+
+        return open_tiers(self.config, self.storage)
+
+    @cached_property
+    def tiered(self) -> Storage:
+        """Every tier read as one, hottest first: what restores, their plans and the recovery
+        windows read (a backup and its WAL are found in whichever tier holds them). The
+        repository itself when no tiers are configured."""
+        return self.tiers.view() if self.tiers.enabled else self.storage
 
     def copy_storage(self, region: str) -> Storage:
         """The repository's copy in ``region``."""

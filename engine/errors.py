@@ -40,6 +40,11 @@ class NotFoundError(StorageError):
     """An object that was asked for is not in the repository."""
 
 
+class ArchivedObjectError(StorageError):
+    """The object is in an archive storage class (GLACIER, DEEP_ARCHIVE) and cannot be read
+    until a restore request has made a temporary copy of it (see engine.repository.tiers.thaw)."""
+
+
 class CopyConflictError(StorageError):
     """The target holds something under a key that differs from the source's object
     (another cluster's identity, a WAL file or pack of another size): it is not a copy
@@ -53,6 +58,13 @@ class ChecksumError(LifeboatError):
 class FormatError(LifeboatError):
     """A repository object is in a format this Lifeboat does not read (written by a newer
     or an older Lifeboat): it is refused, never misread."""
+
+
+class EncryptionKeyError(LifeboatError):
+    """The repository's key is missing, unreadable or not the repository's; or a key is
+    configured for a repository that is not encrypted. Refused before anything is written."""
+
+    exit_code = EXIT_USAGE
 
 
 class ArchiveDuplicateError(LifeboatError):

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ConfigError, JobError, LifeboatError, LockBusyError, UsageError
+from engine.errors import ConfigError, EncryptionKeyError, JobError, LifeboatError, LockBusyError, UsageError
 from lifeboat.output import notice, show
 
 #: Commands that change something (``alerts`` only with ack or silence; ``restore`` not with --plan).
 AUDITED = ("backup", "restore", "expire", "verify", "drill", "enqueue", "cancel", "preview", "alerts")
-_REFUSALS = (UsageError, ConfigError, LockBusyError, JobError)
+_REFUSALS = (UsageError, ConfigError, LockBusyError, JobError, EncryptionKeyError)
 _NOT_PARAMS = {"config", "cluster", "command", "requested_by_user", "opened_context", "output",
                "audit_cluster", "audit_job", "requested_by", "alerts_action", "by"}
 _SECRET_WORDS = ("password", "secret", "token", "routing_key", "webhook_url", "access_key")

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         audit_commands,
         console_command,
         drill_command,
+        key_commands,
         observe_commands,
         repository_commands,
     )
@@ -55,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("wal-get", "fetch one WAL file (restore_command = '... wal-get %%f \"%%p\"')")
     p.add_argument("wal_name", metavar="NAME")
     p.add_argument("destination", metavar="PATH")
-    for module in (repository_commands, agent_commands, drill_command, observe_commands, alert_commands,
-                   audit_commands, console_command):
+    for module in (repository_commands, key_commands, agent_commands, drill_command, observe_commands,
+                   alert_commands, audit_commands, console_command):
         module.add_arguments(command)
     return parser
 
@@ -69,6 +70,7 @@ def handler(name: str) -> Callable[[argparse.Namespace], int]:
         audit_commands,
         console_command,
         drill_command,
+        key_commands,
         observe_commands,
         repository_commands,
         wal_commands,
@@ -78,6 +80,7 @@ def handler(name: str) -> Callable[[argparse.Namespace], int]:
         "wal-push": wal_commands.wal_push, "wal-get": wal_commands.wal_get,  # type: ignore[dict-item]
         **repository_commands.HANDLERS, **agent_commands.HANDLERS, **observe_commands.HANDLERS,
         **alert_commands.HANDLERS, **audit_commands.HANDLERS, **console_command.HANDLERS,
+        **key_commands.HANDLERS,
         "drill": drill_command.drill, "drill-report": drill_command.report}
     return handlers[name]
 

@@ -11,6 +11,11 @@ from types import SimpleNamespace
 from engine.config.file import config_path
 from lifeboat.privileges import become
 
+TYPE_CHECKING = False  # typing is not imported on the WAL path
+if TYPE_CHECKING:
+    from engine.config.cache import ArchiveSettings
+    from engine.repository.storage.base import Storage
+
 
 def parse_fast(argv: list[str]) -> SimpleNamespace | None:
     """``[--config FILE] [--cluster NAME] wal-push PATH`` or ``... wal-get NAME PATH``.
@@ -54,22 +59,43 @@ def wal_push(args: SimpleNamespace) -> int:
         if await_ack(settings.spool, args.wal_path, settings.cluster, settings.repository):
             return 0
     from engine.repository.codec import Codec
-    from engine.repository.storage import open_storage
     from engine.wal import archive
 
-    storage = open_storage(settings.repository, settings.credentials)
-    archive.push(storage, settings.cluster, args.wal_path,
+    archive.push(_repository(settings), settings.cluster, args.wal_path,
                  Codec(settings.algorithm, settings.level))  # type: ignore[arg-type]
     return 0
 
 
 def wal_get(args: SimpleNamespace) -> int:
     from engine.config.cache import archive_settings
-    from engine.repository.storage import open_storage
     from engine.wal import archive
 
     settings = archive_settings(config_path(args.config), args.cluster)
     become(settings.os_user)
-    storage = open_storage(settings.repository, settings.credentials)
+    storage = _repository(settings)
+    if settings.tiers:  # WAL that moved with its backups: the repository first, then each tier
+        from engine.repository import encryption
+        from engine.repository.storage import open_storage
+        from engine.repository.storage.tiered import TieredView
+
+        keys = encryption.keys_of(storage)
+        storage = encryption.attach(TieredView(
+            [storage, *((lambda u=u: encryption.attach(open_storage(u), keys)) for u in settings.tiers)],
+            [settings.repository, *settings.tiers]), keys)
     found = archive.get(storage, settings.cluster, args.wal_name, args.destination, settings.stream_dir)
     return 0 if found else 1
+
+
+def _repository(settings: ArchiveSettings) -> Storage:
+    """The repository, with its keys when the configuration has [repository.encryption]
+    (a wrong key is refused here, before anything is written). Without one, an encrypted
+    repository is refused by ``cluster.json``, which every push and get reads first."""
+    from engine.repository.storage import open_storage
+
+    storage = open_storage(settings.repository, settings.credentials)
+    if settings.encryption:
+        from engine.repository import encryption
+
+        sources = encryption.KeySources.from_plain(settings.encryption)
+        encryption.attach(storage, encryption.open_keys(storage, sources))
+    return storage

@@ -143,7 +143,7 @@ class BlockCopier:
         finally:
             os.close(fd)
         size = self._block_size
-        ids = layout.block_ids(view, size)
+        ids = layout.block_ids(view, size, self._packs.name_key)
         width = layout.BLOCK_ID_BYTES
         count = len(ids) // width
         first = offset // size
@@ -233,17 +233,11 @@ class BlockCopier:
             raw_total += len(frame)
         if not frames:
             return 0, 0
-        digests = [layout.frame_checksum(f[2]) for f in frames]
-        pack = self._packs.borrow()
-        try:
-            position = pack.append([f[2] for f in frames], digests)
-        finally:
-            self._packs.give_back(pack)
-        for (members, codec_id, stored), digest in zip(frames, digests, strict=True):
-            frame = Frame(pack.id, position, len(stored), codec_id, digest)
+        placed = self._packs.store([f[2] for f in frames])
+        for (members, codec_id, _), (pack_id, offset, stored, digest) in zip(frames, placed, strict=True):
+            frame = Frame(pack_id, offset, stored, codec_id, digest)
             for skip, i in enumerate(members):
                 places[i] = (frame, skip * size)
-            position += len(stored)
         return raw_total, sum(len(f[2]) for f in frames)
 
     def _chunks(self, entry: Entry) -> Iterator[tuple[int, int]]:

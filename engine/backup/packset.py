@@ -1,7 +1,10 @@
 """What one backup writes and refers to: packs of compressed frames, and block lists.
 
 A pack is sealed when committed: its index (each frame's length and SHA-256) and a
-checksummed footer follow the frames (:mod:`engine.repository.packs`).
+checksummed footer follow the frames (:mod:`engine.repository.packs`). In an encrypted
+repository each frame is sealed on its own (AES-256-GCM, its pack and offset as associated
+data) before it is appended, so frames are still read by range; its SHA-256 is then that
+of the sealed frame, as stored. Block lists are sealed too, under their HMAC ids.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 
 from engine.repository import layout
 from engine.repository.blocklist import list_id
+from engine.repository.encryption import keys_of
 from engine.repository.packs import PackIndex
 from engine.repository.storage import ObjectWriter, Storage
 
@@ -32,6 +36,10 @@ class OpenPack:
         for frame, digest in zip(frames, digests, strict=True):
             self.frames.add(len(frame), digest)
         return position
+
+
+#: Where stored frames went: (pack id, offset, stored length, SHA-256 of the stored bytes).
+Placed = tuple[str, int, int, bytes]
 
 
 class PackSet:
@@ -53,6 +61,8 @@ class PackSet:
         self.ids: list[str] = []
         self.stored_bytes = 0
         self.list_bytes = 0
+        self._keys = keys_of(storage)
+        self.name_key = None if self._keys is None else self._keys.name_key  # of block ids
 
     @property
     def lists_written(self) -> int:
@@ -82,6 +92,35 @@ class PackSet:
                 self.ids.append(pack_id)
             return index
 
+    def store(self, frames: Sequence[bytes]) -> list[Placed]:
+        """Append compressed frames, in order, to a pack borrowed for the moment (each
+        sealed first, in an encrypted repository): where each went."""
+        if self._keys is None:  # hashed before borrowing: the pack is held for less
+            digests = [layout.frame_checksum(f) for f in frames]
+        pack = self.borrow()
+        try:
+            if self._keys is not None:  # sealed where they will be: now that is known
+                frames = self._sealed(frames, pack)
+                digests = [layout.frame_checksum(f) for f in frames]
+            position = pack.append(frames, digests)
+        finally:
+            self.give_back(pack)
+        placed = []
+        for frame, digest in zip(frames, digests, strict=True):
+            placed.append((pack.id, position, len(frame), digest))
+            position += len(frame)
+        return placed
+
+    def _sealed(self, frames: Sequence[bytes], pack: OpenPack) -> list[bytes]:
+        """Each frame sealed with its pack and offset as associated data."""
+        assert self._keys is not None
+        where, at = layout.pack_key(self._cluster, pack.id), pack.writer.tell()
+        sealed = []
+        for frame in frames:
+            sealed.append(self._keys.seal(frame, f"{where}@{at}".encode()))
+            at += len(sealed[-1])
+        return sealed
+
     def give_back(self, pack: OpenPack) -> None:
         if pack.writer.tell() >= self._pack_size:
             self._commit(pack)
@@ -97,9 +136,12 @@ class PackSet:
 
     def put_list(self, data: bytes) -> bytes:
         """Store a block list unless the repository holds it already (durably); its id."""
-        ident = list_id(data)
+        ident = list_id(data, self.name_key)
         hex_id = ident.hex()
-        if self._storage.put_if_absent(layout.list_key(self._cluster, hex_id), data):
+        key = layout.list_key(self._cluster, hex_id)
+        if self._keys is not None:
+            data = self._keys.seal(data, key.encode())
+        if self._storage.put_if_absent(key, data):
             self._lists_written.append(hex_id)
             self.list_bytes += len(data)
         return ident

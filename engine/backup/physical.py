@@ -24,6 +24,7 @@ from engine.postgres import pgdata
 from engine.postgres.cluster_setup import settings_problems, wait_for_segments
 from engine.repository import clusterinfo, expire, layout
 from engine.repository.codec import Codec
+from engine.repository.encryption import keys_of
 from engine.repository.expire import ExpireReport
 from engine.repository.locks import cluster_lock
 from engine.repository.manifest import (
@@ -151,7 +152,7 @@ def _run_locked(config: Config, cluster: str, storage: Storage, config_path: Pat
         report("checkpoint")
         start = postgres.backup_start(conn, f"lifeboat {backup_id}")
         packs = PackSet(storage, cluster, config.repository.pack_size)
-        writer = ManifestWriter()
+        writer = ManifestWriter(keys_of(storage), layout.manifest_key(cluster, backup_id))
         try:
             base = None
             if base_summary is not None:

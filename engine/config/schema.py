@@ -32,6 +32,7 @@ from pydantic import (
 
 from engine.config.alerting import AlertsSettings
 from engine.config.console import ConsoleSettings
+from engine.config.encryption import EncryptionConfig
 from engine.config.file import config_path, read_config_bytes
 from engine.config.sections import (
     CLASS_OBJECTIVES,
@@ -45,6 +46,7 @@ from engine.config.sections import (
     ScheduleConfig,
     StreamingConfig,
 )
+from engine.config.tiers import TiersConfig, location
 from engine.config.units import parse_duration, parse_size
 from engine.errors import ConfigError
 
@@ -193,6 +195,8 @@ class RepositoryConfig(_Section):
     pack_size: Size = 64 * 1024 * 1024
     region: RegionName = "local"  # where it is (a metrics label)
     copies: dict[RegionName, CopyConfig] = Field(default_factory=dict)  # region -> its copy
+    tiers: TiersConfig = TiersConfig()  # hot/warm/cold: where backups go as they age
+    encryption: EncryptionConfig | None = None  # encryption at rest (None: not encrypted)
 
     @field_validator("path")
     @classmethod
@@ -249,6 +253,11 @@ class RepositoryConfig(_Section):
                                  f"the repository ('{self.region}')")
             if copy.path == self.path:
                 raise ValueError(f"copies.{region}.path: a copy cannot be the repository itself")
+        for name, tier in self.tiers.configured():
+            for url in tier.urls:
+                if location(url) == location(self.url):
+                    raise ValueError(f"tiers.{name}: {url} is the repository itself (the hot tier "
+                                     "holds the repository; name other storages)")
         return self
 
     @field_validator("block_size")
@@ -485,6 +494,8 @@ def plain(config: Config) -> dict[str, Any]:
     data = config.model_dump(mode="json")
     data["repository_url"] = config.repository.url
     data["repository_credentials"] = config.repository.credentials
+    # where wal-get looks after the repository: hot replicas, then warm, then cold storages
+    data["tier_urls"] = [url for _name, tier in config.repository.tiers.configured() for url in tier.urls]
     data["wal_paths"] = {
         name: {"spool": str(config.spool_directory(name)),
                "stream_dir": str(config.streaming_directory(name)) if cluster.streaming.enabled

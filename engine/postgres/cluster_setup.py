@@ -16,6 +16,7 @@ from engine.errors import ClusterSetupError, PostgresError
 from engine.postgres import connection as postgres
 from engine.postgres.commands import archive_command
 from engine.repository import clusterinfo, layout
+from engine.repository.encryption import keys_of
 from engine.repository.storage import Storage
 
 
@@ -90,7 +91,7 @@ def init(config: Config, cluster: str, storage: Storage, config_path: Path) -> I
         raise ClusterSetupError(
             f"cluster '{cluster}' cannot be archived by Lifeboat yet:\n  - " + "\n  - ".join(problems)
         )
-    if not storage.put_if_absent(layout.REPO_MARKER, clusterinfo.marker()):
+    if not storage.put_if_absent(layout.REPO_MARKER, clusterinfo.marker(keys_of(storage))):
         clusterinfo.check_marker(storage)
     info = clusterinfo.ClusterInfo(
         system_identifier=identity.system_identifier,

@@ -2,7 +2,8 @@
 
 A list names its packs by id (not by their place in one backup's pack list), so the
 same list is valid in every backup that holds the file unchanged. Lists are stored
-under the SHA-256 of their bytes (content-addressed, written put-if-absent), so two
+under the SHA-256 of their bytes (content-addressed, written put-if-absent; in an
+encrypted repository under their HMAC-SHA256, and sealed), so two
 backups that hold a file with the same blocks share one object, and a manifest refers
 to an unchanged file with a few bytes whatever its size. Lists of small files
 (:data:`INLINE_MAX` bytes at most) are kept inline in their manifest entry instead, so a
@@ -25,6 +26,7 @@ Everything is kept as bytes and small arrays, never as one Python object per blo
 from __future__ import annotations
 
 import hashlib
+import hmac
 import struct
 import sys
 from array import array
@@ -36,7 +38,9 @@ from typing import NamedTuple
 
 from engine.errors import ChecksumError
 from engine.repository import formats
+from engine.repository.encryption import RepositoryKeys, keys_of
 from engine.repository.layout import BLOCK_ID_BYTES
+from engine.repository.storage import Storage
 
 MAGIC = b"LBLIST"
 HEADER = struct.Struct("<6sHIQIII")
@@ -87,9 +91,28 @@ def _uint32(data: bytes | memoryview) -> array:
     return values
 
 
-def list_id(data: bytes) -> bytes:
-    """The identity (and key) of a stored list: the SHA-256 of its bytes."""
+def list_id(data: bytes, name_key: bytes | None = None) -> bytes:
+    """The identity (and key) of a stored list: the SHA-256 of its bytes, or, in an
+    encrypted repository, their HMAC-SHA256 under its ``name_key``."""
+    if name_key is not None:
+        return hmac.new(name_key, data, hashlib.sha256).digest()
     return hashlib.sha256(data).digest()
+
+
+def read_stored(storage: Storage, key: str, expected: bytes, what: str) -> bytes:
+    """The bytes of the stored list ``key``, checked against its id ``expected``.
+    NotFoundError when missing, ChecksumError when damaged."""
+    return check_stored(storage.get(key), key, expected, keys_of(storage), what)
+
+
+def check_stored(stored: bytes, key: str, expected: bytes, keys: RepositoryKeys | None,
+                 what: str) -> bytes:
+    """The list in ``stored`` (the object ``key``), checked against its id ``expected``:
+    opened first with the repository's ``keys``. ChecksumError when damaged."""
+    data = stored if keys is None else keys.open(stored, key.encode(), what)
+    if list_id(data, None if keys is None else keys.name_key) != expected:
+        raise ChecksumError(f"{what}: checksum mismatch, the stored list is damaged")
+    return data
 
 
 class BlockList:

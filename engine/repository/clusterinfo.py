@@ -6,18 +6,23 @@ another cluster can never be mixed into this cluster's archive. Both are sealed
 documents (:mod:`engine.repository.sealed`) in the repository's format
 (:data:`engine.repository.formats.REPOSITORY`); every command reads ``cluster.json``
 first, so a repository of another format, or a damaged identity, is refused before
-anything else of it is read (at no extra request on the WAL path).
+anything else of it is read (at no extra request on the WAL path). In an encrypted
+repository ``cluster.json`` is sealed too, and both are in its format
+(:data:`engine.repository.formats.ENCRYPTED_REPOSITORY`): so is the encryption checked
+against the configuration's by every command, before it writes anything.
 """
 
 from __future__ import annotations
 
 from collections import namedtuple
 
-from engine.errors import ChecksumError, ClusterSetupError, NotFoundError
+from engine.errors import ChecksumError, ClusterSetupError, EncryptionKeyError, FormatError, NotFoundError
 from engine.repository import layout, sealed
+from engine.repository.encryption import CIPHER, keys_of
 
 TYPE_CHECKING = False  # typing is not imported on the WAL path
 if TYPE_CHECKING:
+    from engine.repository.encryption import RepositoryKeys
     from engine.repository.storage.base import Storage
 
 
@@ -44,13 +49,15 @@ def read(storage: Storage, cluster: str) -> ClusterInfo:
             f"cluster '{cluster}' is not initialised in the repository {storage.describe()}: "
             f"run 'lifeboat init --cluster {cluster}'"
         ) from None
-    return parse(raw, f"{storage.describe()}: {layout.cluster_info_key(cluster)}")
+    key = layout.cluster_info_key(cluster)
+    return parse(raw, f"{storage.describe()}: {key}", keys_of(storage), key)
 
 
-def parse(raw: bytes, what: str) -> ClusterInfo:
+def parse(raw: bytes, what: str, keys: RepositoryKeys | None = None, key: str = "") -> ClusterInfo:
     """The identity in the sealed ``cluster.json`` ``raw``; ``what`` names it in errors
-    (FormatError for another format, ChecksumError when damaged)."""
-    fields = sealed.unseal(raw, sealed.CLUSTER, what)
+    (FormatError for another format, ChecksumError when damaged). With the repository's
+    ``keys``, it must be sealed under ``key``."""
+    fields = sealed.unseal(raw, sealed.CLUSTER, what, keys, key)
     try:
         return ClusterInfo(**fields)
     except (ValueError, TypeError) as exc:
@@ -59,26 +66,49 @@ def parse(raw: bytes, what: str) -> ClusterInfo:
 
 def write(storage: Storage, cluster: str, info: ClusterInfo) -> bool:
     """Store the identity unless one exists; True when written."""
-    data = sealed.seal(sealed.CLUSTER, info._asdict(), indent=2)
-    return storage.put_if_absent(layout.cluster_info_key(cluster), data)
+    key = layout.cluster_info_key(cluster)
+    data = sealed.seal(sealed.CLUSTER, info._asdict(), indent=2, keys=keys_of(storage), key=key)
+    return storage.put_if_absent(key, data)
 
 
-def marker() -> bytes:
-    """The content of ``lifeboat.repo``."""
-    return sealed.seal(sealed.REPOSITORY, {})
+def marker(keys: RepositoryKeys | None = None) -> bytes:
+    """The content of ``lifeboat.repo`` (of an encrypted repository with ``keys``)."""
+    return sealed.seal(sealed.REPOSITORY, {"encryption": CIPHER} if keys else {}, keys=keys)
 
 
-def parse_marker(raw: bytes, what: str) -> None:
-    """Refuse the marker ``raw`` when it is of another format or damaged."""
-    sealed.unseal(raw, sealed.REPOSITORY, what)
+def parse_marker(raw: bytes, what: str, keys: RepositoryKeys | None = None) -> None:
+    """Refuse the marker ``raw`` when it is of another format or damaged, or says the
+    repository's encryption is not what ``keys`` says."""
+    sealed.unseal(raw, sealed.REPOSITORY, what, keys)
 
 
 def check_marker(storage: Storage) -> bool:
-    """Refuse a repository whose marker says another format or is damaged; False when it
-    has none."""
+    """Refuse a repository whose marker says another format or is damaged, or another
+    encryption than the storage's keys; False when it has none."""
     try:
         raw = storage.get(layout.REPO_MARKER)
     except NotFoundError:
         return False
-    parse_marker(raw, f"repository {storage.describe()} ({layout.REPO_MARKER})")
+    parse_marker(raw, f"repository {storage.describe()} ({layout.REPO_MARKER})", keys_of(storage))
     return True
+
+
+def marker_encrypted(storage: Storage) -> bool | None:
+    """Whether the repository's marker says it is encrypted (None: it has no marker; False
+    too when it is damaged or of another format, which verify and init report)."""
+    try:
+        refuse_if_encrypted(storage)
+    except EncryptionKeyError:
+        return True
+    return False if storage.exists(layout.REPO_MARKER) else None
+
+
+def refuse_if_encrypted(storage: Storage) -> None:
+    """EncryptionKeyError when the marker of ``storage`` (opened without keys) says the
+    repository is encrypted: the configuration lacks its key. A marker that is missing,
+    damaged or of another format is left to verify and init to report."""
+    try:
+        parse_marker(storage.get(layout.REPO_MARKER),
+                     f"repository {storage.describe()} ({layout.REPO_MARKER})")
+    except (NotFoundError, ChecksumError, FormatError):
+        pass

@@ -5,7 +5,10 @@ for one cluster; :func:`copy_lag` says how far behind the target is. The order o
 copy keeps the target's promise that a backup whose manifest it holds restores:
 
 1. the repository marker and the cluster's identity (``cluster.json``), if absent; an
-   identity that differs is a conflict (a different system identifier: the wrong target);
+   identity that differs is a conflict (a different system identifier: the wrong target).
+   An encrypted repository's objects are copied as they are stored (sealed), with its
+   keys (``lifeboat.keys``, brought up to date after a rotation), so the copy opens with
+   the same user key; a target whose keys are another repository's is a conflict;
 2. timeline history files, then every other archived WAL file the target lacks, oldest
    name first (an interrupted copy leaves a prefix of the archive, not a gap);
 3. for each backup the target lacks, oldest first, and only if the WAL from its start to
@@ -19,6 +22,10 @@ completes it.
 
 Nothing is ever rewritten or deleted in the target (retention of copies comes later, and
 will have to take the target's cluster lock, which the copy holds while it writes).
+
+The tiering job (:mod:`engine.repository.tiers.job`) moves a backup with the same pieces:
+:func:`copy_identity`, :func:`copy_wal` for the WAL that backup needs, then
+:func:`copy_backup`; one implementation of the safe order for both.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ from typing import BinaryIO
 
 from engine.errors import ChecksumError, CopyConflictError, LifeboatError, NotFoundError, StorageError
 from engine.repository import clusterinfo, layout
-from engine.repository.blocklist import list_id
+from engine.repository.blocklist import check_stored
+from engine.repository.encryption import RepositoryKeys, attach, belongs, keys_of
 from engine.repository.locks import cluster_lock
 from engine.repository.manifest import BackupSummary, list_backup_ids, read_manifest, read_summary
 from engine.repository.storage import Storage
@@ -89,15 +97,16 @@ def copy_cluster(source: Storage, target: Storage, cluster: str, region: str) ->
     """
     started = time.monotonic()
     report = CopyReport(cluster, region)
-    info = _copy_identity(source, target, cluster, report)
+    attach(target, keys_of(source))  # a copy holds the source's objects as they are, sealed alike
+    info = copy_identity(source, target, cluster, report)
     with cluster_lock(target, cluster, f"copy to region {region} from {source.describe()}"):
         held = set(list_backup_ids(target, cluster))
         backups = [b for b in list_backup_ids(source, cluster) if b not in held]  # before the WAL
-        wal_held = _copy_wal(source, target, cluster, report)
+        wal_held = copy_wal(source, target, cluster, report)
         held_objects: tuple[set[str], set[str]] = (set(), set())  # packs, lists
         for backup_id in backups:
-            _copy_backup(source, target, cluster, backup_id, wal_held, held_objects,
-                         info.wal_segment_size, report)
+            copy_backup(source, target, cluster, backup_id, wal_held, held_objects,
+                        info.wal_segment_size, report)
         _copy_restore_points(source, target, cluster, report)
     report.seconds = round(time.monotonic() - started, 3)
     return report
@@ -115,8 +124,8 @@ def copy_lag(source: Storage, target: Storage, cluster: str, now: float | None =
     now = time.time() if now is None else now
     held = set(list_backup_ids(target, cluster))
     missing = [layout.manifest_key(cluster, b) for b in list_backup_ids(source, cluster) if b not in held]
-    held_wal = _wal_names(target, cluster)
-    missing += [layout.wal_key(cluster, n) for n in sorted(_wal_names(source, cluster) - held_wal)]
+    held_wal = wal_names(target, cluster)
+    missing += [layout.wal_key(cluster, n) for n in sorted(wal_names(source, cluster) - held_wal)]
     oldest: float | None = None
     for key in missing:
         try:
@@ -129,11 +138,14 @@ def copy_lag(source: Storage, target: Storage, cluster: str, now: float | None =
 
 # identity ---------------------------------------------------------------------------------
 
-def _copy_identity(source: Storage, target: Storage, cluster: str,
-                   report: CopyReport) -> clusterinfo.ClusterInfo:
-    """The repository marker and ``cluster.json``; a differing identity is a conflict, and
-    either side in another format is refused (FormatError)."""
+def copy_identity(source: Storage, target: Storage, cluster: str,
+                  report: CopyReport) -> clusterinfo.ClusterInfo:
+    """The repository marker, its keys and ``cluster.json``; a differing identity is a
+    conflict, and either side in another format is refused (FormatError)."""
     clusterinfo.check_marker(target)  # a target of another format is refused before any write
+    keys = keys_of(source)
+    if keys is not None:
+        _copy_keys(source, target, keys, report)
     if clusterinfo.check_marker(source):
         marker = source.get(layout.REPO_MARKER)
         if target.put_if_absent(layout.REPO_MARKER, marker):
@@ -158,17 +170,38 @@ def _copy_identity(source: Storage, target: Storage, cluster: str,
     return ours
 
 
+def _copy_keys(source: Storage, target: Storage, keys: RepositoryKeys, report: CopyReport) -> None:
+    """The source's ``lifeboat.keys`` into the target unless it holds the same bytes (a
+    rotation rewrites it); a target with another repository's keys is a conflict."""
+    raw = source.get(layout.REPO_KEYS)
+    try:
+        theirs = target.get(layout.REPO_KEYS)
+    except NotFoundError:
+        theirs = None
+    if theirs == raw:
+        return
+    if theirs is not None and not belongs(theirs, keys, f"{target.describe()}: {layout.REPO_KEYS}"):
+        raise CopyConflictError(f"{target.describe()}: {layout.REPO_KEYS} is another encrypted "
+                                "repository's: this is the wrong target; nothing was copied")
+    target.put(layout.REPO_KEYS, raw)
+    report.bytes_copied += len(raw)
+
+
 # WAL --------------------------------------------------------------------------------------
 
-def _wal_names(storage: Storage, cluster: str) -> set[str]:
+def wal_names(storage: Storage, cluster: str) -> set[str]:
     names = (k.rsplit("/", 1)[-1] for k in storage.list(layout.wal_prefix(cluster)))
     return {n for n in names if wal.wal_file_kind(n) is not None}
 
 
-def _copy_wal(source: Storage, target: Storage, cluster: str, report: CopyReport) -> set[str]:
-    """Copy the WAL files the target lacks (history files first); the names it now holds."""
-    theirs = _wal_names(target, cluster)
-    ours = _wal_names(source, cluster)
+def copy_wal(source: Storage, target: Storage, cluster: str, report: CopyReport,
+             only: set[str] | None = None) -> set[str]:
+    """Copy the WAL files the target lacks (history files first), or of them only those in
+    ``only``; the names it now holds."""
+    theirs = wal_names(target, cluster)
+    ours = wal_names(source, cluster)
+    if only is not None:
+        ours &= only
     for name in sorted(ours & theirs):  # a conflict stops the copy before anything is written
         key = layout.wal_key(cluster, name)
         try:
@@ -184,7 +217,7 @@ def _copy_wal(source: Storage, target: Storage, cluster: str, report: CopyReport
     for name in missing:
         key = layout.wal_key(cluster, name)
         try:
-            written = _copy_object(source, target, key)
+            written = copy_object(source, target, key)
         except NotFoundError:
             report.skipped.append(f"WAL {name}: removed from the source while copying")
             continue
@@ -197,23 +230,24 @@ def _copy_wal(source: Storage, target: Storage, cluster: str, report: CopyReport
 
 # backups ----------------------------------------------------------------------------------
 
-def _copy_backup(source: Storage, target: Storage, cluster: str, backup_id: str, wal_held: set[str],
-                 held: tuple[set[str], set[str]], segment_size: int, report: CopyReport) -> None:
-    """Its packs, then its block lists, then its manifest; a backup that cannot be copied
-    yet is skipped."""
+def copy_backup(source: Storage, target: Storage, cluster: str, backup_id: str, wal_held: set[str],
+                held: tuple[set[str], set[str]], segment_size: int, report: CopyReport) -> bool:
+    """Its packs, then its block lists, then its manifest, once the WAL from its start to its
+    stop is in ``wal_held`` (the target's); a backup that cannot be copied yet is skipped,
+    named in ``report.skipped``. Whether the target now holds its manifest."""
     packs_held, lists_held = held
     try:
         summary = read_summary(source, cluster, backup_id)
     except NotFoundError:
         report.skipped.append(f"backup {backup_id}: expired from the source while copying")
-        return
+        return False
     except LifeboatError as exc:
         report.skipped.append(f"backup {backup_id}: its manifest in the source is unreadable ({exc})")
-        return
-    lacking = [n for n in _own_wal(summary, segment_size) if n not in wal_held]
+        return False
+    lacking = [n for n in own_wal(summary, segment_size) if n not in wal_held]
     if lacking:
         report.skipped.append(f"backup {backup_id}: its WAL {lacking[0]} is not in the target yet")
-        return
+        return False
     for pack_id in summary.packs:
         if pack_id in packs_held:
             continue
@@ -223,7 +257,7 @@ def _copy_backup(source: Storage, target: Storage, cluster: str, backup_id: str,
         except NotFoundError:
             report.skipped.append(f"backup {backup_id}: expired from the source while copying "
                                   f"(pack {pack_id} is gone)")
-            return
+            return False
         packs_held.add(pack_id)
         if written:
             report.packs_copied += 1
@@ -232,22 +266,23 @@ def _copy_backup(source: Storage, target: Storage, cluster: str, backup_id: str,
         _copy_lists(source, target, cluster, backup_id, lists_held, report)
     except NotFoundError:
         report.skipped.append(f"backup {backup_id}: expired from the source while copying")
-        return
+        return False
     except ChecksumError as exc:
         report.skipped.append(f"backup {backup_id}: {exc}")
-        return
+        return False
     key = layout.manifest_key(cluster, backup_id)
     try:
-        written = _copy_object(source, target, key, summary)
+        written = copy_object(source, target, key, summary)
     except NotFoundError:
         report.skipped.append(f"backup {backup_id}: expired from the source while copying")
-        return
+        return False
     except ChecksumError as exc:
         report.skipped.append(f"backup {backup_id}: {exc}")
-        return
+        return False
     if written:
         report.backups_copied += 1
         report.bytes_copied += written
+    return True
 
 
 def _copy_lists(source: Storage, target: Storage, cluster: str, backup_id: str, held: set[str],
@@ -264,17 +299,19 @@ def _copy_lists(source: Storage, target: Storage, cluster: str, backup_id: str, 
             continue
         key = layout.list_key(cluster, hex_id)
         if not target.exists(key):
-            data = source.get(key)
-            if list_id(data) != entry.list_id:
+            data = source.get(key)  # as stored: sealed, in an encrypted repository
+            try:
+                check_stored(data, key, entry.list_id, keys_of(source), key)
+            except ChecksumError:
                 raise ChecksumError(f"{key}: the source's block list fails its checksum (damaged); "
-                                    "the backup was not copied")
+                                    "the backup was not copied") from None
             if target.put_if_absent(key, data):
                 report.lists_copied += 1
                 report.bytes_copied += len(data)
         held.add(hex_id)
 
 
-def _own_wal(summary: BackupSummary, segment_size: int) -> list[str]:
+def own_wal(summary: BackupSummary, segment_size: int) -> list[str]:
     """The segments from the backup's start to its stop: without them it cannot be restored."""
     first = wal.parse_segment(summary.start_wal, segment_size).segno
     last = wal.parse_segment(summary.stop_wal, segment_size).segno
@@ -286,7 +323,7 @@ def _copy_pack(source: Storage, target: Storage, key: str) -> int:
     try:
         theirs = target.size(key)
     except NotFoundError:
-        return _copy_object(source, target, key)
+        return copy_object(source, target, key)
     size = source.size(key)
     if theirs != size:
         raise CopyConflictError(f"{target.describe()}: {key} is {theirs} bytes but the source's is "
@@ -301,12 +338,12 @@ def _copy_restore_points(source: Storage, target: Storage, cluster: str, report:
     prefix = layout.restore_points_prefix(cluster)
     for key in sorted(set(source.list(prefix)) - set(target.list(prefix))):
         try:
-            report.bytes_copied += _copy_object(source, target, key)
+            report.bytes_copied += copy_object(source, target, key)
         except NotFoundError:
             continue
 
 
-def _copy_object(source: Storage, target: Storage, key: str,
+def copy_object(source: Storage, target: Storage, key: str,
                  manifest: BackupSummary | None = None) -> int:
     """Stream ``key`` into the target unless present; bytes written (0: it was there already,
     with the same size). NotFoundError when the source no longer holds it."""

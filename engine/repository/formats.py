@@ -6,7 +6,11 @@ a :class:`FormatError` naming it, so the next change of a format is detected rat
 than misread. Each kind has its own number, raised when that kind changes:
 
 - the repository (``lifeboat.repo``, written by ``init``) and each cluster's
-  ``cluster.json``: :data:`REPOSITORY` (3: sealed documents, packs with an index);
+  ``cluster.json``: :data:`REPOSITORY` (3: sealed documents, packs with an index), or
+  :data:`ENCRYPTED_REPOSITORY` (4) in a repository encrypted at rest
+  (:mod:`engine.repository.encryption`): every command reads ``cluster.json`` first, so a
+  Lifeboat that predates encryption refuses such a repository as newer, never misreads it;
+- the repository's wrapped keys (``lifeboat.keys``, encrypted repositories): :data:`KEYS`;
 - backup manifests (their first line): :data:`MANIFEST`;
 - block lists, inline or stored (their header): :data:`BLOCK_LIST`;
 - archived WAL files (the digit of their magic ``LBWAL1``): :data:`WAL`;
@@ -22,6 +26,8 @@ from __future__ import annotations
 from engine.errors import FormatError
 
 REPOSITORY = 3
+ENCRYPTED_REPOSITORY = 4
+KEYS = 1
 MANIFEST = 2
 BLOCK_LIST = 1
 WAL = 1

@@ -1,5 +1,6 @@
 """Reading blocks back from packs: each stored frame is checked against its SHA-256,
-then decompressed once per batch, whatever number of its blocks are wanted."""
+opened (authenticated) in an encrypted repository, then decompressed once per batch,
+whatever number of its blocks are wanted."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from engine.errors import ChecksumError, RestoreError, StorageError
 from engine.repository import layout
 from engine.repository.blocklist import BlockRef
 from engine.repository.codec import RAW, decompress
+from engine.repository.encryption import keys_of
 from engine.repository.storage import Storage
 
 READ_BYTES = 8 * 1024 * 1024  # neighbouring frames are read together up to this much
@@ -23,6 +25,7 @@ class FrameReader:
         self._cluster = cluster
         self._frame_limit = frame_limit
         self._block_size = block_size
+        self._keys = keys_of(storage)
 
     def blocks(self, path: str, numbered: Numbered) -> Iterator[tuple[int, memoryview]]:
         """``(first block number, content)`` for ``numbered`` (``(block number, ref)`` pairs of
@@ -99,19 +102,24 @@ class FrameReader:
         number, head = numbered[first]
         if layout.frame_checksum(stored) != head.frame_digest:
             raise _damaged(path, [(n, r) for n, r in numbered if (r.pack, r.offset) == key],
-                           stored, key[0], self._block_size)
+                           stored if self._keys is None else None, key[0], self._block_size)
         what = f"{path} block {number} (pack {key[0]})"
+        if self._keys is not None:
+            where = layout.pack_key(self._cluster, key[0])
+            stored = memoryview(self._keys.open(stored, f"{where}@{key[1]}".encode(),
+                                                f"{what} offset {key[1]}"))
         return memoryview(decompress(head.codec, stored, None, what, limit=self._frame_limit))
 
 
-def _damaged(path: str, members: Numbered, stored: memoryview, pack: str,
+def _damaged(path: str, members: Numbered, stored: memoryview | None, pack: str,
              block_size: int) -> ChecksumError:
     """Name what is damaged in a frame that failed its checksum: the very block when the
-    frame is stored raw, else the blocks of this file the frame holds."""
+    frame is stored raw (and not sealed: ``stored`` given), else the blocks of this file
+    the frame holds."""
     blocks = sorted((n + i, ref, i) for n, ref in members for i in range(ref.blocks))
     numbers = [n for n, _, _ in blocks]
     culprit = f"blocks {numbers[0]}..{numbers[-1]}" if len(numbers) > 1 else f"block {numbers[0]}"
-    if members[0][1].codec == RAW:
+    if stored is not None and members[0][1].codec == RAW:
         width = layout.BLOCK_ID_BYTES
         for number, ref, i in blocks:
             at = ref.skip + i * block_size

@@ -3,6 +3,7 @@
 ::
 
     lifeboat.repo                              format marker
+    lifeboat.keys                              the repository's keys, wrapped (encrypted ones)
     clusters/<cluster>/cluster.json            system identifier, version, segment size
     clusters/<cluster>/wal/<TLI+LOG>/<segment> archived segments (.partial, .backup too)
     clusters/<cluster>/wal/history/<TLI>.history
@@ -22,10 +23,12 @@ every object by its kind and name what Lifeboat did not write.
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 from engine.wal.names import is_history, wal_file_kind
 
 REPO_MARKER = "lifeboat.repo"
+REPO_KEYS = "lifeboat.keys"
 MANIFEST_SUFFIX = ".manifest"
 _SAFE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.@+-")
 
@@ -33,22 +36,27 @@ _SAFE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 BLOCK_ID_BYTES = 16
 
 
-def block_id(data: bytes | bytearray | memoryview) -> bytes:
-    """The identity of a block: the first 128 bits of the SHA-256 of its content.
+def block_id(data: bytes | bytearray | memoryview, name_key: bytes | None = None) -> bytes:
+    """The identity of a block: the first 128 bits of the SHA-256 of its content, or, in an
+    encrypted repository, of its HMAC-SHA256 under the repository's ``name_key`` (so ids
+    reveal nothing of the content).
 
     128 bits keep collisions out of reach (2^64 blocks for an even chance of one) while
     halving what every manifest stores per block; a stored frame is checked against its
     full SHA-256 (:func:`frame_checksum`).
     """
+    if name_key is not None:
+        return hmac.new(name_key, data, hashlib.sha256).digest()[:BLOCK_ID_BYTES]
     return hashlib.sha256(data).digest()[:BLOCK_ID_BYTES]
 
 
-def block_ids(data: bytes | bytearray | memoryview, block_size: int) -> bytes:
+def block_ids(data: bytes | bytearray | memoryview, block_size: int,
+              name_key: bytes | None = None) -> bytes:
     """:func:`block_id` of each ``block_size`` block of ``data`` (the last may be shorter),
     concatenated; one call into C for the whole buffer (it releases the GIL once)."""
     from engine.repository._blockhash import block_ids as ids_of  # not on the WAL path
 
-    return ids_of(data, block_size)
+    return ids_of(data, block_size, name_key)
 
 
 def differing_runs(ids: bytes | memoryview, other: bytes | memoryview) -> list[tuple[int, int]]:
@@ -110,7 +118,8 @@ def packs_prefix(cluster: str) -> str:
 
 
 def list_key(cluster: str, list_id: str) -> str:
-    """Key of a block list: ``list_id`` is the hex SHA-256 of its bytes."""
+    """Key of a block list: ``list_id`` is the hex SHA-256 of its bytes (HMAC-SHA256 in an
+    encrypted repository)."""
     return f"{cluster_prefix(cluster)}/lists/{list_id[:2]}/{list_id}"
 
 
@@ -122,7 +131,12 @@ def restore_points_prefix(cluster: str) -> str:
     return f"{cluster_prefix(cluster)}/restore-points"
 
 
-def restore_point_key(cluster: str, name: str) -> str:
+def restore_point_key(cluster: str, name: str, name_key: bytes | None = None) -> str:
+    """Key of a named restore point: its name, or a hash of it when the name is not safe
+    in a key, or its HMAC under ``name_key`` in an encrypted repository (names hidden)."""
+    if name_key is not None:
+        keyed = hmac.new(name_key, name.encode(), hashlib.sha256).hexdigest()[:32]
+        return f"{restore_points_prefix(cluster)}/k-{keyed}.json"
     if not 0 < len(name) <= 200 or not _SAFE_CHARS.issuperset(name) or name.startswith("."):
         safe = hashlib.sha256(name.encode()).hexdigest()[:32]
         return f"{restore_points_prefix(cluster)}/h-{safe}.json"

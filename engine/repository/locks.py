@@ -438,6 +438,9 @@ def lock_space(storage: Storage) -> LockSpace:
     root = storage.capabilities.local_path
     if root is not None:
         return FileLocks(root)
+    if not storage.capabilities.readable:
+        raise StorageError(f"{storage.describe()}: this storage writes in an archive storage class, "
+                           "where a lease could not be read back: it has no lock")
     if not storage.capabilities.atomic_create:
         raise StorageError(f"{storage.describe()}: this storage is opened without conditional "
                            "writes (conditional_writes=false), so its lease lock could not keep "

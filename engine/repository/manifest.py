@@ -13,6 +13,13 @@ body's length and SHA-256, so a damaged manifest is always detected. It lists ev
 pack the backup's blocks are in, so garbage collection and copies need only summaries
 to know the packs.
 
+In an encrypted repository the summary is sealed (the first line's length and SHA-256
+are then of the sealed summary), and so is the body, in pieces of :data:`BODY_PIECE`
+bytes of compressed body, each sealed on its own with its place as associated data, the
+last (shorter, possibly empty) marked as the end: the body is still written and read as a
+stream, and a piece moved, dropped or cut off fails authentication. The body's length and
+SHA-256 are then those of the stored (sealed) body, so a copy checks it without the keys.
+
 A file's blocks are in a block list (:mod:`engine.repository.blocklist`): a shared,
 content-addressed object named by its SHA-256 (``"L"``, with ``"P"``: the places in
 the summary's pack list of the packs that list uses, so a later backup can take the
@@ -30,13 +37,14 @@ import json
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import zstandard
 
 from engine.errors import ChecksumError, NotFoundError
 from engine.repository import formats, layout
-from engine.repository.blocklist import BlockList
+from engine.repository.blocklist import BlockList, read_stored
+from engine.repository.encryption import OVERHEAD, RepositoryKeys, keys_of, read_exactly
 from engine.repository.storage import Storage
 
 FORMAT = formats.MANIFEST
@@ -44,6 +52,7 @@ MAGIC = b"LIFEBOAT-MANIFEST"
 CHUNK = 1 << 20
 SPOOL_BYTES = 1 << 20  # a manifest body larger than this is spooled to disk
 READ_BUFFER = 64 * 1024  # entries are read in pieces of this much (decompressed)
+BODY_PIECE = 1 << 20  # an encrypted manifest's body is sealed in pieces of this much
 
 
 @dataclass(slots=True)
@@ -147,20 +156,45 @@ class BackupSummary:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-class ManifestWriter:
-    """Collects file entries (in path order) into a compressed body spooled to disk."""
+def _piece_aad(key: str, index: int, last: bool) -> bytes:
+    return f"{key}#body {index}{' end' if last else ''}".encode()
 
-    def __init__(self) -> None:
+
+class ManifestWriter:
+    """Collects file entries (in path order) into a compressed body spooled to disk; with
+    the repository's ``keys``, sealed for the manifest's ``key``."""
+
+    def __init__(self, keys: RepositoryKeys | None = None, key: str = "") -> None:
         self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
         self._compressor = zstandard.ZstdCompressor(level=3).compressobj()
         self._hash = hashlib.sha256()
         self._bytes = 0
+        self._keys = keys
+        self._key = key
+        self._pending = bytearray()  # encrypted: compressed body not sealed yet
+        self._pieces = 0
 
     def _emit(self, chunk: bytes) -> None:
-        if chunk:
-            self._spool.write(chunk)
-            self._hash.update(chunk)
-            self._bytes += len(chunk)
+        if not chunk:
+            return
+        if self._keys is None:
+            self._store(chunk)
+            return
+        self._pending += chunk
+        while len(self._pending) >= BODY_PIECE:
+            self._seal_piece(BODY_PIECE, last=False)
+
+    def _seal_piece(self, size: int, last: bool) -> None:
+        assert self._keys is not None
+        piece = self._pending[:size]
+        del self._pending[:size]
+        self._store(self._keys.seal(piece, _piece_aad(self._key, self._pieces, last)))
+        self._pieces += 1
+
+    def _store(self, chunk: bytes) -> None:
+        self._spool.write(chunk)
+        self._hash.update(chunk)
+        self._bytes += len(chunk)
 
     def add(self, entry: FileEntry) -> None:
         self._emit(self._compressor.compress(entry.encode()))
@@ -169,9 +203,13 @@ class ManifestWriter:
         """The whole manifest object as chunks (never whole in memory), with the body's
         checksum recorded in the summary first."""
         self._emit(self._compressor.flush())
+        if self._keys is not None:
+            self._seal_piece(len(self._pending), last=True)
         summary.body_sha256 = self._hash.hexdigest()
         summary.body_bytes = self._bytes
         head = json.dumps(summary.to_json(), separators=(",", ":")).encode() + b"\n"
+        if self._keys is not None:
+            head = self._keys.seal(head, f"{self._key}#summary".encode())
         first = b"%s %d %d %s\n" % (MAGIC, FORMAT, len(head), hashlib.sha256(head).hexdigest().encode())
         return self._chunks(first + head)
 
@@ -203,9 +241,11 @@ def _parse_first_line(data: bytes, key: str) -> tuple[int, int, str]:
         raise ChecksumError(f"{key}: damaged manifest header") from None
 
 
-def _summary_from(head: bytes, digest: str, key: str) -> BackupSummary:
+def _summary_from(head: bytes, digest: str, key: str, keys: RepositoryKeys | None) -> BackupSummary:
     if hashlib.sha256(head).hexdigest() != digest:
         raise ChecksumError(f"{key}: manifest summary fails its checksum (damaged)")
+    if keys is not None:
+        head = keys.open(head, f"{key}#summary".encode(), f"{key} (its summary)")
     try:
         return BackupSummary.from_json(json.loads(head))
     except (ValueError, TypeError) as exc:
@@ -221,7 +261,7 @@ def read_summary(storage: Storage, cluster: str, backup_id: str) -> BackupSummar
     if start + length > size:
         raise ChecksumError(f"{key}: manifest is truncated")
     head = storage.read_range(key, start, length)
-    return _summary_from(head, digest, key)
+    return _summary_from(head, digest, key, keys_of(storage))
 
 
 @dataclass
@@ -249,11 +289,9 @@ class Manifest:
             key = layout.list_key(self.summary.cluster, entry.list_id.hex())
             what = f"block list {key} (file {entry.path})"
             try:
-                data = self.storage.get(key)
+                data = read_stored(self.storage, key, entry.list_id, what)
             except NotFoundError:
                 raise NotFoundError(f"{what} is missing from the repository") from None
-            if hashlib.sha256(data).digest() != entry.list_id:
-                raise ChecksumError(f"{what}: checksum mismatch, the stored list is damaged")
             blocks = BlockList(data, what)
             try:
                 allowed = {self.summary.packs[i] for i in entry.packs}
@@ -275,7 +313,9 @@ class Manifest:
     def entries(self) -> Iterator[FileEntry]:
         with self.storage.open_stream(self.key) as stream:
             stream.read(self.body_offset)
-            reader = zstandard.ZstdDecompressor().stream_reader(stream)
+            keys = keys_of(self.storage)
+            body = stream if keys is None else _OpenedBody(stream, keys, self.key)
+            reader = zstandard.ZstdDecompressor().stream_reader(body)
             for number, line in enumerate(io.BufferedReader(reader, buffer_size=READ_BUFFER), 1):
                 try:
                     entry = FileEntry.decode(line)
@@ -298,7 +338,7 @@ def read_manifest(storage: Storage, cluster: str, backup_id: str) -> Manifest:
     with stream:
         first = stream.readline(256)
         start, length, digest = _parse_first_line(first, key)
-        summary = _summary_from(stream.read(length), digest, key)
+        summary = _summary_from(stream.read(length), digest, key, keys_of(storage))
         body_hash, body_bytes = hashlib.sha256(), 0
         while chunk := stream.read(CHUNK):
             body_hash.update(chunk)
@@ -306,6 +346,41 @@ def read_manifest(storage: Storage, cluster: str, backup_id: str) -> Manifest:
     if body_bytes != summary.body_bytes or body_hash.hexdigest() != summary.body_sha256:
         raise ChecksumError(f"{key}: manifest body fails its checksum (damaged or truncated)")
     return Manifest(summary, storage, key, start + length)
+
+
+class _OpenedBody:
+    """The compressed body of an encrypted manifest, opened piece by piece as it is read
+    (a stream for the decompressor): a piece of less than :data:`BODY_PIECE` bytes is the
+    last; one cut off, missing or out of place fails authentication."""
+
+    def __init__(self, stream: BinaryIO, keys: RepositoryKeys, key: str) -> None:
+        self._stream = stream
+        self._keys = keys
+        self._key = key
+        self._piece = b""
+        self._at = 0
+        self._index = 0
+        self._ended = False
+
+    def read(self, size: int = -1) -> bytes:
+        while self._at >= len(self._piece) and not self._ended:
+            self._next()
+        end = len(self._piece) if size < 0 else self._at + size
+        out = self._piece[self._at:end]
+        self._at += len(out)
+        return out
+
+    def _next(self) -> None:
+        stored = read_exactly(self._stream, BODY_PIECE + OVERHEAD)
+        if not stored:
+            raise ChecksumError(f"{self._key}: the manifest's body is cut off (its last piece is "
+                                "missing); the manifest is damaged")
+        last = len(stored) < BODY_PIECE + OVERHEAD
+        self._piece = self._keys.open(stored, _piece_aad(self._key, self._index, last),
+                                      f"{self._key} (body piece {self._index})")
+        self._at = 0
+        self._index += 1
+        self._ended = last
 
 
 def list_backup_ids(storage: Storage, cluster: str) -> list[str]:

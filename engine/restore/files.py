@@ -5,7 +5,8 @@ flushing overlaps the work on the next files. ``global/pg_control`` is written l
 after every other file and directory is durable, so a directory whose restore was
 interrupted cannot be started by mistake. A delta restore hashes what is on disk and
 rewrites only the blocks whose SHA-256 differs, then removes what the backup does not
-have: the result is the same as a clean restore.
+have: the result is the same as a clean restore. (In an encrypted repository block ids
+are HMAC-SHA256 under its name key: what is on disk is hashed the same way.)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from engine import durable
 from engine.errors import RestoreError, path_error
 from engine.repository import layout
 from engine.repository.blocklist import BlockList
+from engine.repository.encryption import name_key_of
 from engine.repository.frames import FrameReader
 from engine.repository.manifest import BackupSummary, FileEntry, Manifest
 from engine.repository.storage import Storage
@@ -168,6 +170,7 @@ class FileWriter:
         self._frame_limit = max(summary.frame_size, summary.block_size)
         self._major = summary.pg_version // 10000
         self._reader = FrameReader(storage, cluster, self._frame_limit, summary.block_size)
+        self._name_key = name_key_of(storage)  # block ids are keyed in an encrypted repository
 
     def _write_batch(self, entry: FileEntry, blocks: BlockList, first: int, count: int) -> int:
         """Write ``count`` blocks from ``first`` of a new file."""
@@ -201,7 +204,7 @@ class FileWriter:
         start = first * size
         length = min(count * size, entry.size - start)
         span, found = read_span(path, length, start)
-        on_disk = layout.block_ids(span[:found], size)  # blocks past the file's end: stale
+        on_disk = layout.block_ids(span[:found], size, self._name_key)  # past the end: stale
         wanted = blocks.ids[first * width:(first + count) * width]
         if on_disk == wanted:  # the usual case for most of a file: nothing to rewrite
             return self._done(length, 0)

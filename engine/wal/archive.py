@@ -3,7 +3,10 @@
 An archived file is one object: a 48-byte header (magic, codec, raw size, SHA-256
 of the stored body) followed by the body. The checksum covers the stored bytes, so
 a push hashes a few MB of compressed data, not the 16 MB segment; decompression
-then proves the content.
+then proves the content. In an encrypted repository the body is the compressed file
+sealed (:mod:`engine.repository.encryption`) under the object's key; the header (codec,
+raw size) stays readable. A file pushed again is then compared by content, since two
+seals of the same bytes differ.
 
 ``get`` reports a file as absent only when its absence is legitimate: past the end
 of its timeline, or before the timeline began. A file missing while later segments
@@ -30,12 +33,14 @@ from engine.errors import (
 )
 from engine.repository import clusterinfo, formats, layout
 from engine.repository.codec import ZSTD, Codec, decompress
+from engine.repository.encryption import keys_of
 from engine.wal import names as wal
 
 TYPE_CHECKING = False  # typing is not imported on the WAL path
 if TYPE_CHECKING:
     from typing import BinaryIO
 
+    from engine.repository.encryption import RepositoryKeys
     from engine.repository.storage.base import Storage
 
 MAGIC = b"LBWAL%d" % formats.WAL
@@ -51,8 +56,12 @@ class PushResult(namedtuple("PushResult", "name raw_bytes stored_bytes already_a
     already_archived: bool
 
 
-def encode(data: bytes | mmap.mmap, codec: Codec, large: bool) -> bytes:
+def encode(data: bytes | mmap.mmap, codec: Codec, large: bool, keys: RepositoryKeys | None = None,
+           key: str = "") -> bytes:
+    """The object of an archived file; sealed under ``key`` with the repository's ``keys``."""
     codec_id, body = codec.compress_large(data) if large else codec.compress(data)
+    if keys is not None:
+        body = keys.seal(body, key.encode())
     return HEADER.pack(MAGIC, codec_id, len(data), hashlib.sha256(body).digest()) + body
 
 
@@ -69,12 +78,15 @@ def _header(obj: bytes, name: str) -> tuple[int, int, bytes]:
     return codec_id, raw_size, digest
 
 
-def decode(obj: bytes, name: str) -> bytes:
-    """The original content of an archived object; ChecksumError if damaged."""
+def decode(obj: bytes, name: str, keys: RepositoryKeys | None = None, key: str = "") -> bytes:
+    """The original content of an archived object; ChecksumError if damaged (or, with the
+    repository's ``keys``, if it fails authentication under ``key``)."""
     codec_id, raw_size, digest = _header(obj, name)
     body = memoryview(obj)[HEADER.size:]
     if hashlib.sha256(body).digest() != digest:
         raise ChecksumError(f"{name}: checksum mismatch, the archived copy is corrupt")
+    if keys is not None:
+        body = memoryview(keys.open(body, key.encode(), name))
     return decompress(codec_id, body, raw_size, what=name)
 
 
@@ -97,24 +109,27 @@ def check(storage: Storage, cluster: str, name: str) -> None:
     """What :func:`decode` proves of an archived file (its SHA-256, that it decompresses to
     its size), streamed a MiB at a time instead of holding the segment: verify checks
     many. ChecksumError if damaged, NotFoundError if missing."""
-    with storage.open_stream(layout.wal_key(cluster, name)) as stream:
+    key = layout.wal_key(cluster, name)
+    keys = keys_of(storage)
+    with storage.open_stream(key) as stream:
         codec_id, raw_size, digest = _header(stream.read(HEADER.size), name)
         if codec_id != ZSTD:  # raw or lz4 blocks: small enough, or not streamable
-            decode(HEADER.pack(MAGIC, codec_id, raw_size, digest) + stream.read(), name)
+            decode(HEADER.pack(MAGIC, codec_id, raw_size, digest) + stream.read(), name, keys, key)
             return
         import zstandard
 
         body = _Hashing(stream)
+        source = body if keys is None else keys.opening(body, key.encode(), name)
         produced = 0
         try:
-            reader = zstandard.ZstdDecompressor().stream_reader(body, read_across_frames=True)
+            reader = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)
             while chunk := reader.read(CHECK_CHUNK):
                 produced += len(chunk)
                 if produced > raw_size:
                     break
         except zstandard.ZstdError as exc:
             raise ChecksumError(f"{name}: compressed data is damaged ({exc})") from None
-        while body.read(CHECK_CHUNK):  # the rest of the body, if the frame ended early
+        while source.read(CHECK_CHUNK):  # the rest of the body (and its authentication)
             pass
     if body.hash.digest() != digest:
         raise ChecksumError(f"{name}: checksum mismatch, the archived copy is corrupt")
@@ -132,16 +147,17 @@ def push(storage: Storage, cluster: str, path: str | os.PathLike[str], codec: Co
     data = _map(path)
     if kind in ("segment", "partial"):
         _check_segment(name, data, info, partial=kind == "partial")
-    obj = encode(data, codec, large=len(data) >= 1024 * 1024)
-    size = len(data)
     key = layout.wal_key(cluster, name)
+    keys = keys_of(storage)
+    obj = encode(data, codec, len(data) >= 1024 * 1024, keys, key)
+    size = len(data)
     if storage.put_if_absent(key, obj):
         return PushResult(name, size, len(obj), already_archived=False)
     existing = storage.get(key)
     same_digest = existing[HEADER.size - 32:HEADER.size] == obj[HEADER.size - 32:HEADER.size]
     if not same_digest:
         try:
-            same_digest = memoryview(data) == decode(existing, name)
+            same_digest = memoryview(data) == decode(existing, name, keys, key)
         except ChecksumError:
             same_digest = False
     if not same_digest:
@@ -191,8 +207,9 @@ def get(storage: Storage, cluster: str, name: str, dest: str | os.PathLike[str],
     kind = wal.wal_file_kind(name)
     if kind is None:
         raise UsageError(f"{name}: not a WAL file name")
+    key = layout.wal_key(cluster, name)
     try:
-        obj = storage.get(layout.wal_key(cluster, name))
+        obj = storage.get(key)
     except NotFoundError:
         if stream_dir is not None:
             if get_streamed(storage, cluster, stream_dir, name, dest):
@@ -206,7 +223,7 @@ def get(storage: Storage, cluster: str, name: str, dest: str | os.PathLike[str],
     except StorageError as exc:
         raise ArchiveDamagedError(f"cannot read {name} from the repository: {exc}") from None
     try:
-        data = decode(obj, name)
+        data = decode(obj, name, keys_of(storage), key)
     except ChecksumError as exc:
         raise ArchiveDamagedError(f"{exc}; recovery must not continue past it") from None
     _write_dest(dest, data)
@@ -337,11 +354,13 @@ def read_history(storage: Storage, cluster: str, timeline: int) -> list[wal.Time
     """The parsed history of ``timeline``, or None when it is not archived."""
     if timeline == 1:
         return []
+    name = wal.history_name(timeline)
+    key = layout.wal_key(cluster, name)
     try:
-        obj = storage.get(layout.wal_key(cluster, wal.history_name(timeline)))
+        obj = storage.get(key)
     except NotFoundError:
         return None
-    return wal.parse_history(decode(obj, wal.history_name(timeline)).decode())
+    return wal.parse_history(decode(obj, name, keys_of(storage), key).decode())
 
 
 def _timeline_dirs(storage: Storage, cluster: str, timeline: int) -> list[str]:

@@ -17,6 +17,7 @@ from engine.postgres import pgdata
 from engine.repository import clusterinfo, layout, verify
 from engine.repository.codec import Codec
 from engine.repository.copies import copy_cluster, copy_lag
+from engine.repository.encryption import keys_of
 from engine.repository.manifest import ManifestWriter, list_backup_ids, read_manifest, read_summary
 from engine.repository.storage.posix import PosixStorage
 from engine.restore import points
@@ -54,7 +55,7 @@ def back_up(storage: PosixStorage, tree: Path, backup_id: str, base_id: str | No
     if base_id:
         base = BaseFiles(read_manifest(storage, "main", base_id), time.time() + 3600, True)
     copier = BlockCopier(packs, CODEC, BLOCK, FRAME, jobs=2, base=base)
-    writer = ManifestWriter()
+    writer = ManifestWriter(keys_of(storage), layout.manifest_key("main", backup_id))
     for entry in copier.copy(pgdata.walk(tree, 15)):
         writer.add(entry)
     ids = packs.finish()

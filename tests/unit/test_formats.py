@@ -39,14 +39,14 @@ def test_cluster_identity_of_another_format_is_refused_by_every_command(
         storage: PosixStorage, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     key = layout.cluster_info_key("main")
     assert storage.get(key).startswith(b"LIFEBOAT-CLUSTER 3 ")
-    reseal(storage, key, 4)
-    with pytest.raises(FormatError, match=r"cluster\.json is in format 4, written by a newer Lifeboat; "
+    reseal(storage, key, 5)  # (4 is an encrypted repository's: test_encryption)
+    with pytest.raises(FormatError, match=r"cluster\.json is in format 5, written by a newer Lifeboat; "
                                           "this Lifeboat reads format 3: upgrade Lifeboat"):
         clusterinfo.read(storage, "main")
     config = str(write_config(tmp_path))
     code = main(["--config", config, "info"])
     _, err = capsys.readouterr()
-    assert code == 1 and "cluster.json is in format 4, written by a newer Lifeboat" in err
+    assert code == 1 and "cluster.json is in format 5, written by a newer Lifeboat" in err
     segment = tmp_path / NAME
     segment.write_bytes(fake_segment(1, 1))
     assert main(["--config", config, "wal-push", str(segment)]) == 1  # nothing is archived
@@ -86,8 +86,8 @@ def test_a_copy_into_a_repository_of_another_format_writes_nothing(storage: Posi
     storage.put(layout.REPO_MARKER, clusterinfo.marker())
     target = PosixStorage(tmp_path / "target")
     target.put(layout.REPO_MARKER, clusterinfo.marker())
-    reseal(target, layout.REPO_MARKER, 4)
-    with pytest.raises(FormatError, match=r"repository .*target \(lifeboat.repo\) is in format 4, "
+    reseal(target, layout.REPO_MARKER, 5)
+    with pytest.raises(FormatError, match=r"repository .*target \(lifeboat.repo\) is in format 5, "
                                           "written by a newer Lifeboat"):
         copy_cluster(storage, target, "main", "eu")
     assert target.list("clusters") == []

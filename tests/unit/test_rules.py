@@ -274,6 +274,8 @@ SIGNAL_CASES = [  # (rule fields, the PromQL it renders)
     (_signal_rule("rto_at_risk", threshold=1),
      "lifeboat_rto_expected_seconds > on(cluster, class) lifeboat_rto_objective_seconds"),
     (_signal_rule("copy_lag", threshold="3h"), "lifeboat_copy_lag_seconds > 10800"),
+    (_signal_rule("below_replication", threshold=2, match={"tier": "cold"}),
+     'lifeboat_backups_below_replication{tier="cold"} >= 2'),
     (_signal_rule("postgres_down", match={"cluster": "main"}), 'lifeboat_up{cluster="main"} == 0'),
     (_signal_rule("streaming_receiver_down"), "lifeboat_streaming_receiver_up == 0"),
     (_signal_rule("metrics_absent"), "absent(lifeboat_up)"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from engine.errors import ChecksumError, FormatError, NotFoundError
 from engine.repository import clusterinfo, layout, sealed
+from engine.repository.encryption import KEYS_OBJECT, belongs, keys_of
 from engine.repository.inventory import Inventory
 from engine.repository.storage import Storage
 from engine.repository.verify.report import Problem, VerifyReport
@@ -36,7 +37,7 @@ def check(storage: Storage, cluster: str, inventory: Inventory,
     for key in inventory.of("restore-point"):
         report.documents += 1
         try:
-            points.parse(storage.get(key), f"restore point {key}")
+            points.parse(storage.get(key), f"restore point {key}", keys_of(storage), key)
         except NotFoundError:
             continue  # replaced or removed meanwhile
         except (ChecksumError, FormatError) as exc:
@@ -61,11 +62,22 @@ def _check_marker(storage: Storage, report: VerifyReport) -> None:
                                        "('lifeboat init' writes it again)"))
         return
     try:
-        clusterinfo.parse_marker(raw, f"repository {storage.describe()} ({key})")
+        clusterinfo.parse_marker(raw, f"repository {storage.describe()} ({key})", keys_of(storage))
     except ChecksumError as exc:
         report.problems.append(Problem("marker", key, str(exc), key,
                                        "init and copy refuse the repository (remove it, then "
                                        "'lifeboat init' writes it again)"))
+    keys = keys_of(storage)
+    if keys is not None:  # opened when the command began: read again, as verify reads everything
+        report.documents += 1
+        try:
+            if not belongs(storage.get(KEYS_OBJECT), keys, KEYS_OBJECT):
+                raise ChecksumError(f"{KEYS_OBJECT}: another repository's keys")
+        except (ChecksumError, NotFoundError) as exc:
+            report.problems.append(Problem(
+                "keys", KEYS_OBJECT, str(exc), KEYS_OBJECT,
+                "every command refuses to open the repository: nothing in it can be read (put "
+                f"back {KEYS_OBJECT} from a copy of the repository)"))
 
 
 def read_state(storage: Storage, cluster: str, inventory: Inventory, report: VerifyReport) -> State:
@@ -77,7 +89,7 @@ def read_state(storage: Storage, cluster: str, inventory: Inventory, report: Ver
         return empty
     report.documents += 1
     try:
-        document = sealed.unseal(storage.get(key), sealed.VERIFIED, key)
+        document = sealed.unseal(storage.get(key), sealed.VERIFIED, key, keys_of(storage), key)
         return {name: set(document.get(name, [])) for name in STATE_FIELDS}
     except NotFoundError:
         return empty
@@ -89,5 +101,6 @@ def read_state(storage: Storage, cluster: str, inventory: Inventory, report: Ver
 
 
 def write_state(storage: Storage, cluster: str, state: State) -> None:
-    storage.put(layout.verify_state_key(cluster),
-                sealed.seal(sealed.VERIFIED, {name: sorted(state[name]) for name in STATE_FIELDS}))
+    key = layout.verify_state_key(cluster)
+    storage.put(key, sealed.seal(sealed.VERIFIED, {name: sorted(state[name]) for name in STATE_FIELDS},
+                                 keys=keys_of(storage), key=key))

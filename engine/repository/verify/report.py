@@ -14,8 +14,9 @@ class Problem:
 
     ``kind`` is the kind of object (``wal``, ``history``, ``backup-history``, ``manifest``,
     ``list``, ``pack``, ``block`` (a frame a backup's block list uses), ``cluster``,
-    ``restore-point``, ``verify-state``, ``marker``, ``unknown``); ``key`` its key in the
-    repository; ``item`` its short name (a WAL file, a backup, a pack, a file's block);
+    ``restore-point``, ``verify-state``, ``marker``, ``keys`` (``lifeboat.keys``), ``unknown``);
+    ``key`` its key in the repository; ``item`` its short name (a WAL file, a backup, a pack,
+    a file's block);
     ``detail`` what is wrong; ``affects`` the backups and recovery window it breaks.
     """
 
