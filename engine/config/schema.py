@@ -189,7 +189,7 @@ class RepositoryConfig(_Section):
 
     path: Path | None = None  # a directory (local or mounted) ...
     url: str | None = None  # ... or a URL: s3://BUCKET/PREFIX?endpoint=...&region=... (or a path)
-    s3: S3Credentials | None = None  # credentials of an s3:// url (else the AWS chain)
+    s3: S3Credentials | None = None  # credentials of its S3 storages: url, tiers (else the AWS chain)
     block_size: Size = 8 * 1024
     frame_size: Size = 512 * 1024
     pack_size: Size = 64 * 1024 * 1024
@@ -235,9 +235,11 @@ class RepositoryConfig(_Section):
         else:
             local = local_path(self.url)
             object.__setattr__(self, "path", None if local is None else Path(local))
-        if self.s3 is not None and not self.url.startswith("s3://"):
-            raise ValueError("[repository.s3] holds credentials for an s3:// url; this repository "
-                             f"is {self.url}")
+        on_s3 = [u for u in (self.url, *(u for _n, t in self.tiers.configured() for u in t.urls))
+                 if u.startswith("s3://")]
+        if self.s3 is not None and not on_s3:
+            raise ValueError("[repository.s3] holds credentials for the repository's S3 storages (its "
+                             f"url, its tiers); this repository is {self.url}, with no tier on S3")
         return self
 
     @property

@@ -161,7 +161,8 @@ def test_the_repository_is_a_path_or_a_url() -> None:
     ('url = "relative/repo"', "repository.url: 'relative/repo': a posix repository must be an absolute"),
     ('url = "ftp://host/x"', "repository.url: unknown storage 'ftp://'"),
     ('path = "/srv/repo"\n[repository.s3]\nprofile = "p"', "repository: [repository.s3] holds credentials "
-                                                          "for an s3:// url; this repository is /srv/repo"),
+                                                          "for the repository's S3 storages (its url, its "
+                                                          "tiers); this repository is /srv/repo"),
     (f'url = "{S3_URL}"\n[repository.s3]\naccess_key_id = "AKIA1"',
      "repository.s3: access_key_id needs exactly one of secret_access_key_file and secret_access_key_env"),
     (f'url = "{S3_URL}"\n[repository.s3]\nsecret_access_key_env = "S"',
@@ -236,3 +237,21 @@ def test_a_secret_file_os_user_cannot_read_is_refused_on_load() -> None:
         assert parse_config(raw, "lifeboat.toml").repository.credentials is not None
     finally:
         shutil.rmtree(directory)
+
+
+def test_s3_credentials_serve_the_tiers_on_s3_too(tmp_path: Path) -> None:
+    from engine.repository.storage.s3 import S3Storage
+    from engine.repository.tiers import open_tier_storage
+
+    secret = tmp_path / "secret"
+    secret.write_text("s\n")
+    config = parse_config(
+        f'os_user = "root"\n[repository]\npath = "/srv/repo"\n[repository.s3]\naccess_key_id = "AKIA1"\n'
+        f'secret_access_key_file = "{secret}"\n[repository.tiers.hot]\nage = "7d"\n'
+        f'[repository.tiers.cold]\nage = "30d"\n'
+        f'storage = "s3://cold-bucket/lifeboat?region=us-east-1&storage_class=GLACIER"\n'.encode(), "f.toml")
+    assert config.repository.credentials == {"access_key_id": "AKIA1", "secret_access_key_file": str(secret)}
+    url = config.repository.tiers.configured()[-1][1].urls[0]
+    cold = open_tier_storage(url, config.repository.credentials)
+    opened = [s for s in vars(cold).values() if isinstance(s, S3Storage)]
+    assert opened and all("access_key_id AKIA1 of [repository.s3]" in s.credential_source for s in opened)
