@@ -356,9 +356,13 @@ def repository(snapshot: Snapshot, config: Config, storage: Storage, cluster: st
         new_bytes = last.size_bytes - last.reused_bytes
         snapshot.set("lifeboat_compression_ratio",
                      new_bytes / last.stored_bytes if last.stored_bytes else None, cluster=cluster)
-    if tiers is None:
+    if tiers is None:  # the repository is the one tier: every backup in it, one copy each
         snapshot.set("lifeboat_repository_bytes", storage.usage(layout.cluster_prefix(cluster)),
                      cluster=cluster, tier=FIRST_TIER, region=config.repository.region)
+        snapshot.set("lifeboat_tier_backups", len(report.backups), cluster=cluster, tier=FIRST_TIER)
+        snapshot.set("lifeboat_backup_copies", 1 if report.backups else None, cluster=cluster,
+                     tier=FIRST_TIER)
+        snapshot.set("lifeboat_backups_below_replication", 0, cluster=cluster, tier=FIRST_TIER)
     else:
         _tiered(snapshot, config, tiers, report, cluster)
     _copies(snapshot, config, storage, cluster)
