@@ -13,7 +13,7 @@ from lifeboat.privileges import become
 
 
 def parse_fast(argv: list[str]) -> SimpleNamespace | None:
-    """``[--config FILE] [--cluster NAME] wal-push PATH`` or ``... wal-get NAME PATH``.
+    """``[--config FILE] [--cluster NAME] wal-push PATH`` or ``... wal-get [--region R] NAME PATH``.
 
     These are the shapes archive_command and restore_command run; anything else
     (options after the command, --help, a typo) returns None and goes to argparse,
@@ -33,12 +33,16 @@ def parse_fast(argv: list[str]) -> SimpleNamespace | None:
         options[key] = value
         i += 1
     rest = argv[i:]
+    region = None
+    if len(rest) == 5 and rest[0] == "wal-get" and rest[1] == "--region":
+        region, rest = rest[2], [rest[0], *rest[3:]]
     if any(word.startswith("-") for word in rest):
         return None
     if len(rest) == 2 and rest[0] == "wal-push":
         return SimpleNamespace(command="wal-push", wal_path=rest[1], **options)
     if len(rest) == 3 and rest[0] == "wal-get":
-        return SimpleNamespace(command="wal-get", wal_name=rest[1], destination=rest[2], **options)
+        return SimpleNamespace(command="wal-get", wal_name=rest[1], destination=rest[2], region=region,
+                               **options)
     return None
 
 
@@ -69,6 +73,17 @@ def wal_get(args: SimpleNamespace) -> int:
 
     settings = archive_settings(config_path(args.config), args.cluster)
     become(settings.os_user)
+    region = getattr(args, "region", None)
+    if region is not None:  # a restore from a region's copy reads its WAL there, never elsewhere
+        if region not in settings.copies:
+            from engine.errors import UsageError
+
+            raise UsageError(f"wal-get --region {region}: the configuration has no "
+                             f"[repository.copies.{region}] (regions: "
+                             f"{', '.join(sorted(settings.copies)) or 'none'})")
+        found = archive.get(open_storage(settings.copies[region]), settings.cluster, args.wal_name,
+                            args.destination)
+        return 0 if found else 1
     found = archive.get(open_storage(settings.repository), settings.cluster, args.wal_name,
                         args.destination, settings.stream_dir)
     return 0 if found else 1

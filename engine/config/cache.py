@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 #: The sources whose change invalidates the cache: what validates, and what it validates with.
-_VALIDATORS = tuple(os.path.join(_HERE, name) for name in ("schema.py", "sections.py", "units.py"))
+_VALIDATORS = tuple(os.path.join(_HERE, name) for name in ("schema.py", "sections.py", "units.py",
+                                                                  "regions.py", "retention.py"))
 
 
 def cache_dir() -> str:
@@ -66,7 +67,7 @@ def validated_plain(path: str) -> dict[str, Any]:
 
 class ArchiveSettings(namedtuple(
         "ArchiveSettings",
-        "cluster repository algorithm level os_user archive_mode spool stream_dir")):
+        "cluster repository algorithm level os_user archive_mode spool stream_dir copies")):
     """What wal-push and wal-get need from the configuration."""
 
     __slots__ = ()
@@ -79,6 +80,7 @@ class ArchiveSettings(namedtuple(
     archive_mode: str  # sync or async
     spool: str  # the cluster's acknowledgements of segments the agent pushed ahead
     stream_dir: str | None  # pg_receivewal's directory when streaming is enabled
+    copies: dict[str, str]  # region -> the URL of the repository's copy there (wal-get --region)
 
 
 def archive_settings(path: str, cluster: str | None) -> ArchiveSettings:
@@ -96,4 +98,5 @@ def archive_settings(path: str, cluster: str | None) -> ArchiveSettings:
     paths = data["wal_paths"][cluster]
     return ArchiveSettings(cluster, data["repository_url"],
                            compression["algorithm"], compression["level"], data["os_user"],
-                           clusters[cluster]["archive"]["mode"], paths["spool"], paths["stream_dir"])
+                           clusters[cluster]["archive"]["mode"], paths["spool"], paths["stream_dir"],
+                           data.get("copy_urls", {}))

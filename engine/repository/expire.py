@@ -21,7 +21,7 @@ from engine.errors import LifeboatError
 from engine.repository import clusterinfo, layout
 from engine.repository.locks import cluster_lock
 from engine.repository.manifest import BackupSummary, list_backup_ids, read_manifest, read_summary
-from engine.repository.retention import ExpirePlan, plan
+from engine.repository.retention import ExpirePlan, Policy
 from engine.repository.storage import Storage
 from engine.wal import names as wal
 
@@ -55,19 +55,21 @@ class ExpireReport:
 
 
 def run(config: Config, cluster: str, storage: Storage, dry_run: bool = False,
-        now: float | None = None) -> ExpireReport:
+        now: float | None = None, policy: Policy | None = None, command: str = "expire") -> ExpireReport:
+    """Expire ``cluster`` in ``storage`` as ``policy`` says (default: the cluster's retention
+    settings), holding the cluster's lock in that repository (a copy's own, for a copy)."""
     notices: list[str] = []
-    with cluster_lock(storage, cluster, "expire", notices):
-        report = run_locked(config, cluster, storage, dry_run, now)
+    with cluster_lock(storage, cluster, command, notices):
+        report = run_locked(config, cluster, storage, dry_run, now, policy)
     report.notices[:0] = notices
     return report
 
 
 def run_locked(config: Config, cluster: str, storage: Storage, dry_run: bool = False,
-               now: float | None = None) -> ExpireReport:
+               now: float | None = None, policy: Policy | None = None) -> ExpireReport:
     """The same, for a caller that already holds the cluster's lock (backup)."""
     now = time.time() if now is None else now
-    rules = config.retention_for(cluster)
+    rules = policy or Policy.of(config.retention_for(cluster))
     segment_size = clusterinfo.read(storage, cluster).wal_segment_size
     summaries: list[BackupSummary] = []
     unreadable: list[str] = []
@@ -76,7 +78,7 @@ def run_locked(config: Config, cluster: str, storage: Storage, dry_run: bool = F
             summaries.append(read_summary(storage, cluster, backup_id))
         except LifeboatError:
             unreadable.append(backup_id)
-    decided = plan(summaries, rules.rules(), rules.max_recovery_window, now, segment_size)
+    decided = rules.plan(summaries, now, segment_size)
     report = ExpireReport(dry_run, decided)
     if not dry_run:
         for backup in decided.expire:

@@ -318,4 +318,6 @@ def test_the_agents_copier_records_a_failure_once_and_its_recovery(source: Posix
     target.unlink()
     copier.round()
     assert recorded[1:] == [("main", "copy_recovered", "info")]
-    assert content(PosixStorage(target)) == content(source)
+    # it keeps what the primary keeps: not the WAL before the oldest backup, which no restore reads
+    before = layout.wal_key("main", "000000010000000000000001")
+    assert content(PosixStorage(target)) == {k: v for k, v in content(source).items() if k != before}
