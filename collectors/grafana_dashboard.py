@@ -398,7 +398,7 @@ _PANELS: dict[str, tuple[PanelSpec, ...]] = {  # objectives: _objective_panels
         _series("Copy throughput", "lifeboat_copy_throughput_bytes_per_second",
                 Target(sel("lifeboat_copy_throughput_bytes_per_second"), "round " + CR),
                 Target(f"rate({sel('lifeboat_copy_bytes_total')}[5m])", "5m average " + CR),
-                Target(sel("lifeboat_copy_bandwidth_limit_bytes_per_second") + " > 0", "limit " + CR),
+                Target(sel("lifeboat_copy_bandwidth_limit_bytes_per_second"), "limit (0: none) " + CR),
                 width=12, description="Bytes per second into each region's copy: the newest round's, the "
                                       "average of the last 5 minutes, and the bandwidth limit."),
         _stat("Backups in repository", "lifeboat_repository_backups", sel("lifeboat_repository_backups"), CT),

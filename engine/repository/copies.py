@@ -216,6 +216,7 @@ class ShipReport:
 
 #: How many of the newest WAL directories (256 segments each) a shipping round looks at.
 RECENT_WAL_DIRECTORIES = 2
+_IDENTIFIED: set[tuple[str, str, str]] = set()  # (source, target, cluster) whose identity matched
 
 
 def ship_wal(source: Storage, target: Storage, cluster: str, region: str,
@@ -224,19 +225,23 @@ def ship_wal(source: Storage, target: Storage, cluster: str, region: str,
     segments of the :data:`RECENT_WAL_DIRECTORIES` newest WAL directories, oldest first),
     none before the oldest backup the target holds (:func:`target_floor`).
 
-    Contract: the identity is copied or checked first as by :func:`copy_cluster` (a
-    differing one raises CopyConflictError and nothing is written); a file of both sides
-    with different sizes raises CopyConflictError; a file gone from the source meanwhile is
-    skipped; nothing is deleted and no lock is taken (see the module's docstring). ``delay``
-    is measured before anything is copied: what an alert on ``max_delay`` compares.
-    Cost: four listings (the WAL root and the newest directories of each side) and one stat
-    per file of those directories both hold; older WAL is the full copy round's.
+    Contract: the identity is copied or checked first as by :func:`copy_cluster`, once per
+    process and target (a differing one raises CopyConflictError and nothing is written);
+    only files the target lacks are written, put-if-absent, so a file of another size
+    already there is never overwritten (one that appears meanwhile raises
+    CopyConflictError); a file gone from the source meanwhile is skipped; nothing is deleted
+    and no lock is taken (see the module's docstring). ``delay`` is measured before anything
+    is copied: what an alert on ``max_delay`` compares.
+    Cost: the listings of the WAL root and the newest directories of each side and of the
+    target's backups, and one stat per file lacking; older WAL is the full copy round's.
     """
     started = time.monotonic()
     now = time.time() if now is None else now
     report = ShipReport(cluster, region)
-    copy_report = CopyReport(cluster, region)
-    _copy_identity(source, target, cluster, copy_report)
+    checked = (source.describe(), target.describe(), cluster)
+    if checked not in _IDENTIFIED:  # once per process: the full rounds check it every time
+        _copy_identity(source, target, cluster, CopyReport(cluster, region))
+        _IDENTIFIED.add(checked)
     root = layout.wal_prefix(cluster)
     directories = [d for d in source.list(root, recursive=False) if d.endswith("/")]
     history = [d for d in directories if d.rstrip("/").endswith("/history")]
@@ -250,7 +255,6 @@ def ship_wal(source: Storage, target: Storage, cluster: str, region: str,
     lacking = sorted(n for n in ours - theirs if _at_or_after(n, floor))
     oldest = _oldest(source, [layout.wal_key(cluster, n) for n in lacking])
     report.delay = 0.0 if oldest is None else max(0.0, now - oldest)
-    _check_sizes(source, target, cluster, sorted(ours & theirs), new_only=True)
     for name in sorted(lacking, key=lambda n: (wal.wal_file_kind(n) != "history", n)):
         try:
             written = _copy_object(source, target, layout.wal_key(cluster, name))
@@ -364,12 +368,10 @@ def _copy_wal(source: Storage, target: Storage, cluster: str, report: CopyReport
     return theirs
 
 
-def _check_sizes(source: Storage, target: Storage, cluster: str, names: list[str],
-                 new_only: bool = False) -> None:
+def _check_sizes(source: Storage, target: Storage, cluster: str, names: list[str]) -> None:
     """A file both sides hold with other sizes is a conflict that stops the copy before anything
-    is written. ``new_only``: only the newest few (a shipping round: the rest were checked by
-    the rounds before it)."""
-    for name in names[-8:] if new_only else names:
+    is written."""
+    for name in names:
         key = layout.wal_key(cluster, name)
         try:
             size = source.size(key)

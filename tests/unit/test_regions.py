@@ -252,6 +252,36 @@ def test_copy_validate_on_the_command_line_exits_1_naming_the_problem(
     assert state["ok"] is False and state["problems"] == 1  # the metrics show it
 
 
+def test_expire_verify_and_enqueue_take_a_region(primary: PosixStorage, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from engine import jobs
+    from engine.catalog.store import Catalog
+    from lifeboat.cli import main
+
+    copied(primary, tmp_path)
+    path = tmp_path / "lifeboat.toml"
+    path.write_text(f'os_user = "root"\n[repository]\npath = "{tmp_path}/source"\n'
+                    f'[repository.copies.dr]\npath = "{tmp_path}/dr"\n'
+                    f'[catalog]\npath = "{tmp_path}/catalog.sqlite3"\n[retention]\ngc_grace = "0s"\n'
+                    f'[clusters.main]\npgdata = "{tmp_path}/pgdata"\n')
+    primary.delete(layout.manifest_key("main", FULL))
+    assert main(["--config", str(path), "expire", "--region", "dr", "--dry-run", "--output", "json"]) == 0
+    dry = json.loads(capsys.readouterr().out)
+    assert [e["id"] for e in dry["expired"]] == [FULL] and dry["expired"][0]["reason"] == NOT_IN_PRIMARY
+    assert list_backup_ids(PosixStorage(tmp_path / "dr"), "main") == [FULL, INCR]  # a dry run
+    assert main(["--config", str(path), "verify", "--region", "dr"]) == 0
+    assert "2 backups" in capsys.readouterr().out
+    config = parse_config(path.read_bytes(), path)
+    with Catalog.open(config) as catalog:
+        restore = {"pgdata": str(tmp_path / "r"), "region": "dr"}
+        job = jobs.enqueue(catalog, config, "restore", "main", restore, "test")
+        assert catalog.job(job).params["region"] == "dr"
+        with pytest.raises(UsageError, match="region 'mars'"):
+            jobs.enqueue(catalog, config, "restore", "main", restore | {"region": "mars"}, "test")
+
+
 # the bandwidth limit --------------------------------------------------------------------------
 
 def test_the_token_bucket_paces_to_its_rate() -> None:
