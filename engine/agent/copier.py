@@ -155,9 +155,12 @@ class RegionCopier:
     def expire(self, cluster: str, copy: Storage) -> None:
         """Apply the copy's retention after a round (when its policy expires after rounds)."""
         from engine.errors import LockBusyError
+        from engine.repository.manifest import list_backup_ids
         from engine.repository.region import copy_policy, expire_copy
 
         try:
+            if not list_backup_ids(copy, cluster):
+                return  # nothing to expire (a new cluster: the primary holds none either)
             if not copy_policy(self.config, cluster, self.region, self.storage, copy).expire_after:
                 return
             report = expire_copy(self.config, cluster, self.region, self.storage, copy)
@@ -171,11 +174,11 @@ class RegionCopier:
         self._recovered(cluster, "expire", "copy_expire_recovered",
                         f"expire of the copy in region {self.region} runs again")
         if report.plan.expire or report.wal_removed:
+            gone = [f"backups {', '.join(b.id for b in report.plan.expire)}"] if report.plan.expire else []
+            if report.wal_removed:
+                gone.append(f"{len(report.wal_removed)} WAL files no kept backup needs")
             self.event(cluster)("copy_expired", "info",
-                                f"expired {len(report.plan.expire)} backups "
-                                f"({', '.join(b.id for b in report.plan.expire) or 'none'}) and "
-                                f"{len(report.wal_removed)} WAL files from the copy in region "
-                                f"{self.region}")
+                                f"expired {' and '.join(gone)} from the copy in region {self.region}")
 
     def validation_due(self, cluster: str, now: float | None = None) -> bool:
         every = self.settings.validate_interval

@@ -142,8 +142,7 @@ def copy_lags(source: Storage, target: Storage, cluster: str,
     while looked at (expired) does not count.
     """
     now = time.time() if now is None else now
-    held_ids = list_backup_ids(target, cluster)
-    held = set(held_ids)
+    held = set(list_backup_ids(target, cluster))
     first_id, floor = target_floor(target, cluster)
     manifests = [layout.manifest_key(cluster, b) for b in list_backup_ids(source, cluster)
                  if b not in held and (first_id is None or b > first_id)]
@@ -173,8 +172,10 @@ def target_floor(target: Storage, cluster: str) -> tuple[str | None, tuple[int, 
                 size = clusterinfo.read(target, cluster).wal_segment_size
                 start = read_summary(target, cluster, backup_id).start_wal
                 _FLOORS[key] = (size, wal.parse_segment(start, size).segno)
+            except StorageError:
+                continue  # cannot be read now (gone, unreachable): not remembered
             except LifeboatError:
-                _FLOORS[key] = None
+                _FLOORS[key] = None  # damaged: the next backup starts the copy
         found = _FLOORS[key]
         if found is not None:
             return backup_id, found

@@ -176,7 +176,7 @@ def plan_restore(ctx: Context, params: RestoreParams) -> RestorePlan:
             ctx.storage.describe()
     except LifeboatError as exc:
         reachable = False
-        draft.problems.append(f"{exc}: restore from the primary or another region "
+        draft.problems.append(f"{exc}: restore from the primary or another region's copy "
                               f"({_regions(ctx)})" if params.region else str(exc))
     options = None
     try:
@@ -194,8 +194,8 @@ def plan_restore(ctx: Context, params: RestoreParams) -> RestorePlan:
             backup = physical.choose(ctx.storage, cluster, options)
         except LifeboatError as exc:
             if "holds no backup" in str(exc) and params.region is None and ctx.config.repository.copies:
-                draft.problems.append(f"{exc}: if the primary region is lost, restore from a copy "
-                                      f"({_regions(ctx)})")
+                draft.problems.append(f"{exc}: if the primary region is lost, restore from a region's "
+                                      f"copy instead ({_regions(ctx)})")
             else:
                 draft.problems.append(f"{exc}: choose a later point, or take a backup before the point "
                                       "you need next time" if "no backup" in str(exc) else str(exc))
@@ -217,8 +217,7 @@ def plan_restore(ctx: Context, params: RestoreParams) -> RestorePlan:
 
 
 def _regions(ctx: Context) -> str:
-    repository = ctx.config.repository
-    return ", ".join([f"primary {repository.region}", *(f"region {r}" for r in sorted(repository.copies))])
+    return "regions: " + ", ".join(sorted(ctx.config.repository.copies))
 
 
 def _wal(ctx: Context, cluster: str, backup: BackupSummary, target: Any, draft: _Draft) -> None:
