@@ -25,6 +25,7 @@ from engine.repository.region import copy_policy, expire_copy, open_copy
 from engine.repository.retention import NOT_IN_PRIMARY
 from engine.repository.storage.posix import PosixStorage
 from engine.repository.throttle import ThrottledStorage, TokenBucket
+from engine.restore import points
 from engine.restore.files import FileWriter
 from tests.unit.conftest import allow_loopback, fake_segment, s3_url
 from tests.unit.test_copies import (
@@ -48,13 +49,16 @@ def config_of(tmp_path: Path, **copy: object) -> Config:
     return Config.model_validate({
         "repository": {"path": str(tmp_path / "source"), "region": "home",
                        "copies": {"dr": {"path": str(tmp_path / "dr"), **copy}}},
-        "retention": {"gc_grace": "0s"},
+        "retention": {"gc_grace": "0s"}, "catalog": {"path": str(tmp_path / "catalog.sqlite3")},
         "clusters": {"main": {"pgdata": str(tmp_path / "pgdata")}}})
 
 
 @pytest.fixture
 def primary(tmp_path: Path) -> PosixStorage:
-    return _source(tmp_path)
+    repo = _source(tmp_path)
+    points.save(repo, "main", points.RestorePoint("before-migration", "0/3000028", "000000010000000000000003",
+                                                  "2026-11-25T01:30:00+00:00"))
+    return repo
 
 
 def copied(primary: PosixStorage, tmp_path: Path) -> PosixStorage:
@@ -385,6 +389,27 @@ def test_a_regions_context_reads_the_copy_and_names_an_unknown_or_unreachable_re
     out.mkdir()
     FileWriter(region.storage, "main", manifest.summary, out, jobs=2).write(manifest, {})
     assert (out / "base/5/16384").read_bytes() == (tmp_path / "pgdata/base/5/16384").read_bytes()
+
+
+def test_the_plan_of_a_restore_from_a_region_reads_the_copy_or_names_what_is_wrong(
+        primary: PosixStorage, tmp_path: Path) -> None:
+    from engine import jobs
+    from engine.context import Context
+    from engine.restore.plan import plan_restore
+
+    ctx = Context(config_of(tmp_path), tmp_path / "x.toml", "main")
+    asked = {"pgdata": str(tmp_path / "restored"), "region": "dr", "target": "name",
+             "target_value": "before-migration"}
+    plan = plan_restore(ctx, jobs.restore_params(asked))
+    assert not plan.runnable and plan.region == "dr" and plan.backup_id is None
+    assert any(p.startswith(f"region 'dr' ({tmp_path}/dr): there is no Lifeboat repository there")
+               and p.endswith("(regions: dr)") for p in plan.problems), plan.problems
+    copied(primary, tmp_path)
+    plan = plan_restore(ctx, jobs.restore_params(asked))
+    assert plan.source == f"the copy in region dr: {tmp_path}/dr"
+    assert plan.backup_id == INCR  # the newest backup before the restore point, copied with it
+    assert not plan.warnings or "was not recorded" not in " ".join(plan.warnings)
+    assert not [p for p in plan.problems if "region" in p or "WAL" in p], plan.problems
 
 
 def test_restore_from_a_region_fetches_its_wal_there(tmp_path: Path) -> None:
