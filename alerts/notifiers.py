@@ -17,15 +17,13 @@ generic JSON webhook (a POST of the notice as JSON, for any HTTP endpoint). They
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from alerts.channels.base import Delivery, Outcome, outcome_of_status
+from alerts.channels.http import post_json
 from engine.config.schema import Config
 
 TIMEOUT = 10.0
@@ -85,19 +83,9 @@ class JsonWebhook:
         self.url, self.timeout = url, timeout
 
     def send(self, notice: Notice) -> Delivery:
-        body = json.dumps({"title": notice.title, "text": notice.text, "severity": notice.severity,
-                           "sent_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                           "data": notice.data}).encode()
-        request = urllib.request.Request(self.url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "User-Agent": "lifeboat"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                status = response.status
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            return Delivery(self.name, Outcome.RETRYABLE, f"not delivered: {exc}")
-        return Delivery(self.name, outcome_of_status(status), f"HTTP {status}")
+        body = {"title": notice.title, "text": notice.text, "severity": notice.severity,
+                "sent_at": datetime.now(UTC).isoformat(timespec="seconds"), "data": notice.data}
+        return Delivery(self.name, *post_json(self.url, body, self.timeout))
 
 
 def channels(config: Config) -> list[Notifier]:

@@ -20,7 +20,7 @@ How thresholds are compared:
   threshold x the cluster's RTO objective;
 - ``drill_overdue``'s threshold is the grace after the schedule's period;
 - the others compare the metric's value with the threshold (``backup_success_rate`` fires
-  below it, the rest above; ``drill_failed_checks`` at it or above).
+  below it, the rest above; ``drill_failed_checks`` and ``below_replication`` at it or above).
 
 Summaries and descriptions (the defaults here, or a rule's own) may say ``{threshold}``,
 ``{window}``, ``{for}`` and ``{severity}`` (written for humans: 5m, 2d, 95%) and ``{times}``
@@ -231,6 +231,12 @@ SIGNALS: dict[str, Signal] = {
         "The copy of cluster {{ $labels.cluster }}'s repository in region {{ $labels.region }} lacks "
         "WAL archived {{ $value | humanizeDuration }} ago, more than {times}its max_delay: a restore "
         "from that region would lose that much."),
+    "below_replication": Signal(
+        lambda p: f"{p.sel('lifeboat_backups_below_replication')} >= {num(p.threshold)}",
+        "Backups of {{ $labels.cluster }} lack copies in the {{ $labels.tier }} tier",
+        "{{ $value }} backup(s) of cluster {{ $labels.cluster }} are held by fewer storages of the "
+        "{{ $labels.tier }} tier than its replication count, for {for}: the agent's tiering job "
+        "could not repair them."),
     "streaming_receiver_down": Signal(
         lambda p: f"{p.sel('lifeboat_streaming_receiver_up')} == 0",
         "The streaming WAL receiver of {{ $labels.cluster }} is not connected",

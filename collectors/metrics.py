@@ -153,8 +153,15 @@ METRICS: tuple[Metric, ...] = (
        "Longest gap between two scheduled drills of this kind (0: not scheduled)."),
     # repository tiers ---------------------------------------------------------------------
     _m("lifeboat_repository_bytes", "gauge", "bytes", "tiers", ("cluster", "tier", "region"),
-       "Bytes the cluster's blocks, manifests and WAL take in the repository and in each "
-       "region's copy of it."),
+       "Bytes the cluster's blocks, manifests and WAL take in each tier (all its storages: "
+       "replicas count) and in each region's copy of the repository."),
+    _m("lifeboat_tier_backups", "gauge", "short", "tiers", ("cluster", "tier"),
+       "Backups in each tier (a backup being moved counts in the hotter tier)."),
+    _m("lifeboat_backup_copies", "gauge", "short", "tiers", ("cluster", "tier"),
+       "The fewest independent copies any backup of the tier has (its storages holding it)."),
+    _m("lifeboat_backups_below_replication", "gauge", "short", "tiers", ("cluster", "tier"),
+       "Backups of the tier held by fewer of its storages than its replication count (the "
+       "agent's tiering job repairs them)."),
     _m("lifeboat_copy_lag_seconds", "gauge", "s", "tiers", ("cluster", "region"),
        "How far each region's copy of the repository is behind: the age of the oldest backup "
        "or WAL file the copy lacks (0: in sync)."),

@@ -358,7 +358,8 @@ def repository(snapshot: Snapshot, config: Config, storage: Storage, cluster: st
     from engine.repository import layout
     from engine.repository.info import cluster_report
 
-    report = cluster_report(storage, cluster, with_archive=False)
+    tiers = _tiers(config, storage)
+    report = cluster_report(storage, cluster, with_archive=False, tiers=tiers)
     newest: dict[str, Any] = {}
     counts: Counter[str] = Counter()
     for backup in report.backups:  # oldest first
@@ -384,9 +385,47 @@ def repository(snapshot: Snapshot, config: Config, storage: Storage, cluster: st
         new_bytes = last.size_bytes - last.reused_bytes
         snapshot.set("lifeboat_compression_ratio",
                      new_bytes / last.stored_bytes if last.stored_bytes else None, cluster=cluster)
-    snapshot.set("lifeboat_repository_bytes", storage.usage(layout.cluster_prefix(cluster)),
-                 cluster=cluster, tier=FIRST_TIER, region=config.repository.region)
+    if tiers is None:
+        snapshot.set("lifeboat_repository_bytes", storage.usage(layout.cluster_prefix(cluster)),
+                     cluster=cluster, tier=FIRST_TIER, region=config.repository.region)
+    else:
+        _tiered(snapshot, config, tiers, report, cluster)
     _copies(snapshot, config, storage, cluster)
+
+
+_TIERS: dict[tuple[int, int], Any] = {}  # (config, storage) -> its opened tiers
+
+
+def _tiers(config: Config, storage: Storage) -> Any:
+    """The repository's tiers when configured (opened once per configuration and storage)."""
+    if not config.repository.tiers.enabled:
+        return None
+    from engine.repository.tiers import open_tiers
+
+    key = (id(config), id(storage))
+    if key not in _TIERS:
+        _TIERS[key] = open_tiers(config, storage)
+    return _TIERS[key]
+
+
+def _tiered(snapshot: Snapshot, config: Config, tiers: Any, report: Any, cluster: str) -> None:
+    """Real bytes of each tier (the sum over its storages), its backups and their copies."""
+    from engine.errors import LifeboatError
+    from engine.repository import layout
+
+    for tier in tiers.tiers:
+        try:
+            size: float | None = sum(s.usage(layout.cluster_prefix(cluster)) for s in tier.storages)
+        except (LifeboatError, OSError):
+            size = None
+        snapshot.set("lifeboat_repository_bytes", size, cluster=cluster, tier=tier.name,
+                     region=config.repository.region)
+        placed = [p for p in report.placements.values() if p["tier"] == tier.name]
+        snapshot.set("lifeboat_tier_backups", len(placed), cluster=cluster, tier=tier.name)
+        snapshot.set("lifeboat_backup_copies", min((p["copies"] for p in placed), default=None),
+                     cluster=cluster, tier=tier.name)
+        snapshot.set("lifeboat_backups_below_replication",
+                     sum(1 for p in placed if p["below_replication"]), cluster=cluster, tier=tier.name)
 
 
 def _copies(snapshot: Snapshot, config: Config, storage: Storage, cluster: str) -> None:

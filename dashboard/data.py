@@ -56,6 +56,7 @@ def for_cluster(cluster: str) -> Context:
     ctx = Context(base.config, base.config_path, cluster)
     ctx._catalog = base.catalog
     ctx.__dict__["storage"] = base.storage
+    ctx.__dict__["tiers"] = base.tiers  # opened once: a tier on S3 has a client to keep
     return ctx
 
 
@@ -164,7 +165,7 @@ def repository(cluster: str) -> dict[str, Any]:
     from engine.repository.info import cluster_report
 
     try:
-        report = cluster_report(context().storage, cluster)
+        report = cluster_report(context().storage, cluster, tiers=context().tiers)
     except Exception as exc:  # a repository that cannot be read is shown, not raised
         return {"name": cluster, "status": f"error: {exc}", "backups": [], "archive": []}
     return report.to_json()
@@ -177,7 +178,7 @@ def backups(cluster: str) -> dict[str, Any]:
     from engine.repository.info import cluster_report
 
     try:
-        report = cluster_report(context().storage, cluster, with_archive=False)
+        report = cluster_report(context().storage, cluster, with_archive=False, tiers=context().tiers)
     except Exception as exc:  # a repository that cannot be read is shown, not raised
         return {"name": cluster, "status": f"error: {exc}", "backups": [], "archive": []}
     return report.to_json()

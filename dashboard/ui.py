@@ -14,6 +14,9 @@ from engine.errors import LifeboatError
 
 SESSION_KEY = "lifeboat_session"
 LEVEL_ICONS = {"green": "🟢", "amber": "🟠", "red": "🔴", "grey": "⚪"}
+#: a level's word and Streamlit colour: the emoji alone is a box where no emoji font is installed
+LEVEL_BADGES = {"green": ("within objective", "green"), "amber": ("near objective", "orange"),
+                "red": ("beyond objective", "red"), "grey": ("unknown", "gray")}
 
 
 def session() -> auth.Session | None:
@@ -97,6 +100,15 @@ def act(what: Callable[[], Any], done: str) -> Any:
 
 def level(name: str, text: str) -> str:
     return f"{LEVEL_ICONS.get(name, '⚪')} {text}"
+
+
+def badge(where: Any, text: str, colour: str) -> None:
+    """A coloured word under a figure, so its state reads without colour emoji or colour vision."""
+    where.badge(text, color=colour)
+
+
+def level_badge(where: Any, name: str) -> None:
+    badge(where, *LEVEL_BADGES.get(name, LEVEL_BADGES["grey"]))
 
 
 def cluster_picker(key: str, label: str = "Cluster") -> str | None:

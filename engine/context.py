@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from engine.catalog.store import Catalog
     from engine.config.schema import Config
     from engine.repository.storage.base import Storage
+    from engine.repository.tiers import TierSet
 
 
 @dataclass
@@ -49,6 +50,24 @@ class Context:
         from engine.repository.storage import open_storage
 
         return open_storage(self.config.repository.url)
+
+    @cached_property
+    def tiers(self) -> TierSet:
+        """The repository's tiers (hot: the repository itself; warm, cold), each opened. A
+        region's copy is a repository of its own, without the primary's tiers: it alone."""
+        from engine.repository.tiers import Tier, TierSet, open_tiers
+        from engine.vocabulary import FIRST_TIER
+
+        if self.region is not None:
+            return TierSet([Tier(FIRST_TIER, [self.storage], [self.storage.describe()])])
+        return open_tiers(self.config, self.storage)
+
+    @cached_property
+    def tiered(self) -> Storage:
+        """Every tier read as one, hottest first: what restores, their plans and the recovery
+        windows read (a backup and its WAL are found in whichever tier holds them). The
+        repository itself when no tiers are configured."""
+        return self.tiers.view() if self.tiers.enabled else self.storage
 
     def copy_storage(self, region: str) -> Storage:
         """The repository's copy in ``region`` (UsageError naming the regions when unknown)."""

@@ -40,6 +40,11 @@ class NotFoundError(StorageError):
     """An object that was asked for is not in the repository."""
 
 
+class ArchivedObjectError(StorageError):
+    """The object is in an archive storage class (GLACIER, DEEP_ARCHIVE) and cannot be read
+    until a restore request has made a temporary copy of it (see engine.repository.tiers.thaw)."""
+
+
 class CopyConflictError(StorageError):
     """The target holds something under a key that differs from the source's object
     (another cluster's identity, a WAL file or pack of another size): it is not a copy

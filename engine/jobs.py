@@ -277,20 +277,21 @@ def _restore(ctx: Context, params: RestoreParams, report: Progress, notices: lis
             notices.append(f"the server of cluster '{cluster}' (pid {stopped}) was stopped for the "
                            "restore in place")
     phases = _Phases(report, physical.PHASE_FILES)
-    source = ctx.in_region(params.region).storage  # a region's copy: RegionUnavailableError names it
+    region = ctx.in_region(params.region)  # a region's copy: RegionUnavailableError names it
+    source = region.tiered  # every tier of the primary's; a region's copy alone
     copies = ctx.config.repository.copies
     if params.region is None and copies:
         from engine.repository.manifest import list_backup_ids
 
         if not list_backup_ids(source, cluster):
-            raise RestoreError(f"the primary repository ({source.describe()}) holds no backup of cluster "
-                               f"'{cluster}': if the primary region is lost, restore from a copy with "
-                               f"--region REGION (regions: {', '.join(sorted(copies))})")
+            raise RestoreError(f"the primary repository ({ctx.storage.describe()}) holds no backup of "
+                               f"cluster '{cluster}': if the primary region is lost, restore from a copy "
+                               f"with --region REGION (regions: {', '.join(sorted(copies))})")
     if params.region is not None:
         notices.append(f"restoring from the copy in region {params.region} ({source.describe()}); "
                        f"recovery fetches WAL from there too")
     result = physical.run(ctx.config, cluster, source, ctx.config_path, options, phases.bytes,
-                          phases.enter)
+                          phases.enter, prepare=_thaw(region, cluster, options.target, report))
     out = result.to_json()
     if params.validate_restored and result.reached is not None and result.reached.state == "promoted":
         from engine.postgres.server import bin_dir_for
@@ -307,10 +308,24 @@ def _restore(ctx: Context, params: RestoreParams, report: Progress, notices: lis
     return Outcome("restore", result, out)
 
 
+def _thaw(ctx: Context, cluster: str, target: Any, report: Progress) -> Callable[..., None] | None:
+    """What a restore runs before it writes a file: when a tier is in an archive class, the
+    restore requests for what the backup and its WAL need from there, and the wait."""
+    if not any(t.archive_class for t in ctx.tiers.tiers):
+        return None
+
+    def prepare(backup: Any, manifest: Any) -> None:
+        from engine.repository.tiers.thaw import restore_keys, thaw
+
+        view = ctx.tiered
+        thaw(ctx.tiers, view, cluster, restore_keys(view, cluster, backup, manifest, target), report)  # type: ignore[arg-type]
+    return prepare
+
+
 def _preview(ctx: Context, params: PreviewParams, report: Progress, notices: list[str]) -> Outcome:
     from engine.restore import preview
 
-    result = preview.run(ctx.config, ctx.require_cluster(), ctx.storage, ctx.config_path,
+    result = preview.run(ctx.config, ctx.require_cluster(), ctx.tiered, ctx.config_path,
                          preview_target(params), params.table, params.rows, params.backup,
                          params.timeout, report)
     return Outcome("preview", result, result.to_json())

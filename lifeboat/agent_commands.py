@@ -69,6 +69,11 @@ def _agent(args: argparse.Namespace) -> int:
         print(f"lifeboat agent started (pid {os.getpid()}): {len(ctx.config.clusters)} cluster(s), "
               f"catalog {ctx.catalog.db.where}", file=sys.stderr, flush=True)
         exporter = None
+        if ctx.config.repository.tiers.enabled:
+            from engine.agent.tierer import Tierer
+
+            agent.add_periodic("tiering", ctx.config.repository.tiers.interval,
+                               Tierer(ctx.config, ctx.storage, agent.event).round)
         webhook = add_alerts(ctx, agent) if ctx.config.alerts.enabled else None
         if ctx.config.exporter.enabled:
             # the agent measures objectives itself: the exporter only reads them

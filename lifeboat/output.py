@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.config.units import format_size
 
@@ -49,6 +49,7 @@ def info_text(repository: str, reports: list[ClusterReport]) -> str:
             lines.append(f"  backup {b.id} {b.type}: {b.started_at} .. {b.finished_at}, "
                          f"LSN {b.start_lsn} .. {b.stop_lsn} (timeline {b.timeline}), "
                          f"{format_size(b.size_bytes)}, {format_size(b.stored_bytes)} stored"
+                         + _placement(report.placements.get(b.id))
                          + (f"; HOLDS {b.corrupt_pages} CORRUPT PAGES in {', '.join(b.corrupt_files)}"
                             if b.corrupt_pages else ""))
         for backup_id, error in report.damaged:
@@ -56,6 +57,41 @@ def info_text(repository: str, reports: list[ClusterReport]) -> str:
         if report.objectives:
             lines.append(objectives_text(report.objectives))
     return "\n".join(lines)
+
+
+def tier_text(report: Any) -> str:
+    """What a tiering run did (``lifeboat tier``)."""
+    head = "would" if report.dry_run else "did"
+    lines = [f"tiering of cluster '{report.cluster}' ({head}): {len(report.moved)} moved, "
+             f"{len(report.repaired)} repaired, {format_size(report.bytes_copied)} copied in "
+             f"{report.seconds:.1f}s" + ("" if report.ok else ": NOT ALL IN PLACE")]
+    lines += [f"  moved {m['backup']}: {m['from']} -> {m['to']} ({m['copies']} copies verified)"
+              for m in report.moved]
+    lines += [f"  repaired {r['backup']} in {r['tier']}: {r['copies']}/{r['replication']} copies"
+              for r in report.repaired]
+    lines += [f"  would {p['action']} {p['backup']}: {p['from']} -> {p['to']}"
+              + (f" into {', '.join(p['storages'])}" if p["storages"] else "") for p in report.planned]
+    lines += [f"  below replication: {b['backup']} in {b['tier']} has {b['copies']}/{b['replication']} "
+              "copies" for b in report.below_replication]
+    lines += [f"  failed: {f}" for f in report.failed]
+    lines += [f"  waiting: {w}" for w in report.waiting]
+    if report.past_last_tier:
+        lines.append(f"  past the last tier's age (retention decides): {', '.join(report.past_last_tier)}")
+    lines += [f"  collected in {where}: {c['packs']} packs, {c['lists']} lists, {c['wal']} WAL files "
+              f"({format_size(c['bytes'])})" for where, c in report.collected.items()]
+    lines += [f"  notice: {n}" for n in report.notices]
+    return "\n".join(lines)
+
+
+def _placement(placement: dict | None) -> str:
+    """``; tier warm, 2/2 copies`` (and what is below its replication count)."""
+    if not placement:
+        return ""
+    text = f"; tier {placement['tier']}, {placement['copies']}/{placement['replication']} copies"
+    if placement["below_replication"]:
+        text += " (BELOW REPLICATION)"
+    others = [f"{n} {c}" for n, c in placement["tiers"].items() if n != placement["tier"]]
+    return text + (f" (also in {', '.join(others)}: being moved)" if others else "")
 
 
 def objectives_text(o: dict) -> str:

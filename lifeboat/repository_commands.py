@@ -42,6 +42,11 @@ def add_arguments(command: Any) -> None:
                         "pack, list and WAL file present, a sample re-hashed); exit 1 naming what "
                         "is wrong")
     p.add_argument("--output", choices=["text", "json"], default="text")
+    p = command("tier", "move backups to the tier their age says, repair copies below a tier's "
+                        "replication and collect what moved backups left (the agent does this every "
+                        "[repository.tiers] interval); exit 0 when all is in place, 1 when not")
+    p.add_argument("--dry-run", action="store_true", help="say what would be moved or repaired")
+    p.add_argument("--output", choices=["text", "json"], default="text")
     p = command("restore-point", "create a named restore point (pg_create_restore_point)")
     p.add_argument("name", metavar="NAME")
     p = command("info", "list backups and the WAL archive")
@@ -271,6 +276,21 @@ def _validate_copies(args: argparse.Namespace, ctx: Context, cluster: str, regio
     return 0 if all(r.ok for r in reports) else 1
 
 
+def _tier(args: argparse.Namespace) -> int:
+    from engine.errors import UsageError
+    from engine.repository.tiers.job import run
+    from lifeboat.output import tier_text
+
+    ctx = open_for(args, need_cluster=False)
+    if not ctx.config.repository.tiers.enabled:
+        raise UsageError(f"{ctx.config_path}: no tiers configured: add [repository.tiers.hot] age = \"7d\" "
+                         "and [repository.tiers.warm] age = \"30d\" storage = \"/path\" (see README: Tiers)")
+    reports = [run(ctx.tiers, cluster, ctx.config.retention_for(cluster).gc_grace, dry_run=args.dry_run)
+               for cluster in ctx.clusters()]
+    show(args.output, [r.to_json() for r in reports], lambda: "\n".join(tier_text(r) for r in reports))
+    return 0 if all(r.ok for r in reports) else 1
+
+
 def _restore_point(args: argparse.Namespace) -> int:
     from engine.restore import points
 
@@ -287,7 +307,7 @@ def _info(args: argparse.Namespace) -> int:
 
     ctx = open_for(args, need_cluster=False)
     names = ctx.clusters()
-    reports = [cluster_report(ctx.storage, name) for name in names]
+    reports = [cluster_report(ctx.storage, name, tiers=ctx.tiers) for name in names]
     for report, objectives in zip(reports, recorded(ctx.config, names).values(), strict=True):
         report.objectives = objectives
     show(args.output, {"repository": ctx.storage.describe(), "clusters": [r.to_json() for r in reports]},
@@ -307,6 +327,6 @@ def _version(args: argparse.Namespace) -> int:
 
 HANDLERS = {
     "init": _init, "check": _check, "backup": _backup, "restore": _restore, "preview": _preview,
-    "restore-point": _restore_point, "copy": _copy, "info": _info, "verify": _verify,
+    "restore-point": _restore_point, "copy": _copy, "tier": _tier, "info": _info, "verify": _verify,
     "expire": _expire, "version": _version,
 }

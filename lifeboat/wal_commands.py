@@ -84,6 +84,11 @@ def wal_get(args: SimpleNamespace) -> int:
         found = archive.get(open_storage(settings.copies[region]), settings.cluster, args.wal_name,
                             args.destination)
         return 0 if found else 1
-    found = archive.get(open_storage(settings.repository), settings.cluster, args.wal_name,
-                        args.destination, settings.stream_dir)
+    storage = open_storage(settings.repository)
+    if settings.tiers:  # WAL that moved with its backups: the repository first, then each tier
+        from engine.repository.storage.tiered import TieredView
+
+        storage = TieredView([storage, *((lambda u=u: open_storage(u)) for u in settings.tiers)],
+                             [settings.repository, *settings.tiers])
+    found = archive.get(storage, settings.cluster, args.wal_name, args.destination, settings.stream_dir)
     return 0 if found else 1

@@ -8,14 +8,12 @@ they do not know, so that new fields with defaults do not break them.
 from __future__ import annotations
 
 import dataclasses
-import json
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from alerts.channels.base import AlertNotice, Delivery, Outcome, outcome_of_status, redact
+from alerts.channels.base import AlertNotice, Delivery, Outcome, redact
+from alerts.channels.http import post_json
 
 VERSION = 1  # of the body's shape
 
@@ -33,18 +31,7 @@ class WebhookChannel:
         self.secrets = [url, parts.path + (f"?{parts.query}" if parts.query else ""), parts.query]
 
     def send(self, notice: AlertNotice) -> Delivery:
-        data = json.dumps(payload(notice), default=str).encode()
-        request = urllib.request.Request(self.url, data=data, method="POST", headers={
-            "Content-Type": "application/json", "User-Agent": "lifeboat"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                status = response.status
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-        except (urllib.error.URLError, OSError) as exc:  # refused, timed out, TLS
-            reason = getattr(exc, "reason", exc)
-            return self._delivery(Outcome.RETRYABLE, f"not delivered: {type(reason).__name__}: {reason}")
-        return self._delivery(outcome_of_status(status), f"HTTP {status}")
+        return self._delivery(*post_json(self.url, payload(notice), self.timeout))
 
     def _delivery(self, outcome: Outcome, detail: str) -> Delivery:
         return Delivery(self.name, outcome, redact(detail, self.secrets))

@@ -27,6 +27,8 @@ if cluster is not None:
              "size (MiB)": round((b.get("size_bytes") or 0) / 2**20, 1),
              "stored (MiB)": round((b.get("stored_bytes") or 0) / 2**20, 1),
              "verified": verified(b["id"]), "status": b["status"] if b["status"] == "ok" else b.get("error")}
+            | ({"tier": b["tier"], "copies": f"{b['copies']}/{b['replication']}"
+                + (" BELOW REPLICATION" if b["below_replication"] else "")} if "tier" in b else {})
             for b in reversed(report["backups"])]
     st.subheader(f"{len(rows)} backups")
     if rows:

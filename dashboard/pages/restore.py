@@ -118,7 +118,8 @@ def pick_destination(cluster: str) -> tuple[dict, bool] | None:
 def show_plan(plan) -> None:
     left, middle, right = st.columns(3)
     left.metric("Backup", plan.backup_id or "-",
-                help=f"{plan.backup_type}, finished {plan.backup_finished_at}")
+                help=f"{plan.backup_type}, finished {plan.backup_finished_at}"
+                     + (f", in the {plan.tier} tier" if getattr(plan, "tier", None) else ""))
     middle.metric("Expected duration", data.duration(plan.expected_seconds), help=plan.expected_basis)
     right.metric("To write", f"{(plan.restore_bytes or 0) / 2**20:,.0f} MiB")
     st.markdown(

@@ -385,6 +385,9 @@ DEFAULT_RULES: dict[str, dict[str, Any]] = {
     "wal_shipping_delayed": _default(
         "wal_shipping_delay", "warning", "LifeboatWALShippingDelayed", "wal_shipping",
         threshold=1, **{"for": "1m"}),
+    "backups_below_replication": _default(
+        "below_replication", "warning", "LifeboatBackupsBelowReplication", "below_replication",
+        threshold=1, **{"for": "2h"}),
     "postgres_down": _default(
         "postgres_down", "critical", "LifeboatPostgresDown", "postgres_down", **{"for": "2m"},
         auto_remediation={"max_attempts": 3, "actions": ["check_network_connectivity", "escalate_to_dba"]}),

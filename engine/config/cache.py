@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 #: The sources whose change invalidates the cache: what validates, and what it validates with.
-_VALIDATORS = tuple(os.path.join(_HERE, name) for name in ("schema.py", "sections.py", "units.py",
-                                                                  "regions.py", "retention.py"))
+_VALIDATORS = tuple(os.path.join(_HERE, name) for name in (
+    "schema.py", "sections.py", "units.py", "tiers.py", "regions.py", "retention.py",
+    os.path.join("..", "repository", "storage", "classes.py")))
 
 
 def cache_dir() -> str:
@@ -67,7 +68,8 @@ def validated_plain(path: str) -> dict[str, Any]:
 
 class ArchiveSettings(namedtuple(
         "ArchiveSettings",
-        "cluster repository algorithm level os_user archive_mode spool stream_dir copies")):
+        "cluster repository algorithm level os_user archive_mode spool stream_dir tiers copies",
+        defaults=((), {}))):
     """What wal-push and wal-get need from the configuration."""
 
     __slots__ = ()
@@ -80,6 +82,7 @@ class ArchiveSettings(namedtuple(
     archive_mode: str  # sync or async
     spool: str  # the cluster's acknowledgements of segments the agent pushed ahead
     stream_dir: str | None  # pg_receivewal's directory when streaming is enabled
+    tiers: tuple[str, ...]  # storages of the tiers, hottest first: wal-get looks there after the repository
     copies: dict[str, str]  # region -> the URL of the repository's copy there (wal-get --region)
 
 
@@ -99,4 +102,4 @@ def archive_settings(path: str, cluster: str | None) -> ArchiveSettings:
     return ArchiveSettings(cluster, data["repository_url"],
                            compression["algorithm"], compression["level"], data["os_user"],
                            clusters[cluster]["archive"]["mode"], paths["spool"], paths["stream_dir"],
-                           data.get("copy_urls", {}))
+                           tuple(data.get("tier_urls", ())), data.get("copy_urls", {}))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -76,18 +75,19 @@ Sample = Annotated[tuple[Literal["count", "share"], float], BeforeValidator(pars
 
 
 def check_url(url: str) -> str:
-    """An absolute path, ``file:///path`` or ``s3://BUCKET[/PREFIX][?OPTIONS]``; the S3 options
-    themselves are checked when the copy is opened (the driver knows them)."""
-    parts = urlsplit(url)
-    if url.startswith("/"):
-        return url
-    if parts.scheme == "file" and parts.path.startswith("/"):
-        return parts.path
-    if parts.scheme == "s3":
-        if not parts.netloc:
-            raise ValueError("an S3 copy is s3://BUCKET[/PREFIX][?endpoint=...&region=...]")
-        return url
-    raise ValueError("must be an absolute path or an s3://BUCKET/PREFIX URL")
+    """An absolute path, ``file:///path`` or ``s3://BUCKET[/PREFIX][?OPTIONS]``, checked as a
+    tier's storage is (:func:`engine.config.tiers._check_url`: one check of a storage URL); a
+    copy may not be in an archive storage class, which nothing could restore from without a
+    thaw of every object first. The other S3 options are checked when the copy is opened."""
+    from engine.config.tiers import _check_url
+    from engine.repository.storage.classes import ARCHIVE_CLASSES, url_storage_class
+
+    checked = _check_url(url)
+    storage_class = url_storage_class(url)
+    if storage_class in ARCHIVE_CLASSES:
+        raise ValueError(f"'{url}': a copy in the {storage_class} storage class could not be restored "
+                         "from without thawing every object first: use a readable class (STANDARD_IA)")
+    return checked
 
 
 class CopyConfig(BaseModel):

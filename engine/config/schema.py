@@ -47,6 +47,7 @@ from engine.config.sections import (
     ScheduleConfig,
     StreamingConfig,
 )
+from engine.config.tiers import TiersConfig, location
 from engine.config.units import parse_duration, parse_size
 from engine.errors import ConfigError
 
@@ -102,6 +103,7 @@ class RepositoryConfig(_Section):
     pack_size: Size = 64 * 1024 * 1024
     region: RegionName = "local"  # where it is (a metrics label)
     copies: dict[RegionName, CopyConfig] = Field(default_factory=dict)  # region -> its copy
+    tiers: TiersConfig = TiersConfig()  # hot/warm/cold: where backups go as they age
 
     _check_path = field_validator("path")(_absolute)
 
@@ -116,8 +118,13 @@ class RepositoryConfig(_Section):
             if region == self.region:
                 raise ValueError(f"copies.{region}: a copy must be in another region than "
                                  f"the repository ('{self.region}')")
-            if copy.url == self.url:
+            if location(copy.url) == location(self.url):
                 raise ValueError(f"copies.{region}: a copy cannot be the repository itself")
+        for name, tier in self.tiers.configured():
+            for url in tier.urls:
+                if location(url) == location(self.url):
+                    raise ValueError(f"tiers.{name}: {url} is the repository itself (the hot tier "
+                                     "holds the repository; name other storages)")
         return self
 
     @field_validator("block_size")
@@ -301,6 +308,8 @@ def plain(config: Config) -> dict[str, Any]:
     data = config.model_dump(mode="json")
     data["repository_url"] = config.repository.url
     data["copy_urls"] = {region: copy.url for region, copy in config.repository.copies.items()}
+    # where wal-get looks after the repository: hot replicas, then warm, then cold storages
+    data["tier_urls"] = [url for _name, tier in config.repository.tiers.configured() for url in tier.urls]
     data["wal_paths"] = {
         name: {"spool": str(config.spool_directory(name)),
                "stream_dir": str(config.streaming_directory(name)) if cluster.streaming.enabled

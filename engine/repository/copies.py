@@ -28,6 +28,10 @@ for its expire to remove them).
 within ``max_delay`` of the archive: it lists only the newest WAL directories of both sides
 and takes no lock (every write is put-if-absent of an immutable object, so it may run beside
 a full copy or an expire of the copy; expire never removes WAL that recent).
+
+The tiering job (:mod:`engine.repository.tiers.job`) moves a backup with the same pieces:
+:func:`copy_identity`, :func:`copy_wal` for the WAL that backup needs, then
+:func:`copy_backup`; one implementation of the safe order for both.
 """
 
 from __future__ import annotations
@@ -105,7 +109,7 @@ def copy_cluster(source: Storage, target: Storage, cluster: str, region: str,
     """
     started = time.monotonic()
     report = CopyReport(cluster, region)
-    info = _copy_identity(source, target, cluster, report)
+    info = copy_identity(source, target, cluster, report)
     with cluster_lock(target, cluster, f"copy to region {region} from {source.describe()}"):
         held = set(list_backup_ids(target, cluster))
         backups = [b for b in list_backup_ids(source, cluster) if b not in held]  # before the WAL
@@ -113,11 +117,12 @@ def copy_cluster(source: Storage, target: Storage, cluster: str, region: str,
         if policy is not None and policy.configured:
             backups, floor = _wanted(source, target, cluster, backups, held, policy,
                                      info.wal_segment_size, now, report)
-        wal_held = _copy_wal(source, target, cluster, report, floor, info.wal_segment_size)
+        wal_held = copy_wal(source, target, cluster, report, floor=floor,
+                            segment_size=info.wal_segment_size)
         held_objects: tuple[set[str], set[str]] = (set(), set())  # packs, lists
         for backup_id in backups:
-            _copy_backup(source, target, cluster, backup_id, wal_held, held_objects,
-                         info.wal_segment_size, report)
+            copy_backup(source, target, cluster, backup_id, wal_held, held_objects,
+                        info.wal_segment_size, report)
         _copy_restore_points(source, target, cluster, report)
     report.seconds = round(time.monotonic() - started, 3)
     return report
@@ -146,8 +151,8 @@ def copy_lags(source: Storage, target: Storage, cluster: str,
     first_id, floor = target_floor(target, cluster)
     manifests = [layout.manifest_key(cluster, b) for b in list_backup_ids(source, cluster)
                  if b not in held and (first_id is None or b > first_id)]
-    held_wal = _wal_names(target, cluster)
-    wal_keys = [layout.wal_key(cluster, n) for n in sorted(_wal_names(source, cluster) - held_wal)
+    held_wal = wal_names(target, cluster)
+    wal_keys = [layout.wal_key(cluster, n) for n in sorted(wal_names(source, cluster) - held_wal)
                 if _at_or_after(n, floor)]
     oldest_wal = _oldest(source, wal_keys)
     oldest = _oldest(source, manifests)
@@ -241,7 +246,7 @@ def ship_wal(source: Storage, target: Storage, cluster: str, region: str,
     report = ShipReport(cluster, region)
     checked = (source.describe(), target.describe(), cluster)
     if checked not in _IDENTIFIED:  # once per process: the full rounds check it every time
-        _copy_identity(source, target, cluster, CopyReport(cluster, region))
+        copy_identity(source, target, cluster, CopyReport(cluster, region))
         _IDENTIFIED.add(checked)
     root = layout.wal_prefix(cluster)
     directories = [d for d in source.list(root, recursive=False) if d.endswith("/")]
@@ -258,7 +263,7 @@ def ship_wal(source: Storage, target: Storage, cluster: str, region: str,
     report.delay = 0.0 if oldest is None else max(0.0, now - oldest)
     for name in sorted(lacking, key=lambda n: (wal.wal_file_kind(n) != "history", n)):
         try:
-            written = _copy_object(source, target, layout.wal_key(cluster, name))
+            written = copy_object(source, target, layout.wal_key(cluster, name))
         except NotFoundError:
             report.skipped.append(f"WAL {name}: removed from the source while copying")
             continue
@@ -305,8 +310,8 @@ def _segno(name: str, segment_size: int) -> int | None:
 
 # identity ---------------------------------------------------------------------------------
 
-def _copy_identity(source: Storage, target: Storage, cluster: str,
-                   report: CopyReport) -> clusterinfo.ClusterInfo:
+def copy_identity(source: Storage, target: Storage, cluster: str,
+                  report: CopyReport) -> clusterinfo.ClusterInfo:
     """The repository marker and ``cluster.json``; a differing identity is a conflict, and
     either side in another format is refused (FormatError)."""
     clusterinfo.check_marker(target)  # a target of another format is refused before any write
@@ -336,43 +341,27 @@ def _copy_identity(source: Storage, target: Storage, cluster: str,
 
 # WAL --------------------------------------------------------------------------------------
 
-def _wal_names(storage: Storage, cluster: str) -> set[str]:
+def wal_names(storage: Storage, cluster: str) -> set[str]:
     names = (k.rsplit("/", 1)[-1] for k in storage.list(layout.wal_prefix(cluster)))
     return {n for n in names if wal.wal_file_kind(n) is not None}
 
 
-def _copy_wal(source: Storage, target: Storage, cluster: str, report: CopyReport,
-              floor: int | None = None, segment_size: int = 0) -> set[str]:
-    """Copy the WAL files the target lacks (history files first), none before segment number
-    ``floor``; the names it now holds."""
-    theirs = _wal_names(target, cluster)
-    ours = _wal_names(source, cluster)
-    _check_sizes(source, target, cluster, sorted(ours & theirs))
-    missing = sorted(ours - theirs, key=lambda n: (wal.wal_file_kind(n) != "history", n))
+def copy_wal(source: Storage, target: Storage, cluster: str, report: CopyReport,
+             only: set[str] | None = None, floor: int | None = None, segment_size: int = 0) -> set[str]:
+    """Copy the WAL files the target lacks (history files first), or of them only those in
+    ``only``, none before segment number ``floor``; the names it now holds."""
+    theirs = wal_names(target, cluster)
+    ours = wal_names(source, cluster)
+    if only is not None:
+        ours &= only
     if floor is not None:
-        before = {n for n in missing if (segno := _segno(n, segment_size)) is not None and segno < floor}
+        before = {n for n in ours - theirs
+                  if (segno := _segno(n, segment_size)) is not None and segno < floor}
         if before:
             report.skipped.append(f"{len(before)} WAL files: older than the oldest backup the copy's "
                                   "retention keeps")
-            missing = [n for n in missing if n not in before]
-    for name in missing:
-        key = layout.wal_key(cluster, name)
-        try:
-            written = _copy_object(source, target, key)
-        except NotFoundError:
-            report.skipped.append(f"WAL {name}: removed from the source while copying")
-            continue
-        theirs.add(name)
-        if written:
-            report.wal_copied += 1
-            report.bytes_copied += written
-    return theirs
-
-
-def _check_sizes(source: Storage, target: Storage, cluster: str, names: list[str]) -> None:
-    """A file both sides hold with other sizes is a conflict that stops the copy before anything
-    is written."""
-    for name in names:
+            ours -= before
+    for name in sorted(ours & theirs):  # a conflict stops the copy before anything is written
         key = layout.wal_key(cluster, name)
         try:
             size = source.size(key)
@@ -383,27 +372,41 @@ def _check_sizes(source: Storage, target: Storage, cluster: str, names: list[str
             raise CopyConflictError(
                 f"{target.describe()}: {key} is {theirs_size} bytes but the source's is {size}: "
                 "the target's archive is not a copy of this source's (refusing to overwrite it)")
+    missing = sorted(ours - theirs, key=lambda n: (wal.wal_file_kind(n) != "history", n))
+    for name in missing:
+        key = layout.wal_key(cluster, name)
+        try:
+            written = copy_object(source, target, key)
+        except NotFoundError:
+            report.skipped.append(f"WAL {name}: removed from the source while copying")
+            continue
+        theirs.add(name)
+        if written:
+            report.wal_copied += 1
+            report.bytes_copied += written
+    return theirs
 
 
 # backups ----------------------------------------------------------------------------------
 
-def _copy_backup(source: Storage, target: Storage, cluster: str, backup_id: str, wal_held: set[str],
-                 held: tuple[set[str], set[str]], segment_size: int, report: CopyReport) -> None:
-    """Its packs, then its block lists, then its manifest; a backup that cannot be copied
-    yet is skipped."""
+def copy_backup(source: Storage, target: Storage, cluster: str, backup_id: str, wal_held: set[str],
+                held: tuple[set[str], set[str]], segment_size: int, report: CopyReport) -> bool:
+    """Its packs, then its block lists, then its manifest, once the WAL from its start to its
+    stop is in ``wal_held`` (the target's); a backup that cannot be copied yet is skipped,
+    named in ``report.skipped``. Whether the target now holds its manifest."""
     packs_held, lists_held = held
     try:
         summary = read_summary(source, cluster, backup_id)
     except NotFoundError:
         report.skipped.append(f"backup {backup_id}: expired from the source while copying")
-        return
+        return False
     except LifeboatError as exc:
         report.skipped.append(f"backup {backup_id}: its manifest in the source is unreadable ({exc})")
-        return
-    lacking = [n for n in _own_wal(summary, segment_size) if n not in wal_held]
+        return False
+    lacking = [n for n in own_wal(summary, segment_size) if n not in wal_held]
     if lacking:
         report.skipped.append(f"backup {backup_id}: its WAL {lacking[0]} is not in the target yet")
-        return
+        return False
     for pack_id in summary.packs:
         if pack_id in packs_held:
             continue
@@ -413,7 +416,7 @@ def _copy_backup(source: Storage, target: Storage, cluster: str, backup_id: str,
         except NotFoundError:
             report.skipped.append(f"backup {backup_id}: expired from the source while copying "
                                   f"(pack {pack_id} is gone)")
-            return
+            return False
         packs_held.add(pack_id)
         if written:
             report.packs_copied += 1
@@ -422,22 +425,23 @@ def _copy_backup(source: Storage, target: Storage, cluster: str, backup_id: str,
         _copy_lists(source, target, cluster, backup_id, lists_held, report)
     except NotFoundError:
         report.skipped.append(f"backup {backup_id}: expired from the source while copying")
-        return
+        return False
     except ChecksumError as exc:
         report.skipped.append(f"backup {backup_id}: {exc}")
-        return
+        return False
     key = layout.manifest_key(cluster, backup_id)
     try:
-        written = _copy_object(source, target, key, summary)
+        written = copy_object(source, target, key, summary)
     except NotFoundError:
         report.skipped.append(f"backup {backup_id}: expired from the source while copying")
-        return
+        return False
     except ChecksumError as exc:
         report.skipped.append(f"backup {backup_id}: {exc}")
-        return
+        return False
     if written:
         report.backups_copied += 1
         report.bytes_copied += written
+    return True
 
 
 def _copy_lists(source: Storage, target: Storage, cluster: str, backup_id: str, held: set[str],
@@ -464,7 +468,7 @@ def _copy_lists(source: Storage, target: Storage, cluster: str, backup_id: str, 
         held.add(hex_id)
 
 
-def _own_wal(summary: BackupSummary, segment_size: int) -> list[str]:
+def own_wal(summary: BackupSummary, segment_size: int) -> list[str]:
     """The segments from the backup's start to its stop: without them it cannot be restored."""
     first = wal.parse_segment(summary.start_wal, segment_size).segno
     last = wal.parse_segment(summary.stop_wal, segment_size).segno
@@ -476,7 +480,7 @@ def _copy_pack(source: Storage, target: Storage, key: str) -> int:
     try:
         theirs = target.size(key)
     except NotFoundError:
-        return _copy_object(source, target, key)
+        return copy_object(source, target, key)
     size = source.size(key)
     if theirs != size:
         raise CopyConflictError(f"{target.describe()}: {key} is {theirs} bytes but the source's is "
@@ -491,12 +495,12 @@ def _copy_restore_points(source: Storage, target: Storage, cluster: str, report:
     prefix = layout.restore_points_prefix(cluster)
     for key in sorted(set(source.list(prefix)) - set(target.list(prefix))):
         try:
-            report.bytes_copied += _copy_object(source, target, key)
+            report.bytes_copied += copy_object(source, target, key)
         except NotFoundError:
             continue
 
 
-def _copy_object(source: Storage, target: Storage, key: str,
+def copy_object(source: Storage, target: Storage, key: str,
                  manifest: BackupSummary | None = None) -> int:
     """Stream ``key`` into the target unless present; bytes written (0: it was there already,
     with the same size). NotFoundError when the source no longer holds it."""

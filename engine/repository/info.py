@@ -11,6 +11,10 @@ from engine.repository.manifest import BackupSummary, list_backup_ids, read_summ
 from engine.repository.storage import Storage
 from engine.wal import archive
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from engine.repository.tiers import TierSet
+
 BACKUP_FIELDS = (
     "id", "type", "started_at", "finished_at", "start_lsn", "stop_lsn", "timeline",
     "start_wal", "stop_wal", "size_bytes", "stored_bytes", "file_count", "block_count",
@@ -29,6 +33,7 @@ class ClusterReport:
     damaged: list[tuple[str, str]] = field(default_factory=list)
     archive: list[archive.TimelineRange] = field(default_factory=list)
     objectives: dict[str, Any] | None = None  # class, objectives and the latest measurement
+    placements: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> tier and copies
 
     @property
     def failed(self) -> bool:
@@ -38,6 +43,7 @@ class ClusterReport:
     def to_json(self) -> dict[str, Any]:
         backups: list[dict[str, Any]] = [
             {name: getattr(b, name) for name in BACKUP_FIELDS} | {"status": "ok"}
+            | self.placements.get(b.id, {})
             for b in self.backups
         ]
         backups += [{"id": i, "status": "error", "error": e} for i, e in self.damaged]
@@ -55,9 +61,13 @@ class ClusterReport:
         }
 
 
-def cluster_report(storage: Storage, cluster: str, with_archive: bool = True) -> ClusterReport:
+def cluster_report(storage: Storage, cluster: str, with_archive: bool = True,
+                   tiers: TierSet | None = None) -> ClusterReport:
     """The cluster's backups and, ``with_archive``, its archive's ranges (a walk of the
-    whole WAL prefix)."""
+    whole WAL prefix). With ``tiers`` (more than the repository alone), the backups of every
+    tier, each with its tier and copies there, and the archive of all tiers together."""
+    if tiers is not None and tiers.enabled:
+        return _tiered_report(tiers, cluster, with_archive)
     report = ClusterReport(cluster)
     try:
         report.info = clusterinfo.read(storage, cluster)
@@ -76,4 +86,22 @@ def cluster_report(storage: Storage, cluster: str, with_archive: bool = True) ->
             report.damaged.append((backup_id, str(exc)))
     if with_archive:
         report.archive = archive.archive_ranges(storage, cluster, report.info.wal_segment_size)
+    return report
+
+
+def _tiered_report(tiers: TierSet, cluster: str, with_archive: bool) -> ClusterReport:
+    from engine.repository.tiers import census
+
+    view = tiers.view()
+    report = cluster_report(tiers.repository, cluster, with_archive=False)
+    if report.info is None:
+        return report
+    found = census(tiers, cluster)
+    report.backups = [p.summary for p in sorted(found.backups, key=lambda p: p.id)]
+    report.damaged = found.damaged
+    report.placements = {p.id: p.to_json(tiers) for p in found.backups}
+    if found.unreachable:
+        report.status = f"error: {'; '.join(found.unreachable)}"
+    if with_archive:
+        report.archive = archive.archive_ranges(view, cluster, report.info.wal_segment_size)
     return report

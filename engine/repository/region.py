@@ -2,10 +2,11 @@
 keeps, and expiring it by the same code that expires the primary.
 
 A copy's ``retention`` is ``"primary"`` (keep what the primary keeps: every backup the
-primary no longer holds goes, and the WAL no kept backup needs) or a retention section of its
-own. Keeping what the primary keeps needs the primary to say what it holds: when it cannot
-(unreachable, not initialised, another database system, or holding no backup at all, as a
-primary lost in a disaster would), nothing is expired in the copy and the report says why.
+primary no longer holds, in any of its tiers, goes, and the WAL no kept backup needs) or a
+retention section of its own. Keeping what the primary keeps needs the primary to say what
+it holds: when it cannot (unreachable, not initialised, another database system, a tier that
+cannot be listed, or holding no backup at all, as a primary lost in a disaster would),
+nothing is expired in the copy and the report says why.
 A disaster must never empty the copy it is restored from.
 """
 
@@ -87,7 +88,7 @@ def copy_policy(config: Config, cluster: str, region: str, primary: Storage | No
         raise RegionUnavailableError(f"{refuse} is not open: nothing is expired in the copy")
     try:
         theirs = clusterinfo.read(primary, cluster)
-        ids = frozenset(list_backup_ids(primary, cluster))
+        ids = _kept_by_primary(config, primary, cluster)
     except LifeboatError as exc:
         raise RegionUnavailableError(f"{refuse} ({primary.describe()}) cannot say what it holds "
                                      f"({exc}): nothing is expired in the copy") from None
@@ -103,6 +104,19 @@ def copy_policy(config: Config, cluster: str, region: str, primary: Storage | No
         raise RegionUnavailableError(f"{refuse} ({primary.describe()}) holds no backup of cluster "
                                      f"'{cluster}' (lost?): nothing is expired in the copy")
     return Policy({}, None, own.gc_grace, mirror=ids, expire_after=own.expire_after_backup)
+
+
+def _kept_by_primary(config: Config, primary: Storage, cluster: str) -> frozenset[str]:
+    """The backups the primary keeps: in the repository, and with tiers in every tier (a backup
+    that moved to a colder tier is still kept). A tier that cannot be listed raises."""
+    if not config.repository.tiers.enabled:
+        return frozenset(list_backup_ids(primary, cluster))
+    from engine.repository.tiers import census, open_tiers
+
+    found = census(open_tiers(config, primary), cluster)
+    if found.unreachable:
+        raise StorageError(f"a tier storage cannot be listed ({'; '.join(found.unreachable)})")
+    return frozenset([p.id for p in found.backups] + [backup_id for backup_id, _ in found.damaged])
 
 
 def expire_copy(config: Config, cluster: str, region: str, primary: Storage | None, copy: Storage,

@@ -63,7 +63,8 @@ class ExpirePlan:
     wal_before_segno: int | None = None  # archived segments below this are removable
 
 
-def _stopped(summary: BackupSummary) -> float:
+def stopped_at(summary: BackupSummary) -> float:
+    """When the backup stopped (seconds since the epoch): ages of retention and tiers count from it."""
     return datetime.fromisoformat(summary.stopped_at.replace("Z", "+00:00")).timestamp()
 
 
@@ -75,10 +76,10 @@ def plan(backups: list[BackupSummary], rules: dict[str, tuple[str, float]],
     result = ExpirePlan()
     if not backups:
         return result
-    ordered = sorted(backups, key=lambda b: (_stopped(b), b.id))
+    ordered = sorted(backups, key=lambda b: (stopped_at(b), b.id))
     protected = {ordered[-1].id: "the newest backup"}
     if window is not None:
-        old_enough = [b for b in ordered if _stopped(b) <= now - window]
+        old_enough = [b for b in ordered if stopped_at(b) <= now - window]
         if old_enough:
             protected.setdefault(old_enough[-1].id, "starts the recovery window")
     for backup_type, (kind, amount) in rules.items():
@@ -87,7 +88,7 @@ def plan(backups: list[BackupSummary], rules: dict[str, tuple[str, float]],
             doomed = of_type[:max(0, len(of_type) - int(amount))]
             why = f"more than {int(amount)} {backup_type} backups are kept"
         else:
-            doomed = [b for b in of_type if _stopped(b) < now - amount]
+            doomed = [b for b in of_type if stopped_at(b) < now - amount]
             why = f"older than the {backup_type} retention of {amount / 86400:g} days"
         for backup in doomed:
             result.reasons[backup.id] = why

@@ -15,7 +15,7 @@ from engine.errors import NotFoundError, RecoveryShortfallError, RestoreError, p
 from engine.postgres import server
 from engine.postgres.commands import restore_command
 from engine.repository import clusterinfo
-from engine.repository.manifest import BackupSummary, list_backup_ids, read_manifest, read_summary
+from engine.repository.manifest import BackupSummary, Manifest, list_backup_ids, read_manifest, read_summary
 from engine.repository.storage import Storage
 from engine.restore import points as restore_points
 from engine.restore.files import FileWriter, prepare_directory, tablespace_locations
@@ -142,14 +142,17 @@ PHASE_FILES, PHASE_START, PHASE_REPLAY = "writing files", "starting the server",
 
 def run(config: Config, cluster: str, storage: Storage, config_path: Path,
         options: RestoreOptions, progress: Callable[[int, int], None] | None = None,
-        phase: Callable[[str], None] | None = None) -> RestoreResult:
+        phase: Callable[[str], None] | None = None,
+        prepare: Callable[[BackupSummary, Manifest], None] | None = None) -> RestoreResult:
     """Restore as ``options`` say; the result says what was restored, how long it took and,
     when the server was started, the point recovery reached. ``progress(done, total)`` hears
-    of the bytes written, ``phase(name)`` of each phase (:data:`PHASE_FILES` ...)."""
+    of the bytes written, ``phase(name)`` of each phase (:data:`PHASE_FILES` ...).
+    ``prepare(backup, manifest)`` runs once the backup is chosen, before anything is written
+    (a restore from an archive class waits there for its objects to be readable)."""
     started = time.monotonic()
     try:
         result = _run(config, cluster, storage, config_path, options, progress,
-                      phase or (lambda _name: None))
+                      phase or (lambda _name: None), prepare)
     except OSError as exc:  # a destination that cannot be written: named, with what to do
         raise path_error(exc, "restore into", exc.filename or options.pgdata) from None
     result.seconds = round(time.monotonic() - started, 3)
@@ -158,10 +161,13 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path,
 
 def _run(config: Config, cluster: str, storage: Storage, config_path: Path,
          options: RestoreOptions, progress: Callable[[int, int], None] | None,
-         phase: Callable[[str], None]) -> RestoreResult:
+         phase: Callable[[str], None],
+         prepare: Callable[[BackupSummary, Manifest], None] | None = None) -> RestoreResult:
     named_lsn = target_lsn(storage, cluster, options.target)
     backup = _choose(storage, cluster, options, named_lsn)
     manifest = read_manifest(storage, cluster, backup.id)
+    if prepare is not None:
+        prepare(backup, manifest)
     locations = tablespace_locations(backup, options.tablespace_map)
     pgdata = options.pgdata
     log_file = start_log(config, cluster) if options.start else None

@@ -72,6 +72,11 @@ class RestorePlan:
     warnings: list[str]
     params: dict[str, Any] = field(default_factory=dict)  # the request, as validated
     stop_server: bool = False  # the restore stops the running server first (in place)
+    tier: str | None = None  # the tier the backup is read from (hot: the repository)
+    archive_objects: int = 0  # objects in an archive class to restore before anything is written
+    archive_bytes: int = 0
+    archive_wait_seconds: float = 0.0  # the expected wait for them (included in expected_seconds)
+    archive_note: str = ""
     region: str | None = None  # restored from the copy in this region (None: the primary)
     source: str = ""  # the repository it restores from, and its WAL
 
@@ -168,7 +173,8 @@ def plan_restore(ctx: Context, params: RestoreParams) -> RestorePlan:
              destination_state=MISSING, destination_free_bytes=None, in_place=False,
              server_running=False, pg_version=None, bin_version=None, tablespaces=[],
              port=params.port, port_free=None, params=params.model_dump(mode="json"),
-             stop_server=params.stop_server, region=params.region, source="")
+             stop_server=params.stop_server, tier=None, archive_objects=0, archive_bytes=0,
+             archive_wait_seconds=0.0, archive_note="", region=params.region, source="")
     reachable = True
     try:
         ctx = ctx.in_region(params.region)  # a region's copy is read as the repository, WAL too
@@ -191,7 +197,7 @@ def plan_restore(ctx: Context, params: RestoreParams) -> RestorePlan:
     backup = None
     if options is not None and reachable:
         try:
-            backup = physical.choose(ctx.storage, cluster, options)
+            backup = physical.choose(ctx.tiered, cluster, options)
         except LifeboatError as exc:
             if "holds no backup" in str(exc) and params.region is None and ctx.config.repository.copies:
                 draft.problems.append(f"{exc}: if the primary region is lost, restore from a region's "
@@ -203,7 +209,8 @@ def plan_restore(ctx: Context, params: RestoreParams) -> RestorePlan:
         v.update(backup_id=backup.id, backup_type=backup.type, backup_finished_at=backup.finished_at,
                  timeline=backup.timeline, restore_bytes=backup.size_bytes,
                  pg_version=_major(backup.pg_version))
-        for check in (lambda: _wal(ctx, cluster, backup, options.target, draft),
+        for check in (lambda: _tier(ctx, cluster, backup, options.target, draft),
+                      lambda: _wal(ctx, cluster, backup, options.target, draft),
                       lambda: _binaries(ctx, cluster, backup, draft),
                       lambda: _tablespaces(backup, params, in_place, draft)):
             try:
@@ -220,12 +227,34 @@ def _regions(ctx: Context) -> str:
     return "regions: " + ", ".join(sorted(ctx.config.repository.copies))
 
 
+def _tier(ctx: Context, cluster: str, backup: BackupSummary, target: Any, draft: _Draft) -> None:
+    """Which tier holds the backup, and when some of what the restore reads is in an archive
+    class (GLACIER, DEEP_ARCHIVE): how many objects must be restored first, and the wait."""
+    if not ctx.tiers.enabled:
+        return
+    from engine.repository.manifest import read_manifest
+    from engine.repository.tiers import thaw
+
+    view = ctx.tiered
+    index = view.holder(layout.manifest_key(cluster, backup.id))  # type: ignore[attr-defined]
+    if index is not None:
+        draft.values["tier"] = ctx.tiers.at(index)[0].name
+    if not any(t.archive_class for t in ctx.tiers.tiers):
+        return
+    manifest = read_manifest(view, cluster, backup.id)
+    waits = thaw.plan(ctx.tiers, view, cluster, thaw.restore_keys(view, cluster, backup, manifest, target))
+    if waits.objects:
+        draft.values.update(archive_objects=waits.objects, archive_bytes=waits.bytes,
+                            archive_wait_seconds=waits.wait_seconds, archive_note=waits.describe())
+        draft.warnings.append(waits.describe())
+
+
 def _wal(ctx: Context, cluster: str, backup: BackupSummary, target: Any, draft: _Draft) -> None:
     """The WAL range recovery reads, from the backup's start to the target (or the end of
     the archive), and whether the archive holds all of it and reaches the target."""
     from engine.restore import physical
 
-    storage = ctx.storage
+    storage = ctx.tiered
     v = draft.values
     size = clusterinfo.read(storage, cluster).wal_segment_size
     spans = timelines.recovery_path(storage, cluster, backup.timeline, parse_lsn(backup.start_lsn),
@@ -282,7 +311,7 @@ def _cut_at_time(ctx: Context, cluster: str, needed: list[tuple[int, int]], size
                  moment: datetime, draft: _Draft) -> int:
     """How many of ``needed`` recovery reads to reach ``moment``: up to the first segment
     archived at or after it; a problem when the moment is past the archive's last transaction."""
-    storage = ctx.storage
+    storage = ctx.tiered
     final = needed[-1][0] if needed else None
     windows = [w for w in recovery_windows(ctx, cluster) if w.timeline == final]
     if final is not None:
@@ -437,10 +466,13 @@ def _estimate(ctx: Context, cluster: str, draft: _Draft) -> None:
         rates = objectives.Rates(objectives.ASSUMED_RESTORE_RATE, objectives.ASSUMED_REPLAY_RATE,
                                  objectives.ASSUMED_STARTUP, "")
         basis = f"assumed rates (the catalog cannot be read: {exc})"
-    v["expected_seconds"] = round(objectives.expected_rto(v["restore_bytes"], v["wal_bytes"], rates), 1)
+    v["expected_seconds"] = round(objectives.expected_rto(v["restore_bytes"], v["wal_bytes"], rates)
+                                  + v["archive_wait_seconds"], 1)
     v["expected_basis"] = (f"{basis}: {_size(rates.restore_bytes_per_second)}/s restore, "
                            f"{_size(rates.replay_bytes_per_second)}/s WAL replay, "
                            f"{rates.startup_seconds:.0f}s start-up")
+    if v["archive_wait_seconds"]:
+        v["expected_basis"] += f", and up to {v['archive_wait_seconds'] / 3600:g} h for archive restores"
 
 
 def plan_text(plan: RestorePlan) -> str:
@@ -451,7 +483,8 @@ def plan_text(plan: RestorePlan) -> str:
         lines.append(f"  from: {plan.source}")
     if plan.backup_id:
         lines.append(f"  backup: {plan.backup_id} ({plan.backup_type}, finished {plan.backup_finished_at}, "
-                     f"timeline {plan.timeline}, PostgreSQL {plan.pg_version}), {_size(plan.restore_bytes)}")
+                     f"timeline {plan.timeline}, PostgreSQL {plan.pg_version}), {_size(plan.restore_bytes)}"
+                     + (f", in the {plan.tier} tier" if plan.tier else ""))
     if plan.wal_first:
         lines.append(f"  WAL: {plan.wal_first} .. {plan.wal_last} ({plan.wal_segments} segments, "
                      f"up to {_size(plan.wal_bytes)} to replay)")

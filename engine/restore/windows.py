@@ -90,7 +90,7 @@ def waldump(ctx: Context, cluster: str) -> Path | None:
     from engine.postgres import server
 
     try:
-        info = clusterinfo.read(ctx.storage, cluster)
+        info = clusterinfo.read(ctx.tiered, cluster)
         found = server.bin_dir_for(info.pg_version, ctx.config.clusters[cluster].bin_dir) / "pg_waldump"
     except LifeboatError:
         return None
@@ -125,7 +125,7 @@ def recovery_windows(ctx: Context, cluster: str) -> list[RecoveryWindow]:
     """Per timeline of the archive, the span of time a time target can name (oldest first);
     a timeline with no backup that recovers along it, or no transaction after its oldest such
     backup, has none."""
-    storage = ctx.storage
+    storage = ctx.tiered
     size = clusterinfo.read(storage, cluster).wal_segment_size
     from engine.restore.physical import list_backups
 
@@ -156,7 +156,7 @@ def named_points(ctx: Context, cluster: str) -> list[NamedPoint]:
     from engine.restore import points
 
     found = []
-    storage = ctx.storage
+    storage = ctx.tiered
     for key in storage.list(layout.restore_points_prefix(cluster)):
         try:
             point = points.parse(storage.get(key), key)

@@ -193,15 +193,7 @@ class StreamingSupervisor:
         """Stop the receiver (it flushes what it has) and archive its complete segments."""
         self._active = False
         process = self._process
-        if process is not None and process.poll() is None:
-            _interrupt(process)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            if self._reader is not None:
-                self._reader.join(1.0)
+        if process is not None and self._end_receiver():
             self._emit("receiver_stopped", "warning" if self.synchronous else "info",
                        f"cluster '{self.cluster}': pg_receivewal "
                        f"(pid {process.pid}) stopped" + (
@@ -335,19 +327,27 @@ class StreamingSupervisor:
                        f"restarted (pid {process.pid}, restart {self._launches - 1})",
                        repeat_key="restarted" if self._failures > 1 else None)
 
+    def _end_receiver(self) -> bool:
+        """Interrupt a running receiver (it flushes what it has), kill it if it does not end
+        within STOP_TIMEOUT, and wait for its output reader; False when none was running."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return False
+        _interrupt(process)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if self._reader is not None:
+            self._reader.join(1.0)
+        return True
+
     def _stop_for_restart(self) -> None:
         """Stop a running receiver (it flushes what it has) for :meth:`restart`; the launch
         that follows at once is not counted as a failure."""
         process = self._process
-        if process is not None and process.poll() is None:
-            _interrupt(process)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            if self._reader is not None:
-                self._reader.join(1.0)
+        if process is not None and self._end_receiver():
             self._emit("receiver_stopped", "info", f"cluster '{self.cluster}': pg_receivewal "
                        f"(pid {process.pid}) stopped to be restarted")
         elif process is not None:

@@ -4,10 +4,7 @@ tests that assert on what Lifeboat exports; read through prometheus-api-client."
 from __future__ import annotations
 
 import contextlib
-import shutil
-import subprocess
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +13,7 @@ import yaml
 from prometheus_api_client import PrometheusConnect
 
 from tests.integration.pg import Workspace, free_port
+from tests.integration.servers import served
 
 
 @contextlib.contextmanager
@@ -23,8 +21,6 @@ def prometheus(workspace: Workspace, targets: list[str], rule_files: list[Path] 
                lifecycle: bool = False, port: int | None = None) -> Iterator[PrometheusConnect]:
     """``lifecycle``: accept ``POST /-/reload`` (a test that changes the rules files);
     ``port``: listen there (a configuration written before names it), else on a free one."""
-    binary = shutil.which("prometheus")
-    assert binary, "prometheus is not installed (scripts/setup installs Debian's package)"
     port = port or free_port()
     home = workspace.path(f"prometheus-{port}")
     config = {
@@ -33,34 +29,12 @@ def prometheus(workspace: Workspace, targets: list[str], rule_files: list[Path] 
         "scrape_configs": [{"job_name": "lifeboat", "static_configs": [{"targets": targets}]}],
     }
     (home / "prometheus.yml").write_text(yaml.safe_dump(config))
-    log = home / "prometheus.log"
-    with open(log, "w") as handle:
-        process = subprocess.Popen(
-            [binary, f"--config.file={home / 'prometheus.yml'}", f"--storage.tsdb.path={home / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
-             *(["--web.enable-lifecycle"] if lifecycle else [])],
-            stdout=handle, stderr=handle)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, f"prometheus exited: {log.read_text()}"
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"prometheus not ready: {log.read_text()}"
-            time.sleep(0.2)
+    with served("prometheus", [f"--config.file={home / 'prometheus.yml'}",
+                               f"--storage.tsdb.path={home / 'data'}",
+                               f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+                               *(["--web.enable-lifecycle"] if lifecycle else [])],
+                port, home / "prometheus.log") as url:
         yield PrometheusConnect(url=url, disable_ssl=True)
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def values(prom: PrometheusConnect, query: str) -> dict[tuple[tuple[str, str], ...], float]:

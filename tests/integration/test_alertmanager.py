@@ -5,14 +5,9 @@ firing critical holds back the warning of the same cause and series."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
-import subprocess
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,6 +19,7 @@ from alerts.alertmanager import render_alertmanager
 from alerts.rules import build_rules
 from engine.config.alerting import AlertsSettings
 from tests.integration.pg import free_port
+from tests.integration.servers import alertmanager, post_alerts
 
 
 class Receiver:
@@ -63,49 +59,6 @@ class Mailbox:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(envelope)
         return "250 OK"
-
-
-@contextlib.contextmanager
-def alertmanager(home: Path, config_text: str) -> Iterator[str]:
-    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    assert binary, "prometheus-alertmanager is not installed (scripts/setup installs Debian's package)"
-    port = free_port()
-    config = home / "alertmanager.yml"
-    config.write_text(config_text)
-    log = home / "alertmanager.log"
-    with open(log, "w") as handle:
-        process = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.path={home / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"],
-            stdout=handle, stderr=handle)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, f"alertmanager exited: {log.read_text()}"
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"alertmanager not ready: {log.read_text()}"
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def post_alerts(url: str, alerts: list[dict[str, Any]]) -> None:
-    request = urllib.request.Request(f"{url}/api/v2/alerts", data=json.dumps(alerts).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(request, timeout=5) as answer:
-        assert answer.status == 200
 
 
 def alert_of(settings: AlertsSettings, rule: str, **labels: str) -> dict[str, Any]:

@@ -4,17 +4,11 @@ local receiver), starts remediation, and leaves PagerDuty to Alertmanager."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -25,6 +19,7 @@ from alerts.webhook import AlertmanagerWebhook
 from tests.alerting import Recorder, make_ctx
 from tests.integration.alert_parts import until
 from tests.integration.pg import free_port
+from tests.integration.servers import alertmanager, post_alerts
 from tests.integration.test_alert_loop import registry
 from tests.receivers import HttpReceiver
 
@@ -37,48 +32,6 @@ def minimal_config(webhook_url: str) -> str:
         "receivers": [{"name": "lifeboat",
                        "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
     })
-
-
-@contextlib.contextmanager
-def alertmanager(home: Path, config_text: str) -> Iterator[str]:
-    binary = shutil.which("prometheus-alertmanager")
-    assert binary, "prometheus-alertmanager is not installed (Debian package prometheus-alertmanager)"
-    port = free_port()
-    (home / "alertmanager.yml").write_text(config_text)
-    log = home / "alertmanager.log"
-    with open(log, "w") as handle:
-        process = subprocess.Popen(
-            [binary, f"--config.file={home / 'alertmanager.yml'}", f"--storage.path={home / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"],
-            stdout=handle, stderr=handle)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, f"alertmanager exited: {log.read_text()}"
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"alertmanager not ready: {log.read_text()}"
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def post_alerts(url: str, alerts: list[dict[str, Any]]) -> None:
-    request = urllib.request.Request(f"{url}/api/v2/alerts", json.dumps(alerts).encode(),
-                                     {"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        assert answer.status == 200
 
 
 def rfc3339(epoch: float) -> str:

@@ -85,6 +85,10 @@ def test_every_page_renders_for_each_role(console: ConsoleEnv, role: str) -> Non
             assert "main" in [s.value for s in at.subheader]
             assert any(m.label == "Firing alerts" and "1" in m.value for m in at.metric)
             assert any(m.label == "Last drill" and "failed" in m.value for m in at.metric)
+            # each state also as a coloured word (the emoji are boxes without an emoji font)
+            badges = {m.value for m in at.markdown if "-badge[" in str(m.value)}
+            assert {":red-badge[firing]", ":red-badge[failed]"} <= badges, badges
+            assert len([b for b in badges if "objective]" in b or "unknown]" in b]) >= 1, badges
         if name == "backups":
             assert len(at.dataframe) >= 1 and len(at.dataframe[0].value) == 2  # the full and the incremental
         if name == "drills":

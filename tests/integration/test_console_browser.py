@@ -9,9 +9,7 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -19,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.integration.agent import running_agent
+from tests.integration.console_browser import CHROMIUM, chromium, serving
 from tests.integration.console_env import PASSWORDS, ConsoleEnv, make
-from tests.integration.pg import LIFEBOAT, Cluster, Workspace, free_port
+from tests.integration.pg import Cluster, Workspace, free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parents[1] / "artifacts" / "console"
 PAGES = ("Overview", "Backups", "Restore", "Alerts", "Drills", "Metrics", "Audit")
 
@@ -32,38 +30,17 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium
 @pytest.fixture(scope="module")
 def served(workspace: Workspace) -> Iterator[tuple[ConsoleEnv, str]]:
     console = make(workspace, gap=1.0)  # a whole second between the writes and the time
-    port = free_port()
-    log = workspace.root / "console.log"
-    with running_agent(console.env), open(log, "w") as out:
-        process = subprocess.Popen([str(LIFEBOAT), "--config", str(console.config), "console",
-                                    "--port", str(port)], stdout=out, stderr=out, start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                with contextlib.suppress(OSError):
-                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                        break
-                assert process.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.3)
+    try:
+        with running_agent(console.env), serving(console, free_port(), workspace.root / "console.log") as url:
             yield console, url
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            process.wait(20)
-            console.env.cleanup()
+    finally:
+        console.env.cleanup()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def log_in(browser: object, url: str, user: str, password: str) -> object:

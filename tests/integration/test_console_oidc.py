@@ -9,10 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import secrets
-import signal
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -20,15 +17,14 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.integration.console_browser import CHROMIUM, chromium, serving
 from tests.integration.console_env import ConsoleEnv, make
-from tests.integration.pg import LIFEBOAT, Workspace, free_port
+from tests.integration.pg import Workspace, free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
 CLIENT_ID, CLIENT_SECRET = "lifeboat-console", "console-client-secret"
 IDLE = 8  # [console] session_timeout, seconds
 
@@ -176,36 +172,17 @@ def served(workspace: Workspace) -> Iterator[tuple[ConsoleEnv, str, Provider]]:
             f'[auth]\nredirect_uri = "{url}/oauth2callback"\ncookie_secret = "{secrets.token_hex(32)}"\n'
             f'client_id = "{CLIENT_ID}"\nclient_secret = "{CLIENT_SECRET}"\n'
             f'server_metadata_url = "{provider.url}/.well-known/openid-configuration"\n')
-        with open(log, "w") as out:
-            process = subprocess.Popen([str(LIFEBOAT), "--config", str(console.config), "console",
-                                        "--port", str(port)], stdout=out, stderr=out, cwd=home,
-                                       start_new_session=True)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                with contextlib.suppress(OSError):
-                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                        break
-                assert process.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.3)
-            yield console, url, provider
+            with serving(console, port, log, cwd=home):
+                yield console, url, provider
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            process.wait(20)
             console.env.cleanup()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def sign_in(browser: Any, url: str) -> Any:

@@ -98,8 +98,9 @@ pgdata = "/d"
 @pytest.mark.parametrize(("copy", "said"), [
     ('path = "/a"\nurl = "/b"', "exactly one of path"),
     ("interval = \"1m\"", "exactly one of path"),
-    ('url = "ftp://host/x"', "absolute path or an s3://"),
-    ('url = "s3:///prefix"', "s3://BUCKET"),
+    ('url = "ftp://host/x"', "unknown storage 'ftp://'"),
+    ('url = "s3:///prefix"', "s3://BUCKET/PREFIX"),
+    ('url = "s3://b/p?storage_class=GLACIER"', "without thawing every object"),
     ('path = "/srv/repo"', "cannot be the repository itself"),
     ('path = "/x"\nbandwidth_limit = "fast"', "not a rate"),
     ('path = "/x"\nvalidate_sample = "5"', "written with '%'"),

@@ -279,6 +279,8 @@ SIGNAL_CASES = [  # (rule fields, the PromQL it renders)
     (_signal_rule("wal_shipping_delay", threshold=2),
      "lifeboat_wal_shipping_delay_seconds > on(cluster, region) "
      "(2 * lifeboat_wal_shipping_max_delay_seconds)"),
+    (_signal_rule("below_replication", threshold=2, match={"tier": "cold"}),
+     'lifeboat_backups_below_replication{tier="cold"} >= 2'),
     (_signal_rule("postgres_down", match={"cluster": "main"}), 'lifeboat_up{cluster="main"} == 0'),
     (_signal_rule("streaming_receiver_down"), "lifeboat_streaming_receiver_up == 0"),
     (_signal_rule("metrics_absent"), "absent(lifeboat_up)"),

@@ -4,7 +4,7 @@ A repository on S3 is named by a URL, opened by :func:`engine.repository.storage
 
     s3://BUCKET[/PREFIX][?endpoint=URL&region=R&addressing=path|virtual&profile=P
                          &part_size=BYTES&page_size=N&retries=N&conditional_writes=true|false
-                         &checksums=when_supported|when_required]
+                         &checksums=when_supported|when_required&storage_class=CLASS]
 
 - ``endpoint``: the store's URL (``http://127.0.0.1:9000`` for MinIO); AWS's when left out.
 - ``region``: the bucket's region (the AWS chain's default when left out).
@@ -29,6 +29,11 @@ A repository on S3 is named by a URL, opened by :func:`engine.repository.storage
 - ``checksums``: botocore's ``request_checksum_calculation`` (default ``when_supported``: a
   CRC32 of every PUT and part, checked by the store). Stores that refuse the newer checksum
   headers (older MinIO and Ceph RGW answer 400 or 501) need ``when_required``.
+- ``storage_class``: the S3 storage class every object is written with (``StorageClass`` on
+  each PUT and CreateMultipartUpload): STANDARD_IA, GLACIER, DEEP_ARCHIVE ... (the bucket's
+  default, STANDARD on AWS, when left out). Objects in an archive class (GLACIER, DEEP_ARCHIVE)
+  cannot be read until restored: a read raises :class:`ArchivedObjectError`;
+  :meth:`S3Storage.archive_state` and :meth:`S3Storage.request_restore` are the way back.
 
 Durability: a put returns only once the PUT (or the CompleteMultipartUpload) has succeeded, that
 is once the store has acknowledged the whole object. Objects are atomic on S3, so a reader sees
@@ -55,8 +60,9 @@ import botocore.exceptions as bex
 import botocore.session
 from botocore.config import Config
 
-from engine.errors import NotFoundError, StorageError, UsageError
+from engine.errors import ArchivedObjectError, NotFoundError, StorageError, UsageError
 from engine.repository.storage.capabilities import Capabilities
+from engine.repository.storage.classes import ARCHIVE_CLASSES, STORAGE_CLASSES
 
 MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB  # S3's minimum for every part but the last
@@ -95,7 +101,7 @@ class S3Settings:
     """What an ``s3://`` URL says (see the module's docstring for the form)."""
 
     KNOWN = ("endpoint", "region", "addressing", "profile", "part_size", "page_size", "retries",
-             "conditional_writes", "checksums")
+             "conditional_writes", "checksums", "storage_class")
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -131,6 +137,14 @@ class S3Settings:
                              f"not '{self.checksums}'")
         self.conditional_writes = _flag(one.get("conditional_writes", "true"), "conditional_writes",
                                         url)
+        self.storage_class: str | None = one.get("storage_class", "").upper() or None
+        if self.storage_class is not None and self.storage_class not in STORAGE_CLASSES:
+            raise UsageError(f"repository '{url}': storage_class must be one of "
+                             f"{', '.join(STORAGE_CLASSES)}, not '{self.storage_class}'")
+
+    def put_options(self) -> dict[str, str]:
+        """What every PUT and CreateMultipartUpload carries besides the object."""
+        return {"StorageClass": self.storage_class} if self.storage_class else {}
 
     def where(self) -> str:
         """The bucket and prefix as a URL, without options."""
@@ -156,7 +170,7 @@ class S3Writer:
         self._done = False
         self._upload_id = storage._call(
             "start an upload of", key, storage._client.create_multipart_upload,
-            Bucket=storage.settings.bucket, Key=self._name)["UploadId"]
+            Bucket=storage.settings.bucket, Key=self._name, **storage.settings.put_options())["UploadId"]
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         offset = self._size
@@ -328,6 +342,10 @@ class S3Storage:
                 raise NotFoundError(f"{target}: not in the repository {at}")
             if code in _EXISTS:
                 raise _Exists(f"{target}: already exists")
+            if code == "InvalidObjectState" and key is not None:
+                raise ArchivedObjectError(
+                    f"{target}: cannot {what} it {at}: it is in an archive storage class and must be "
+                    "restored first (a restore from this tier requests that, and waits)")
             if code in _CREDENTIALS:
                 raise StorageError(f"{target}: cannot {what} it {at}: access denied ({code}: "
                                    f"{message}); check the credentials (AWS_ACCESS_KEY_ID, "
@@ -390,20 +408,21 @@ class S3Storage:
         """One PUT; with ``if_absent``, conditional (False when the key exists)."""
         name = self.name_of(key)
         body = bytes(data)
+        extra = self.settings.put_options()
         if not if_absent:
             self._call("write", key, self._client.put_object, Bucket=self.settings.bucket, Key=name,
-                       Body=body)
+                       Body=body, **extra)
             return True
         if not self.settings.conditional_writes:
             if self.exists(key):
                 return False
             self._call("write", key, self._client.put_object, Bucket=self.settings.bucket, Key=name,
-                       Body=body)
+                       Body=body, **extra)
             return True
         for attempt in range(5):
             try:
                 self._call("write", key, self._client.put_object, Bucket=self.settings.bucket,
-                           Key=name, Body=body, IfNoneMatch="*")
+                           Key=name, Body=body, IfNoneMatch="*", **extra)
                 return True
             except _Exists:
                 return False
@@ -477,6 +496,8 @@ class S3Storage:
         except bex.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "InvalidRange":
                 data = b""  # the offset is past the end
+            elif exc.response.get("Error", {}).get("Code") == "InvalidObjectState":
+                self._fail(exc, "read", key)
             else:
                 self._fail(exc, "read", key)
         except bex.BotoCoreError as exc:
@@ -519,6 +540,33 @@ class S3Storage:
     def usage(self, prefix: str) -> int:
         return sum(o["Size"] for page in self._pages("list_objects_v2", "list", prefix)
                    for o in page.get("Contents", ()))
+
+    # -- archive classes ------------------------------------------------------------------
+
+    def archive_state(self, key: str) -> str:
+        """``readable``; ``archived`` (in GLACIER or DEEP_ARCHIVE, no restored copy); or
+        ``restoring`` (a restore request is in progress). One HEAD request."""
+        head = self._head("stat", key)
+        if head.get("StorageClass") not in ARCHIVE_CLASSES:
+            return "readable"
+        restore = head.get("Restore") or ""
+        if 'ongoing-request="true"' in restore:
+            return "restoring"
+        return "readable" if 'ongoing-request="false"' in restore else "archived"
+
+    def request_restore(self, key: str, days: int, retrieval: str) -> None:
+        """Ask S3 for a temporary readable copy of an archived object for ``days`` days, at the
+        ``retrieval`` speed (Expedited, Standard, Bulk); a request already in progress is fine."""
+        try:
+            self._client.restore_object(
+                Bucket=self.settings.bucket, Key=self.name_of(key),
+                RestoreRequest={"Days": days, "GlacierJobParameters": {"Tier": retrieval}})
+        except bex.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "RestoreAlreadyInProgress":
+                return
+            self._fail(exc, "request a restore of", key)
+        except bex.BotoCoreError as exc:
+            self._fail(exc, "request a restore of", key)
 
     # -- removing -------------------------------------------------------------------------
 
