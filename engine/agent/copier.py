@@ -127,8 +127,8 @@ class RegionCopier:
         for cluster in self.config.clusters:
             try:  # opening the target fails like a copy (an unmounted path), recorded, retried
                 raw, target = self._target(cluster)
-                report = copy_cluster(self.storage, target, cluster, self.region,
-                                      self.policy(cluster, raw))
+                policy = self.policy(cluster, raw)
+                report = copy_cluster(self.storage, target, cluster, self.region, policy)
             except Exception as exc:
                 self._fail(cluster, "copy", f"copy to region {self.region} failed: "
                                             f"{exc.__class__.__name__}: {exc}")
@@ -138,9 +138,9 @@ class RegionCopier:
             self._recovered(cluster, "copy", "copy_recovered",
                             f"copy to region {self.region} works again ({report.backups_copied} "
                             f"backups, {report.wal_copied} WAL files copied)")
-            self.expire(cluster, raw)
+            self.expire(cluster, raw, policy)
             if self.validation_due(cluster):
-                self.validate(cluster, raw)
+                self.validate(cluster, raw, policy)
 
     def policy(self, cluster: str, copy: Storage) -> Policy | None:
         """The copy's retention (None when the primary cannot say what it keeps: then the
@@ -152,8 +152,9 @@ class RegionCopier:
         except Exception:
             return None
 
-    def expire(self, cluster: str, copy: Storage) -> None:
-        """Apply the copy's retention after a round (when its policy expires after rounds)."""
+    def expire(self, cluster: str, copy: Storage, policy: Policy | None = None) -> None:
+        """Apply the copy's retention after a round (when its policy expires after rounds);
+        ``policy``: the round's (None: worked out now, saying why when it cannot be)."""
         from engine.errors import LockBusyError
         from engine.repository.manifest import list_backup_ids
         from engine.repository.region import copy_policy, expire_copy
@@ -161,9 +162,10 @@ class RegionCopier:
         try:
             if not list_backup_ids(copy, cluster):
                 return  # nothing to expire (a new cluster: the primary holds none either)
-            if not copy_policy(self.config, cluster, self.region, self.storage, copy).expire_after:
+            policy = policy or copy_policy(self.config, cluster, self.region, self.storage, copy)
+            if not policy.expire_after:
                 return
-            report = expire_copy(self.config, cluster, self.region, self.storage, copy)
+            report = expire_copy(self.config, cluster, self.region, self.storage, copy, policy=policy)
         except LockBusyError:
             return  # someone expires or copies it by hand: the next round
         except Exception as exc:
@@ -185,7 +187,8 @@ class RegionCopier:
         last = self._validated.get(cluster)
         return every > 0 and (last is None or (time.time() if now is None else now) - last >= every)
 
-    def validate(self, cluster: str, copy: Storage | None = None) -> ValidationReport | None:
+    def validate(self, cluster: str, copy: Storage | None = None,
+                 policy: Policy | None = None) -> ValidationReport | None:
         """Validate the copy of ``cluster`` now; record the outcome (and an event when it fails
         or recovers)."""
         from engine.repository import copy_validation
@@ -194,7 +197,7 @@ class RegionCopier:
         self._validated[cluster] = started
         try:
             copy = copy if copy is not None else open_storage(self.settings.url)
-            policy = self.policy(cluster, copy)  # None: compared without what the copy keeps
+            policy = policy or self.policy(cluster, copy)  # None: compared without what it keeps
             report = copy_validation.validate(self.storage, copy, cluster, self.region, policy,
                                               self.settings.validate_sample,
                                               copy_validation.grace(self.settings))

@@ -120,11 +120,12 @@ def _kept_by_primary(config: Config, primary: Storage, cluster: str) -> frozense
 
 
 def expire_copy(config: Config, cluster: str, region: str, primary: Storage | None, copy: Storage,
-                dry_run: bool = False, now: float | None = None) -> ExpireReport:
+                dry_run: bool = False, now: float | None = None,
+                policy: Policy | None = None) -> ExpireReport:
     """Apply the copy's retention to it: :func:`engine.repository.expire.run` on the copy, with
-    the copy's policy, under the copy's cluster lock."""
+    the copy's policy (``policy``, or :func:`copy_policy` now), under the copy's cluster lock."""
     from engine.repository import expire
 
-    policy = copy_policy(config, cluster, region, primary, copy)
+    policy = policy or copy_policy(config, cluster, region, primary, copy)
     return expire.run(config, cluster, copy, dry_run, time.time() if now is None else now, policy,
                       command=f"expire of the copy in region {region}")

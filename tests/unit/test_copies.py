@@ -74,6 +74,11 @@ def write_tree(root: Path, files: dict[str, bytes]) -> None:
 
 @pytest.fixture
 def source(tmp_path: Path) -> PosixStorage:
+    return source_with_point(tmp_path)
+
+
+def source_with_point(tmp_path: Path) -> PosixStorage:
+    """The source of :func:`_source` with a named restore point."""
     repo = _source(tmp_path)
     points.save(repo, "main", points.RestorePoint("before-migration", "0/3000028", "000000010000000000000003",
                                                   "2026-11-25T01:30:00+00:00"))

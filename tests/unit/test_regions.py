@@ -25,19 +25,18 @@ from engine.repository.region import copy_policy, expire_copy, open_copy
 from engine.repository.retention import NOT_IN_PRIMARY
 from engine.repository.storage.posix import PosixStorage
 from engine.repository.throttle import ThrottledStorage, TokenBucket
-from engine.restore import points
 from engine.restore.files import FileWriter
 from tests.unit.conftest import allow_loopback, fake_segment, s3_url
 from tests.unit.test_copies import (
     BLOCK,
     FULL,
     INCR,
-    _source,
     back_up,
     content,
     push,
     repository,
     set_mtime,
+    source_with_point,
     write_tree,
 )
 
@@ -55,10 +54,7 @@ def config_of(tmp_path: Path, **copy: object) -> Config:
 
 @pytest.fixture
 def primary(tmp_path: Path) -> PosixStorage:
-    repo = _source(tmp_path)
-    points.save(repo, "main", points.RestorePoint("before-migration", "0/3000028", "000000010000000000000003",
-                                                  "2026-11-25T01:30:00+00:00"))
-    return repo
+    return source_with_point(tmp_path)
 
 
 def copied(primary: PosixStorage, tmp_path: Path) -> PosixStorage:
