@@ -217,6 +217,20 @@ SIGNALS: dict[str, Signal] = {
         "The {{ $labels.region }} copy of {{ $labels.cluster }} is over {threshold} behind",
         "The copy of cluster {{ $labels.cluster }}'s repository in region {{ $labels.region }} lacks a "
         "backup or WAL file written {{ $value | humanizeDuration }} ago ({severity} above {threshold})."),
+    "copy_validation_failed": Signal(
+        lambda p: f"{p.sel('lifeboat_copy_validation_ok')} == 0",
+        "The {{ $labels.region }} copy of {{ $labels.cluster }} fails its validation",
+        "The newest validation of the copy of cluster {{ $labels.cluster }}'s repository in region "
+        "{{ $labels.region }} found problems (missing, differing or damaged objects): a restore from "
+        "that region may not find what it needs ('lifeboat copy --validate --region "
+        "{{ $labels.region }}' names them)."),
+    "wal_shipping_delay": Signal(
+        lambda p: (f"{p.sel('lifeboat_wal_shipping_delay_seconds')} > on(cluster, region) "
+                   f"{_times(p.threshold, 'lifeboat_wal_shipping_max_delay_seconds')}"),
+        "WAL reaches the {{ $labels.region }} copy of {{ $labels.cluster }} late",
+        "The copy of cluster {{ $labels.cluster }}'s repository in region {{ $labels.region }} lacks "
+        "WAL archived {{ $value | humanizeDuration }} ago, more than {times}its max_delay: a restore "
+        "from that region would lose that much."),
     "below_replication": Signal(
         lambda p: f"{p.sel('lifeboat_backups_below_replication')} >= {num(p.threshold)}",
         "Backups of {{ $labels.cluster }} lack copies in the {{ $labels.tier }} tier",

@@ -165,6 +165,7 @@ NO_BACKUPS = model.RangeMap(model.DashboardRangeMapOptions(1e9, 1e12, model.Valu
 NOT_ATTEMPTED = model.SpecialValueMap(model.DashboardSpecialValueMapOptions(
     model.SpecialValueMatch.NA_N, model.ValueMappingResult(text="none attempted")))
 NOT_SCHEDULED = _value_map(("0", "not scheduled", None))
+UNLIMITED = _value_map(("0", "unlimited", None))
 FAILED_CHECKS = _value_map(("0", "none", GREEN))
 ANY_FAILED = model.RangeMap(model.DashboardRangeMapOptions(1, 1e12, model.ValueMappingResult(color=RED)))
 
@@ -179,6 +180,7 @@ REFRESH_ERRORS: Steps = ((None, GREEN), (0.5, ORANGE))
 ALERTS_FIRING: Steps = ((None, GREEN), (0.5, RED))
 _HISTOGRAM = metrics.metric("lifeboat_recovery_duration_seconds")
 CT, CK, CC = "{{cluster}} {{type}}", "{{cluster}} {{kind}}", "{{cluster}} ({{class}})"
+CR = "{{cluster}} {{region}}"
 
 
 def _sum(by: str, inner: str) -> str:
@@ -383,6 +385,30 @@ _PANELS: dict[str, tuple[PanelSpec, ...]] = {  # objectives: _objective_panels
         _series("Copy lag by region", "lifeboat_copy_lag_seconds",
                 Target(sel("lifeboat_copy_lag_seconds"), "{{cluster}} {{region}}"), width=12,
                 description="How far each region's copy of the repository is behind (0: in sync)."),
+        _stat("Copy validation", "lifeboat_copy_validation_ok", sel("lifeboat_copy_validation_ok"), CR,
+              height=4, mappings=(PASSED,),
+              description="The newest validation of each region's copy: manifests as the primary's, every "
+                          "pack, list and WAL file a backup needs present, a sample re-hashed."),
+        _stat("Copy validation age", "lifeboat_copy_validation_last_timestamp_seconds",
+              age("lifeboat_copy_validation_last_timestamp_seconds"), CR, height=4, unit=AGE,
+              mappings=(NEVER,), description="Time since each region's copy was last validated."),
+        _stat("Copy validation problems", "lifeboat_copy_validation_problems",
+              sel("lifeboat_copy_validation_problems"), CR, height=4, mappings=(FAILED_CHECKS, ANY_FAILED),
+              description="Missing, differing or damaged objects the newest validation found "
+                          "('lifeboat copy --validate' names them)."),
+        _stat("Copy bandwidth limit", "lifeboat_copy_bandwidth_limit_bytes_per_second",
+              sel("lifeboat_copy_bandwidth_limit_bytes_per_second"), CR, height=4, mappings=(UNLIMITED,)),
+        _series("WAL shipping delay", "lifeboat_wal_shipping_delay_seconds",
+                Target(sel("lifeboat_wal_shipping_delay_seconds"), CR),
+                Target(sel("lifeboat_wal_shipping_max_delay_seconds"), "max_delay " + CR), width=12,
+                description="Age of the oldest archived WAL each region's copy lacks, against its "
+                            "max_delay (the wal_shipping_delayed rule fires above it)."),
+        _series("Copy throughput", "lifeboat_copy_throughput_bytes_per_second",
+                Target(sel("lifeboat_copy_throughput_bytes_per_second"), "round " + CR),
+                Target(f"rate({sel('lifeboat_copy_bytes_total')}[5m])", "5m average " + CR),
+                Target(sel("lifeboat_copy_bandwidth_limit_bytes_per_second"), "limit (0: none) " + CR),
+                width=12, description="Bytes per second into each region's copy: the newest round's, the "
+                                      "average of the last 5 minutes, and the bandwidth limit."),
         _stat("Backups in repository", "lifeboat_repository_backups", sel("lifeboat_repository_backups"), CT),
         _stat("Compression ratio", "lifeboat_compression_ratio", sel("lifeboat_compression_ratio"),
               "{{cluster}}", decimals=2),

@@ -57,6 +57,7 @@ C = ("cluster",)
 CT = ("cluster", "type")
 CK = ("cluster", "kind")
 CC = ("cluster", "class")
+CR = ("cluster", "region")
 REPLICA = ("cluster", "replica", "datacenter")
 
 METRICS: tuple[Metric, ...] = (
@@ -164,6 +165,26 @@ METRICS: tuple[Metric, ...] = (
     _m("lifeboat_copy_lag_seconds", "gauge", "s", "tiers", ("cluster", "region"),
        "How far each region's copy of the repository is behind: the age of the oldest backup "
        "or WAL file the copy lacks (0: in sync)."),
+    _m("lifeboat_copy_validation_ok", "gauge", "none", "tiers", CR,
+       "1 when the newest validation of the region's copy passed (manifests as the primary's, every "
+       "pack, list and WAL file present, a sample re-hashed), 0 when it failed; NaN: never validated."),
+    _m("lifeboat_copy_validation_last_timestamp_seconds", "gauge", "dateTimeAsIso", "tiers", CR,
+       "When the region's copy was last validated (0: never)."),
+    _m("lifeboat_copy_validation_problems", "gauge", "short", "tiers", CR,
+       "Problems the newest validation of the region's copy found (missing, differing or damaged "
+       "objects)."),
+    _m("lifeboat_copy_bytes_total", "counter", "bytes", "tiers", CR,
+       "Bytes the agent wrote into the region's copy (backups and WAL shipping)."),
+    _m("lifeboat_copy_throughput_bytes_per_second", "gauge", "Bps", "tiers", CR,
+       "The rate the newest copy round of at least 1 MiB achieved into the region's copy (waiting "
+       "for the bandwidth limit included)."),
+    _m("lifeboat_copy_bandwidth_limit_bytes_per_second", "gauge", "Bps", "tiers", CR,
+       "The region's bandwidth_limit for copies and WAL shipping (0: unlimited)."),
+    _m("lifeboat_wal_shipping_delay_seconds", "gauge", "s", "tiers", CR,
+       "Age of the oldest archived WAL file the region's copy lacks, measured by the agent before "
+       "each shipping round (NaN: not measured lately)."),
+    _m("lifeboat_wal_shipping_max_delay_seconds", "gauge", "s", "tiers", CR,
+       "The region's max_delay: how old archived WAL the copy lacks may get."),
     _m("lifeboat_repository_backups", "gauge", "short", "tiers", CT,
        "Backups of each type in the repository."),
     _m("lifeboat_compression_ratio", "gauge", "none", "tiers", C,

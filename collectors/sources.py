@@ -131,8 +131,37 @@ def catalog(snapshot: Snapshot, config: Config, catalog: Catalog, now: float) ->
     for cluster in clusters:
         _drills(snapshot, cluster, drills[cluster])
         _objectives(snapshot, config, catalog, cluster, now)
+    copies(snapshot, config, catalog, now)
     alerting(snapshot, config, catalog)
     return ended
+
+
+def copies(snapshot: Snapshot, config: Config, catalog: Catalog, now: float) -> None:
+    """What the agent measured of each region's copy (the catalog's ``copy_state``): the newest
+    validation, the bytes copied and the rate achieved, the WAL shipping delay; and each copy's
+    limits. A shipping delay not measured lately is NaN (no agent ships: copy lag says more)."""
+    if not config.repository.copies:
+        return
+    states = catalog.copy_states()
+    for cluster in config.clusters:
+        for region, settings in config.repository.copies.items():
+            labels = {"cluster": cluster, "region": region}
+            snapshot.set("lifeboat_copy_bandwidth_limit_bytes_per_second", settings.bandwidth_limit or 0,
+                         **labels)
+            snapshot.set("lifeboat_wal_shipping_max_delay_seconds", settings.max_delay, **labels)
+            at, validation = states.get((cluster, region, "validation"), (0.0, None))
+            snapshot.set("lifeboat_copy_validation_last_timestamp_seconds", at, **labels)
+            snapshot.set("lifeboat_copy_validation_ok",
+                         None if validation is None else int(bool(validation.get("ok"))), **labels)
+            snapshot.set("lifeboat_copy_validation_problems",
+                         None if validation is None else validation.get("problems", 0), **labels)
+            _at, transfer = states.get((cluster, region, "transfer"), (0.0, {}))
+            snapshot.set("lifeboat_copy_bytes_total", transfer.get("bytes_total") or 0, **labels)
+            snapshot.set("lifeboat_copy_throughput_bytes_per_second", transfer.get("rate"), **labels)
+            at, shipping = states.get((cluster, region, "shipping"), (0.0, {}))
+            fresh = now - at <= 3 * (settings.wal_interval or settings.interval) + 60
+            snapshot.set("lifeboat_wal_shipping_delay_seconds",
+                         shipping.get("delay") if fresh else None, **labels)
 
 
 def alerting(snapshot: Snapshot, config: Config, catalog: Catalog) -> None:
@@ -356,9 +385,13 @@ def repository(snapshot: Snapshot, config: Config, storage: Storage, cluster: st
         new_bytes = last.size_bytes - last.reused_bytes
         snapshot.set("lifeboat_compression_ratio",
                      new_bytes / last.stored_bytes if last.stored_bytes else None, cluster=cluster)
-    if tiers is None:
+    if tiers is None:  # the repository is the one tier: every backup in it, one copy each
         snapshot.set("lifeboat_repository_bytes", storage.usage(layout.cluster_prefix(cluster)),
                      cluster=cluster, tier=FIRST_TIER, region=config.repository.region)
+        snapshot.set("lifeboat_tier_backups", len(report.backups), cluster=cluster, tier=FIRST_TIER)
+        snapshot.set("lifeboat_backup_copies", 1 if report.backups else None, cluster=cluster,
+                     tier=FIRST_TIER)
+        snapshot.set("lifeboat_backups_below_replication", 0, cluster=cluster, tier=FIRST_TIER)
     else:
         _tiered(snapshot, config, tiers, report, cluster)
     _copies(snapshot, config, storage, cluster)

@@ -104,27 +104,32 @@ def preview_available() -> bool:
     return "preview" in PARAMS
 
 
+def regions() -> list[str]:
+    """The regions holding a copy of the repository ([repository.copies.REGION])."""
+    return sorted(context().config.repository.copies)
+
+
 @st.cache_data(ttl=30, show_spinner=False)
-def recovery_windows(cluster: str) -> list[dict[str, Any]] | None:
-    """Each timeline's reachable span {timeline, start, end} (datetimes), or None without
-    the planner."""
+def recovery_windows(cluster: str, region: str | None = None) -> list[dict[str, Any]] | None:
+    """Each timeline's reachable span {timeline, start, end} (datetimes) in the primary
+    repository or the copy in ``region``, or None without the planner."""
     plan = planner()
     if plan is None:
         return None
     found = []
-    for w in plan.recovery_windows(for_cluster(cluster), cluster):
+    for w in plan.recovery_windows(for_cluster(cluster).in_region(region), cluster):
         start, end = _when(w.start), _when(w.end)
         found.append({"timeline": w.timeline, "start": start, "end": end})
     return found
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def named_points(cluster: str) -> list[dict[str, Any]] | None:
+def named_points(cluster: str, region: str | None = None) -> list[dict[str, Any]] | None:
     plan = planner()
     if plan is None:
         return None
     return [{"name": p.name, "time": _when(p.time), "lsn": p.lsn}
-            for p in plan.named_points(for_cluster(cluster), cluster)]
+            for p in plan.named_points(for_cluster(cluster).in_region(region), cluster)]
 
 
 def point_in_window(day: Any, clock: Any, start: datetime, end: datetime

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.config.file import config_path
-from engine.errors import UsageError
 
 if TYPE_CHECKING:
     from engine.catalog.store import Catalog
@@ -31,26 +30,46 @@ class Context:
     config: Config
     config_path: Path
     cluster: str | None = None  # the cluster asked for (None: every cluster, or none needed)
+    region: str | None = None  # a copy's region to work on instead of the primary (restore --region)
     _catalog: Catalog | None = field(default=None, init=False, repr=False)
+    _parent: Context | None = field(default=None, init=False, repr=False)  # in_region's: its catalog
 
     @cached_property
     def storage(self) -> Storage:
-        """The repository (its primary region), with its keys when it is encrypted: a key
-        that is not the repository's (or one given for a repository that has none, or none
-        for one that has) is refused here, before anything is read or written."""
-        return self._open_repository(create=False)
+        """The repository: its primary region's, or the copy in ``region`` when one was asked
+        for (then it must hold the cluster's copy: RegionUnavailableError names the region).
+        With its keys when it is encrypted: a key that is not the repository's (or one given
+        for a repository that has none, or none for one that has) is refused here, before
+        anything is read or written."""
+        if self.region is not None:
+            from engine.repository.region import open_copy
+
+            return open_copy(self.config, self.region, self.require_cluster(),
+                             keys=lambda copy: self._with_keys(copy, create=False))
+        return self.primary_storage
+
+    @cached_property
+    def primary_storage(self) -> Storage:
+        """The repository in its primary region, whatever ``region`` is."""
+        from engine.repository.storage import open_storage
+
+        repository = self.config.repository
+        return self._with_keys(open_storage(repository.url, repository.credentials), create=False)
 
     def create_storage(self) -> Storage:
         """:attr:`storage` for ``init``: an encrypted repository's keys are made if it has
         none yet."""
-        storage = self.__dict__["storage"] = self._open_repository(create=True)
-        return storage
-
-    def _open_repository(self, create: bool) -> Storage:
-        from engine.repository import encryption
         from engine.repository.storage import open_storage
 
-        storage = open_storage(self.config.repository.url, self.config.repository.credentials)
+        repository = self.config.repository
+        storage = self._with_keys(open_storage(repository.url, repository.credentials), create=True)
+        self.__dict__["primary_storage"] = storage
+        return storage
+
+    def _with_keys(self, storage: Storage, create: bool) -> Storage:
+        """``storage`` (the repository or a region's copy of it) with the repository's keys."""
+        from engine.repository import encryption
+
         settings = self.config.repository.encryption
         if settings is None:
             from engine.repository import clusterinfo
@@ -64,9 +83,13 @@ class Context:
 
     @cached_property
     def tiers(self) -> TierSet:
-        """The repository's tiers (hot: the repository itself; warm, cold), each opened."""
-        from engine.repository.tiers import open_tiers
+        """The repository's tiers (hot: the repository itself; warm, cold), each opened. A
+        region's copy is a repository of its own, without the primary's tiers: it alone."""
+        from engine.repository.tiers import Tier, TierSet, open_tiers
+        from engine.vocabulary import FIRST_TIER
 
+        if self.region is not None:
+            return TierSet([Tier(FIRST_TIER, [self.storage], [self.storage.describe()])])
         return open_tiers(self.config, self.storage)
 
     @cached_property
@@ -77,18 +100,32 @@ class Context:
         return self.tiers.view() if self.tiers.enabled else self.storage
 
     def copy_storage(self, region: str) -> Storage:
-        """The repository's copy in ``region``."""
-        from engine.repository.storage import open_storage
+        """The repository's copy in ``region`` (UsageError naming the regions when unknown),
+        with the repository's keys when it is encrypted (a copy holds its objects sealed alike)."""
+        from engine.repository.region import open_copy
 
-        copies = self.config.repository.copies
-        if region not in copies:
-            raise UsageError(f"region '{region}': the configuration has no [repository.copies."
-                             f"{region}] (regions: {', '.join(sorted(copies)) or 'none'})")
-        return open_storage(copies[region].url)
+        return open_copy(self.config, region, keys=lambda copy: self._with_keys(copy, create=False))
+
+    def in_region(self, region: str | None) -> Context:
+        """This context reading the copy in ``region`` as its repository (itself for None):
+        restore, its plan, verify and expire of a region go through it. The region is
+        checked now: UsageError when unknown."""
+        if region is None or region == self.region:
+            return self
+        from engine.repository.region import settings_of
+
+        settings_of(self.config, region)
+        other = Context(self.config, self.config_path, self.cluster, region)
+        other._parent = self._parent or self  # one catalog, opened and closed by the first
+        if "primary_storage" in self.__dict__:
+            other.__dict__["primary_storage"] = self.primary_storage
+        return other
 
     @property
     def catalog(self) -> Catalog:
         """The catalog, opened on first use (CatalogError when it cannot be)."""
+        if self._parent is not None:
+            return self._parent.catalog
         if self._catalog is None:
             from engine.catalog.store import Catalog
 
@@ -118,7 +155,7 @@ class Context:
 
 
 def open_context(path: str | os.PathLike[str] | None = None, cluster: str | None = None,
-                 need_cluster: bool = False) -> Context:
+                 need_cluster: bool = False, region: str | None = None) -> Context:
     """Load and validate the configuration (``--config``, ``$LIFEBOAT_CONFIG`` or the
     default path) and resolve ``cluster`` against it; ``need_cluster`` picks the only
     cluster when none is named (and refuses when there are several)."""
@@ -128,4 +165,5 @@ def open_context(path: str | os.PathLike[str] | None = None, cluster: str | None
     config = load_config(resolved)
     if cluster is not None or need_cluster:
         cluster = config.cluster_name(cluster, resolved)
-    return Context(config, resolved, cluster)
+    context = Context(config, resolved, cluster)
+    return context.in_region(region)

@@ -51,6 +51,10 @@ class CopyConflictError(StorageError):
     of this source, and nothing is overwritten."""
 
 
+class RegionUnavailableError(StorageError):
+    """The repository's copy in a region cannot be used: unreachable, or holding no copy."""
+
+
 class ChecksumError(LifeboatError):
     """Stored data does not match its recorded checksum (it is damaged)."""
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.catalog.store import ACTIVE_STATES, CANCELLED, FAILED, SUCCEEDED, Catalog, Job, agent_identity
-from engine.errors import JobError, LifeboatError, UsageError, path_error
+from engine.errors import JobError, LifeboatError, RestoreError, UsageError, path_error
 from engine.vocabulary import ArchiveMode, BackupType, DrillKind, JobKind, TargetAction, TargetKind
 
 if TYPE_CHECKING:
@@ -48,6 +48,10 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     jobs: int | None = Field(default=None, ge=1, le=256)  # parallel workers (default: config)
+
+
+#: A copy's region ([repository.copies.REGION]) to work on instead of the primary repository.
+Region = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,63}$")
 
 
 class BackupParams(_Params):
@@ -76,6 +80,7 @@ class RestoreParams(_Params):
     # first (fast shutdown); without it, a running server is a reason the restore cannot run
     stop_server: bool = False
     validate_restored: bool = True  # after a started restore: row counts, pg_amcheck (restore.validate)
+    region: str | None = Region  # restore from the copy in this region (its WAL too)
 
 
 #: A qualified table name: ``schema.table`` or ``db.schema.table``, each part an identifier
@@ -103,6 +108,7 @@ class PreviewParams(_Params):
 class VerifyParams(_Params):
     backup: str | None = None
     since_last: bool = False
+    region: str | None = Region  # verify the copy in this region
 
 
 class DrillParams(_Params):
@@ -111,6 +117,7 @@ class DrillParams(_Params):
 
 class ExpireParams(_Params):
     dry_run: bool = False
+    region: str | None = Region  # apply the copy's retention to the copy in this region
 
 
 PARAMS: dict[JobKind, type[_Params]] = {
@@ -178,7 +185,7 @@ def restore_options(params: RestoreParams) -> Any:
         pgdata=Path(params.pgdata), target=target, backup_id=params.backup, force=params.force,
         delta=params.delta, tablespace_map={oid: Path(d) for oid, d in params.tablespace_map.items()},
         archive_mode=params.archive_mode, port=params.port, standby=params.standby,
-        start=params.start, jobs=params.jobs, timeout=params.timeout)
+        start=params.start, jobs=params.jobs, timeout=params.timeout, region=params.region)
 
 
 def preview_target(params: PreviewParams) -> Any:
@@ -270,8 +277,21 @@ def _restore(ctx: Context, params: RestoreParams, report: Progress, notices: lis
             notices.append(f"the server of cluster '{cluster}' (pid {stopped}) was stopped for the "
                            "restore in place")
     phases = _Phases(report, physical.PHASE_FILES)
-    result = physical.run(ctx.config, cluster, ctx.tiered, ctx.config_path, options, phases.bytes,
-                          phases.enter, prepare=_thaw(ctx, cluster, options.target, report))
+    region = ctx.in_region(params.region)  # a region's copy: RegionUnavailableError names it
+    source = region.tiered  # every tier of the primary's; a region's copy alone
+    copies = ctx.config.repository.copies
+    if params.region is None and copies:
+        from engine.repository.manifest import list_backup_ids
+
+        if not list_backup_ids(source, cluster):
+            raise RestoreError(f"the primary repository ({ctx.storage.describe()}) holds no backup of "
+                               f"cluster '{cluster}': if the primary region is lost, restore from a copy "
+                               f"with --region REGION (regions: {', '.join(sorted(copies))})")
+    if params.region is not None:
+        notices.append(f"restoring from the copy in region {params.region} ({source.describe()}); "
+                       f"recovery fetches WAL from there too")
+    result = physical.run(ctx.config, cluster, source, ctx.config_path, options, phases.bytes,
+                          phases.enter, prepare=_thaw(region, cluster, options.target, report))
     out = result.to_json()
     if params.validate_restored and result.reached is not None and result.reached.state == "promoted":
         from engine.postgres.server import bin_dir_for
@@ -320,15 +340,26 @@ def _verify(ctx: Context, params: VerifyParams, report: Progress, notices: list[
         done[0] += n
         report(done[0], 0, "verifying")
 
-    result = verify.run(ctx.storage, ctx.require_cluster(), params.backup, params.since_last,
-                        params.jobs or ctx.config.jobs, advance)
+    result = verify.run(ctx.in_region(params.region).storage, ctx.require_cluster(), params.backup,
+                        params.since_last, params.jobs or ctx.config.jobs, advance)
     return Outcome("verify", result, result.to_json(), ok=result.ok)
 
 
 def _expire(ctx: Context, params: ExpireParams, report: Progress, notices: list[str]) -> Outcome:
     from engine.repository import expire
 
-    result = expire.run(ctx.config, ctx.require_cluster(), ctx.storage, params.dry_run)
+    if params.region is not None:
+        from engine.repository.region import expire_copy
+
+        copy = ctx.in_region(params.region).storage
+        try:
+            primary = ctx.primary_storage
+        except LifeboatError:
+            primary = None  # a copy that keeps what the primary keeps then refuses, saying why
+        result = expire_copy(ctx.config, ctx.require_cluster(), params.region, primary, copy,
+                             params.dry_run)
+    else:
+        result = expire.run(ctx.config, ctx.require_cluster(), ctx.storage, params.dry_run)
     notices.extend(result.notices)
     return Outcome("expire", result, dict(result.to_json()))
 
@@ -360,6 +391,10 @@ def enqueue(catalog: Catalog, config: Config, kind: str, cluster: str, params: d
     if cluster not in config.clusters:
         raise UsageError(f"unknown cluster '{cluster}'")
     checked = validate_params(kind, params)
+    if checked.get("region") is not None:
+        from engine.repository.region import settings_of
+
+        settings_of(config, checked["region"])  # an unknown region is refused now, named
     if priority is None:
         priority = PRIORITY[kind] - (SCHEDULED_PENALTY if schedule else 0)
     job_id = catalog.enqueue(kind, cluster, checked, requested_by, priority, max_duration, schedule)

@@ -30,6 +30,12 @@ def common_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="cluster to work on (optional when the file defines one)")
 
 
+def _region(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--region", metavar="REGION",
+                        help=f"{what} the repository's copy in this region ([repository.copies.REGION]) "
+                             "instead of the primary repository")
+
+
 def _jobs(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--jobs", type=int, metavar="N", help=f"parallel workers (default: {default})")
 
@@ -88,6 +94,7 @@ def restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-server", action="store_true",
                    help="in place (--pgdata is the cluster's own data directory): stop the running "
                         "server first (fast shutdown)")
+    _region(p, "restore from (backup and WAL)")
     _jobs(p, "twice the configured jobs: direct writes leave each waiting on the disk half "
              "the time")
 
@@ -107,11 +114,13 @@ def verify_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since-last", action="store_true",
                    help="skip the packs, block lists, WAL files and manifests an earlier verify "
                         "proved (the small documents are always checked)")
+    _region(p, "verify")
     _jobs(p, "cores")
 
 
 def expire_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    _region(p, "apply the copy's retention to")
 
 
 def drill_options(p: argparse.ArgumentParser) -> None:
@@ -153,9 +162,10 @@ def params_from(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         return {"type": args.type, "checksum": args.checksum, "expire": not args.no_expire,
                 "jobs": args.jobs}
     if kind == "verify":
-        return {"backup": args.backup, "since_last": args.since_last, "jobs": args.jobs}
+        return {"backup": args.backup, "since_last": args.since_last, "jobs": args.jobs,
+                "region": args.region}
     if kind == "expire":
-        return {"dry_run": args.dry_run}
+        return {"dry_run": args.dry_run, "region": args.region}
     if kind == "drill":
         return {"kind": args.kind}
     from engine.config.units import parse_duration
@@ -175,4 +185,5 @@ def params_from(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             "tablespace_map": _tablespace_map(args.tablespace_map), "delta": args.delta,
             "force": args.force, "archive_mode": args.archive_mode, "standby": args.standby,
             "start": args.start, "port": args.port, "timeout": timeout, "jobs": args.jobs,
-            "stop_server": args.stop_server, "validate_restored": args.validate_restored}
+            "stop_server": args.stop_server, "validate_restored": args.validate_restored,
+            "region": args.region}

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("wal-push", "archive one WAL file (archive_command = '... wal-push %%p')")
     p.add_argument("wal_path", metavar="PATH")
     p = command("wal-get", "fetch one WAL file (restore_command = '... wal-get %%f \"%%p\"')")
+    p.add_argument("--region", metavar="REGION",
+                   help="from the repository's copy in this region (a restore from that region)")
     p.add_argument("wal_name", metavar="NAME")
     p.add_argument("destination", metavar="PATH")
     for module in (repository_commands, key_commands, agent_commands, drill_command, observe_commands,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from engine.config.units import format_size
 
 if TYPE_CHECKING:
+    from engine.repository.copy_validation import ValidationReport
     from engine.repository.expire import ExpireReport
     from engine.repository.info import ClusterReport
     from engine.repository.verify import VerifyReport
@@ -142,6 +143,22 @@ def expire_text(report: ExpireReport) -> str:
         reason = report.plan.reasons.get(backup.id)
         if reason:
             lines.append(f"  keep {backup.id} ({backup.type}): {reason.removeprefix('kept: ')}")
+    return "\n".join(lines)
+
+
+def validation_text(report: ValidationReport) -> str:
+    """``lifeboat copy --validate``: one region's validation."""
+    state = "OK" if report.ok else f"FAILED ({len(report.problems)} problems)"
+    compared = (f"manifests compared with the primary ({report.primary})" if report.compared
+                else f"manifests {report.primary}")
+    lines = [f"copy of cluster '{report.cluster}' in region {report.region}: {state}",
+             f"  {report.backups} backups; {compared}; {report.packs} packs, {report.lists} block lists "
+             f"and {report.wal} WAL files the backups need present; {len(report.sampled)} objects "
+             f"re-hashed ({report.seconds:.1f}s)"]
+    if report.extra:
+        lines.append(f"  only in the copy (kept longer than the primary keeps them): "
+                     f"{', '.join(report.extra)}")
+    lines += [f"  problem: {p}" for p in report.problems]
     return "\n".join(lines)
 
 

@@ -37,6 +37,10 @@ def add_arguments(command: Any) -> None:
     p.add_argument("--output", choices=["text", "json"], default="text")
     p = command("copy", "bring the repository's copies in other regions up to date for the cluster")
     p.add_argument("--region", metavar="REGION", help="only this region's copy (default: all)")
+    p.add_argument("--validate", action="store_true",
+                   help="copy nothing: validate the copies (manifests against the primary's, every "
+                        "pack, list and WAL file present, a sample re-hashed); exit 1 naming what "
+                        "is wrong")
     p.add_argument("--output", choices=["text", "json"], default="text")
     p = command("tier", "move backups to the tier their age says, repair copies below a tier's "
                         "replication and collect what moved backups left (the agent does this every "
@@ -196,21 +200,82 @@ def _expire(args: argparse.Namespace) -> int:
 
 def _copy(args: argparse.Namespace) -> int:
     from engine.config.units import format_size
-    from engine.errors import UsageError
+    from engine.errors import LifeboatError, UsageError
     from engine.repository.copies import copy_cluster
+    from engine.repository.encryption import attach, keys_of
+    from engine.repository.region import copy_policy, open_copy, settings_of
+    from engine.repository.throttle import ThrottledStorage, TokenBucket
 
     ctx = open_for(args)
     copies = ctx.config.repository.copies
     if not copies:
-        raise UsageError("no copies configured: add [repository.copies.REGION] path = \"...\"")
+        raise UsageError("no copies configured: add [repository.copies.REGION] path = \"...\" "
+                         "(or url = \"s3://...\")")
     regions = [args.region] if args.region else sorted(copies)
-    reports = [copy_cluster(ctx.storage, ctx.copy_storage(r), ctx.require_cluster(), r)
-               for r in regions]
-    show(args.output, [r.to_json() for r in reports], lambda: "\n".join(
+    for region in regions:
+        settings_of(ctx.config, region)  # an unknown region is refused, naming those there are
+    cluster = ctx.require_cluster()
+    if args.validate:
+        return _validate_copies(args, ctx, cluster, regions)
+    reports, rates = [], []
+    for region in regions:
+        settings = copies[region]
+        copy = attach(open_copy(ctx.config, region), keys_of(ctx.storage))  # it may be empty yet
+        try:
+            policy = copy_policy(ctx.config, cluster, region, ctx.storage, copy)
+        except LifeboatError:
+            policy = None  # the primary cannot say what it keeps: everything is copied
+        limit = settings.bandwidth_limit
+        target = ThrottledStorage(copy, TokenBucket(limit) if limit else None)
+        reports.append(copy_cluster(ctx.storage, target, cluster, region, policy))
+        moved, seconds = target.meter.take()
+        rates.append((moved / seconds if seconds > 0 else 0.0, limit))
+    out = [r.to_json() | {"bytes_per_second": round(rate), "bandwidth_limit": limit or None}
+           for r, (rate, limit) in zip(reports, rates, strict=True)]
+    show(args.output, out, lambda: "\n".join(
         f"copy of cluster '{ctx.cluster}' to region {r.region}: {r.backups_copied} backups, "
         f"{r.packs_copied} packs, {r.wal_copied} WAL files ({format_size(r.bytes_copied)}) "
-        f"in {r.seconds:.1f}s" for r in reports))
+        f"in {r.seconds:.1f}s" + (f" at {format_size(rate)}/s" if rate else "")
+        + (f" (limit {format_size(limit)}/s)" if limit else "")
+        + "".join(f"\n  not copied: {why}" for why in r.skipped)
+        for r, (rate, limit) in zip(reports, rates, strict=True)))
     return 0
+
+
+def _validate_copies(args: argparse.Namespace, ctx: Context, cluster: str, regions: list[str]) -> int:
+    """``lifeboat copy --validate``: validate each region's copy now, record the outcome as the
+    agent does (the metrics show it), exit 1 naming what is wrong."""
+    from engine.errors import LifeboatError
+    from engine.repository import copy_validation
+    from engine.repository.region import copy_policy
+    from lifeboat.output import validation_text
+
+    try:
+        primary = ctx.primary_storage
+    except LifeboatError:
+        primary = None
+    reports = []
+    for region in regions:
+        settings = ctx.config.repository.copies[region]
+        copy = ctx.copy_storage(region)
+        try:
+            policy = copy_policy(ctx.config, cluster, region, primary, copy)
+        except LifeboatError:
+            policy = None
+        report = copy_validation.validate(primary, copy, cluster, region, policy,
+                                          settings.validate_sample, copy_validation.grace(settings))
+        reports.append(report)
+        try:
+            ctx.catalog.set_copy_state(cluster, region, "validation", copy_validation.record_of(report),
+                                       report.at)
+        except LifeboatError as exc:
+            notice(f"the validation of region {region} is not recorded in the catalog: {exc}")
+    show(args.output, [r.to_json() for r in reports],
+         lambda: "\n".join(validation_text(r) for r in reports))
+    for report in reports:
+        if not report.ok:
+            print(f"lifeboat: {copy_validation.summary_of(report)}", file=sys.stderr)
+    return 0 if all(r.ok for r in reports) else 1
 
 
 def _tier(args: argparse.Namespace) -> int:

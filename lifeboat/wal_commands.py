@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def parse_fast(argv: list[str]) -> SimpleNamespace | None:
-    """``[--config FILE] [--cluster NAME] wal-push PATH`` or ``... wal-get NAME PATH``.
+    """``[--config FILE] [--cluster NAME] wal-push PATH`` or ``... wal-get [--region R] NAME PATH``.
 
     These are the shapes archive_command and restore_command run; anything else
     (options after the command, --help, a typo) returns None and goes to argparse,
@@ -38,12 +38,16 @@ def parse_fast(argv: list[str]) -> SimpleNamespace | None:
         options[key] = value
         i += 1
     rest = argv[i:]
+    region = None
+    if len(rest) == 5 and rest[0] == "wal-get" and rest[1] == "--region":
+        region, rest = rest[2], [rest[0], *rest[3:]]
     if any(word.startswith("-") for word in rest):
         return None
     if len(rest) == 2 and rest[0] == "wal-push":
         return SimpleNamespace(command="wal-push", wal_path=rest[1], **options)
     if len(rest) == 3 and rest[0] == "wal-get":
-        return SimpleNamespace(command="wal-get", wal_name=rest[1], destination=rest[2], **options)
+        return SimpleNamespace(command="wal-get", wal_name=rest[1], destination=rest[2], region=region,
+                               **options)
     return None
 
 
@@ -72,6 +76,17 @@ def wal_get(args: SimpleNamespace) -> int:
 
     settings = archive_settings(config_path(args.config), args.cluster)
     become(settings.os_user)
+    region = getattr(args, "region", None)
+    if region is not None:  # a restore from a region's copy reads its WAL there, never elsewhere
+        if region not in settings.copies:
+            from engine.errors import UsageError
+
+            raise UsageError(f"wal-get --region {region}: the configuration has no "
+                             f"[repository.copies.{region}] (regions: "
+                             f"{', '.join(sorted(settings.copies)) or 'none'})")
+        found = archive.get(_repository(settings, settings.copies[region]), settings.cluster,
+                            args.wal_name, args.destination)
+        return 0 if found else 1
     storage = _repository(settings)
     if settings.tiers:  # WAL that moved with its backups: the repository first, then each tier
         from engine.repository import encryption
@@ -87,13 +102,14 @@ def wal_get(args: SimpleNamespace) -> int:
     return 0 if found else 1
 
 
-def _repository(settings: ArchiveSettings) -> Storage:
-    """The repository, with its keys when the configuration has [repository.encryption]
-    (a wrong key is refused here, before anything is written). Without one, an encrypted
-    repository is refused by ``cluster.json``, which every push and get reads first."""
+def _repository(settings: ArchiveSettings, url: str | None = None) -> Storage:
+    """The repository (or its copy at ``url``), with its keys when the configuration has
+    [repository.encryption] (a wrong key is refused here, before anything is written).
+    Without one, an encrypted repository is refused by ``cluster.json``, which every push
+    and get reads first."""
     from engine.repository.storage import open_storage
 
-    storage = open_storage(settings.repository, settings.credentials)
+    storage = open_storage(url or settings.repository, None if url else settings.credentials)
     if settings.encryption:
         from engine.repository import encryption
 

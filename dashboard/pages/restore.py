@@ -10,6 +10,7 @@ from dashboard import actions, data, ui
 from engine.errors import LifeboatError
 
 FINAL = ("succeeded", "failed", "cancelled")
+PRIMARY = "(primary)"  # no region is named so: region names have no parentheses
 st.title("Restore")
 session = ui.session()
 operator = session is not None and session.may("operator")
@@ -22,7 +23,24 @@ def naive(when: datetime) -> datetime:
     return when.astimezone(UTC).replace(tzinfo=None)
 
 
-def pick_point(cluster: str) -> dict | None:
+def pick_region() -> str | None:
+    """Where to restore from: the primary repository, or a region's copy (shown only when
+    copies are configured). None: the primary."""
+    regions = data.regions()
+    if not regions:
+        return None
+    labels = {PRIMARY: f"The primary repository ({data.context().config.repository.region})",
+              **{r: f"The copy in region {r}" for r in regions}}
+    chosen = st.radio("Restore from", list(labels), format_func=labels.get, horizontal=True,
+                      key="restore_region", bind="query-params")
+    if chosen == PRIMARY:
+        return None
+    st.caption(f"The backup and the WAL recovery replays both come from the copy in {chosen}: "
+               "choose it when the primary region is lost.")
+    return chosen
+
+
+def pick_point(cluster: str, region: str | None) -> dict | None:
     """The recovery target fields, or None when the point cannot be chosen."""
     kinds = {"latest": "Latest", "time": "A date and time", "name": "A named restore point",
              "expert": "Transaction id or LSN (experts)"}
@@ -31,7 +49,11 @@ def pick_point(cluster: str) -> dict | None:
     if kind == "latest":
         return {"target": "latest"}
     if kind == "time":
-        windows = [w for w in data.recovery_windows(cluster) or [] if w["start"] and w["end"]]
+        try:
+            windows = [w for w in data.recovery_windows(cluster, region) or [] if w["start"] and w["end"]]
+        except LifeboatError as exc:  # the region's copy cannot be read: say which and why
+            st.error(str(exc))
+            return None
         if not windows:
             st.error("Nothing in the repository can be reached at a point in time yet: take a backup.")
             return None
@@ -53,7 +75,11 @@ def pick_point(cluster: str) -> dict | None:
             return None
         return {"target": "time", "target_value": at.isoformat(), "target_timeline": str(chosen["timeline"])}
     if kind == "name":
-        points = data.named_points(cluster) or []
+        try:
+            points = data.named_points(cluster, region) or []
+        except LifeboatError as exc:
+            st.error(str(exc))
+            return None
         if not points:
             st.info("No named restore point exists (lifeboat restore-point --cluster C NAME makes one).")
             return None
@@ -97,7 +123,8 @@ def show_plan(plan) -> None:
     middle.metric("Expected duration", data.duration(plan.expected_seconds), help=plan.expected_basis)
     right.metric("To write", f"{(plan.restore_bytes or 0) / 2**20:,.0f} MiB")
     st.markdown(
-        f"- **Point**: {plan.target} on timeline {plan.timeline}\n"
+        (f"- **From**: {plan.source}\n" if plan.region else "")
+        + f"- **Point**: {plan.target} on timeline {plan.timeline}\n"
         f"- **WAL**: {plan.wal_first or '-'} .. {plan.wal_last or '-'} ({plan.wal_segments} segments, "
         f"{(plan.wal_bytes or 0) / 2**20:,.0f} MiB to replay)\n"
         f"- **Destination**: {plan.destination} ({plan.destination_state}; "
@@ -175,13 +202,14 @@ if cluster is not None:
         st.info("You can read restores here; starting one needs the operator role.")
     else:
         st.header("1. Point")
-        point = pick_point(cluster)
+        region = pick_region()
+        point = pick_point(cluster, region)
         st.header("2. Destination")
         destination = pick_destination(cluster)
         params, in_place_ok = None, False
         if point is not None and destination is not None:
             place, in_place_ok = destination
-            params = {**point, **place, "start": True}
+            params = {**point, **place, "start": True, **({"region": region} if region else {})}
         st.header("3. Plan")
         if st.button("Plan the restore", key="restore_plan_button", disabled=params is None):
             try:
@@ -231,7 +259,9 @@ if cluster is not None:
         with st.expander(f"Job {job['id']} · {job['state']} · {job['progress']}% · "
                          f"by {job['requested_by']} · "
                          f"{job['params'].get('target')} {job['params'].get('target_value') or ''} -> "
-                         f"{job['params'].get('pgdata')} · reached {reached}"):
+                         f"{job['params'].get('pgdata')}"
+                         + (f" from region {job['params']['region']}" if job["params"].get("region") else "")
+                         + f" · reached {reached}"):
             if job["error"]:
                 st.error(job["error"])
             show_result(job)

@@ -104,12 +104,15 @@ class Agent:
     def _start_copies(self, stop: threading.Event) -> None:
         from engine.agent.copier import RegionCopier
 
-        for region in self.config.repository.copies:
-            copier = RegionCopier(self.config, self.storage, region, self.event)
-            thread = threading.Thread(target=copier.run, args=(stop,), daemon=True,
-                                      name=f"copy-{region}")
-            thread.start()
-            self._threads.append(thread)
+        for region, settings in self.config.repository.copies.items():
+            copier = RegionCopier(self.config, self.storage, region, self.event, self.catalog)
+            runs = [(copier.run, f"copy-{region}")]
+            if settings.wal_interval > 0:  # WAL between the full rounds, within max_delay
+                runs.append((copier.run_shipping, f"ship-{region}"))
+            for target, name in runs:
+                thread = threading.Thread(target=target, args=(stop,), daemon=True, name=name)
+                thread.start()
+                self._threads.append(thread)
 
     def run(self, stop: threading.Event, duration: float | None = None) -> None:
         """Loop until ``stop`` is set (or ``duration`` seconds passed)."""

@@ -78,6 +78,14 @@ CREATE TABLE IF NOT EXISTS schedule_state (
     last_fire DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (cluster, schedule)
 );
+CREATE TABLE IF NOT EXISTS copy_state (
+    cluster TEXT NOT NULL,
+    region TEXT NOT NULL,
+    part TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (cluster, region, part)
+);
 CREATE TABLE IF NOT EXISTS job_progress (
     job_id INTEGER PRIMARY KEY,
     done_bytes BIGINT NOT NULL,

@@ -334,6 +334,26 @@ class Catalog:
             return None
         return ObjectivesRecord(*rows[0][:6], json.loads(rows[0][6]))
 
+    # copies in other regions ----------------------------------------------------------
+
+    def set_copy_state(self, cluster: str, region: str, part: str, data: dict[str, Any],
+                       at: float | None = None) -> None:
+        """What the agent last measured of a region's copy (``part``: ``transfer``, the bytes
+        copied and the rate achieved; ``shipping``, the WAL shipping delay; ``validation``, the
+        last validation's outcome), replacing the part's previous record."""
+        with self.db.transaction() as cursor:
+            cursor.execute(self.db.sql(
+                "DELETE FROM copy_state WHERE cluster = ? AND region = ? AND part = ?"),
+                (cluster, region, part))
+            cursor.execute(self.db.sql(
+                "INSERT INTO copy_state (cluster, region, part, at, data) VALUES (?, ?, ?, ?, ?)"),
+                (cluster, region, part, time.time() if at is None else at, json.dumps(data)))
+
+    def copy_states(self) -> dict[tuple[str, str, str], tuple[float, dict[str, Any]]]:
+        """(cluster, region, part) -> (when it was recorded, what)."""
+        rows = self.db.execute("SELECT cluster, region, part, at, data FROM copy_state")
+        return {(r[0], r[1], r[2]): (r[3], json.loads(r[4])) for r in rows}
+
     # schedules and notices ------------------------------------------------------------
 
     def schedule_last(self, cluster: str, schedule: str) -> float | None:

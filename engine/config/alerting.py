@@ -380,6 +380,11 @@ DEFAULT_RULES: dict[str, dict[str, Any]] = {
         "copy_lag", "warning", "LifeboatCopyLagHigh", "copy_lag", threshold="1h", **{"for": "15m"}),
     "copy_lag_critical": _default(
         "copy_lag", "critical", "LifeboatCopyLagCritical", "copy_lag", threshold="6h", **{"for": "15m"}),
+    "copy_validation_failed": _default(
+        "copy_validation_failed", "critical", "LifeboatCopyValidationFailed", "copy_validation"),
+    "wal_shipping_delayed": _default(
+        "wal_shipping_delay", "warning", "LifeboatWALShippingDelayed", "wal_shipping",
+        threshold=1, **{"for": "1m"}),
     "backups_below_replication": _default(
         "below_replication", "warning", "LifeboatBackupsBelowReplication", "below_replication",
         threshold=1, **{"for": "2h"}),

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 _HERE = os.path.dirname(os.path.abspath(__file__))
 #: The sources whose change invalidates the cache: what validates, and what it validates with.
 _VALIDATORS = tuple(os.path.join(_HERE, name) for name in (
-    "schema.py", "sections.py", "units.py", "tiers.py", "encryption.py",
+    "schema.py", "sections.py", "units.py", "tiers.py", "encryption.py", "regions.py", "retention.py",
     os.path.join("..", "repository", "storage", "classes.py")))
 
 
@@ -69,7 +69,7 @@ def validated_plain(path: str) -> dict[str, Any]:
 class ArchiveSettings(namedtuple(
         "ArchiveSettings",
         "cluster repository algorithm level os_user archive_mode spool stream_dir tiers encryption "
-        "credentials", defaults=((), None, None))):
+        "copies credentials", defaults=((), None, {}, None))):
     """What wal-push and wal-get need from the configuration."""
 
     __slots__ = ()
@@ -84,6 +84,7 @@ class ArchiveSettings(namedtuple(
     stream_dir: str | None  # pg_receivewal's directory when streaming is enabled
     tiers: tuple[str, ...]  # storages of the tiers, hottest first: wal-get looks there after the repository
     encryption: dict | None  # [repository.encryption]: where the keys are (never a key)
+    copies: dict[str, str]  # region -> the URL of the repository's copy there (wal-get --region)
     credentials: dict[str, str] | None  # [repository.s3], for open_storage
 
 
@@ -104,4 +105,4 @@ def archive_settings(path: str, cluster: str | None) -> ArchiveSettings:
                            compression["algorithm"], compression["level"], data["os_user"],
                            clusters[cluster]["archive"]["mode"], paths["spool"], paths["stream_dir"],
                            tuple(data.get("tier_urls", ())), data["repository"].get("encryption"),
-                           data.get("repository_credentials"))
+                           data.get("copy_urls", {}), data.get("repository_credentials"))

@@ -34,6 +34,8 @@ from engine.config.alerting import AlertsSettings
 from engine.config.console import ConsoleSettings
 from engine.config.encryption import EncryptionConfig
 from engine.config.file import config_path, read_config_bytes
+from engine.config.regions import CopyConfig, RegionName
+from engine.config.retention import RetentionConfig
 from engine.config.sections import (
     CLASS_OBJECTIVES,
     AgentConfig,
@@ -83,23 +85,6 @@ class CompressionConfig(_Section):
         if not low <= value <= high:
             raise ValueError(f"must be within {low}..{high} for {algorithm}")
         return value
-
-
-RegionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,63}$")]
-
-
-class CopyConfig(_Section):
-    """A copy of the repository in another region, kept up to date by the agent."""
-
-    path: Path
-    interval: Duration = 60.0  # how often the agent brings the copy up to date
-
-    _check_path = field_validator("path")(_absolute)
-
-    @property
-    def url(self) -> str:
-        """What :func:`engine.repository.storage.open_storage` opens."""
-        return str(self.path)
 
 
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
@@ -253,8 +238,8 @@ class RepositoryConfig(_Section):
             if region == self.region:
                 raise ValueError(f"copies.{region}: a copy must be in another region than "
                                  f"the repository ('{self.region}')")
-            if copy.path == self.path:
-                raise ValueError(f"copies.{region}.path: a copy cannot be the repository itself")
+            if location(copy.url) == location(self.url):
+                raise ValueError(f"copies.{region}: a copy cannot be the repository itself")
         for name, tier in self.tiers.configured():
             for url in tier.urls:
                 if location(url) == location(self.url):
@@ -283,40 +268,6 @@ class RepositoryConfig(_Section):
         if not 1024 * 1024 <= value <= 4 * 1024**3:
             raise ValueError("must be between 1MiB and 4GiB")
         return value
-
-
-def _keep_rule(value: object) -> tuple[str, float]:
-    """``2`` keeps the two newest; ``"7d"`` keeps those younger than seven days."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError("must be a count (e.g. 2) or an age (e.g. '7d')")
-    if isinstance(value, int):
-        if value < 1:
-            raise ValueError("a count must keep at least 1 backup")
-        return ("count", float(value))
-    return ("age", parse_duration(value))
-
-
-KeepRule = Annotated[tuple[Literal["count", "age"], float], BeforeValidator(_keep_rule)]
-
-
-class RetentionConfig(_Section):
-    """What ``expire`` keeps. A backup type without a rule is kept forever; the newest
-    backup always is, and so is the newest one old enough to anchor the recovery window."""
-
-    full: KeepRule | None = None
-    diff: KeepRule | None = None
-    incr: KeepRule | None = None
-    max_recovery_window: Duration | None = None
-    expire_after_backup: bool = True
-    gc_grace: Duration = 3600.0
-
-    def rules(self) -> dict[str, tuple[str, float]]:
-        return {t: r for t, r in (("full", self.full), ("diff", self.diff), ("incr", self.incr))
-                if r is not None}
-
-    @property
-    def configured(self) -> bool:
-        return bool(self.rules()) or self.max_recovery_window is not None
 
 
 class ClusterConfig(_Section):
@@ -496,6 +447,7 @@ def plain(config: Config) -> dict[str, Any]:
     data = config.model_dump(mode="json")
     data["repository_url"] = config.repository.url
     data["repository_credentials"] = config.repository.credentials
+    data["copy_urls"] = {region: copy.url for region, copy in config.repository.copies.items()}
     # where wal-get looks after the repository: hot replicas, then warm, then cold storages
     data["tier_urls"] = [url for _name, tier in config.repository.tiers.configured() for url in tier.urls]
     data["wal_paths"] = {

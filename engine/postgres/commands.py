@@ -22,6 +22,9 @@ def archive_command(config_path: Path, cluster: str) -> str:
             f"--cluster {shlex.quote(cluster)} wal-push %p")
 
 
-def restore_command(config_path: Path, cluster: str) -> str:
+def restore_command(config_path: Path, cluster: str, region: str | None = None) -> str:
+    """The restore_command of a restore of ``cluster``: from the copy in ``region`` when given
+    (the same region the backup is restored from)."""
+    where = f"--region {shlex.quote(region)} " if region else ""
     return (f"{shlex.quote(lifeboat_executable())} --config {shlex.quote(str(config_path))} "
-            f"--cluster {shlex.quote(cluster)} wal-get %f \"%p\"")
+            f"--cluster {shlex.quote(cluster)} wal-get {where}%f \"%p\"")

@@ -20,8 +20,17 @@ manifest was written) is in that WAL listing. An interrupted copy leaves at most
 packs and lists, never a manifest whose packs, lists or WAL are missing; the next copy
 completes it.
 
-Nothing is ever rewritten or deleted in the target (retention of copies comes later, and
-will have to take the target's cluster lock, which the copy holds while it writes).
+Nothing is ever rewritten or deleted in the target by a copy. Retention of a copy is
+``expire`` on the copy (:mod:`engine.repository.region`), under the copy's own cluster lock,
+which a copy holds too while it writes. A copy given its retention policy does not copy what
+that policy would expire at once: the backups it would not keep, and the WAL before the
+oldest backup it keeps (so a copy never copies the same old objects round after round only
+for its expire to remove them).
+
+:func:`ship_wal` is the WAL alone, for the rounds between full copies that keep the copy
+within ``max_delay`` of the archive: it lists only the newest WAL directories of both sides
+and takes no lock (every write is put-if-absent of an immutable object, so it may run beside
+a full copy or an expire of the copy; expire never removes WAL that recent).
 
 The tiering job (:mod:`engine.repository.tiers.job`) moves a backup with the same pieces:
 :func:`copy_identity`, :func:`copy_wal` for the WAL that backup needs, then
@@ -42,6 +51,7 @@ from engine.repository.blocklist import check_stored
 from engine.repository.encryption import RepositoryKeys, attach, belongs, keys_of
 from engine.repository.locks import cluster_lock
 from engine.repository.manifest import BackupSummary, list_backup_ids, read_manifest, read_summary
+from engine.repository.retention import Policy
 from engine.repository.storage import Storage
 from engine.wal import names as wal
 
@@ -66,8 +76,11 @@ class CopyReport:
         return asdict(self)
 
 
-def copy_cluster(source: Storage, target: Storage, cluster: str, region: str) -> CopyReport:
-    """Bring ``target`` up to date with what ``source`` holds for ``cluster``.
+def copy_cluster(source: Storage, target: Storage, cluster: str, region: str,
+                 policy: Policy | None = None, now: float | None = None) -> CopyReport:
+    """Bring ``target`` up to date with what ``source`` holds for ``cluster``; with a
+    ``policy`` (the copy's: see :func:`engine.repository.region.copy_policy`), only what
+    the copy keeps.
 
     Contract:
 
@@ -86,6 +99,9 @@ def copy_cluster(source: Storage, target: Storage, cluster: str, region: str) ->
       whose WAL is not in the target is skipped. Each skip is named in ``report.skipped``;
       a backup skipped keeps :func:`copy_lag` growing until it is copied.
     - Nothing is deleted from the target.
+    - With ``policy``: a backup the policy would expire now (planned over the backups of both
+      sides) is not copied, nor WAL before the oldest backup it keeps; both are named in
+      ``report.skipped`` once per call, counted, not listed.
     - The target's cluster lock is held while copying (LockBusyError if another copy to
       the same target runs).
 
@@ -99,10 +115,15 @@ def copy_cluster(source: Storage, target: Storage, cluster: str, region: str) ->
     report = CopyReport(cluster, region)
     attach(target, keys_of(source))  # a copy holds the source's objects as they are, sealed alike
     info = copy_identity(source, target, cluster, report)
-    with cluster_lock(target, cluster, f"copy to region {region} from {source.describe()}"):
+    with cluster_lock(target, cluster, f"copy to region {region} from {source.describe()}") as target:
         held = set(list_backup_ids(target, cluster))
         backups = [b for b in list_backup_ids(source, cluster) if b not in held]  # before the WAL
-        wal_held = copy_wal(source, target, cluster, report)
+        floor = None
+        if policy is not None and policy.configured:
+            backups, floor = _wanted(source, target, cluster, backups, held, policy,
+                                     info.wal_segment_size, now, report)
+        wal_held = copy_wal(source, target, cluster, report, floor=floor,
+                            segment_size=info.wal_segment_size)
         held_objects: tuple[set[str], set[str]] = (set(), set())  # packs, lists
         for backup_id in backups:
             copy_backup(source, target, cluster, backup_id, wal_held, held_objects,
@@ -115,7 +136,16 @@ def copy_cluster(source: Storage, target: Storage, cluster: str, region: str) ->
 def copy_lag(source: Storage, target: Storage, cluster: str, now: float | None = None) -> float:
     """Seconds the target is behind: now minus the write time (Storage.mtime in source) of the
     oldest backup manifest or archived WAL file of the source that the target lacks; 0 when the
-    target holds everything the source does.
+    target holds everything the source does. See :func:`copy_lags`."""
+    return copy_lags(source, target, cluster, now)[0]
+
+
+def copy_lags(source: Storage, target: Storage, cluster: str,
+              now: float | None = None) -> tuple[float, float]:
+    """How far the target is behind: (the age of the oldest backup manifest or archived WAL
+    file of the source it lacks, the age of the oldest archived WAL file it lacks: the WAL
+    shipping delay); 0 when it lacks nothing. What is older than the oldest backup the target
+    holds does not count: a copy's retention may have expired it (see :func:`target_floor`).
 
     Lists the WAL and backups of both sides (the cost of :func:`copy_cluster`'s listing) and
     reads the mtime of each object the target lacks. An object that vanishes from the source
@@ -123,17 +153,164 @@ def copy_lag(source: Storage, target: Storage, cluster: str, now: float | None =
     """
     now = time.time() if now is None else now
     held = set(list_backup_ids(target, cluster))
-    missing = [layout.manifest_key(cluster, b) for b in list_backup_ids(source, cluster) if b not in held]
+    first_id, floor = target_floor(target, cluster)
+    manifests = [layout.manifest_key(cluster, b) for b in list_backup_ids(source, cluster)
+                 if b not in held and (first_id is None or b > first_id)]
     held_wal = wal_names(target, cluster)
-    missing += [layout.wal_key(cluster, n) for n in sorted(wal_names(source, cluster) - held_wal)]
+    wal_keys = [layout.wal_key(cluster, n) for n in sorted(wal_names(source, cluster) - held_wal)
+                if _at_or_after(n, floor)]
+    oldest_wal = _oldest(source, wal_keys)
+    oldest = _oldest(source, manifests)
+    if oldest_wal is not None:
+        oldest = oldest_wal if oldest is None else min(oldest, oldest_wal)
+    return (0.0 if oldest is None else max(0.0, now - oldest),
+            0.0 if oldest_wal is None else max(0.0, now - oldest_wal))
+
+
+_FLOORS: dict[tuple[str, str, str], tuple[int, int] | None] = {}  # manifests are immutable
+
+
+def target_floor(target: Storage, cluster: str) -> tuple[str | None, tuple[int, int] | None]:
+    """The oldest backup the target holds and (segment size, the segment number its WAL
+    starts at): what is older in the source is no copy lag and is not shipped (a copy's
+    retention may have expired it). (None, None) when the target holds no readable backup.
+    What each backup starts at is read once per process (a manifest never changes)."""
+    for backup_id in list_backup_ids(target, cluster):
+        key = (target.describe(), cluster, backup_id)
+        if key not in _FLOORS:
+            try:
+                size = clusterinfo.read(target, cluster).wal_segment_size
+                start = read_summary(target, cluster, backup_id).start_wal
+                _FLOORS[key] = (size, wal.parse_segment(start, size).segno)
+            except StorageError:
+                continue  # cannot be read now (gone, unreachable): not remembered
+            except LifeboatError:
+                _FLOORS[key] = None  # damaged: the next backup starts the copy
+        found = _FLOORS[key]
+        if found is not None:
+            return backup_id, found
+    return None, None
+
+
+def _at_or_after(name: str, floor: tuple[int, int] | None) -> bool:
+    """Whether WAL file ``name`` is at or after ``floor`` (timeline history files always are)."""
+    if floor is None:
+        return True
+    segno = _segno(name, floor[0])
+    return segno is None or segno >= floor[1]
+
+
+def _oldest(source: Storage, keys: list[str]) -> float | None:
+    """The oldest write time of ``keys`` in ``source`` (those gone meanwhile do not count)."""
     oldest: float | None = None
-    for key in missing:
+    for key in keys:
         try:
             written = source.mtime(key)
         except NotFoundError:
             continue
         oldest = written if oldest is None else min(oldest, written)
-    return 0.0 if oldest is None else max(0.0, now - oldest)
+    return oldest
+
+
+@dataclass
+class ShipReport:
+    """What one :func:`ship_wal` round did, and the shipping delay it found before it."""
+
+    cluster: str
+    region: str
+    wal_copied: int = 0
+    bytes_copied: int = 0
+    delay: float = 0.0  # age of the oldest WAL file of the recent directories the target lacked
+    seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)
+
+
+#: How many of the newest WAL directories (256 segments each) a shipping round looks at.
+RECENT_WAL_DIRECTORIES = 2
+_IDENTIFIED: set[tuple[str, str, str]] = set()  # (source, target, cluster) whose identity matched
+
+
+def ship_wal(source: Storage, target: Storage, cluster: str, region: str,
+             now: float | None = None) -> ShipReport:
+    """Copy the newest archived WAL the target lacks (timeline history files, then the
+    segments of the :data:`RECENT_WAL_DIRECTORIES` newest WAL directories, oldest first),
+    none before the oldest backup the target holds (:func:`target_floor`).
+
+    Contract: the identity is copied or checked first as by :func:`copy_cluster`, once per
+    process and target (a differing one raises CopyConflictError and nothing is written);
+    only files the target lacks are written, put-if-absent, so a file of another size
+    already there is never overwritten (one that appears meanwhile raises
+    CopyConflictError); a file gone from the source meanwhile is skipped; nothing is deleted
+    and no lock is taken (see the module's docstring). ``delay`` is measured before anything
+    is copied: what an alert on ``max_delay`` compares.
+    Cost: the listings of the WAL root and the newest directories of each side and of the
+    target's backups, and one stat per file lacking; older WAL is the full copy round's.
+    """
+    started = time.monotonic()
+    now = time.time() if now is None else now
+    report = ShipReport(cluster, region)
+    checked = (source.describe(), target.describe(), cluster)
+    if checked not in _IDENTIFIED:  # once per process: the full rounds check it every time
+        copy_identity(source, target, cluster, CopyReport(cluster, region))
+        _IDENTIFIED.add(checked)
+    root = layout.wal_prefix(cluster)
+    directories = [d for d in source.list(root, recursive=False) if d.endswith("/")]
+    history = [d for d in directories if d.rstrip("/").endswith("/history")]
+    recent = history + [d for d in directories if d not in history][-RECENT_WAL_DIRECTORIES:]
+    ours: set[str] = set()
+    theirs: set[str] = set()
+    for directory in recent:
+        ours |= _names_in(source, directory)
+        theirs |= _names_in(target, directory)
+    _first, floor = target_floor(target, cluster)
+    lacking = sorted(n for n in ours - theirs if _at_or_after(n, floor))
+    oldest = _oldest(source, [layout.wal_key(cluster, n) for n in lacking])
+    report.delay = 0.0 if oldest is None else max(0.0, now - oldest)
+    for name in sorted(lacking, key=lambda n: (wal.wal_file_kind(n) != "history", n)):
+        try:
+            written = copy_object(source, target, layout.wal_key(cluster, name))
+        except NotFoundError:
+            report.skipped.append(f"WAL {name}: removed from the source while copying")
+            continue
+        if written:
+            report.wal_copied += 1
+            report.bytes_copied += written
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+def _names_in(storage: Storage, directory: str) -> set[str]:
+    names = (k.rsplit("/", 1)[-1] for k in storage.list(directory.rstrip("/")))
+    return {n for n in names if wal.wal_file_kind(n) is not None}
+
+
+# what a copy with a policy of its own keeps ------------------------------------------------
+
+def _wanted(source: Storage, target: Storage, cluster: str, backups: list[str], held: set[str],
+            policy: Policy, segment_size: int, now: float | None,
+            report: CopyReport) -> tuple[list[str], int | None]:
+    """The backups of ``backups`` the copy's ``policy`` keeps (planned over the summaries of
+    both sides), and the first WAL segment number the kept backups need."""
+    summaries: dict[str, BackupSummary] = {}
+    for storage, ids in ((target, sorted(held)), (source, backups)):
+        for backup_id in ids:
+            try:
+                summaries[backup_id] = read_summary(storage, cluster, backup_id)
+            except LifeboatError:
+                continue  # unreadable: copied (or not) as without a policy
+    decided = policy.plan(list(summaries.values()), time.time() if now is None else now, segment_size)
+    dropped = {b.id for b in decided.expire}
+    kept = [b for b in backups if b not in dropped]
+    if len(kept) < len(backups):
+        report.skipped.append(f"{len(backups) - len(kept)} backups: not kept by the copy's retention")
+    return kept, decided.wal_before_segno
+
+
+def _segno(name: str, segment_size: int) -> int | None:
+    """The segment number a WAL file name starts with (None: a timeline history file)."""
+    if wal.wal_file_kind(name) in (None, "history"):
+        return None
+    return wal.parse_segment(name[:24], segment_size).segno
 
 
 # identity ---------------------------------------------------------------------------------
@@ -195,13 +372,20 @@ def wal_names(storage: Storage, cluster: str) -> set[str]:
 
 
 def copy_wal(source: Storage, target: Storage, cluster: str, report: CopyReport,
-             only: set[str] | None = None) -> set[str]:
+             only: set[str] | None = None, floor: int | None = None, segment_size: int = 0) -> set[str]:
     """Copy the WAL files the target lacks (history files first), or of them only those in
-    ``only``; the names it now holds."""
+    ``only``, none before segment number ``floor``; the names it now holds."""
     theirs = wal_names(target, cluster)
     ours = wal_names(source, cluster)
     if only is not None:
         ours &= only
+    if floor is not None:
+        before = {n for n in ours - theirs
+                  if (segno := _segno(n, segment_size)) is not None and segno < floor}
+        if before:
+            report.skipped.append(f"{len(before)} WAL files: older than the oldest backup the copy's "
+                                  "retention keeps")
+            ours -= before
     for name in sorted(ours & theirs):  # a conflict stops the copy before anything is written
         key = layout.wal_key(cluster, name)
         try:

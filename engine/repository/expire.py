@@ -22,7 +22,7 @@ from engine.errors import LifeboatError
 from engine.repository import clusterinfo, layout
 from engine.repository.locks import cluster_lock
 from engine.repository.manifest import BackupSummary, list_backup_ids, read_manifest, read_summary
-from engine.repository.retention import ExpirePlan, plan
+from engine.repository.retention import ExpirePlan, Policy
 from engine.repository.storage import Storage
 from engine.wal import names as wal
 
@@ -56,23 +56,27 @@ class ExpireReport:
 
 
 def run(config: Config, cluster: str, storage: Storage, dry_run: bool = False,
-        now: float | None = None) -> ExpireReport:
+        now: float | None = None, policy: Policy | None = None, command: str = "expire") -> ExpireReport:
+    """Expire ``cluster`` in ``storage`` as ``policy`` says (default: the cluster's retention
+    settings, over the repository and its tiers), holding the cluster's lock in that repository.
+    A ``policy`` is a copy's (:func:`engine.repository.region.expire_copy`): the copy is judged
+    as the plain repository it is, without the primary's tiers."""
     notices: list[str] = []
-    with cluster_lock(storage, cluster, "expire", notices) as storage:
-        report = run_locked(config, cluster, storage, dry_run, now)
+    with cluster_lock(storage, cluster, command, notices) as storage:
+        report = run_locked(config, cluster, storage, dry_run, now, policy)
     report.notices[:0] = notices
     return report
 
 
 def run_locked(config: Config, cluster: str, storage: Storage, dry_run: bool = False,
-               now: float | None = None) -> ExpireReport:
+               now: float | None = None, policy: Policy | None = None) -> ExpireReport:
     """The same, for a caller that already holds the cluster's lock (backup)."""
     now = time.time() if now is None else now
-    rules = config.retention_for(cluster)
+    rules = policy or Policy.of(config.retention_for(cluster))
     segment_size = clusterinfo.read(storage, cluster).wal_segment_size
     summaries: list[BackupSummary] = []
     unreadable: list[str] = []
-    placed, notice = _placements(config, cluster, storage)
+    placed, notice = _placements(config, cluster, storage) if policy is None else (None, "")
     if placed is not None:
         summaries = [p.summary for p in placed.backups]
         unreadable = [backup_id for backup_id, _why in placed.damaged]
@@ -82,7 +86,7 @@ def run_locked(config: Config, cluster: str, storage: Storage, dry_run: bool = F
                 summaries.append(read_summary(storage, cluster, backup_id))
             except LifeboatError:
                 unreadable.append(backup_id)
-    decided = plan(summaries, rules.rules(), rules.max_recovery_window, now, segment_size)
+    decided = rules.plan(summaries, now, segment_size)
     report = ExpireReport(dry_run, decided)
     if notice:
         report.notices.append(notice)
@@ -105,7 +109,7 @@ def run_locked(config: Config, cluster: str, storage: Storage, dry_run: bool = F
         starts = [wal.segment_of_lsn(wal.parse_lsn(b.start_lsn), segment_size) for b in here]
         before = min(starts) if starts else None
     if before is not None:
-        if config.repository.tiers.enabled:
+        if policy is None and config.repository.tiers.enabled:  # the primary's tiers, not a copy's
             from engine.repository.tiers.guard import wal_floor
 
             floor, why = wal_floor(config, storage, cluster, segment_size)

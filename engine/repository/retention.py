@@ -7,15 +7,52 @@ backup expired still restores (the blocks it references stay until no backup doe
 Two backups are never expired: the newest, and the newest that is old enough to start
 the point-in-time recovery window. WAL older than the oldest kept backup's start is
 removed; nothing a kept backup or the window needs ever is.
+
+A :class:`Policy` is what one repository keeps: a retention section's rules, or, for a copy
+in another region whose ``retention = "primary"``, exactly the backups the primary still
+holds (``mirror``). The same :func:`plan` decides for both, so a copy is expired by the very
+code that expires the primary.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from engine.repository.manifest import BackupSummary
 from engine.wal.names import parse_lsn, segment_of_lsn
+
+if TYPE_CHECKING:
+    from engine.config.retention import RetentionConfig
+
+#: Why a copy's backup goes when the copy keeps what the primary keeps.
+NOT_IN_PRIMARY = "the primary no longer holds it (the copy keeps what the primary keeps)"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a repository keeps: ``rules`` per backup type and a recovery ``window``, or (a
+    copy that keeps what the primary keeps) the backups whose ids are in ``mirror``. The
+    newest backup is kept either way."""
+
+    rules: dict[str, tuple[str, float]]
+    window: float | None
+    gc_grace: float
+    mirror: frozenset[str] | None = None
+    expire_after: bool = True  # expire after each backup (a copy's: after each copy round)
+
+    @classmethod
+    def of(cls, section: RetentionConfig) -> Policy:
+        return cls(section.rules(), section.max_recovery_window, section.gc_grace,
+                   expire_after=section.expire_after_backup)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.rules) or self.window is not None or self.mirror is not None
+
+    def plan(self, backups: list[BackupSummary], now: float, segment_size: int) -> ExpirePlan:
+        return plan(backups, self.rules, self.window, now, segment_size, self.mirror)
 
 
 @dataclass
@@ -32,7 +69,10 @@ def stopped_at(summary: BackupSummary) -> float:
 
 
 def plan(backups: list[BackupSummary], rules: dict[str, tuple[str, float]],
-         window: float | None, now: float, segment_size: int) -> ExpirePlan:
+         window: float | None, now: float, segment_size: int,
+         mirror: frozenset[str] | None = None) -> ExpirePlan:
+    """Which of ``backups`` to expire; with ``mirror``, every backup whose id is not in it
+    (the newest and the window's anchor are still kept)."""
     result = ExpirePlan()
     if not backups:
         return result
@@ -52,6 +92,10 @@ def plan(backups: list[BackupSummary], rules: dict[str, tuple[str, float]],
             why = f"older than the {backup_type} retention of {amount / 86400:g} days"
         for backup in doomed:
             result.reasons[backup.id] = why
+    if mirror is not None:
+        for backup in ordered:
+            if backup.id not in mirror:
+                result.reasons[backup.id] = NOT_IN_PRIMARY
     for backup in ordered:
         if backup.id in result.reasons and backup.id not in protected:
             result.expire.append(backup)

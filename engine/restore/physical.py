@@ -38,6 +38,7 @@ class RestoreOptions:
     start: bool = False
     jobs: int | None = None
     timeout: float | None = None
+    region: str | None = None  # the storage given is the copy in this region: WAL comes from it too
 
 
 @dataclass
@@ -191,7 +192,7 @@ def _run(config: Config, cluster: str, storage: Storage, config_path: Path,
     if backup.tablespaces:
         lines = [f"{oid} {path}" for oid, path in sorted(locations.items())]
         durable.write_atomic(pgdata / "tablespace_map", ("\n".join(lines) + "\n").encode(), 0o600)
-    settings = settings_for(options.target, restore_command(config_path, cluster))
+    settings = settings_for(options.target, restore_command(config_path, cluster, options.region))
     if options.standby:
         for name in [n for n in settings if n.startswith("recovery_target") and
                      n != "recovery_target_timeline"]:
@@ -207,7 +208,7 @@ def _run(config: Config, cluster: str, storage: Storage, config_path: Path,
                            target_lsn=named_lsn)
     if not options.start:
         return result
-    streaming = config.clusters[cluster].streaming.enabled
+    streaming = config.clusters[cluster].streaming.enabled and options.region is None
     end = expected_end(storage, cluster, backup, options.target,
                        str(config.streaming_directory(cluster)) if streaming else None)
     result.archive_end = end

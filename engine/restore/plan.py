@@ -77,6 +77,8 @@ class RestorePlan:
     archive_bytes: int = 0
     archive_wait_seconds: float = 0.0  # the expected wait for them (included in expected_seconds)
     archive_note: str = ""
+    region: str | None = None  # restored from the copy in this region (None: the primary)
+    source: str = ""  # the repository it restores from, and its WAL
 
     @property
     def runnable(self) -> bool:
@@ -172,7 +174,16 @@ def plan_restore(ctx: Context, params: RestoreParams) -> RestorePlan:
              server_running=False, pg_version=None, bin_version=None, tablespaces=[],
              port=params.port, port_free=None, params=params.model_dump(mode="json"),
              stop_server=params.stop_server, tier=None, archive_objects=0, archive_bytes=0,
-             archive_wait_seconds=0.0, archive_note="")
+             archive_wait_seconds=0.0, archive_note="", region=params.region, source="")
+    reachable = True
+    try:
+        ctx = ctx.in_region(params.region)  # a region's copy is read as the repository, WAL too
+        v["source"] = (f"the copy in region {params.region}: " if params.region else "") + \
+            ctx.storage.describe()
+    except LifeboatError as exc:
+        reachable = False
+        draft.problems.append(f"{exc}: restore from the primary or another region's copy "
+                              f"({_regions(ctx)})" if params.region else str(exc))
     options = None
     try:
         options = restore_options(params)
@@ -184,12 +195,16 @@ def plan_restore(ctx: Context, params: RestoreParams) -> RestorePlan:
     running = inplace.running_pid(pgdata) if pgdata.is_absolute() else None
     v.update(in_place=in_place, server_running=running is not None)
     backup = None
-    if options is not None:
+    if options is not None and reachable:
         try:
             backup = physical.choose(ctx.tiered, cluster, options)
         except LifeboatError as exc:
-            draft.problems.append(f"{exc}: choose a later point, or take a backup before the point "
-                                  "you need next time" if "no backup" in str(exc) else str(exc))
+            if "holds no backup" in str(exc) and params.region is None and ctx.config.repository.copies:
+                draft.problems.append(f"{exc}: if the primary region is lost, restore from a region's "
+                                      f"copy instead ({_regions(ctx)})")
+            else:
+                draft.problems.append(f"{exc}: choose a later point, or take a backup before the point "
+                                      "you need next time" if "no backup" in str(exc) else str(exc))
     if backup is not None and options is not None:
         v.update(backup_id=backup.id, backup_type=backup.type, backup_finished_at=backup.finished_at,
                  timeline=backup.timeline, restore_bytes=backup.size_bytes,
@@ -206,6 +221,10 @@ def plan_restore(ctx: Context, params: RestoreParams) -> RestorePlan:
     _port(ctx, cluster, params, in_place, running, draft)
     _estimate(ctx, cluster, draft)
     return RestorePlan(**v, problems=draft.problems, warnings=draft.warnings)
+
+
+def _regions(ctx: Context) -> str:
+    return "regions: " + ", ".join(sorted(ctx.config.repository.copies))
 
 
 def _tier(ctx: Context, cluster: str, backup: BackupSummary, target: Any, draft: _Draft) -> None:
@@ -460,6 +479,8 @@ def plan_text(plan: RestorePlan) -> str:
     """The plan for a terminal."""
     lines = [f"restore plan for cluster '{plan.cluster}': {'RUNNABLE' if plan.runnable else 'CANNOT RUN'}",
              f"  target: {plan.target}"]
+    if plan.source:
+        lines.append(f"  from: {plan.source}")
     if plan.backup_id:
         lines.append(f"  backup: {plan.backup_id} ({plan.backup_type}, finished {plan.backup_finished_at}, "
                      f"timeline {plan.timeline}, PostgreSQL {plan.pg_version}), {_size(plan.restore_bytes)}"

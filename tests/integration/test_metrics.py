@@ -102,6 +102,13 @@ def test_prometheus_sees_backups_restores_drills_archive_lag_and_a_failure(
         # the agent copies the repository to region dr: the copy catches up
         eventually(prom, 'lifeboat_repository_bytes{region="dr"}', lambda v: v > 0)
         eventually(prom, 'lifeboat_copy_lag_seconds{region="dr"}', lambda v: v == 0)
+        # it validates the copy, ships WAL between rounds and says how fast and how late
+        eventually(prom, 'lifeboat_copy_validation_ok{region="dr"}', lambda v: v == 1)
+        assert value(prom, 'lifeboat_copy_validation_last_timestamp_seconds{region="dr"}') >= agent_started
+        eventually(prom, 'lifeboat_copy_bytes_total{region="dr"}', lambda v: v >= backup["stored_bytes"])
+        assert value(prom, 'lifeboat_wal_shipping_max_delay_seconds{region="dr"}') == 30
+        assert value(prom, 'lifeboat_copy_bandwidth_limit_bytes_per_second{region="dr"}') == 0
+        eventually(prom, 'lifeboat_wal_shipping_delay_seconds{region="dr"}', lambda v: 0 <= v < 30)
 
         # the WAL receiver is a replica, with its lag and datacenter: held (SIGSTOP), it
         # falls behind by at least what is written meanwhile, and at most by what the

@@ -345,3 +345,22 @@ def test_tiers_of_an_encrypted_repository_hold_it_sealed_and_restore_with_its_ke
     restored = tmp_path / "restored"
     _restore(tiers.view(), repo_of.INCR, restored)  # type: ignore[arg-type]
     assert (restored / "base/5/16384").read_bytes() == (tmp_path / "pgdata" / "base/5/16384").read_bytes()
+
+
+def test_a_regions_copy_of_an_encrypted_repository_is_copied_validated_and_verified_by_the_cli(
+        source: PosixStorage, tmp_path: Path, key: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``lifeboat copy``, ``copy --validate`` and ``verify --region`` open the copy with the
+    repository's keys (a copy holds its objects sealed alike)."""
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace(f'"{tmp_path}/repo"', f'"{tmp_path}/source"')
+                      .replace("[clusters.main]", f'[repository.encryption]\nkey_file = "{key}"\n'
+                               f'[repository.copies.eu-west]\npath = "{tmp_path}/copy"\n'
+                               'validate_sample = "100%"\n[clusters.main]'))
+    for command in (["copy"], ["copy", "--validate"], ["verify", "--region", "eu-west"]):
+        code = main(["--config", str(config), "--cluster", "main", *command])
+        assert code == 0, (command, capsys.readouterr())
+    capsys.readouterr()
+    _flip(PosixStorage(tmp_path / "copy"), read_manifest(source, "main", repo_of.INCR).summary and
+          layout.manifest_key("main", repo_of.INCR), 200)
+    assert main(["--config", str(config), "--cluster", "main", "verify", "--region", "eu-west"]) == 1
+    assert repo_of.INCR in capsys.readouterr().out + capsys.readouterr().err

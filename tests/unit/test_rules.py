@@ -274,6 +274,11 @@ SIGNAL_CASES = [  # (rule fields, the PromQL it renders)
     (_signal_rule("rto_at_risk", threshold=1),
      "lifeboat_rto_expected_seconds > on(cluster, class) lifeboat_rto_objective_seconds"),
     (_signal_rule("copy_lag", threshold="3h"), "lifeboat_copy_lag_seconds > 10800"),
+    (_signal_rule("copy_validation_failed", match={"region": "dr"}),
+     'lifeboat_copy_validation_ok{region="dr"} == 0'),
+    (_signal_rule("wal_shipping_delay", threshold=2),
+     "lifeboat_wal_shipping_delay_seconds > on(cluster, region) "
+     "(2 * lifeboat_wal_shipping_max_delay_seconds)"),
     (_signal_rule("below_replication", threshold=2, match={"tier": "cold"}),
      'lifeboat_backups_below_replication{tier="cold"} >= 2'),
     (_signal_rule("postgres_down", match={"cluster": "main"}), 'lifeboat_up{cluster="main"} == 0'),
