@@ -53,14 +53,16 @@ class Context:
         """The repository in its primary region, whatever ``region`` is."""
         from engine.repository.storage import open_storage
 
-        return self._with_keys(open_storage(self.config.repository.url), create=False)
+        repository = self.config.repository
+        return self._with_keys(open_storage(repository.url, repository.credentials), create=False)
 
     def create_storage(self) -> Storage:
         """:attr:`storage` for ``init``: an encrypted repository's keys are made if it has
         none yet."""
         from engine.repository.storage import open_storage
 
-        storage = self._with_keys(open_storage(self.config.repository.url), create=True)
+        repository = self.config.repository
+        storage = self._with_keys(open_storage(repository.url, repository.credentials), create=True)
         self.__dict__["primary_storage"] = storage
         return storage
 

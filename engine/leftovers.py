@@ -118,8 +118,9 @@ def find(config: Config, cluster: str, storage: Storage, catalog: Catalog | None
     plan = Plan(cluster)
     settings = config.cluster(cluster)
     if storage.capabilities.local_path is None:
-        plan.notes.append(f"repository {storage.describe()}: temp objects are not listed on this "
-                          "storage; left")
+        plan.notes.append(f"repository {storage.describe()}: object storage has no temp objects (a "
+                          "killed writer leaves an incomplete multipart upload, which expire aborts "
+                          "once older than gc_grace)")
     else:
         try:
             holder = cluster_lock_holder(storage, cluster)

@@ -95,7 +95,8 @@ def wal_get(args: SimpleNamespace) -> int:
 
         keys = encryption.keys_of(storage)
         storage = encryption.attach(TieredView(
-            [storage, *((lambda u=u: encryption.attach(open_storage(u), keys)) for u in settings.tiers)],
+            [storage, *((lambda u=u: encryption.attach(open_storage(u, settings.credentials), keys))
+                        for u in settings.tiers)],
             [settings.repository, *settings.tiers]), keys)
     found = archive.get(storage, settings.cluster, args.wal_name, args.destination, settings.stream_dir)
     return 0 if found else 1
@@ -108,7 +109,7 @@ def _repository(settings: ArchiveSettings, url: str | None = None) -> Storage:
     and get reads first."""
     from engine.repository.storage import open_storage
 
-    storage = open_storage(url or settings.repository)
+    storage = open_storage(url or settings.repository, None if url else settings.credentials)
     if settings.encryption:
         from engine.repository import encryption
 

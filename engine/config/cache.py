@@ -68,8 +68,8 @@ def validated_plain(path: str) -> dict[str, Any]:
 
 class ArchiveSettings(namedtuple(
         "ArchiveSettings",
-        "cluster repository algorithm level os_user archive_mode spool stream_dir tiers encryption copies",
-        defaults=((), None, {}))):
+        "cluster repository algorithm level os_user archive_mode spool stream_dir tiers encryption "
+        "copies credentials", defaults=((), None, {}, None))):
     """What wal-push and wal-get need from the configuration."""
 
     __slots__ = ()
@@ -85,6 +85,7 @@ class ArchiveSettings(namedtuple(
     tiers: tuple[str, ...]  # storages of the tiers, hottest first: wal-get looks there after the repository
     encryption: dict | None  # [repository.encryption]: where the keys are (never a key)
     copies: dict[str, str]  # region -> the URL of the repository's copy there (wal-get --region)
+    credentials: dict[str, str] | None  # [repository.s3], for open_storage
 
 
 def archive_settings(path: str, cluster: str | None) -> ArchiveSettings:
@@ -104,4 +105,4 @@ def archive_settings(path: str, cluster: str | None) -> ArchiveSettings:
                            compression["algorithm"], compression["level"], data["os_user"],
                            clusters[cluster]["archive"]["mode"], paths["spool"], paths["stream_dir"],
                            tuple(data.get("tier_urls", ())), data["repository"].get("encryption"),
-                           data.get("copy_urls", {}))
+                           data.get("copy_urls", {}), data.get("repository_credentials"))

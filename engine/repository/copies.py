@@ -115,7 +115,7 @@ def copy_cluster(source: Storage, target: Storage, cluster: str, region: str,
     report = CopyReport(cluster, region)
     attach(target, keys_of(source))  # a copy holds the source's objects as they are, sealed alike
     info = copy_identity(source, target, cluster, report)
-    with cluster_lock(target, cluster, f"copy to region {region} from {source.describe()}"):
+    with cluster_lock(target, cluster, f"copy to region {region} from {source.describe()}") as target:
         held = set(list_backup_ids(target, cluster))
         backups = [b for b in list_backup_ids(source, cluster) if b not in held]  # before the WAL
         floor = None

@@ -62,7 +62,7 @@ def run(config: Config, cluster: str, storage: Storage, dry_run: bool = False,
     A ``policy`` is a copy's (:func:`engine.repository.region.expire_copy`): the copy is judged
     as the plain repository it is, without the primary's tiers."""
     notices: list[str] = []
-    with cluster_lock(storage, cluster, command, notices):
+    with cluster_lock(storage, cluster, command, notices) as storage:
         report = run_locked(config, cluster, storage, dry_run, now, policy)
     report.notices[:0] = notices
     return report

@@ -161,6 +161,7 @@ class Lifeboat:
     config: Path
     name: str = "main"
     restored: list[Cluster] = field(default_factory=list)
+    repository: str = ""  # the [repository] table(s) of the configuration; default: path = repo
 
     @classmethod
     def create(cls, workspace: Workspace, settings: dict[str, str] | None = None,
@@ -177,7 +178,7 @@ class Lifeboat:
     def write_config(self, cluster: Cluster, path: Path | None = None, extra: str = "") -> Path:
         path = path or self.config
         path.write_text(
-            f'[repository]\npath = "{self.repo}"\n\n'
+            (self.repository or f'[repository]\npath = "{self.repo}"\n') + '\n'
             f'[clusters.{self.name}]\npgdata = "{cluster.pgdata}"\nhost = "127.0.0.1"\n'
             f'port = {cluster.port}\narchive_timeout = "30s"\n{extra}')
         os.chmod(path, 0o644)

@@ -9,8 +9,6 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -427,59 +425,23 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     allow_loopback(monkeypatch)
 
 
-class _Held:
-    previous = None
-
-    def __init__(self, names: set[str], name: str) -> None:
-        self._names, self._name = names, name
-
-    def release(self) -> None:
-        self._names.discard(self._name)
-
-
-@contextmanager
-def memory_locks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Locks for S3 storage in this process (the S3 lease lock is the s3repo work: until it
-    is in, an S3 copy refuses to run without a lock, which this stands in for)."""
-    from engine.repository import locks
-
-    held: set[str] = set()
-    real = locks.lock_space
-
-    class Space:
-        def __init__(self, where: str) -> None:
-            self.where = where
-
-        def acquire(self, name: str, holder: str) -> _Held:
-            key = f"{self.where}/{name}"
-            if key in held:
-                raise LockBusyError("held by another copy")
-            held.add(key)
-            return _Held(held, key)
-
-    monkeypatch.setattr(locks, "lock_space", lambda storage: real(storage) if storage.capabilities.local_path
-                        else Space(storage.describe()))
-    yield
-
-
 def test_a_copy_on_s3_is_copied_expired_validated_and_restorable(
-        primary: PosixStorage, tmp_path: Path, s3_bucket: str, moto_endpoint: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        primary: PosixStorage, tmp_path: Path, s3_bucket: str, moto_endpoint: str) -> None:
     url = s3_url(moto_endpoint, s3_bucket, "dr")
     config = Config.model_validate({
         "repository": {"path": str(tmp_path / "source"), "copies": {"us-west": {"url": url}}},
         "retention": {"gc_grace": "0s"},
         "clusters": {"main": {"pgdata": str(tmp_path / "pgdata")}}})
-    with memory_locks(monkeypatch):
-        copy = open_copy(config, "us-west")
-        limited = ThrottledStorage(copy, TokenBucket(64 * 1024 * 1024))
-        report = copy_cluster(primary, limited, "main", "us-west",
-                              copy_policy(config, "main", "us-west", primary, copy))
-        assert report.backups_copied == 2
-        assert validate(primary, copy, "main", "us-west", sample=("share", 1.0)).ok
-        primary.delete(layout.manifest_key("main", FULL))
-        expired = expire_copy(config, "main", "us-west", primary, copy)
-        assert [b.id for b in expired.plan.expire] == [FULL]
+    # the copy's cluster lock is a lease in the bucket (copy, expire and validate take it)
+    copy = open_copy(config, "us-west")
+    limited = ThrottledStorage(copy, TokenBucket(64 * 1024 * 1024))
+    report = copy_cluster(primary, limited, "main", "us-west",
+                          copy_policy(config, "main", "us-west", primary, copy))
+    assert report.backups_copied == 2
+    assert validate(primary, copy, "main", "us-west", sample=("share", 1.0)).ok
+    primary.delete(layout.manifest_key("main", FULL))
+    expired = expire_copy(config, "main", "us-west", primary, copy)
+    assert [b.id for b in expired.plan.expire] == [FULL]
     region = open_copy(config, "us-west", "main")
     assert list_backup_ids(region, "main") == [INCR]
     checked = verify.run(region, "main")

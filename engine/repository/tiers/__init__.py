@@ -10,6 +10,7 @@ The tiering job is :mod:`.job`; restoring from an archive class is :mod:`.thaw`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from engine.config.schema import Config
@@ -85,12 +86,14 @@ class TierSet:
         return encryption.attach(view, encryption.keys_of(self.repository))
 
 
-def open_tier_storage(url: str) -> Storage:
+def open_tier_storage(url: str, credentials: Mapping[str, str] | None = None) -> Storage:
     """A tier's storage: an S3 URL with a storage class writes its data in that class and its
-    documents in the bucket's default class (:class:`ClassedStorage`)."""
+    documents in the bucket's default class (:class:`ClassedStorage`). ``credentials``: those
+    of ``[repository.s3]``, which every S3 storage of the repository uses."""
     if url_storage_class(url) is None:
-        return open_storage(url)
-    return ClassedStorage(open_storage(url), open_storage(without_storage_class(url)))
+        return open_storage(url, credentials)
+    return ClassedStorage(open_storage(url, credentials),
+                          open_storage(without_storage_class(url), credentials))
 
 
 def open_tiers(config: Config, repository: Storage) -> TierSet:
@@ -103,7 +106,8 @@ def open_tiers(config: Config, repository: Storage) -> TierSet:
     keys = encryption.keys_of(repository)
     for name, tier in configured:
         urls = tier.urls
-        storages = [encryption.attach(open_tier_storage(u), keys) for u in urls]
+        storages = [encryption.attach(open_tier_storage(u, config.repository.credentials), keys)
+                    for u in urls]
         if name == FIRST_TIER:
             urls, storages = [config.repository.url, *urls], [repository, *storages]
         tiers.append(Tier(name, storages, urls, tier.replication, tier.age, tier.archive_class(),
