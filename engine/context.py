@@ -37,7 +37,8 @@ class Context:
         """The repository (its primary region)."""
         from engine.repository.storage import open_storage
 
-        return open_storage(self.config.repository.url)
+        repository = self.config.repository
+        return open_storage(repository.url, repository.credentials)
 
     def copy_storage(self, region: str) -> Storage:
         """The repository's copy in ``region``."""

@@ -26,11 +26,10 @@ def lifeboat_directories(config: Config) -> list[Path]:
     its copies (when they are local directories), the agent's state (job logs, restore logs,
     streamed WAL), a SQLite catalog's directory, the async archiving spools and the
     streaming directories."""
-    from engine.repository.storage import is_local
+    from engine.repository.storage import local_path
 
-    wanted = [Path(url) for url in (config.repository.url,
-                                    *(c.url for c in config.repository.copies.values()))
-              if is_local(url)]
+    urls = (config.repository.url, *(c.url for c in config.repository.copies.values()))
+    wanted = [Path(path) for path in map(local_path, urls) if path is not None]
     wanted.append(config.agent.state_dir)
     if config.catalog.dsn is None:
         wanted.append(config.catalog.path.parent)
@@ -64,6 +63,32 @@ def user_may_write(directory: Path, entry: pwd.struct_passwd) -> bool:
     if st.st_gid in groups:
         return bool(st.st_mode & 0o030 == 0o030)
     return bool(st.st_mode & 0o003 == 0o003)
+
+
+def user_may_read(path: Path, user: str) -> bool:
+    """Whether ``user`` may read the file ``path`` (by its mode bits and those of the
+    directories above it; checked as root, for another user)."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return False
+    if entry.pw_uid == 0:
+        return True
+    groups = {entry.pw_gid, *os.getgrouplist(entry.pw_name, entry.pw_gid)}
+
+    def allowed(target: Path, bits: int) -> bool:  # bits: the owner's, e.g. 0o400
+        try:
+            st = target.stat()
+        except OSError:
+            return False
+        if st.st_uid == entry.pw_uid:
+            return bool(st.st_mode & bits)
+        if st.st_gid in groups:
+            return bool(st.st_mode & (bits >> 3))
+        return bool(st.st_mode & (bits >> 6))
+
+    path = Path(path).absolute()
+    return allowed(path, 0o400) and all(allowed(d, 0o100) for d in path.parents)
 
 
 def give_to(user: str, directories: Iterable[Path], mode: int = 0o750,

@@ -69,6 +69,11 @@ class LockBusyError(LifeboatError):
     """Another process holds the cluster's lock (a backup, expire or GC is running)."""
 
 
+class LockLostError(LifeboatError):
+    """The cluster's lock was lost while held (a lease on object storage that could not be
+    renewed, or was taken over): the work stops rather than write without it."""
+
+
 class PostgresError(LifeboatError):
     """The PostgreSQL server could not be reached or refused what was asked."""
 

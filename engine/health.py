@@ -17,14 +17,14 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from engine.config.schema import ClusterConfig, Config
 from engine.errors import LifeboatError, PostgresError, StorageError, path_error
 from engine.repository import layout
-from engine.repository.storage import Storage, is_local, open_storage
+from engine.repository.storage import Storage, local_path, open_storage
 
 T = TypeVar("T")
 
@@ -100,19 +100,15 @@ def reach_server(settings: ClusterConfig, cluster: str, timeout: float) -> Findi
     return Finding(target, True, f"answered in {took * 1000:.0f} ms: PostgreSQL {version}, {role}")
 
 
-def _local_path(url: str) -> str | None:
-    if url.startswith("file://"):
-        return url[len("file://"):]
-    return url if is_local(url) else None
-
-
-def reach_storage(url: str, label: str, timeout: float) -> Finding:
+def reach_storage(url: str, label: str, timeout: float,
+                  credentials: Mapping[str, str] | None = None) -> Finding:
     """List the repository (or copy) at ``url`` and look for its format marker. A local
-    path that is missing, not a directory or unreadable fails, naming it."""
+    path that is missing, not a directory or unreadable fails, naming it; so does a missing
+    bucket (the S3 driver names it and says to create it)."""
     target = f"{label} {url}"
 
     def look() -> str:
-        path = _local_path(url)
+        path = local_path(url)
         if path is not None:
             if not os.path.exists(path):
                 raise StorageError(f"{path} does not exist")
@@ -122,7 +118,7 @@ def reach_storage(url: str, label: str, timeout: float) -> Finding:
                 os.listdir(path)
             except OSError as exc:
                 raise StorageError(str(path_error(exc, "list", path))) from None
-        storage = open_storage(url)
+        storage = open_storage(url, credentials)
         clusters = storage.list(layout.cluster_prefix("").rstrip("/"), recursive=False)
         marker = storage.exists(layout.REPO_MARKER)
         return (f"{len(clusters)} cluster(s) listed, "
@@ -171,7 +167,7 @@ def network(config: Config, cluster: str, timeout: float) -> list[Finding]:
     deadline = time.monotonic() + timeout
     found = [reach_server(config.cluster(cluster), cluster, timeout)]
     found.append(reach_storage(config.repository.url, "repository",
-                               max(0.5, deadline - time.monotonic())))
+                               max(0.5, deadline - time.monotonic()), config.repository.credentials))
     for region, copy in sorted(config.repository.copies.items()):
         found.append(reach_storage(copy.url, f"copy '{region}'", max(0.5, deadline - time.monotonic())))
     return found
@@ -202,7 +198,7 @@ def disk_paths(config: Config, cluster: str) -> list[tuple[str, str]]:
     repository (when local), PGDATA, pg_wal, the spool (when archiving is async)."""
     settings = config.cluster(cluster)
     paths: list[tuple[str, str]] = []
-    repo = _local_path(config.repository.url)
+    repo = local_path(config.repository.url)
     if repo is not None:
         paths.append(("repository", repo))
     paths.append(("PGDATA", str(settings.pgdata)))

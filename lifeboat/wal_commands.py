@@ -57,7 +57,8 @@ def wal_push(args: SimpleNamespace) -> int:
     from engine.repository.storage import open_storage
     from engine.wal import archive
 
-    archive.push(open_storage(settings.repository), settings.cluster, args.wal_path,
+    storage = open_storage(settings.repository, settings.credentials)
+    archive.push(storage, settings.cluster, args.wal_path,
                  Codec(settings.algorithm, settings.level))  # type: ignore[arg-type]
     return 0
 
@@ -69,6 +70,6 @@ def wal_get(args: SimpleNamespace) -> int:
 
     settings = archive_settings(config_path(args.config), args.cluster)
     become(settings.os_user)
-    found = archive.get(open_storage(settings.repository), settings.cluster, args.wal_name,
-                        args.destination, settings.stream_dir)
+    storage = open_storage(settings.repository, settings.credentials)
+    found = archive.get(storage, settings.cluster, args.wal_name, args.destination, settings.stream_dir)
     return 0 if found else 1

@@ -23,7 +23,8 @@ def check_network_connectivity(rctx: RemediationContext) -> ActionResult:
         server = health.reach_server(config.cluster(cluster), cluster, rctx.remaining())
         found.append(server)
         if not checked_storage:  # the repository and its copies are shared by every cluster
-            found.append(health.reach_storage(config.repository.url, "repository", rctx.remaining()))
+            found.append(health.reach_storage(config.repository.url, "repository", rctx.remaining(),
+                                             config.repository.credentials))
             for region, copy in sorted(config.repository.copies.items()):
                 found.append(health.reach_storage(copy.url, f"copy '{region}'", rctx.remaining()))
             checked_storage = True

@@ -108,7 +108,8 @@ def run(config: Config, cluster: str, storage: Storage, config_path: Path,
     request = request or BackupRequest()
     if request.backup_type not in BACKUP_TYPES:
         raise BackupError(f"backup type '{request.backup_type}' is not one of {', '.join(BACKUP_TYPES)}")
-    with cluster_lock(storage, cluster, f"backup --type {request.backup_type}", request.notices):
+    with cluster_lock(storage, cluster, f"backup --type {request.backup_type}",
+                      request.notices) as storage:  # its writes check the lock is still held
         try:
             summary = _run_locked(config, cluster, storage, config_path, request, progress)
         except OSError as exc:  # a file of the data directory that cannot be read

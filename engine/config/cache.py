@@ -66,7 +66,7 @@ def validated_plain(path: str) -> dict[str, Any]:
 
 class ArchiveSettings(namedtuple(
         "ArchiveSettings",
-        "cluster repository algorithm level os_user archive_mode spool stream_dir")):
+        "cluster repository algorithm level os_user archive_mode spool stream_dir credentials")):
     """What wal-push and wal-get need from the configuration."""
 
     __slots__ = ()
@@ -79,6 +79,7 @@ class ArchiveSettings(namedtuple(
     archive_mode: str  # sync or async
     spool: str  # the cluster's acknowledgements of segments the agent pushed ahead
     stream_dir: str | None  # pg_receivewal's directory when streaming is enabled
+    credentials: dict[str, str] | None  # [repository.s3], for open_storage
 
 
 def archive_settings(path: str, cluster: str | None) -> ArchiveSettings:
@@ -96,4 +97,5 @@ def archive_settings(path: str, cluster: str | None) -> ArchiveSettings:
     paths = data["wal_paths"][cluster]
     return ArchiveSettings(cluster, data["repository_url"],
                            compression["algorithm"], compression["level"], data["os_user"],
-                           clusters[cluster]["archive"]["mode"], paths["spool"], paths["stream_dir"])
+                           clusters[cluster]["archive"]["mode"], paths["spool"], paths["stream_dir"],
+                           data.get("repository_credentials"))

@@ -100,6 +100,80 @@ class CopyConfig(_Section):
         return str(self.path)
 
 
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+
+
+def _readable_file(value: Path | None) -> Path | None:
+    """A file this process can read (checked on load; as root, for ``os_user`` as well by
+    :meth:`Config._credentials_readable`)."""
+    if value is None:
+        return None
+    _absolute(value)
+    if not value.is_file():
+        raise ValueError(f"{value} does not exist or is not a file")
+    if not os.access(value, os.R_OK):
+        raise ValueError(f"{value} is not readable by this user")
+    return value
+
+
+class S3Credentials(_Section):
+    """Credentials of an ``s3://`` repository given by the configuration, for the processes
+    that do not have a shell's: PostgreSQL runs ``archive_command`` and ``restore_command``
+    as ``postgres`` with the server's environment. Without this table the AWS chain is used
+    (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, ``~/.aws`` of
+    ``os_user``, an instance or container role). Secrets are never written here: they are
+    read from a file or an environment variable each time the repository is opened."""
+
+    access_key_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9+/=_-]{1,128}$")
+    secret_access_key_file: Path | None = None
+    secret_access_key_env: EnvName | None = None
+    session_token_file: Path | None = None
+    session_token_env: EnvName | None = None
+    profile: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.@+-]{1,64}$")
+    credentials_file: Path | None = None  # an AWS shared-credentials file for profile
+    secret_access_key: str | None = None  # refused: the secret stays out of the file
+
+    _check_files = field_validator("secret_access_key_file", "session_token_file",
+                                   "credentials_file")(_readable_file)
+
+    @field_validator("secret_access_key")
+    @classmethod
+    def _no_inline_secret(cls, value: str | None) -> None:
+        if value is not None:
+            raise ValueError("the secret is not written in the configuration: put it in a file "
+                             "readable by os_user (secret_access_key_file) or an environment "
+                             "variable (secret_access_key_env)")
+        return None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> S3Credentials:
+        secret = [k for k in ("secret_access_key_file", "secret_access_key_env") if getattr(self, k)]
+        token = [k for k in ("session_token_file", "session_token_env") if getattr(self, k)]
+        if self.access_key_id is None:
+            if secret or token:
+                raise ValueError(f"{(secret + token)[0]} needs access_key_id")
+            if self.credentials_file is not None and self.profile is None:
+                raise ValueError("credentials_file needs profile (the profile to use in it)")
+            return self
+        if len(secret) != 1:
+            raise ValueError("access_key_id needs exactly one of secret_access_key_file and "
+                             "secret_access_key_env")
+        if len(token) > 1:
+            raise ValueError("give one of session_token_file and session_token_env")
+        if self.profile is not None or self.credentials_file is not None:
+            raise ValueError("give access_key_id or profile, not both")
+        return self
+
+    def plain(self) -> dict[str, str]:
+        """What :func:`engine.repository.storage.open_storage` takes as ``credentials``."""
+        return {key: str(value) for key, value in self.model_dump().items() if value is not None}
+
+    def files(self) -> list[tuple[str, Path]]:
+        return [(key, value) for key in ("secret_access_key_file", "session_token_file",
+                                         "credentials_file")
+                if (value := getattr(self, key)) is not None]
+
+
 class RepositoryConfig(_Section):
     """Where backups and WAL are kept, and how files are cut into blocks.
 
@@ -111,19 +185,61 @@ class RepositoryConfig(_Section):
     together, which compresses ~6% better than blocks alone.
     """
 
-    path: Path
+    path: Path | None = None  # a directory (local or mounted) ...
+    url: str | None = None  # ... or a URL: s3://BUCKET/PREFIX?endpoint=...&region=... (or a path)
+    s3: S3Credentials | None = None  # credentials of an s3:// url (else the AWS chain)
     block_size: Size = 8 * 1024
     frame_size: Size = 512 * 1024
     pack_size: Size = 64 * 1024 * 1024
     region: RegionName = "local"  # where it is (a metrics label)
     copies: dict[RegionName, CopyConfig] = Field(default_factory=dict)  # region -> its copy
 
-    _check_path = field_validator("path")(_absolute)
+    @field_validator("path")
+    @classmethod
+    def _path_absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else _absolute(value)
+
+    @field_validator("url")
+    @classmethod
+    def _url_opens(cls, value: str | None) -> str | None:
+        from engine.errors import UsageError
+        from engine.repository.storage import check_url
+
+        if value is not None:
+            try:
+                check_url(value)
+            except UsageError as exc:
+                raise ValueError(str(exc).removeprefix(f"repository '{value}': ")) from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_location(self) -> RepositoryConfig:
+        """One of ``path`` and ``url`` (both only when they name the same directory, as a
+        dumped configuration does); afterwards ``url`` is always set (what
+        :func:`engine.repository.storage.open_storage` opens) and ``path`` is the directory
+        when the repository is one (None on object storage)."""
+        from engine.repository.storage import local_path
+
+        if self.path is not None and self.url is not None and local_path(self.url) != str(self.path):
+            raise ValueError("path and url are both set: give one (path = \"/a/directory\" or "
+                             "url = \"s3://bucket/prefix?region=...\")")
+        if self.path is None and self.url is None:
+            raise ValueError("path (a directory) or url (e.g. s3://bucket/prefix?region=...) is "
+                             "required")
+        if self.url is None:
+            object.__setattr__(self, "url", str(self.path))
+        else:
+            local = local_path(self.url)
+            object.__setattr__(self, "path", None if local is None else Path(local))
+        if self.s3 is not None and not self.url.startswith("s3://"):
+            raise ValueError("[repository.s3] holds credentials for an s3:// url; this repository "
+                             f"is {self.url}")
+        return self
 
     @property
-    def url(self) -> str:
-        """What :func:`engine.repository.storage.open_storage` opens."""
-        return str(self.path)
+    def credentials(self) -> dict[str, str] | None:
+        """``[repository.s3]`` as :func:`engine.repository.storage.open_storage` takes it."""
+        return None if self.s3 is None else self.s3.plain()
 
     @model_validator(mode="after")
     def _copies_elsewhere(self) -> RepositoryConfig:
@@ -258,6 +374,24 @@ class Config(_Section):
     alerts: AlertsSettings = AlertsSettings()
     console: ConsoleSettings = ConsoleSettings()
 
+    @field_validator("repository")
+    @classmethod
+    def _credentials_readable(cls, value: RepositoryConfig, info: ValidationInfo) -> RepositoryConfig:
+        """Run as root, Lifeboat reads the secret files as ``os_user`` (and PostgreSQL's
+        archive_command always does): refuse one that user cannot read, now."""
+        from engine.directories import user_may_read
+
+        user = info.data.get("os_user")
+        if value.s3 is None or os.geteuid() != 0 or user in (None, "root"):
+            return value
+        for key, path in value.s3.files():
+            if not user_may_read(path, user):
+                raise ValueError(f"s3.{key}: {path} is not readable by os_user {user}, who opens "
+                                 f"the repository (and as whom PostgreSQL runs archive_command): "
+                                 f"e.g. chown root:{user} {path} && chmod 0640 {path}, and let "
+                                 f"{user} into the directories above it")
+        return value
+
     def service_of(self, cluster: str) -> str:
         """The service label of a cluster's metrics and data-loss events."""
         return self.clusters[cluster].service or cluster
@@ -336,7 +470,8 @@ def _describe(exc: ValidationError, source: Path | str) -> str:
         elif error["type"] == "missing":
             message = "required key is missing"
         value = error.get("input")
-        secret = bool(SECRET_KEYS & {str(part) for part in error["loc"]})
+        secret = bool(SECRET_KEYS & {str(part) for part in error["loc"]}) or (
+            isinstance(value, str) and "@" in value.partition("://")[2].split("/", 1)[0])
         shown = "" if secret or error["type"] in ("missing", "extra_forbidden") or isinstance(
             value, dict
         ) else f" (got {value!r})"
@@ -349,6 +484,7 @@ def plain(config: Config) -> dict[str, Any]:
     paths each cluster's wal-push and wal-get need resolved by :class:`Config` itself."""
     data = config.model_dump(mode="json")
     data["repository_url"] = config.repository.url
+    data["repository_credentials"] = config.repository.credentials
     data["wal_paths"] = {
         name: {"spool": str(config.spool_directory(name)),
                "stream_dir": str(config.streaming_directory(name)) if cluster.streaming.enabled

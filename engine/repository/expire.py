@@ -57,7 +57,7 @@ class ExpireReport:
 def run(config: Config, cluster: str, storage: Storage, dry_run: bool = False,
         now: float | None = None) -> ExpireReport:
     notices: list[str] = []
-    with cluster_lock(storage, cluster, "expire", notices):
+    with cluster_lock(storage, cluster, "expire", notices) as storage:
         report = run_locked(config, cluster, storage, dry_run, now)
     report.notices[:0] = notices
     return report

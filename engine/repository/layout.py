@@ -12,6 +12,7 @@
     clusters/<cluster>/restore-points/<name>.json
     clusters/<cluster>/verified.json           what verify proved, for --since-last
     clusters/<cluster>/lock                    the cluster's lock file (posix)
+    clusters/<cluster>/lock.lease/<generation> the cluster's lock leases (object storage)
     clusters/<cluster>/probes/<token>          a writability probe (written, read back, deleted)
 
 :func:`classify` says which kind of object a key of a cluster is, so verify can check
@@ -137,6 +138,25 @@ def lock_key(cluster: str) -> str:
     return f"{cluster_prefix(cluster)}/lock"
 
 
+LEASE_SUFFIX = ".lease"
+
+
+def lease_prefix(lock: str) -> str:
+    """Where the leases of the lock ``lock`` (a :func:`lock_key`) are, on object storage."""
+    return f"{lock}{LEASE_SUFFIX}"
+
+
+def lease_key(lock: str, generation: int) -> str:
+    """The lease of ``generation`` (1, 2 ...; zero-padded so names sort as numbers)."""
+    return f"{lease_prefix(lock)}/{generation:012d}"
+
+
+def lease_generation(key: str) -> int | None:
+    """The generation of a :func:`lease_key`, or None when ``key`` is not one."""
+    name = key.rsplit("/", 1)[-1]
+    return int(name) if len(name) == 12 and name.isdigit() else None
+
+
 PROBE_DIR = "probes"
 
 
@@ -181,6 +201,8 @@ def classify(cluster: str, key: str) -> str | None:
             return "restore-point" if name.endswith(".json") and not name.startswith(".") else None
         if top == PROBE_DIR:
             return "probe" if name and not name.startswith(".") else None
+        if top == "lock" + LEASE_SUFFIX:
+            return "lock" if lease_generation(name) is not None else None
         return None
     if len(parts) != 3:
         return None

@@ -9,6 +9,9 @@ import pytest
 
 from engine.repository import clusterinfo, layout
 from engine.repository.storage.posix import PosixStorage
+from tests.s3_fake import ACCESS_KEY_ID, SECRET_ACCESS_KEY, new_bucket, s3_url, start_moto
+
+__all__ = ["s3_url"]  # the S3 tests' URLs, from here as before
 
 
 @pytest.fixture(autouse=True)
@@ -74,56 +77,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _moto_initiated_times() -> None:
-    """moto 5 answers ListMultipartUploads with one fixed ``Initiated`` (2010-11-10) for every
-    upload, so a grace period on abandoned uploads cannot be tested against it: record when
-    each upload starts and answer with that, as S3 does. (A fix of the fake, not of the driver.)"""
-    import datetime
-
-    from moto.s3.models import FakeMultipart
-    from moto.s3.responses import S3Response
-
-    if getattr(FakeMultipart, "_lifeboat_timed", False):
-        return
-    started: dict[str, datetime.datetime] = {}
-    real_init = FakeMultipart.__init__
-    real_list = S3Response.list_multipart_uploads
-
-    def init(self: FakeMultipart, *args: object, **kwargs: object) -> None:
-        real_init(self, *args, **kwargs)
-        started[self.id] = datetime.datetime.now(datetime.UTC)
-
-    def list_uploads(self: S3Response) -> object:
-        real_serialized = self.serialized
-
-        def serialized(action_result: object) -> object:
-            for upload in action_result.result.get("Uploads", ()):
-                when = started.get(upload["UploadId"])
-                if when is not None:
-                    upload["Initiated"] = when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-            return real_serialized(action_result)
-
-        self.serialized = serialized
-        try:
-            return real_list(self)
-        finally:
-            del self.serialized
-
-    FakeMultipart.__init__ = init
-    S3Response.list_multipart_uploads = list_uploads
-    FakeMultipart._lifeboat_timed = True
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint() -> object:
     """The S3 API of a moto server on loopback, for the session (started on first use)."""
-    from moto.server import ThreadedMotoServer
-
-    _moto_initiated_times()
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
+    endpoint, server = start_moto()
+    yield endpoint
     server.stop()
 
 
@@ -132,8 +90,8 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Credentials for moto from the environment, and no real AWS configuration."""
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "lifeboat-test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "lifeboat-test-secret")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
@@ -142,16 +100,4 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture
 def s3_bucket(moto_endpoint: str, aws_env: None) -> str:
     """A new, empty bucket on the moto server (one per test)."""
-    import uuid
-
-    import boto3
-
-    name = f"lifeboat-{uuid.uuid4().hex[:16]}"
-    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
-    return name
-
-
-def s3_url(endpoint: str, bucket: str, prefix: str = "repo", **options: object) -> str:
-    query = "&".join(f"{k}={v}" for k, v in
-                     {"endpoint": endpoint, "region": "us-east-1", "addressing": "path", **options}.items())
-    return f"s3://{bucket}/{prefix}?{query}"
+    return new_bucket(moto_endpoint)

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import LockBusyError, StorageError
+from engine.errors import LockBusyError
 from engine.repository.locks import cluster_lock, lock_space
 from engine.repository.storage import open_storage
-from engine.repository.storage.capabilities import Capabilities
 
 
 def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
@@ -47,18 +46,6 @@ def test_lock_of_a_killed_holder_is_taken_over(tmp_path: Path) -> None:
         pass
     assert notices == ["took over the lock of cluster 'main' left by backup (pid X), which is "
                        "no longer running"]
-
-
-def test_storage_without_a_lock_implementation_is_refused_clearly(tmp_path: Path) -> None:
-    class ObjectStore:  # what an object store's driver reports until it has leases
-        capabilities = Capabilities(local_path=None)
-
-        def describe(self) -> str:
-            return "s3://bucket/prefix"
-
-    with pytest.raises(StorageError, match="s3://bucket/prefix: this storage has no lock"), \
-            cluster_lock(ObjectStore(), "main", "backup"):  # type: ignore[arg-type]
-        pass
 
 
 def test_open_storage_knows_paths_and_file_urls_and_refuses_the_rest(tmp_path: Path) -> None:

@@ -277,16 +277,22 @@ def test_throttling_and_5xx_are_retried(moto_endpoint: str, s3_bucket: str) -> N
 
 
 @pytest.mark.parametrize("url, wanted", [
-    ("s3://b/p?colour=blue", "unknown option"),
-    ("s3://b/p?addressing=sideways", "addressing must be path or virtual"),
-    ("s3://b/p?part_size=1024", "part_size must be between"),
-    ("s3://b/p?checksums=never", "checksums must be"),
-    ("s3://b/a//c", "empty, '.' or '..' part"),
+    ("s3://bkt/p?colour=blue", "unknown option"),
+    ("s3://bkt/p?addressing=sideways", "addressing must be path or virtual"),
+    ("s3://bkt/p?part_size=1024", "part_size must be between"),
+    ("s3://bkt/p?checksums=never", "checksums must be"),
+    ("s3://bkt/a//c", "empty, '.' or '..' part"),
     ("s3:///p", "s3://BUCKET"),
+    ("s3://b/p", "'b' is not a bucket name"),
+    ("s3://My_Bucket/p", "'My_Bucket' is not a bucket name"),
+    ("s3://127.0.0.1:9000/bkt", "is not a bucket name .*endpoint="),
+    ("s3://AKIAXX:hunter2@bkt/p", r"holds no credentials \(s3://KEY:SECRET@\.\.\. is refused, and not "
+                                  r"repeated here\): give them in \[repository.s3\]"),
 ])
 def test_bad_urls_are_refused(url: str, wanted: str) -> None:
-    with pytest.raises(UsageError, match=wanted):
+    with pytest.raises(UsageError, match=wanted) as caught:
         open_storage(url)
+    assert "hunter2" not in str(caught.value)
 
 
 def test_posix_repositories_do_not_import_boto3(tmp_path: Path) -> None:
@@ -303,3 +309,84 @@ def test_posix_repositories_do_not_import_boto3(tmp_path: Path) -> None:
     )
     subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, check=True, timeout=60,
                    env={"PATH": "/usr/bin:/bin", "AWS_EC2_METADATA_DISABLED": "true"})
+
+
+def _signed_with(store: S3Storage) -> list[str]:
+    """The access key id of each request the driver signs (from its Authorization header)."""
+    keys: list[str] = []
+
+    def seen(request: Any, **_: object) -> None:
+        auth = request.headers.get("Authorization", b"").decode()
+        keys.append(auth.split("Credential=", 1)[1].split("/", 1)[0])
+
+    store._client.meta.events.register("before-send.s3", seen)
+    return keys
+
+
+@pytest.fixture
+def no_aws_env(s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A bucket, and a process with no AWS credentials of its own (as PostgreSQL's
+    archive_command has none of the shell's)."""
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    return s3_bucket
+
+
+def test_credentials_from_the_configuration_sign_the_requests(
+        moto_endpoint: str, no_aws_env: str, tmp_path: Path) -> None:
+    secret = tmp_path / "s3-secret"
+    secret.write_text("config-secret\n")
+    store = open_storage(s3_url(moto_endpoint, no_aws_env),
+                         {"access_key_id": "from-config", "secret_access_key_file": str(secret)})
+    assert isinstance(store, S3Storage)
+    keys = _signed_with(store)
+    store.put("wal/seg", b"1")
+    assert store.get("wal/seg") == b"1"
+    assert keys == ["from-config", "from-config"]
+
+
+def test_a_secret_from_a_named_environment_variable(
+        moto_endpoint: str, no_aws_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    credentials = {"access_key_id": "from-env", "secret_access_key_env": "LIFEBOAT_S3_SECRET"}
+    with pytest.raises(StorageError, match=r"the environment variable LIFEBOAT_S3_SECRET \(\[repository.s3\] "
+                                           r"secret_access_key_env\) is not set in this process; PostgreSQL "
+                                           r"runs archive_command .* use secret_access_key_file"):
+        open_storage(s3_url(moto_endpoint, no_aws_env), credentials)
+    monkeypatch.setenv("LIFEBOAT_S3_SECRET", "env-secret")
+    store = open_storage(s3_url(moto_endpoint, no_aws_env), credentials)
+    assert isinstance(store, S3Storage)
+    keys = _signed_with(store)
+    store.put("k", b"1")
+    assert keys == ["from-env"]
+
+
+def test_a_profile_of_a_named_credentials_file(moto_endpoint: str, no_aws_env: str,
+                                              tmp_path: Path) -> None:
+    shared = tmp_path / "aws-credentials"
+    shared.write_text("[backup]\naws_access_key_id = from-profile\naws_secret_access_key = s\n")
+    store = open_storage(s3_url(moto_endpoint, no_aws_env),
+                         {"profile": "backup", "credentials_file": str(shared)})
+    assert isinstance(store, S3Storage)
+    keys = _signed_with(store)
+    store.put("k", b"1")
+    assert keys == ["from-profile"]
+
+
+def test_an_unreadable_secret_file_is_named(moto_endpoint: str, no_aws_env: str, tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match=r"the S3 secret access key cannot be read from "
+                                           r"/nonexistent/secret \(\[repository.s3\] "
+                                           r"secret_access_key_file\) as user \w+: No such file"):
+        open_storage(s3_url(moto_endpoint, no_aws_env),
+                     {"access_key_id": "k", "secret_access_key_file": "/nonexistent/secret"})
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(StorageError, match="is empty"):
+        open_storage(s3_url(moto_endpoint, no_aws_env),
+                     {"access_key_id": "k", "secret_access_key_file": str(tmp_path / "empty")})
+
+
+def test_without_credentials_the_error_points_at_the_configuration(
+        moto_endpoint: str, no_aws_env: str) -> None:
+    store = _open(moto_endpoint, no_aws_env, retries=1)
+    with pytest.raises(StorageError, match=r"no S3 credentials found; .*archive_command with the "
+                                           r"server's environment.*\[repository.s3\]"):
+        store.put("k", b"1")

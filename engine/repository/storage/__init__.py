@@ -14,6 +14,8 @@ from engine.errors import UsageError
 
 TYPE_CHECKING = False  # typing is not imported on the WAL path
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from engine.repository.storage.base import Capabilities, ObjectWriter, Storage
 
 __all__ = ["Capabilities", "ObjectWriter", "Storage", "open_storage"]
@@ -22,10 +24,12 @@ __all__ = ["Capabilities", "ObjectWriter", "Storage", "open_storage"]
 SCHEMES = {"file": "posix", "s3": "s3"}
 
 
-def open_storage(url: str | os.PathLike[str]) -> Storage:
+def open_storage(url: str | os.PathLike[str], credentials: Mapping[str, str] | None = None) -> Storage:
     """The storage a repository URL names: an absolute path or ``file:///path`` (posix), or
     ``s3://BUCKET/PREFIX?endpoint=URL&region=R&addressing=path`` (S3; the options are described
-    in :mod:`engine.repository.storage.s3`, and credentials come from the AWS chain, never the URL).
+    in :mod:`engine.repository.storage.s3`). S3 credentials come from ``credentials`` (the
+    plain form of ``[repository.s3]``: ``access_key_id`` with ``secret_access_key_file`` or
+    ``_env``, or ``profile``) when given, else from the AWS chain; never from the URL.
 
     Every repository, copy and tier is opened here, so a new driver is one entry in
     :data:`SCHEMES` and one module. A driver's module is imported only when a URL names it:
@@ -41,7 +45,7 @@ def open_storage(url: str | os.PathLike[str]) -> Storage:
     if scheme == "s3":
         from engine.repository.storage.s3 import S3Storage
 
-        return S3Storage.from_url(text)
+        return S3Storage.from_url(text, credentials)
     if not rest.startswith("/"):
         raise UsageError(f"repository '{text}': a posix repository must be an absolute path")
     from engine.repository.storage.posix import PosixStorage
@@ -49,9 +53,33 @@ def open_storage(url: str | os.PathLike[str]) -> Storage:
     return PosixStorage(rest)
 
 
+def check_url(url: str) -> None:
+    """Refuse (UsageError) a repository URL :func:`open_storage` could not open, without
+    opening it: an unknown scheme, a relative path, an S3 URL with a bad bucket or option."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "file", url
+    if scheme not in SCHEMES:
+        raise UsageError(f"unknown storage '{scheme}://' (this Lifeboat knows: an absolute path, "
+                         f"{', '.join(s + '://' for s in SCHEMES)})")
+    if scheme == "s3":
+        from engine.repository.storage.s3 import S3Settings
+
+        S3Settings(url)
+    elif not rest.startswith("/"):
+        raise UsageError(f"'{url}': a posix repository must be an absolute path")
+
+
+def local_path(url: str) -> str | None:
+    """The directory ``url`` names when it is one of this machine (a path or ``file://``)."""
+    if url.startswith("file://"):
+        return url[len("file://"):]
+    return url if url.startswith("/") else None
+
+
 def is_local(url: str) -> bool:
     """Whether ``url`` names a directory of this machine (so Lifeboat may create it)."""
-    return url.startswith("/")
+    return local_path(url) is not None
 
 
 def __getattr__(name: str) -> object:

@@ -46,8 +46,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, BinaryIO, NoReturn
 from urllib.parse import parse_qs, urlsplit
 
@@ -65,6 +67,7 @@ DEFAULT_PART_SIZE = 8 * MIB
 DEFAULT_PAGE_SIZE = 1000
 DEFAULT_RETRIES = 5
 
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3's rule for bucket names
 _MISSING_KEY = ("NoSuchKey", "404", "NotFound")
 _CREDENTIALS = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403",
                 "ExpiredToken", "InvalidToken", "AllAccessDisabled")
@@ -98,11 +101,19 @@ class S3Settings:
              "conditional_writes", "checksums")
 
     def __init__(self, url: str) -> None:
+        if "@" in url.partition("://")[2].split("/", 1)[0]:  # s3://KEY:SECRET@bucket: never repeat it
+            raise UsageError("an S3 repository URL holds no credentials (s3://KEY:SECRET@... is "
+                             "refused, and not repeated here): give them in [repository.s3] of the "
+                             "configuration, or by the AWS chain (environment, ~/.aws, a role)")
         parts = urlsplit(url)
         if parts.scheme != "s3" or not parts.netloc:
             raise UsageError(f"repository '{url}': an S3 repository is s3://BUCKET[/PREFIX][?OPTIONS]")
         self.url = url
         self.bucket = parts.netloc
+        if not _BUCKET.match(self.bucket) or ".." in self.bucket:
+            raise UsageError(f"repository '{url}': '{self.bucket}' is not a bucket name (3 to 63 "
+                             f"lower-case letters, digits, '.' and '-', starting and ending with a "
+                             f"letter or digit; a store's address goes in endpoint=)")
         self.prefix = parts.path.strip("/")
         if any(p in ("", ".", "..") for p in self.prefix.split("/")) and self.prefix:
             raise UsageError(f"repository '{url}': the prefix '{self.prefix}' has an empty, '.' or "
@@ -226,6 +237,37 @@ class S3Writer:
                     Bucket=s.settings.bucket, Key=self._name, UploadId=self._upload_id)
 
 
+def _secret(credentials: Mapping[str, str], name: str, settings: S3Settings) -> str | None:
+    """The secret ``name`` (``secret_access_key``, ``session_token``) of [repository.s3], from
+    the file or the environment variable it names (None when neither is given)."""
+    import pwd
+
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    where = f"{settings.where()}: the S3 {name.replace('_', ' ')}"
+    path, env = credentials.get(f"{name}_file"), credentials.get(f"{name}_env")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                value = handle.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            cause = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise StorageError(f"{where} cannot be read from {path} ([repository.s3] {name}_file) "
+                               f"as user {user}: {cause}; make it readable by {user} "
+                               f"(chown/chmod 0640)") from None
+        if not value:
+            raise StorageError(f"{where}: {path} ([repository.s3] {name}_file) is empty")
+        return value
+    if env:
+        value = os.environ.get(env, "").strip()
+        if not value:
+            raise StorageError(
+                f"{where}: the environment variable {env} ([repository.s3] {name}_env) is not set "
+                f"in this process; PostgreSQL runs archive_command and restore_command with the "
+                f"server's environment, not your shell's: set it there, or use {name}_file")
+        return value
+    return None
+
+
 class _Exists(StorageError):
     """A conditional write found the key already there (internal: put_if_absent returns False)."""
 
@@ -258,8 +300,23 @@ class _Stream(io.RawIOBase):
 class S3Storage:
     """Storage in an S3 bucket under a prefix. See the module's docstring for the URL."""
 
-    def __init__(self, settings: S3Settings) -> None:
+    def __init__(self, settings: S3Settings, credentials: Mapping[str, str] | None = None) -> None:
         self.settings = settings
+        creds = {k: v for k, v in (credentials or {}).items() if v}
+        profile = creds.get("profile") or settings.profile
+        keys: dict[str, str | None] = {}
+        if "access_key_id" in creds:
+            keys = {"aws_access_key_id": creds["access_key_id"],
+                    "aws_secret_access_key": _secret(creds, "secret_access_key", settings),
+                    "aws_session_token": _secret(creds, "session_token", settings)}
+            self.credential_source = f"access_key_id {creds['access_key_id']} of [repository.s3]"
+        elif profile:
+            self.credential_source = (f"profile '{profile}' of "
+                                      f"{creds.get('credentials_file') or 'the AWS config files'}")
+        else:
+            self.credential_source = ("the AWS chain: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                                      "AWS_PROFILE, ~/.aws of this user, an instance role; or "
+                                      "[repository.s3] in the configuration")
         self.capabilities = Capabilities(local_path=None, atomic_create=settings.conditional_writes)
         config = Config(
             retries={"mode": "standard", "total_max_attempts": settings.retries},
@@ -271,17 +328,20 @@ class S3Storage:
         try:
             # botocore's session, not boto3's: boto3 adds ~70 ms of imports (s3transfer) to
             # every wal-push and nothing this driver uses
-            session = botocore.session.Session(profile=settings.profile)
+            session = botocore.session.Session(profile=profile)
+            if creds.get("credentials_file"):
+                session.set_config_variable("credentials_file", creds["credentials_file"])
             self._client = session.create_client("s3", endpoint_url=settings.endpoint,
-                                                 region_name=settings.region, config=config)
+                                                 region_name=settings.region, config=config, **keys)
         except (bex.BotoCoreError, ValueError) as exc:
             raise StorageError(f"{settings.where()}: cannot set up the S3 client: {exc}; check "
-                               f"endpoint, region and profile in the repository URL") from None
+                               f"endpoint and region in the repository URL, and the credentials "
+                               f"({self.credential_source})") from None
         self._bucket_checked = False
 
     @classmethod
-    def from_url(cls, url: str) -> S3Storage:
-        return cls(S3Settings(url))
+    def from_url(cls, url: str, credentials: Mapping[str, str] | None = None) -> S3Storage:
+        return cls(S3Settings(url), credentials)
 
     def describe(self) -> str:
         endpoint = self.settings.endpoint or "AWS"
@@ -330,8 +390,8 @@ class S3Storage:
                 raise _Exists(f"{target}: already exists")
             if code in _CREDENTIALS:
                 raise StorageError(f"{target}: cannot {what} it {at}: access denied ({code}: "
-                                   f"{message}); check the credentials (AWS_ACCESS_KEY_ID, "
-                                   f"AWS_PROFILE or the role) and the bucket's policy") from None
+                                   f"{message}); check the credentials ({self.credential_source}) "
+                                   f"and the bucket's policy") from None
             if code in _UNSUPPORTED:
                 raise StorageError(f"{target}: cannot {what} it {at}: the store does not support "
                                    f"this request ({code}: {message}); if it lacks conditional "
@@ -347,7 +407,9 @@ class S3Storage:
         if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
             raise StorageError(f"{target}: cannot {what} it {at}: no S3 credentials found; set "
                                f"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE (or "
-                               f"profile= in the URL), or give the host a role") from None
+                               f"profile= in the URL), or give the host a role; PostgreSQL runs "
+                               f"archive_command with the server's environment, not a shell's: "
+                               f"give them in [repository.s3] of the configuration") from None
         if isinstance(exc, bex.EndpointConnectionError | bex.ConnectTimeoutError |
                       bex.ReadTimeoutError | bex.ConnectionClosedError):
             raise StorageError(f"{target}: cannot {what} it {at}: the endpoint {endpoint} cannot "
