@@ -46,6 +46,7 @@ from bench.environment import (
 from bench.files import make_dir, tree_bytes
 from bench.harness import execute, preflight
 from bench.pgbackrest import PgBackRest, builds
+from bench.s3_month import monthly_cost, simulate, tiers_config
 from bench.s3_store import ACCESS_KEY, REGION, SECRET_KEY, RequestCounts, S3Store
 from bench.timing import measured, timed_call
 from bench.tool_commands import lifeboat_cmd
@@ -259,6 +260,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/lifeboat-bench-s3"))
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "s3.md")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--days", type=int, default=30,
+                        help="simulated days of daily backups with tiers, priced (0: none; default 30)")
+    parser.add_argument("--day-seconds", type=float, default=20.0,
+                        help="wall-clock seconds of one simulated day (default 20)")
     args = parser.parse_args(argv)
     if args.scale < 1 or args.runs < 1 or args.pgbench_seconds < 1 or args.grow_mb < 0:
         parser.error("--scale, --runs and --pgbench-seconds must be at least 1, --grow-mb not negative")
@@ -303,8 +308,15 @@ def main(argv: list[str] | None = None) -> int:
         measure_s3(bench, store, results)
         log(f"timing {PUSHED_SEGMENTS} WAL pushes per tool")
         measure_push(bench, store, results)
+        month = None
+        if args.days:
+            with open(bench.paths.lb_config, "a") as config:  # tiers from now on
+                config.write("\n" + tiers_config(store, LIFEBOAT_BUCKET, args.day_seconds, lifeboat_url))
+            month = simulate(bench, store, LIFEBOAT_BUCKET, PGBACKREST_BUCKET, args.days, args.day_seconds,
+                             lambda tool, kind: run(bench, backup_command(bench, tool, kind)),
+                             lambda seconds: pgbench(bench, seconds))
         results.total_seconds = time.monotonic() - STARTED_AT
-        return render(results, bench)
+        return render(results, bench) + ("\n".join(monthly_cost(month)) if month else "")
 
     try:
         return execute(bench, args, measure)

@@ -95,6 +95,17 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+def _close_notify(connection: Any) -> None:
+    """End a TLS connection with close_notify before the socket closes. werkzeug closes every
+    connection after its response; without the alert OpenSSL 3 clients (pgBackRest) take the
+    close for a truncation ("unexpected eof while reading") and fail the request."""
+    try:
+        connection.settimeout(1.0)
+        connection.unwrap()
+    except (OSError, ValueError):
+        pass
+
+
 class S3Store:
     """moto's S3 on ``https://127.0.0.1:PORT`` in a thread; :meth:`stop` ends it."""
 
@@ -112,6 +123,8 @@ class S3Store:
         self.app = CountingApp(DomainDispatcherApplication(create_backend_app))
         self.port = port
         self._server = make_server("127.0.0.1", port, self.app, threaded=True, ssl_context=context)
+        close = self._server.shutdown_request
+        self._server.shutdown_request = lambda request: (_close_notify(request), close(request))
         self._thread = threading.Thread(target=self._server.serve_forever, name="s3-store", daemon=True)
         self._thread.start()
 
