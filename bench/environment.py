@@ -96,6 +96,8 @@ class Bench:
     pgbench_seconds: int = 30  # pgbench -T before the pgbench incremental
     pgbackrests: tuple[PgBackRest, ...] = ()  # the pgBackRest builds compared (bench/pgbackrest.py)
     cold: bool = False  # sync + drop the page cache before each timed backup, restore, verify, expire
+    lb_url: str = ""  # Lifeboat's repository as a URL (s3://...) instead of paths.lb_repo
+    pgbackrest_extra: str = ""  # more [global] lines for every pgBackRest (its S3 repository)
     loads: list[float] = field(default_factory=list)  # 1-min load average at each timed command
     started: list[Path] = field(default_factory=list)
 

@@ -10,9 +10,11 @@ from bench.environment import CLUSTER, LIFEBOAT, Bench
 from bench.files import make_dir, write_file
 
 
-def lifeboat_config(repo: Path, bench: Bench, extra: str = "") -> str:
-    """``lifeboat.toml`` for a repository at ``repo``; ``extra`` is appended (TOML tables)."""
-    return (f'[repository]\npath = "{repo}"\n\n[compression]\nalgorithm = "zstd"\nlevel = 3\n\n'
+def lifeboat_config(repo: Path | str, bench: Bench, extra: str = "") -> str:
+    """``lifeboat.toml`` for a repository at ``repo`` (a path, or a URL given as a string);
+    ``extra`` is appended (TOML tables)."""
+    where = f'url = "{repo}"' if isinstance(repo, str) else f'path = "{repo}"'
+    return (f'[repository]\n{where}\n\n[compression]\nalgorithm = "zstd"\nlevel = 3\n\n'
             f'[clusters.{CLUSTER}]\npgdata = "{bench.paths.pgdata}"\nhost = "{bench.paths.sock}"\n'
             f"port = {bench.port}\n{extra}")
 
@@ -34,8 +36,8 @@ def write_tool_configs(bench: Bench) -> None:
     paths = bench.paths
     for directory in (paths.lb_repo, paths.lb_cache):
         make_dir(bench, directory, 0o750)
-    write_file(bench, paths.lb_config, lifeboat_config(paths.lb_repo, bench))
+    write_file(bench, paths.lb_config, lifeboat_config(bench.lb_url or paths.lb_repo, bench))
     for build in bench.pgbackrests:
         for directory in (build.repo, build.root / "log", build.root / "lock"):
             make_dir(bench, directory, 0o750)
-        write_file(bench, build.config, build.config_text(build.repo, bench))
+        write_file(bench, build.config, build.config_text(build.repo, bench, bench.pgbackrest_extra))
