@@ -42,12 +42,13 @@ GRANT SELECT ON shop.customers TO app_writer;
 """
 
 
-def drill_config(lifeboat: Lifeboat, critical: list[str], probes: list[tuple[str, str]]) -> None:
+def drill_config(lifeboat: Lifeboat, critical: list[str], probes: list[tuple[str, str]],
+                 tolerance: float = 0.05) -> None:
     scratch = lifeboat.workspace.path("scratch")
     probe_text = "".join(f'\n[[clusters.{lifeboat.name}.drills.probes]]\nname = "{name}"\n'
                          f'sql = "{sql}"\nruns = 3\n' for name, sql in probes)
     lifeboat.write_config(lifeboat.cluster, extra=(
-        f'\n[clusters.{lifeboat.name}.drills]\nscratch_dir = "{scratch}"\n'
+        f'\n[clusters.{lifeboat.name}.drills]\nscratch_dir = "{scratch}"\ntolerance = {tolerance}\n'
         f"critical_tables = {json.dumps(critical)}\n{probe_text}\n"
         f'[catalog]\npath = "{lifeboat.workspace.root / f"catalog-{lifeboat.cluster.port}.sqlite3"}"\n'))
 
@@ -86,8 +87,12 @@ def names(result: dict) -> dict[str, dict]:
 
 
 def test_full_drill_under_load_then_partial_drill_and_report(shop: Lifeboat) -> None:
+    # The probe's timings are compared under pgbench and, in the suite, beside another test
+    # worker on two cores: one stall of the restored cluster's three runs would fail its
+    # throughput. Timing verdicts are this test's subject elsewhere (a slow restored cluster
+    # below, and the unit tests); here the drill must complete and pass under load.
     drill_config(shop, ["shop.customers", "shop.orders", "inventory.public.items"],
-                 [("count orders", "SELECT count(*) FROM shop.orders")])
+                 [("count orders", "SELECT count(*) FROM shop.orders")], tolerance=0.9)
     load = subprocess.Popen(["runuser", "-u", PG_USER, "--", "pgbench", "-h", "127.0.0.1", "-p",
                              str(shop.cluster.port), "-c", "2", "-T", "120", "postgres"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
