@@ -4,11 +4,13 @@ Each simulated day lasts ``day_seconds`` of wall clock: a short pgbench run, a b
 each tool (a full one every seventh day, an incremental otherwise, as a weekly-full
 schedule has it), then ``lifeboat tier`` (the agent's tiering job) and a sleep to the end of
 the day. Lifeboat's tier ages are the seed's (hot 7 days, warm 30, cold 365) scaled to the
-simulated day, and each tier has the seed's replication count as that many independent
-prefixes in the store: hot in STANDARD (the repository and one replica), warm in
-STANDARD_IA (2), cold in GLACIER (3). pgBackRest keeps the same backups in one STANDARD
-repository (it has no tiers). At the end the bytes each tier holds are listed and priced at
-list prices; so are the requests each tool made during the month.
+simulated day: hot in STANDARD (the repository), warm in STANDARD_IA, cold in GLACIER, each
+one prefix of the store. The seed's replication counts (hot 2, warm 2, cold 3) are priced, not
+simulated: a replica holds the same bytes as the copy measured (the replication machinery is
+tested in tests/unit/test_tiers.py), and copying and verifying every replica through moto
+made a simulated day's work longer than the day. pgBackRest keeps the same backups in one
+STANDARD repository (it has no tiers). At the end the bytes each tier holds are listed and
+priced at list prices; so are the requests each tool made during the month.
 """
 
 from __future__ import annotations
@@ -43,25 +45,19 @@ class Month:
 
 
 def tier_prefixes(tier: str) -> list[str]:
-    """Where a tier's storages are in Lifeboat's bucket (hot's first is the repository)."""
-    _, copies, _ = TIERS[tier]
-    if tier == "hot":
-        return ["repo", "hot-replica"]
-    return [f"{tier}-{n}" for n in range(1, copies + 1)]
+    """Where a tier's storage is in Lifeboat's bucket (hot's is the repository)."""
+    return ["repo"] if tier == "hot" else [tier]
 
 
 def tiers_config(store: S3Store, bucket: str, day_seconds: float, url_of: object) -> str:
     """The ``[repository.tiers]`` tables of the simulation (ages in seconds)."""
     lines = ['[repository.tiers]', 'interval = "1h"', '']
-    for tier, (storage_class, copies, age_days) in TIERS.items():
-        urls = [url_of(store, prefix) + f"&storage_class={storage_class}"  # type: ignore[operator]
-                for prefix in tier_prefixes(tier)]
-        if tier == "hot":
-            urls = urls[1:]  # the repository itself is the first
-        lines += [f"[repository.tiers.{tier}]", f'age = "{age_days * day_seconds:.0f}s"',
-                  "storages = [" + ", ".join(f'"{u}"' for u in urls) + "]", f"replication = {copies}", ""]
-        if storage_class == "GLACIER":
-            lines.insert(-1, 'retrieval = "Standard"')
+    for tier, (storage_class, _copies, age_days) in TIERS.items():
+        lines += [f"[repository.tiers.{tier}]", f'age = "{age_days * day_seconds:.0f}s"']
+        if tier != "hot":  # hot is the repository itself
+            url = url_of(store, tier_prefixes(tier)[0])  # type: ignore[operator]
+            lines.append(f'storage = "{url}&storage_class={storage_class}"')
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -119,20 +115,23 @@ def monthly_cost(month: Month) -> list[str]:
              f"{month.overruns}); tier ages and replication are the seed's. Storage priced at AWS "
              "us-east-1 list prices per GB-month; requests at list prices per 1,000 (PUT, POST and "
              "DELETE billed as PUT in the tier's class; GET and HEAD as STANDARD reads).", "",
-             "| Where | Storage class | Replication | Backups | Bytes held | Storage $/month |",
+             "| Where | Storage class | Backups | Bytes of one copy | Copies (priced) | Storage $/month |",
              "|---|---|---:|---:|---:|---:|"]
-    total = 0.0
+    total, held_all = 0.0, 0
     for tier, (storage_class, copies, _age) in TIERS.items():
         held = month.tier_bytes.get(tier, 0)
-        cost = held / GB * STORAGE_PRICE[storage_class]
-        total += cost
-        lines.append(f"| Lifeboat {tier} | {storage_class} | {copies} | {month.tier_backups.get(tier, 0)} | "
-                     f"{held / 1024**2:,.1f} MiB | {cost:.6f} |")
+        cost = held * copies / GB * STORAGE_PRICE[storage_class]
+        total, held_all = total + cost, held_all + held * copies
+        lines.append(f"| Lifeboat {tier} | {storage_class} | {month.tier_backups.get(tier, 0)} | "
+                     f"{held / 1024**2:,.1f} MiB | {copies} | {cost:.6f} |")
     pgb = month.pgbackrest_bytes / GB * STORAGE_PRICE["STANDARD"]
-    held_all = sum(month.tier_bytes.values()) / 1024**2
-    lines += [f"| Lifeboat, all tiers | | | | {held_all:,.1f} MiB | {total:.6f} |",
-              f"| pgBackRest (one repository) | STANDARD | 1 | {month.days} | "
-              f"{month.pgbackrest_bytes / 1024**2:,.1f} MiB | {pgb:.6f} |", ""]
+    pgb3 = month.pgbackrest_bytes * 3 / GB * STORAGE_PRICE["STANDARD"]
+    lines += [f"| Lifeboat, all tiers and copies | | | {held_all / 1024**2:,.1f} MiB in all | | "
+              f"{total:.6f} |",
+              f"| pgBackRest (one repository) | STANDARD | {month.days} | "
+              f"{month.pgbackrest_bytes / 1024**2:,.1f} MiB | 1 | {pgb:.6f} |",
+              f"| pgBackRest with 3 copies (repo1-3) | STANDARD | {month.days} | "
+              f"{month.pgbackrest_bytes / 1024**2:,.1f} MiB | 3 | {pgb3:.6f} |", ""]
     lines += ["| Tool | Requests in the month | Request $ (list) |", "|---|---:|---:|"]
     for tool, counts in month.requests.items():
         writes = sum(counts.get(m, 0) for m in ("PUT", "POST", "DELETE"))
@@ -140,7 +139,7 @@ def monthly_cost(month: Month) -> list[str]:
         dollars = writes / 1000 * PUT_PRICE["STANDARD"] + reads / 1000 * GET_PRICE
         lines.append(f"| {'Lifeboat (with tiering)' if tool == 'lifeboat' else 'pgBackRest'} | "
                      f"{sum(counts.values()):,} | {dollars:.4f} |")
-    lines += ["", "Lifeboat's bytes count every replica the tiers' replication asks for (hot 2, warm 2, "
-              "cold 3 copies); pgBackRest's are one copy. Costs scale with the database: multiply by "
-              "(your database size / this one's).", ""]
+    lines += ["", "Bytes of one copy are measured; the seed's replication counts (hot 2, warm 2, cold 3) "
+              "multiply them in the price. Requests are those of the simulation (one copy per tier). "
+              "Costs scale with the database: multiply by (your database size / this one's).", ""]
     return lines

@@ -262,6 +262,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--days", type=int, default=30,
                         help="simulated days of daily backups with tiers, priced (0: none; default 30)")
+    parser.add_argument("--month-only", action="store_true",
+                        help="only the simulated month (a small --scale keeps its days short)")
     parser.add_argument("--day-seconds", type=float, default=20.0,
                         help="wall-clock seconds of one simulated day (default 20)")
     args = parser.parse_args(argv)
@@ -305,9 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         with connect(bench) as conn:
             (size,) = query(conn, "SELECT sum(pg_database_size(oid)) FROM pg_database")
         results.database_bytes = int(size)
-        measure_s3(bench, store, results)
-        log(f"timing {PUSHED_SEGMENTS} WAL pushes per tool")
-        measure_push(bench, store, results)
+        if not args.month_only:
+            measure_s3(bench, store, results)
+            log(f"timing {PUSHED_SEGMENTS} WAL pushes per tool")
+            measure_push(bench, store, results)
         month = None
         if args.days:
             with open(bench.paths.lb_config, "a") as config:  # tiers from now on
@@ -316,7 +319,11 @@ def main(argv: list[str] | None = None) -> int:
                              lambda tool, kind: run(bench, backup_command(bench, tool, kind)),
                              lambda seconds: pgbench(bench, seconds))
         results.total_seconds = time.monotonic() - STARTED_AT
-        return render(results, bench) + ("\n".join(monthly_cost(month)) if month else "")
+        head = render(results, bench) if not args.month_only else \
+            f"# Lifeboat on S3: a simulated month\n\n- Versions: {'; '.join(results.versions)}\n" \
+            f"- Data: pgbench scale {bench.scale} + `grow` {bench.grow_mb} MiB " \
+            f"(databases {results.database_bytes / MiB:,.0f} MiB)\n\n"
+        return head + ("\n".join(monthly_cost(month)) if month else "")
 
     try:
         return execute(bench, args, measure)
