@@ -7,20 +7,21 @@ import streamlit as st
 
 from dashboard import ui
 
-st.set_page_config(page_title="Lifeboat", page_icon="🛟", layout="wide")
+st.set_page_config(page_title="Lifeboat", page_icon=":material/sailing:", layout="wide")
 
 session = ui.session()
 if session is None:
-    pages = [st.Page("pages/login.py", title="Log in", icon="🔑", url_path="login")]
+    pages = [st.Page("pages/login.py", title="Log in", icon=":material/login:", url_path="login")]
 else:
     ui.sidebar(session)
     pages = [
-        st.Page("pages/overview.py", title="Overview", icon="🛟", url_path="overview", default=True),
-        st.Page("pages/backups.py", title="Backups", icon="💾", url_path="backups"),
-        st.Page("pages/restore.py", title="Restore", icon="⏪", url_path="restore"),
-        st.Page("pages/alerts.py", title="Alerts", icon="🚨", url_path="alerts"),
-        st.Page("pages/drills.py", title="Drills", icon="🧪", url_path="drills"),
-        st.Page("pages/metrics.py", title="Metrics", icon="📈", url_path="metrics"),
-        st.Page("pages/audit.py", title="Audit", icon="📜", url_path="audit"),
+        st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", url_path="overview",
+                default=True),
+        st.Page("pages/backups.py", title="Backups", icon=":material/backup:", url_path="backups"),
+        st.Page("pages/restore.py", title="Restore", icon=":material/restore:", url_path="restore"),
+        st.Page("pages/alerts.py", title="Alerts", icon=":material/notifications_active:", url_path="alerts"),
+        st.Page("pages/drills.py", title="Drills", icon=":material/science:", url_path="drills"),
+        st.Page("pages/metrics.py", title="Metrics", icon=":material/monitoring:", url_path="metrics"),
+        st.Page("pages/audit.py", title="Audit", icon=":material/history:", url_path="audit"),
     ]
 st.navigation(pages).run()

@@ -13,7 +13,6 @@ from dashboard.actions import Refused
 from engine.errors import LifeboatError
 
 SESSION_KEY = "lifeboat_session"
-LEVEL_ICONS = {"green": "🟢", "amber": "🟠", "red": "🔴", "grey": "⚪"}
 #: a level's word and Streamlit colour: the emoji alone is a box where no emoji font is installed
 LEVEL_BADGES = {"green": ("within objective", "green"), "amber": ("near objective", "orange"),
                 "red": ("beyond objective", "red"), "grey": ("unknown", "gray")}
@@ -96,10 +95,6 @@ def act(what: Callable[[], Any], done: str) -> Any:
     data.refresh()
     st.success(done.format(result=result))
     return result
-
-
-def level(name: str, text: str) -> str:
-    return f"{LEVEL_ICONS.get(name, '⚪')} {text}"
 
 
 def badge(where: Any, text: str, colour: str) -> None:

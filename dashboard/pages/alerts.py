@@ -16,8 +16,10 @@ st.subheader(f"Open ({len(open_alerts)})")
 if not open_alerts:
     st.success("Nothing is firing.")
 for a in found:
-    icon = {"critical": "🔴", "warning": "🟠"}.get(a["severity"], "🔵")
-    title = (f"{icon} {a['rule']} · {a['cluster'] or 'every cluster'} · {a['state']}"
+    # a Material icon and the severity's colour: emoji are boxes where no emoji font is installed
+    icon = {"critical": ":red[:material/error:]", "warning": ":orange[:material/warning:]"}.get(
+        a["severity"], ":blue[:material/info:]")
+    title = (f"{icon} {a['severity'].upper()} {a['rule']} · {a['cluster'] or 'every cluster'} · {a['state']}"
              + (f" · resolved {a['resolved_at']}" if a["resolved_at"] else ""))
     with st.expander(title, expanded=a["resolved_at"] is None):
         st.write(a["annotations"].get("summary", ""))
