@@ -5,7 +5,9 @@ flushing overlaps the work on the next files. ``global/pg_control`` is written l
 after every other file and directory is durable, so a directory whose restore was
 interrupted cannot be started by mistake. A delta restore hashes what is on disk and
 rewrites only the blocks whose SHA-256 differs, then removes what the backup does not
-have: the result is the same as a clean restore. (In an encrypted repository block ids
+have: the result is the same as a clean restore. Files untouched since the last restore
+wrote them (:mod:`engine.restore.written_state`) are not read: their block ids are those
+of the list they were written from. (In an encrypted repository block ids
 are HMAC-SHA256 under its name key: what is on disk is hashed the same way.)
 """
 
@@ -239,7 +241,7 @@ class FileWriter:
         start = first * self._block_size
         length = min(count * self._block_size, entry.size - start)
         wanted = blocks.ids[first * width:(first + count) * width]
-        on_disk = on_disk_ids[first * width:(first + count) * width]
+        on_disk = on_disk_ids[first * width:first * width + len(wanted)]  # shorter: it grew
         if on_disk == wanted:
             return self._done(length, 0)
         stale = [run for at, n in layout.differing_runs(on_disk, wanted)
@@ -268,15 +270,16 @@ class FileWriter:
             return None
         if known.list_key == (entry.list_key or b""):
             return known.signature[0] == entry.size or None
-        if entry.size < OLD_LIST_MIN or known.signature[0] != entry.size:
-            return None
+        block = self._block_size
+        if entry.size < OLD_LIST_MIN or known.signature[0] % block or entry.size % block:
+            return None  # small, or a partial last block whose id a new size would change
         key = layout.list_key(self._cluster, known.list_key.hex())
         try:
             old = BlockList(read_stored(self._storage, key, known.list_key, f"block list {key}"),
                             f"block list {key}")
         except LifeboatError:  # expired, damaged, unreadable: read the file instead
             return None
-        if old.size != entry.size or old.block_size != self._block_size:
+        if old.size != known.signature[0] or old.block_size != block:
             return None
         return old.ids
 
@@ -392,7 +395,9 @@ class FileWriter:
             if known is True:
                 self._done(entry.size, 0)
                 return None
-            if isinstance(known, bytes):
+            if isinstance(known, bytes):  # whole blocks: a new size cuts or adds whole blocks
+                if len(known) // layout.BLOCK_ID_BYTES * self._block_size != entry.size:
+                    os.truncate(target, entry.size)
                 return [pool.submit(self._patch_known, *batch, known) for batch in work]
         if self._delta and target.is_file() and not target.is_symlink():
             if target.stat().st_size != entry.size:
