@@ -16,6 +16,7 @@ from engine.repository.codec import Codec
 from engine.repository.manifest import ManifestWriter, read_manifest
 from engine.repository.storage.posix import PosixStorage
 from engine.restore.files import FileWriter
+from engine.restore.written_state import RECORD
 from engine.wal import archive
 from tests.unit.conftest import fake_segment
 from tests.unit.helpers import summary
@@ -54,7 +55,8 @@ def restored(storage: PosixStorage, backup_id: str, target: Path) -> dict[str, b
     manifest = read_manifest(storage, "main", backup_id)
     target.mkdir()
     FileWriter(storage, "main", manifest.summary, target, jobs=2).write(manifest, {})
-    return {str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    return {str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*")
+            if p.is_file() and p.name != RECORD}
 
 
 def test_only_changed_blocks_are_stored(tmp_path: Path) -> None:
