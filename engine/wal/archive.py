@@ -58,8 +58,9 @@ class PushResult(namedtuple("PushResult", "name raw_bytes stored_bytes already_a
 
 def encode(data: bytes | mmap.mmap, codec: Codec, large: bool, keys: RepositoryKeys | None = None,
            key: str = "") -> bytes:
-    """The object of an archived file; sealed under ``key`` with the repository's ``keys``."""
-    codec_id, body = codec.compress_large(data) if large else codec.compress(data)
+    """The object of an archived file; sealed under ``key`` with the repository's ``keys``.
+    A ``large`` file (a segment) is compressed without probing samples first: WAL compresses."""
+    codec_id, body = codec.compress(data, probe=not large)
     if keys is not None:
         body = keys.seal(body, key.encode())
     return HEADER.pack(MAGIC, codec_id, len(data), hashlib.sha256(body).digest()) + body
