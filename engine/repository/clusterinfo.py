@@ -18,7 +18,7 @@ from collections import namedtuple
 
 from engine.errors import ChecksumError, ClusterSetupError, EncryptionKeyError, FormatError, NotFoundError
 from engine.repository import layout, sealed
-from engine.repository.encryption import CIPHER, keys_of
+from engine.repository.storage_keys import keys_of
 
 TYPE_CHECKING = False  # typing is not imported on the WAL path
 if TYPE_CHECKING:
@@ -73,6 +73,8 @@ def write(storage: Storage, cluster: str, info: ClusterInfo) -> bool:
 
 def marker(keys: RepositoryKeys | None = None) -> bytes:
     """The content of ``lifeboat.repo`` (of an encrypted repository with ``keys``)."""
+    from engine.repository.encryption import CIPHER
+
     return sealed.seal(sealed.REPOSITORY, {"encryption": CIPHER} if keys else {}, keys=keys)
 
 

@@ -16,7 +16,6 @@ of its timeline are present, or one that fails its checksum, raises
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import mmap
 import os
@@ -33,7 +32,7 @@ from engine.errors import (
 )
 from engine.repository import clusterinfo, formats, layout
 from engine.repository.codec import ZSTD, Codec, decompress
-from engine.repository.encryption import keys_of
+from engine.repository.storage_keys import keys_of
 from engine.wal import names as wal
 
 TYPE_CHECKING = False  # typing is not imported on the WAL path
@@ -241,8 +240,10 @@ def _write_dest(dest: str | os.PathLike[str], data: bytes) -> None:
     except OSError as exc:
         from engine.errors import path_error
 
-        with contextlib.suppress(OSError):
+        try:
             os.unlink(tmp)
+        except OSError:
+            pass
         raise path_error(exc, "write", dest) from None
 
 

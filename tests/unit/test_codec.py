@@ -136,3 +136,21 @@ def test_a_backup_keeps_each_files_choice_for_its_later_frames(tmp_path: Path) -
     relation, other = copier.stats.kinds["relation"][1], copier.stats.kinds["other"][1]
     assert relation == stored_with("base/5/16384", True) < stored_with("base/5/16384", False)
     assert other == stored_with("notes.txt", False) < stored_with("notes.txt", True)
+
+
+def test_the_wal_path_loads_zstds_compiled_backend_alone() -> None:
+    """Without zstandard's package (its __init__ imports typing and platform), and the same
+    classes once something imports the package; a backend policy set means the package."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from engine.repository import zstd_backend; z = zstd_backend.module(); "
+             "print(z.__name__, 'zstandard' in sys.modules, 'typing' in sys.modules); "
+             "import zstandard; print(zstandard.ZstdCompressor is z.ZstdCompressor)")
+    env = {"PATH": "/usr/bin:/bin"}
+    alone = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+                           check=True).stdout.split()
+    assert alone == ["zstandard.backend_c", "False", "False", "True"]
+    policy = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            env={**env, "PYTHON_ZSTANDARD_IMPORT_POLICY": "cext"}).stdout.split()
+    assert policy == ["zstandard", "True", "True", "True"]
