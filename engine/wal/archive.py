@@ -143,7 +143,7 @@ def push(storage: Storage, cluster: str, path: str | os.PathLike[str], codec: Co
     kind = wal.wal_file_kind(name)
     if kind is None:
         raise UsageError(f"{path}: not a WAL file name (segment, .history, .backup or .partial)")
-    info = clusterinfo.read(storage, cluster)
+    info = clusterinfo.read(storage, cluster, cached=True)
     data = _map(path)
     if kind in ("segment", "partial"):
         _check_segment(name, data, info, partial=kind == "partial")
