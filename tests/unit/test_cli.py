@@ -104,31 +104,6 @@ def test_wal_push_imports_nothing_heavy_once_validated(tmp_path: Path, storage: 
     assert third.returncode == 2 and "clusters.main.bogus: unknown key" in third.stderr
 
 
-def test_installed_wal_push_imports_only_what_it_uses(tmp_path: Path, storage: object) -> None:
-    """What archive_command runs: the installed program (bin/lifeboat), one process per
-    segment. Once the configuration and cluster.json are cached, no module that costs a
-    push milliseconds is imported: not re (the generated console-script wrapper's), json,
-    typing or platform (zstandard's package), threading, contextlib or hmac."""
-    program = Path(sys.executable).parent / "lifeboat"
-    if not program.exists():
-        pytest.skip(f"Lifeboat is not installed beside {sys.executable}")
-    config = write_config(tmp_path)
-    env = {"LIFEBOAT_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin",
-           "PYTHONPROFILEIMPORTTIME": "1"}
-    imported = []
-    for segno in (1, 2):  # the first validates and caches
-        segment = tmp_path / f"00000001000000000000000{segno}"
-        segment.write_bytes(fake_segment(1, segno))
-        done = subprocess.run([str(program), "--config", str(config), "wal-push", str(segment)],
-                              capture_output=True, text=True, env=env, check=True)
-        imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
-                    if line.startswith("import time:") and "|" in line]
-    heavy = {"re", "json", "typing", "platform", "threading", "contextlib", "hmac", "zstandard",
-             "pydantic", "argparse", "pathlib", "dataclasses"}
-    assert "engine.wal.archive" in imported and "engine.repository.zstd_backend" in imported
-    assert heavy.isdisjoint(imported), sorted(heavy.intersection(imported))
-
-
 def test_grafana_and_rules_export_write_what_the_code_generates(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     import yaml
