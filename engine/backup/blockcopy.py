@@ -18,7 +18,6 @@ of its blocks and restores on its own.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -27,8 +26,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.backup import direct_read
+from engine.backup.direct_read import read_chunk
 from engine.backup.packset import PackSet
-from engine.durable import read_into
 from engine.errors import LifeboatError
 from engine.postgres.pgdata import Entry, file_kind, relation_segment
 from engine.repository import layout
@@ -114,12 +114,15 @@ class BlockCopier:
         self._codec = codec
         self._block_size = block_size
         self._frame_blocks = max(1, frame_size // block_size)
-        self._jobs = jobs
+        # Direct reads leave a thread waiting on the device part of the time (the kernel's
+        # readahead no longer overlaps them with the work): half as many threads again keep
+        # the cores busy meanwhile (measured on 12 GB, 2 cores, cold: 2 threads 32.8 s, 3
+        # threads 28.2 s, 4 threads 27.8 s with 6 MiB more memory each).
+        self._threads = jobs + (jobs + 1) // 2 if direct_read.available() else jobs
         self._chunk = max(frame_size, CHUNK_BYTES // frame_size * frame_size)
         self._base = base
         self.stats = CopyStats()
         self._stats_lock = threading.Lock()
-        self._buffers = threading.local()
         self._compresses: set[str] = set()  # files seen to compress well
         self._tuned: dict[str, bool] = {}  # file -> whether zstd's tuned parameters suit it
         self._budget = time_budget
@@ -132,16 +135,11 @@ class BlockCopier:
 
             self._pagecheck = pagecheck
 
-    def _copy_chunk(self, source: Path, offset: int, length: int, prior: BlockList | None,
-                    first_page: int | None, kind: str) -> ChunkResult | None:
-        try:
-            fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+    def _copy_chunk(self, source: Path, offset: int, length: int, file_size: int,
+                    prior: BlockList | None, first_page: int | None, kind: str) -> ChunkResult | None:
+        view = read_chunk(source, offset, length, file_size)
+        if view is None:
             return None
-        try:
-            view = self._read(fd, length, offset)
-        finally:
-            os.close(fd)
         size = self._block_size
         ids = layout.block_ids(view, size, self._packs.name_key)
         width = layout.BLOCK_ID_BYTES
@@ -169,16 +167,6 @@ class BlockCopier:
                 totals[0] += raw
                 totals[1] += stored
         return ChunkResult(len(view), ids, _runs(places, size), corrupt)  # type: ignore[arg-type]
-
-    def _read(self, fd: int, length: int, offset: int) -> memoryview:
-        """Read into this thread's buffer, reused from chunk to chunk: a new buffer per chunk
-        costs the kernel a page fault per 4 KiB, as much as the read itself. Nothing holds
-        on to the view once the chunk is done (compression and hashing copy what they keep)."""
-        buffer = getattr(self._buffers, "buffer", None)
-        if buffer is None or len(buffer) < length:
-            buffer = self._buffers.buffer = bytearray(max(length, self._chunk))
-        view = memoryview(buffer)
-        return view[:read_into(fd, view[:length], offset)]  # shorter: the file shrank
 
     def _count_reused(self, reused: int) -> None:
         if reused:
@@ -267,8 +255,8 @@ class BlockCopier:
         done = 0
         window: deque[tuple[Entry, list[Future[ChunkResult]], FileEntry | None]] = deque()
         in_flight = 0
-        limit = self._jobs * 4
-        with ThreadPoolExecutor(self._jobs, thread_name_prefix="lifeboat-copy") as pool:
+        limit = self._threads * 4
+        with ThreadPoolExecutor(self._threads, thread_name_prefix="lifeboat-copy") as pool:
             try:
                 for entry in entries:
                     futures: list[Future[ChunkResult]] = []
@@ -290,7 +278,7 @@ class BlockCopier:
                                 first_page = None if segment is None else (
                                     segment * self._pagecheck.SEGMENT_PAGES + offset // 8192)
                                 future = pool.submit(self._copy_chunk, entry.source, offset, length,
-                                                     base_list, first_page,
+                                                     entry.size, base_list, first_page,
                                                      file_kind(entry.path))
                                 if progress is not None:
                                     future.add_done_callback(lambda _f, n=length: progress(n))
