@@ -33,7 +33,7 @@ from engine.errors import LifeboatError
 from engine.postgres.pgdata import Entry, file_kind, relation_segment
 from engine.repository import layout
 from engine.repository.blocklist import INLINE_MAX, BlockList, Frame, ListBuilder
-from engine.repository.codec import ZSTD, Codec
+from engine.repository.codec import ZSTD, Choice, Codec
 from engine.repository.manifest import FileEntry, Manifest
 
 __all__ = ["BaseFiles", "BlockCopier", "PackSet"]
@@ -121,7 +121,7 @@ class BlockCopier:
         self._stats_lock = threading.Lock()
         self._buffers = threading.local()
         self._compresses: set[str] = set()  # files seen to compress well
-        self._tuned: dict[str, bool] = {}  # file -> whether zstd's tuned parameters suit it
+        self._choices: dict[str, Choice] = {}  # file -> how its first frame chose to compress
         self._budget = time_budget
         self._started = time.monotonic()
         self._last_change = self._started
@@ -162,7 +162,7 @@ class BlockCopier:
             self._count_reused(reused)
         new = [i for i, place in enumerate(places) if place is None]
         corrupt = self._check_pages(source, view, offset, first_page, new, len(places))
-        raw, stored = self._store_new(view, new, places, str(source))
+        raw, stored = self._store_new(view, new, places, str(source), kind == "relation")
         if raw:
             with self._stats_lock:
                 totals = self.stats.kinds.setdefault(kind, [0, 0])
@@ -203,7 +203,7 @@ class BlockCopier:
         return self._pagecheck.confirm(str(source), suspects, offset, first_page, self._start_lsn)
 
     def _store_new(self, view: memoryview, new: list[int], places: list[tuple[Frame, int] | None],
-                   path: str) -> tuple[int, int]:
+                   path: str, heap: bool) -> tuple[int, int]:
         """Compress the chunk's new blocks, in order, in frames of up to frame_size, append
         them to a pack and fill in their places; the raw and stored bytes of what was new.
 
@@ -219,14 +219,14 @@ class BlockCopier:
                 frame: memoryview | bytes = view[members[0] * size:(members[-1] + 1) * size]
             else:
                 frame = b"".join(view[i * size:(i + 1) * size] for i in members)
-            tuned = self._tuned.get(path)
-            if tuned is None:  # the file's first frame: which parameters suit it
-                codec_id, stored, tuned = self._codec.compress_smaller(frame)
-                if tuned is not None:
-                    self._tuned[path] = tuned
+            choice = self._choices.get(path)
+            if choice is None:  # the file's first frame: which way suits it
+                codec_id, stored, choice = self._codec.compress_smaller(frame, heap)
+                if choice is not None:
+                    self._choices[path] = choice
             else:
                 codec_id, stored = self._codec.compress(frame, probe=path not in self._compresses,
-                                                        tuned=tuned)
+                                                        tuned=choice.tuned, split=choice.split)
             if len(stored) < 0.8 * len(frame):
                 self._compresses.add(path)  # the rest of this file need not be probed
             frames.append((members, codec_id, stored))
