@@ -265,7 +265,8 @@ class BlockCopier:
         entries = list(entries)
         total = sum(e.size for e in entries) or 1
         done = 0
-        window: deque[tuple[Entry, list[Future[ChunkResult]], FileEntry | None]] = deque()
+        window: deque[tuple[Entry, list[Future[ChunkResult]], FileEntry | None,
+                            tuple[bytes, bytes] | None]] = deque()
         in_flight = 0
         limit = self._jobs * 4
         with ThreadPoolExecutor(self._jobs, thread_name_prefix="lifeboat-copy") as pool:
@@ -273,6 +274,7 @@ class BlockCopier:
                 for entry in entries:
                     futures: list[Future[ChunkResult]] = []
                     reused: FileEntry | None = None
+                    root: tuple[bytes, bytes] | None = None
                     if entry.kind == "file":
                         prior = self._base.find(entry.path) if self._base else None
                         if prior is not None and self._base is not None and \
@@ -286,6 +288,7 @@ class BlockCopier:
                             segment = (relation_segment(entry.path)
                                        if self._pagecheck is not None else None)
                             base_list = self._base_list(prior)
+                            root = _root_of(prior, base_list)
                             for offset, length in self._chunks(entry):
                                 first_page = None if segment is None else (
                                     segment * self._pagecheck.SEGMENT_PAGES + offset // 8192)
@@ -295,7 +298,7 @@ class BlockCopier:
                                 if progress is not None:
                                     future.add_done_callback(lambda _f, n=length: progress(n))
                                 futures.append(future)
-                    window.append((entry, futures, reused))
+                    window.append((entry, futures, reused, root))
                     in_flight += len(futures)
                     while window and (in_flight > limit or all(f.done() for f in window[0][1])):
                         head = window.popleft()
@@ -313,7 +316,7 @@ class BlockCopier:
                     if finished is not None:
                         yield finished
             except BaseException:
-                for _, futures, _ in window:
+                for _, futures, _, _ in window:
                     for future in futures:
                         future.cancel()
                 raise
@@ -324,7 +327,7 @@ class BlockCopier:
         packs = tuple(sorted(self._packs.adopt(p) for p in self._base.list_packs(prior)))
         return FileEntry(entry.path, "file", entry.mode, prior.size, entry.mtime, None,
                          prior.list_id, prior.inline, packs if prior.list_id is not None else (),
-                         list(prior.corrupt_pages))
+                         list(prior.corrupt_pages), prior.base)
 
     def _base_list(self, prior: FileEntry | None) -> BlockList | None:
         """The base's block list of a changed file, to compare its blocks with."""
@@ -338,7 +341,9 @@ class BlockCopier:
         return blocks if blocks.block_size == self._block_size else None
 
     def _finish(self, entry: Entry, futures: list[Future[ChunkResult | None]],
-                reused: FileEntry | None) -> FileEntry | None:
+                reused: FileEntry | None, root: tuple[bytes, bytes] | None) -> FileEntry | None:
+        """The entry of a copied file; ``root``: the id and ids of the base's list (or of
+        that list's own base) its list may take its first ids from."""
         if reused is not None:
             return reused
         if entry.kind != "file":
@@ -360,15 +365,26 @@ class BlockCopier:
         done = FileEntry(entry.path, "file", entry.mode, size, entry.mtime, corrupt_pages=corrupt)
         if size == 0:
             return done
-        data = builder.finish(size)
+        data = builder.finish(size, root)
         for pack_id in builder.pack_ids:
             self._packs.adopt(pack_id)
         if len(data) <= INLINE_MAX:
             done.inline = data
         else:
             done.list_id = self._packs.put_list(data)
+            done.base = BlockList.base_of(data)
             done.packs = tuple(sorted(self._packs.adopt(p) for p in builder.pack_ids))
         return done
+
+
+def _root_of(prior: FileEntry | None, blocks: BlockList | None) -> tuple[bytes, bytes] | None:
+    """The id and ids of the stored list without a base that the base backup's list of a
+    file is, or takes its first ids from."""
+    if prior is None or blocks is None or prior.list_id is None:
+        return None
+    if prior.base is None:
+        return prior.list_id, blocks.ids
+    return prior.base, blocks.root.ids  # the manifest checked the list's base is prior.base
 
 
 def _runs(places: list[tuple[Frame, int]], size: int) -> list[Run]:
