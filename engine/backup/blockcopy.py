@@ -33,7 +33,7 @@ from engine.errors import LifeboatError
 from engine.postgres.pgdata import Entry, file_kind, relation_segment
 from engine.repository import layout
 from engine.repository.blocklist import INLINE_MAX, BlockList, Frame, ListBuilder
-from engine.repository.codec import ZSTD, Choice, Codec
+from engine.repository.codec import PROBE_MIN, ZSTD, Choice, Codec
 from engine.repository.manifest import FileEntry, Manifest
 
 __all__ = ["BaseFiles", "BlockCopier", "PackSet"]
@@ -122,6 +122,9 @@ class BlockCopier:
         self._buffers = threading.local()
         self._compresses: set[str] = set()  # files seen to compress well
         self._choices: dict[str, Choice] = {}  # file -> how its first frame chose to compress
+        # relation files whose heap split was tried, on their first frame of PROBE_MIN bytes or
+        # more (a few pages are no sample: an incremental's first new frame may be one page)
+        self._sampled: set[str] = set()
         self._budget = time_budget
         self._started = time.monotonic()
         self._last_change = self._started
@@ -220,10 +223,13 @@ class BlockCopier:
             else:
                 frame = b"".join(view[i * size:(i + 1) * size] for i in members)
             choice = self._choices.get(path)
-            if choice is None:  # the file's first frame: which way suits it
-                codec_id, stored, choice = self._codec.compress_smaller(frame, heap)
+            sample = heap and len(frame) >= PROBE_MIN and path not in self._sampled
+            if choice is None or sample:  # the file's first frame: which way suits it
+                codec_id, stored, choice = self._codec.compress_smaller(frame, sample)
                 if choice is not None:
                     self._choices[path] = choice
+                if sample:
+                    self._sampled.add(path)
             else:
                 codec_id, stored = self._codec.compress(frame, probe=path not in self._compresses,
                                                         tuned=choice.tuned, split=choice.split)

@@ -135,13 +135,10 @@ class Codec:
 
     def _compress_split(self, data: bytes | bytearray | memoryview, skip: int,
                         tuned: bool) -> tuple[int, bytes]:
-        """The heap split of ``data``, compressed; checked to join back to ``data`` first
-        (the split moves bytes around: a fault there must never reach the repository),
-        else ``data`` is compressed as it is."""
-        from engine.repository._heapsplit import join, split
-
-        pages = split(data, skip)
-        if join(pages) != data:
+        """The heap split of ``data``, compressed (see :func:`_split_checked`), else
+        ``data`` compressed as it is."""
+        pages = _split_checked(data, skip)
+        if pages is None:
             return self.compress(data, probe=False, tuned=tuned)
         out = self._zstd_compressor(self.level, tuned).compress(pages)
         if len(out) >= len(data):
@@ -154,7 +151,8 @@ class Codec:
         (a relation's pages), split with each of :data:`SPLIT_SKIPS`; keep the smallest,
         a split only when it saves :data:`SPLIT_GAIN` of the raw size over the better of the
         other two: ``(codec id, stored bytes, the choice)``; None for the last when only one
-        way applies (another codec or level, or data stored raw)."""
+        way applies (another codec or level, or data stored raw). The splits are not tried
+        when they cannot save that much, nor after one that moved nothing (no heap pages)."""
         if self.codec_id != ZSTD or self.level not in TUNED:
             return (*self.compress(data), None)
         if self.looks_incompressible(data):
@@ -163,12 +161,14 @@ class Codec:
         plain = self._zstd_compressor(self.level, False).compress(data)
         best, choice = (tuned, Choice(True)) if len(tuned) <= len(plain) else (plain, Choice(False))
         codec_id = ZSTD
-        if heap:
-            limit = len(best) - SPLIT_GAIN * len(data)
-            for skip in SPLIT_SKIPS:
-                split_id, out = self._compress_split(data, skip, True)
-                if split_id == SPLIT and len(out) <= limit:
-                    codec_id, best, choice, limit = SPLIT, out, Choice(True, skip), len(out)
+        limit = len(best) - SPLIT_GAIN * len(data)
+        for skip in SPLIT_SKIPS if heap and limit > 0 else ():
+            pages = _split_checked(data, skip)
+            if pages is None or int.from_bytes(pages[1:SPLIT_HEAD], "little") == len(data):
+                break  # nothing moved: no heap tuples to split (or a fault: never stored)
+            out = self._zstd_compressor(self.level, True).compress(pages)
+            if len(out) <= limit:
+                codec_id, best, choice, limit = SPLIT, out, Choice(True, skip), len(out)
         if len(best) >= len(data):
             return RAW, bytes(data), None
         return codec_id, best, choice
@@ -182,6 +182,16 @@ class Codec:
         if len(out) >= len(data):
             return RAW, bytes(data)
         return ZSTD, out
+
+
+def _split_checked(data: bytes | bytearray | memoryview, skip: int) -> bytes | None:
+    """The heap split of ``data`` (``engine/repository/_heapsplit.c``), checked to join back
+    to ``data`` (it moves bytes around: a fault there must never reach the repository);
+    None when it does not."""
+    from engine.repository import _heapsplit
+
+    pages = _heapsplit.split(data, skip)
+    return pages if _heapsplit.join(pages) == data else None
 
 
 def _zstd_compressor(level: int, tuned: bool, threads: int = 0):

@@ -6,17 +6,22 @@ from __future__ import annotations
 import hashlib
 import random
 import struct
+import time
 from pathlib import Path
 
 import pytest
 from engine.repository._heapsplit import join, split
 
-from engine.backup.blockcopy import BlockCopier, PackSet
+from engine.backup.blockcopy import BaseFiles, BlockCopier, PackSet
 from engine.errors import ChecksumError
 from engine.postgres import pgdata
 from engine.repository import codec as codec_module
+from engine.repository import layout
+from engine.repository.blocklist import BlockList
 from engine.repository.codec import SPLIT, SPLIT_SKIPS, ZSTD, Choice, Codec, decompress
+from engine.repository.manifest import ManifestWriter, read_manifest
 from engine.repository.storage.posix import PosixStorage
+from tests.unit.helpers import summary
 from tests.unit.test_codec import heap_pages
 
 PAGE = 8192
@@ -168,3 +173,36 @@ def test_a_backup_splits_every_frame_of_a_file_whose_first_frame_chose_it(tmp_pa
     assert copier.stats.kinds["relation"][1] == split_bytes + plain_bytes
     assert Choice(True, choice.split) == choice
     assert entries["base/5/16384"].size == len(data)
+
+
+def test_a_first_frame_of_a_few_pages_does_not_decide_against_the_split(tmp_path: Path) -> None:
+    """An incremental's first new frame of a file may be one changed page: the split is
+    tried on its first frame large enough to judge by."""
+    block = 16 * 1024
+    source = tmp_path / "pgdata"
+    (source / "base" / "5").mkdir(parents=True)
+    relation = source / "base" / "5" / "16384"
+    old = hex_pages(600)  # 300 blocks: two chunks of 256 blocks
+    relation.write_bytes(old)
+    storage = PosixStorage(tmp_path / "repo")
+    codec = Codec("zstd", 3)
+
+    def back_up(backup_id: str, base: BaseFiles | None) -> BlockList:
+        packs = PackSet(storage, "main", 1 << 20)
+        copier = BlockCopier(packs, codec, block, 128 * 1024, jobs=1, base=base)
+        writer = ManifestWriter()
+        for entry in copier.copy(pgdata.walk(source, 15)):
+            writer.add(entry)
+        storage.put(layout.manifest_key("main", backup_id), b"".join(writer.finish(summary(
+            backup_id, packs=packs.finish(), block_size=block, frame_size=128 * 1024))))
+        manifest = read_manifest(storage, "main", backup_id)
+        return manifest.block_list(next(e for e in manifest.entries() if e.path == "base/5/16384"))
+
+    back_up("20261125-010000F", None)
+    changed = bytearray(old)
+    changed[5 * block + 100] ^= 1  # one block of the first chunk: a frame of one block
+    relation.write_bytes(bytes(changed) + hex_pages(80, first_id=10**6))
+    base = BaseFiles(read_manifest(storage, "main", "20261125-010000F"), time.time() + 3600, False)
+    blocks = back_up("20261125-020000I", base)
+    assert blocks.place(5)[0].codec == ZSTD  # judged alone, the one block is not split
+    assert {blocks.place(n)[0].codec for n in range(300, 340)} == {SPLIT}
