@@ -268,12 +268,13 @@ class ListBuilder:
     def finish(self, size: int, base: tuple[bytes, bytes] | None = None) -> bytes:
         """The list object of a file of ``size`` bytes. ``base``: the id and the ids of a
         list (one without a base) to take the first ids from, when they are the same for at
-        least :data:`BASE_MIN_BLOCKS` blocks."""
+        least :data:`BASE_MIN_BLOCKS` blocks; not when they are all the same (the file did not
+        change: its list is then that very list, already stored)."""
         ids = b"".join(self._ids)
         base_id, shared = NO_BASE, 0
         if base is not None:
             shared = _shared_prefix(base[1], ids)
-            if shared >= BASE_MIN_BLOCKS:
+            if shared >= BASE_MIN_BLOCKS and not len(ids) == len(base[1]) == shared * _ID:
                 base_id = base[0]
             else:
                 shared = 0

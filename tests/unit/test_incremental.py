@@ -261,10 +261,25 @@ def test_a_grown_files_list_takes_its_first_ids_from_the_base_list(
     report = verify.run(storage, "main")
     assert report.ok, report.problems
     assert restored(storage, "20261125-030000I", tmp_path / "again") == files
-    # an unchanged file keeps its entry, base and all
-    _, third = back_up(storage, source, "20261125-040000I", "20261125-030000I")
-    kept, before = entry_of("20261125-040000I"), entry_of("20261125-030000I")
-    assert (kept.list_id, kept.base) == (before.list_id, before.base) and third.lists_written == 0
+    # an unchanged file keeps its entry, base and all; read again, it has the same list
+    for backup_id, use_mtime in (("20261125-040000I", True), ("20261125-050000I", False)):
+        _, again = back_up(storage, source, backup_id, "20261125-030000I", use_mtime)
+        kept, before = entry_of(backup_id), entry_of("20261125-030000I")
+        assert (kept.list_id, kept.base) == (before.list_id, before.base)
+        assert again.lists_written == 0
+
+
+def test_an_unchanged_file_read_again_has_its_list_not_one_taking_ids_from_it(
+        tmp_path: Path, storage: PosixStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(blocklist, "BASE_MIN_BLOCKS", 16)
+    source = tmp_path / "src"
+    write_tree(source, {"base/5/1": os.urandom(BLOCK * 40)})
+    back_up(storage, source, "20261125-010000F")
+    _, incr = back_up(storage, source, "20261125-020000I", "20261125-010000F", use_mtime=False)
+    assert incr.lists_written == 0
+    entries = [next(e for e in read_manifest(storage, "main", b).entries() if e.path == "base/5/1")
+               for b in ("20261125-010000F", "20261125-020000I")]
+    assert entries[1].list_id == entries[0].list_id and entries[1].base is None
 
 
 def test_a_list_shares_no_ids_when_the_files_start_changed(
