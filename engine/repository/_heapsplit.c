@@ -153,35 +153,14 @@ static int take(unsigned char *to, const unsigned char *stream, Py_ssize_t *at, 
     return 1;
 }
 
-static PyObject *join(PyObject *self, PyObject *args)
+/* Rebuild the pages of ``total`` bytes from a split's two streams into ``dst``; 0 when the
+ * streams do not match the pages their headers and line pointers describe. */
+static int join_into(unsigned skip, const unsigned char *first, Py_ssize_t a_len,
+                     const unsigned char *second, Py_ssize_t b_len, unsigned char *dst,
+                     Py_ssize_t total)
 {
-    Py_buffer view;
-    if (!PyArg_ParseTuple(args, "y*", &view))
-        return NULL;
-    const unsigned char *src = view.buf;
-    if (view.len < HEAD) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "split heap pages: too short");
-        return NULL;
-    }
-    unsigned skip = src[0];
-    Py_ssize_t a_len = src[1] | (src[2] << 8) | (src[3] << 16) | ((Py_ssize_t)src[4] << 24);
-    Py_ssize_t total = view.len - HEAD;
-    if (a_len > total) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "split heap pages: damaged header");
-        return NULL;
-    }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
-    if (out == NULL) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
-    unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
-    const unsigned char *first = src + HEAD, *second = first + a_len;
-    Py_ssize_t a = 0, b = 0, b_len = total - a_len;
+    Py_ssize_t a = 0, b = 0;
     int ok = 1;
-    Py_BEGIN_ALLOW_THREADS
     Item items[MAX_ITEMS];
     for (Py_ssize_t start = 0; ok && start < total; start += PAGE) {
         unsigned char *page = dst + start;
@@ -195,10 +174,8 @@ static PyObject *join(PyObject *self, PyObject *args)
             ok = take(page + PAGE_HEADER, first, &a, a_len, PAGE - PAGE_HEADER);
             continue;
         }
-        if (!take(page + PAGE_HEADER, first, &a, a_len, lower - PAGE_HEADER)) {
-            ok = 0;
-            break;
-        }
+        if (!take(page + PAGE_HEADER, first, &a, a_len, lower - PAGE_HEADER))
+            return 0;
         int n = page_items(page, items);
         unsigned pos = lower;
         for (int i = 0; ok && i < n; i++) {
@@ -218,9 +195,45 @@ static PyObject *join(PyObject *self, PyObject *args)
         if (ok)
             ok = take(page + pos, first, &a, a_len, PAGE - pos);
     }
+    return ok && a == a_len && b == b_len;
+}
+
+/* The header of a split: its skip and first stream's length; 0 when damaged. */
+static int parse_head(const unsigned char *src, Py_ssize_t len, unsigned *skip, Py_ssize_t *a_len)
+{
+    if (len < HEAD)
+        return 0;
+    *skip = src[0];
+    *a_len = src[1] | (src[2] << 8) | (src[3] << 16) | ((Py_ssize_t)src[4] << 24);
+    return *a_len <= len - HEAD;
+}
+
+static PyObject *join(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "y*", &view))
+        return NULL;
+    const unsigned char *src = view.buf;
+    unsigned skip;
+    Py_ssize_t a_len;
+    if (!parse_head(src, view.len, &skip, &a_len)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "split heap pages: damaged header");
+        return NULL;
+    }
+    Py_ssize_t total = view.len - HEAD;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = join_into(skip, src + HEAD, a_len, src + HEAD + a_len, total - a_len,
+                   (unsigned char *)PyBytes_AS_STRING(out), total);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
-    if (!ok || a != a_len || b != b_len) {
+    if (!ok) {
         Py_DECREF(out);
         PyErr_SetString(PyExc_ValueError, "split heap pages: the streams do not match their pages");
         return NULL;
@@ -228,10 +241,39 @@ static PyObject *join(PyObject *self, PyObject *args)
     return out;
 }
 
+static PyObject *joins_back(PyObject *self, PyObject *args)
+{
+    Py_buffer view, data;
+    if (!PyArg_ParseTuple(args, "y*y*", &view, &data))
+        return NULL;
+    const unsigned char *src = view.buf;
+    unsigned skip;
+    Py_ssize_t a_len;
+    int ok = parse_head(src, view.len, &skip, &a_len) && view.len - HEAD == data.len;
+    if (ok) {
+        unsigned char *pages = malloc(data.len ? data.len : 1);
+        if (pages == NULL) {
+            PyBuffer_Release(&view);
+            PyBuffer_Release(&data);
+            return PyErr_NoMemory();
+        }
+        Py_BEGIN_ALLOW_THREADS
+        ok = join_into(skip, src + HEAD, a_len, src + HEAD + a_len, data.len - a_len, pages, data.len)
+             && memcmp(pages, data.buf, data.len) == 0;
+        Py_END_ALLOW_THREADS
+        free(pages);
+    }
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&data);
+    return PyBool_FromLong(ok);
+}
+
 static PyMethodDef methods[] = {
     {"split", split, METH_VARARGS,
      "split(data, skip) -> bytes: heap pages with their tuples' data moved after the rest."},
     {"join", join, METH_VARARGS, "join(split) -> bytes: the pages split() was given."},
+    {"joins_back", joins_back, METH_VARARGS,
+     "joins_back(split, data) -> bool: whether join(split) == data, without a Python object."},
     {NULL, NULL, 0, NULL},
 };
 

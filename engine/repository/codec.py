@@ -45,6 +45,7 @@ SPLIT_HEAD = 5  # bytes the split adds in front of the pages
 #: Leading bytes of each tuple's data kept with its header (fixed-width columns), tried.
 SPLIT_SKIPS = (0, 4, 8, 12, 16)
 SPLIT_GAIN = 0.01  # the split must save this fraction of the raw size to be used
+SPLIT_MIN_MATCH = 6  # split pages: their tuple data rarely repeats in matches shorter than this
 #: zstd parameters tuned on PostgreSQL data, by level (higher: smaller and slower).
 TUNED: dict[int, dict[str, int]] = {
     3: {"hash_log": 13, "min_match": 5},
@@ -83,14 +84,15 @@ class Codec:
         self.level = level
         self._local = threading.local()
 
-    def _zstd_compressor(self, level: int, tuned: bool = False):
+    def _zstd_compressor(self, level: int, tuned: bool = False, split: bool = False):
         compressors = getattr(self._local, "zc", None)
         if compressors is None:
             compressors = self._local.zc = {}
         tuned = tuned and level in TUNED
-        comp = compressors.get((level, tuned))
+        split = split and tuned
+        comp = compressors.get((level, tuned, split))
         if comp is None:
-            comp = compressors[(level, tuned)] = _zstd_compressor(level, tuned)
+            comp = compressors[(level, tuned, split)] = _zstd_compressor(level, tuned, split=split)
         return comp
 
     def set_level(self, level: int) -> None:
@@ -140,7 +142,7 @@ class Codec:
         pages = _split_checked(data, skip)
         if pages is None:
             return self.compress(data, probe=False, tuned=tuned)
-        out = self._zstd_compressor(self.level, tuned).compress(pages)
+        out = self._zstd_compressor(self.level, tuned, split=True).compress(pages)
         if len(out) >= len(data):
             return RAW, bytes(data)
         return SPLIT, out
@@ -166,7 +168,7 @@ class Codec:
             pages = _split_checked(data, skip)
             if pages is None or int.from_bytes(pages[1:SPLIT_HEAD], "little") == len(data):
                 break  # nothing moved: no heap tuples to split (or a fault: never stored)
-            out = self._zstd_compressor(self.level, True).compress(pages)
+            out = self._zstd_compressor(self.level, True, split=True).compress(pages)
             if len(out) <= limit:
                 codec_id, best, choice, limit = SPLIT, out, Choice(True, skip), len(out)
         if len(best) >= len(data):
@@ -191,10 +193,12 @@ def _split_checked(data: bytes | bytearray | memoryview, skip: int) -> bytes | N
     from engine.repository import _heapsplit
 
     pages = _heapsplit.split(data, skip)
-    return pages if _heapsplit.join(pages) == data else None
+    return pages if _heapsplit.joins_back(pages, data) else None
 
 
-def _zstd_compressor(level: int, tuned: bool, threads: int = 0):
+def _zstd_compressor(level: int, tuned: bool, threads: int = 0, split: bool = False):
+    """``split``: for split heap pages, the tuned set with matches of at least
+    :data:`SPLIT_MIN_MATCH` bytes (on their runs of tuple data, smaller and faster)."""
     import zstandard
 
     if not tuned or level not in TUNED:
@@ -202,9 +206,10 @@ def _zstd_compressor(level: int, tuned: bool, threads: int = 0):
             return zstandard.ZstdCompressor(level=level, write_checksum=False)
         return zstandard.ZstdCompressor(compression_params=zstandard.ZstdCompressionParameters
                                         .from_level(level, threads=threads, job_size=4 << 20))
+    tuned_set = TUNED[level] | ({"min_match": SPLIT_MIN_MATCH} if split else {})
     params = zstandard.ZstdCompressionParameters(
         window_log=19, chain_log=16, search_log=1, strategy=zstandard.STRATEGY_FAST,
-        threads=threads, job_size=(4 << 20) if threads else 0, **TUNED[level])
+        threads=threads, job_size=(4 << 20) if threads else 0, **tuned_set)
     return zstandard.ZstdCompressor(compression_params=params)
 
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from engine.repository._heapsplit import join, split
+from engine.repository._heapsplit import join, joins_back, split
 
 from engine.backup.blockcopy import BaseFiles, BlockCopier, PackSet
 from engine.errors import ChecksumError
@@ -85,6 +85,17 @@ def test_join_gives_back_exactly_what_split_was_given(data: bytes, skip: int) ->
     assert join(pages) == data
 
 
+@pytest.mark.parametrize("data", odd_inputs()[2:], ids=lambda d: f"{len(d)}B")
+def test_joins_back_compares_the_joined_pages_with_the_original(data: bytes) -> None:
+    pages = split(data, 8)
+    assert joins_back(pages, data)
+    for at in (0, len(data) // 2, len(data) - 1):
+        other = bytearray(data)
+        other[at] ^= 1
+        assert not joins_back(pages, bytes(other))
+    assert not joins_back(pages, data[:-1]) and not joins_back(pages[:4], data)
+
+
 def test_split_moves_the_tuples_data_after_the_rest() -> None:
     data = hex_pages(2)
     pages = split(data, 12)  # the id (8 bytes) and the text's length (4) stay
@@ -132,7 +143,7 @@ def test_the_split_is_not_used_where_it_saves_little() -> None:
 def test_a_split_that_would_not_join_back_is_never_stored(monkeypatch: pytest.MonkeyPatch) -> None:
     import engine.repository._heapsplit as heapsplit
 
-    monkeypatch.setattr(heapsplit, "join", lambda pages: b"not the pages")
+    monkeypatch.setattr(heapsplit, "joins_back", lambda pages, data: False)
     codec = Codec("zstd", 3)
     data = hex_pages(16)
     codec_id, stored = codec.compress(data, probe=False, split=8)
