@@ -54,9 +54,13 @@ def file_sizes(path: Path) -> dict[str, int]:
             for d, _dirs, files in os.walk(path) for n in files}
 
 
+#: Lifeboat's record of what its last restore wrote (inodes and ctimes): differs by design.
+RESTORE_RECORD = ".lifeboat-restored"
+
+
 def _relative_files(root: Path) -> dict[str, Path]:
     return {os.path.relpath(os.path.join(d, n), root): Path(d, n)
-            for d, _dirs, files in os.walk(root) for n in files}
+            for d, _dirs, files in os.walk(root) for n in files if n != RESTORE_RECORD}
 
 
 def _same_content(a: Path, b: Path, chunk: int = 1 << 20) -> bool:

@@ -70,6 +70,7 @@ class RestoreParams(_Params):
     target_timeline: str | None = None
     tablespace_map: dict[int, str] = Field(default_factory=dict)  # OID -> absolute directory
     delta: bool = False
+    checksum: bool = False  # with delta: hash every file, also those unchanged since a restore
     force: bool = False
     archive_mode: ArchiveMode = "preserve"
     standby: bool = False
@@ -179,11 +180,14 @@ def restore_options(params: RestoreParams) -> Any:
     bad = [d for d in params.tablespace_map.values() if not d.startswith("/")]
     if bad:
         raise UsageError(f"restore: tablespace directory '{bad[0]}' must be an absolute path")
+    if params.checksum and not params.delta:
+        raise UsageError("restore: checksum applies to a delta restore (add delta)")
     target = RecoveryTarget(params.target, params.target_value, params.target_exclusive,
                             params.target_action, params.target_timeline)
     return RestoreOptions(
         pgdata=Path(params.pgdata), target=target, backup_id=params.backup, force=params.force,
-        delta=params.delta, tablespace_map={oid: Path(d) for oid, d in params.tablespace_map.items()},
+        delta=params.delta, checksum=params.checksum,
+        tablespace_map={oid: Path(d) for oid, d in params.tablespace_map.items()},
         archive_mode=params.archive_mode, port=params.port, standby=params.standby,
         start=params.start, jobs=params.jobs, timeout=params.timeout, region=params.region)
 

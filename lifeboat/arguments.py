@@ -81,6 +81,9 @@ def restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--delta", action="store_true",
                    help="update an existing data directory in place: rewrite only the blocks "
                         "that differ, remove files the backup does not have")
+    p.add_argument("--checksum", action="store_true",
+                   help="with --delta: read and hash every file, also those unchanged (size, "
+                        "times, inode) since Lifeboat restored them")
     p.add_argument("--archive-mode", choices=ARCHIVE_MODES, default="preserve",
                    help="off: the restored server does not archive WAL")
     p.add_argument("--standby", action="store_true", help="write standby.signal (no target)")
@@ -183,7 +186,8 @@ def params_from(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--port must be within 1..65535")
     return {"pgdata": str(args.pgdata.absolute()), "backup": args.backup, **_target(args),
             "tablespace_map": _tablespace_map(args.tablespace_map), "delta": args.delta,
-            "force": args.force, "archive_mode": args.archive_mode, "standby": args.standby,
+            "checksum": args.checksum, "force": args.force, "archive_mode": args.archive_mode,
+            "standby": args.standby,
             "start": args.start, "port": args.port, "timeout": timeout, "jobs": args.jobs,
             "stop_server": args.stop_server, "validate_restored": args.validate_restored,
             "region": args.region}

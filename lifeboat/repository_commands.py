@@ -141,8 +141,10 @@ def _restore(args: argparse.Namespace) -> int:
         check_writable(directory, "the restore")
     outcome = _perform(args, ctx, "restore", params)
     result = outcome.value
-    delta = (f"; delta: {format_size(result.written_bytes)} rewritten, {result.removed} "
-             "extra files removed") if args.delta else ""
+    delta = (f"; delta: {format_size(result.written_bytes)} rewritten, "
+             f"{format_size(result.unread_bytes)} compared without reading (untouched since the last "
+             "restore), "
+             f"{result.removed} extra files removed") if args.delta else ""
     print(f"restored backup {result.backup.id} of cluster '{ctx.cluster}' into {result.pgdata}: "
           f"{format_size(result.bytes)} in {result.files} files "
           f"({result.seconds:.1f}s), target {result.target.describe()}{delta}")

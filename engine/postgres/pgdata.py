@@ -31,6 +31,7 @@ EXCLUDED_TOP_FILES = frozenset({
     "postmaster.pid", "postmaster.opts", "backup_label", "tablespace_map",
     "backup_manifest", "postgresql.auto.conf.tmp", "current_logfiles.tmp",
     "backup_label.old",
+    ".lifeboat-restored",  # engine.restore.written_state.RECORD: what a restore wrote here
 })
 _SOCKET_LOCK = re.compile(r"^\.s\.PGSQL\.\d+\.lock$")
 _TEMP_RELATION = re.compile(r"^t\d+_\d+(_[a-z]+)?(\.\d+)?$")

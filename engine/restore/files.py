@@ -5,7 +5,9 @@ flushing overlaps the work on the next files. ``global/pg_control`` is written l
 after every other file and directory is durable, so a directory whose restore was
 interrupted cannot be started by mistake. A delta restore hashes what is on disk and
 rewrites only the blocks whose SHA-256 differs, then removes what the backup does not
-have: the result is the same as a clean restore. (In an encrypted repository block ids
+have: the result is the same as a clean restore. Files untouched since the last restore
+wrote them (:mod:`engine.restore.written_state`) are not read: their block ids are those
+of the list they were written from. (In an encrypted repository block ids
 are HMAC-SHA256 under its name key: what is on disk is hashed the same way.)
 """
 
@@ -22,18 +24,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import durable
-from engine.errors import RestoreError, path_error
+from engine.errors import LifeboatError, RestoreError, path_error
 from engine.repository import layout
-from engine.repository.blocklist import BlockList
+from engine.repository.blocklist import BlockList, read_stored
 from engine.repository.encryption import name_key_of
 from engine.repository.frames import FrameReader
 from engine.repository.manifest import BackupSummary, FileEntry, Manifest
 from engine.repository.storage import Storage
+from engine.restore import written_state
 from engine.restore.block_sink import BlockSink, open_for_blocks, preallocate, read_span, write_span
 
 CONTROL_FILE = "global/pg_control"
 IN_PROGRESS = ".lifeboat-restore"  # present while a restore writes the directory
 BATCH_BYTES = 8 * 1024 * 1024
+OLD_LIST_MIN = 8 * 1024 * 1024  # smaller changed files are hashed: cheaper than fetching a list
 _TABLESPACE_LINK = re.compile(r"^pg_tblspc/\d+$")
 Progress = Callable[[int], None]
 Batch = tuple[FileEntry, BlockList, int, int]  # a file, its blocks, the first block, how many
@@ -44,6 +48,7 @@ class WriteResult:
     files: int = 0
     bytes: int = 0
     written_bytes: int = 0  # less than bytes after a delta restore
+    unread_bytes: int = 0  # delta: in files known unchanged since a restore wrote them (not read)
     removed: int = 0
     tablespaces: dict[int, Path] = field(default_factory=dict)
 
@@ -161,7 +166,8 @@ class FileWriter:
     """Writes a manifest's files under a data directory; every stored frame is verified."""
 
     def __init__(self, storage: Storage, cluster: str, summary: BackupSummary, pgdata: Path,
-                 jobs: int, progress: Progress | None = None, delta: bool = False) -> None:
+                 jobs: int, progress: Progress | None = None, delta: bool = False,
+                 checksum: bool = False) -> None:
         self._pgdata = pgdata
         self._jobs = jobs
         self._progress = progress
@@ -171,6 +177,13 @@ class FileWriter:
         self._major = summary.pg_version // 10000
         self._reader = FrameReader(storage, cluster, self._frame_limit, summary.block_size)
         self._name_key = name_key_of(storage)  # block ids are keyed in an encrypted repository
+        self._storage, self._cluster = storage, cluster
+        # what the last restore into this directory wrote (taken even with checksum: the
+        # files are about to change, so the record must not outlive this restore)
+        known = written_state.take(pgdata) if delta else {}
+        self._known = {} if checksum else known
+        self._written: list[tuple[str, bytes]] = []  # (path, list key) of every file, for the record
+        self._unread = 0
 
     def _write_batch(self, entry: FileEntry, blocks: BlockList, first: int, count: int) -> int:
         """Write ``count`` blocks from ``first`` of a new file."""
@@ -219,6 +232,57 @@ class FileWriter:
             write_span(path, entry.size, span[low:high], start + low)
         return self._done(length, sum(ref.raw for _, ref in stale))
 
+    def _patch_known(self, entry: FileEntry, blocks: BlockList, first: int, count: int,
+                     on_disk_ids: bytes) -> int:
+        """Rewrite those of ``count`` blocks from ``first`` that differ from ``on_disk_ids``,
+        the ids of what the file holds (known from the list a restore wrote it from: it is
+        not read). Written through the page cache, run by run; fsync makes them durable."""
+        width = layout.BLOCK_ID_BYTES
+        start = first * self._block_size
+        length = min(count * self._block_size, entry.size - start)
+        wanted = blocks.ids[first * width:(first + count) * width]
+        on_disk = on_disk_ids[first * width:first * width + len(wanted)]  # shorter: it grew
+        if on_disk == wanted:
+            return self._done(length, 0)
+        stale = [run for at, n in layout.differing_runs(on_disk, wanted)
+                 for run in blocks.runs(first + at, n)]
+        path = self._pgdata / entry.path
+        try:
+            fd = open_for_blocks(path, entry.size, direct=False)
+            try:
+                sink = BlockSink(fd, self._block_size, self._frame_limit)
+                for block_no, data in self._reader.blocks(entry.path, stale):
+                    sink.write(block_no, data)
+                sink.flush()
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise path_error(exc, "write", path) from None
+        return self._done(length, sum(ref.raw for _, ref in stale))
+
+    def _known_ids(self, entry: FileEntry, target: Path) -> bytes | bool | None:
+        """What is known of an existing file without reading it: True when it holds exactly
+        the blocks ``entry`` wants, the ids of its blocks when it holds those of another list
+        that can still be read, None when it must be read and hashed (see
+        :mod:`engine.restore.written_state`)."""
+        known = self._known.get(entry.path)
+        if known is None or written_state.current(target) != known.signature:
+            return None
+        if known.list_key == (entry.list_key or b""):
+            return known.signature[0] == entry.size or None
+        block = self._block_size
+        if entry.size < OLD_LIST_MIN or known.signature[0] % block or entry.size % block:
+            return None  # small, or a partial last block whose id a new size would change
+        key = layout.list_key(self._cluster, known.list_key.hex())
+        try:
+            old = BlockList(read_stored(self._storage, key, known.list_key, f"block list {key}"),
+                            f"block list {key}")
+        except LifeboatError:  # expired, damaged, unreadable: read the file instead
+            return None
+        if old.size != known.signature[0] or old.block_size != block:
+            return None
+        return old.ids
+
     def _done(self, checked: int, written: int) -> int:
         if self._progress is not None:
             self._progress(checked)
@@ -261,7 +325,7 @@ class FileWriter:
         if control is None:
             raise RestoreError(f"backup {manifest.summary.id} has no {CONTROL_FILE}: damaged")
         if self._delta:
-            kept.add(IN_PROGRESS)
+            kept.update((IN_PROGRESS, written_state.RECORD))
             result.removed = self._remove_extras("", self._pgdata, kept, directories)
         for directory in directories:
             durable.fsync_dir(directory)
@@ -275,6 +339,8 @@ class FileWriter:
         durable.fsync_dir(self._pgdata / "global")
         (self._pgdata / IN_PROGRESS).unlink(missing_ok=True)
         durable.fsync_dir(self._pgdata)
+        written_state.record(self._pgdata, self._written)
+        result.unread_bytes = self._unread
         return result
 
     def _write_all(self, manifest: Manifest, locations: dict[int, Path], result: WriteResult,
@@ -296,12 +362,15 @@ class FileWriter:
                         self._link_tablespace(entry, locations)
                     elif entry.path == CONTROL_FILE:
                         control = (entry, _blocks(manifest, entry))
+                        self._written.append((entry.path, entry.list_key or b""))
                     else:
                         result.files += 1
                         result.bytes += entry.size
+                        self._written.append((entry.path, entry.list_key or b""))
                         batches = self._schedule(pool, entry, _blocks(manifest, entry), target)
-                        flusher.expect(target, batches)
-                        futures.extend(batches)
+                        if batches is not None:
+                            flusher.expect(target, batches)
+                            futures.extend(batches)
                     while len(futures) > limit:
                         result.written_bytes += futures.popleft().result()
                 for future in futures:
@@ -313,8 +382,23 @@ class FileWriter:
         return control, kept
 
     def _schedule(self, pool: ThreadPoolExecutor, entry: FileEntry, blocks: BlockList | None,
-                  target: Path) -> list[Future[int]]:
+                  target: Path) -> list[Future[int]] | None:
+        """The file's batches, submitted; None when it is already as the backup has it and
+        durable (unchanged since a restore wrote it from the same list)."""
         work = self._batches(entry, blocks)
+        if self._delta and self._known:
+            known = self._known_ids(entry, target)
+            if known is not None and os.lstat(target).st_mode & 0o7777 != entry.mode:
+                os.chmod(target, entry.mode)
+            if known is not None:
+                self._unread += entry.size
+            if known is True:
+                self._done(entry.size, 0)
+                return None
+            if isinstance(known, bytes):  # whole blocks: a new size cuts or adds whole blocks
+                if len(known) // layout.BLOCK_ID_BYTES * self._block_size != entry.size:
+                    os.truncate(target, entry.size)
+                return [pool.submit(self._patch_known, *batch, known) for batch in work]
         if self._delta and target.is_file() and not target.is_symlink():
             if target.stat().st_size != entry.size:
                 os.truncate(target, entry.size)

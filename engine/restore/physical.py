@@ -31,6 +31,7 @@ class RestoreOptions:
     backup_id: str | None = None
     force: bool = False
     delta: bool = False
+    checksum: bool = False  # with delta: hash every file, trusting no restore's record
     tablespace_map: dict[int, Path] = field(default_factory=dict)
     archive_mode: str = "preserve"  # or "off"
     port: int | None = None
@@ -50,6 +51,7 @@ class RestoreResult:
     bytes: int
     written_bytes: int
     removed: int
+    unread_bytes: int = 0  # delta: in files unchanged since the last restore wrote them
     log_file: Path | None = None
     reached: server.ReachedPoint | None = None
     archive_end: str | None = None
@@ -186,7 +188,7 @@ def _run(config: Config, cluster: str, storage: Storage, config_path: Path,
     # Direct writes keep a thread waiting on the device about half the time: two threads
     # per configured job keep the cores busy meanwhile.
     writer = FileWriter(storage, cluster, backup, pgdata, options.jobs or 2 * config.jobs,
-                        advance, delta=options.delta)
+                        advance, delta=options.delta, checksum=options.checksum)
     written = writer.write(manifest, locations)
     durable.write_atomic(pgdata / "backup_label", backup.backup_label.encode(), 0o600)
     if backup.tablespaces:
@@ -204,7 +206,7 @@ def _run(config: Config, cluster: str, storage: Storage, config_path: Path,
     write_settings(pgdata, settings, backup.id,
                    "standby.signal" if options.standby else "recovery.signal")
     result = RestoreResult(backup, pgdata, options.target, written.files, written.bytes,
-                           written.written_bytes, written.removed,
+                           written.written_bytes, written.removed, written.unread_bytes,
                            target_lsn=named_lsn)
     if not options.start:
         return result
