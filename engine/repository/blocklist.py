@@ -47,7 +47,7 @@ from typing import NamedTuple
 from engine.errors import ChecksumError
 from engine.repository import formats
 from engine.repository.encryption import RepositoryKeys, keys_of
-from engine.repository.layout import BLOCK_ID_BYTES, differing_runs
+from engine.repository.layout import BLOCK_ID_BYTES, differing_runs, list_key
 from engine.repository.storage import Storage
 
 MAGIC = b"LBLIST"
@@ -115,6 +115,21 @@ def read_stored(storage: Storage, key: str, expected: bytes, what: str) -> bytes
     return check_stored(storage.get(key), key, expected, keys_of(storage), what)
 
 
+def load_stored(storage: Storage, cluster: str, ident: bytes, what: str) -> BlockList:
+    """The stored list ``ident`` of ``cluster``, with the base it names read and checked too
+    (for a reader that has the list's id but no manifest entry naming the base).
+    NotFoundError when either is missing, ChecksumError when either is damaged."""
+    key = list_key(cluster, ident.hex())
+    data = read_stored(storage, key, ident, what)
+    base_id = BlockList.base_of(data)
+    base = None
+    if base_id is not None:
+        base_key = list_key(cluster, base_id.hex())
+        base_what = f"block list {base_key} (base of {key})"
+        base = BlockList(read_stored(storage, base_key, base_id, base_what), base_what)
+    return BlockList(data, what, base)
+
+
 def check_stored(stored: bytes, key: str, expected: bytes, keys: RepositoryKeys | None,
                  what: str) -> bytes:
     """The list in ``stored`` (the object ``key``), checked against its id ``expected``:
@@ -180,7 +195,10 @@ class BlockList:
 
     @staticmethod
     def base_of(data: bytes) -> bytes | None:
-        """The id of the base list the list ``data`` takes its first ids from, if any."""
+        """The id of the base list the list ``data`` takes its first ids from, if any (None
+        too when ``data`` is no list: reading it says why)."""
+        if len(data) < HEADER.size or data[:len(MAGIC)] != MAGIC:
+            return None
         base_id = HEADER.unpack_from(data)[7]
         return None if base_id == NO_BASE else base_id
 

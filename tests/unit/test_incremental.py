@@ -18,6 +18,7 @@ from engine.repository.codec import Codec
 from engine.repository.expire import collect_garbage
 from engine.repository.manifest import FileEntry, ManifestWriter, read_manifest
 from engine.repository.storage.posix import PosixStorage
+from engine.restore import written_state
 from engine.restore.files import FileWriter
 from engine.wal import archive
 from tests.unit.conftest import fake_segment
@@ -57,7 +58,8 @@ def restored(storage: PosixStorage, backup_id: str, target: Path) -> dict[str, b
     manifest = read_manifest(storage, "main", backup_id)
     target.mkdir()
     FileWriter(storage, "main", manifest.summary, target, jobs=2).write(manifest, {})
-    return {str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    return {str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*")
+            if p.is_file() and p.name != written_state.RECORD}  # restore's record of what it wrote
 
 
 def test_only_changed_blocks_are_stored(tmp_path: Path) -> None:
@@ -319,3 +321,23 @@ def test_a_list_whose_base_is_missing_or_not_named_is_refused(
     with pytest.raises(NotFoundError, match=f"base of .*{entry.list_id.hex()}.* is missing"):
         manifest.block_list(entry)
     assert not verify.run(storage, "main").ok
+
+
+def test_a_list_read_by_its_id_alone_brings_its_base(
+        tmp_path: Path, storage: PosixStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What delta restore does with the list a file was last restored from."""
+    monkeypatch.setattr(blocklist, "BASE_MIN_BLOCKS", 16)
+    source = tmp_path / "src"
+    data = os.urandom(BLOCK * 40)
+    write_tree(source, {"base/5/1": data})
+    back_up(storage, source, "20261125-010000F")
+    write_tree(source, {"base/5/1": data + os.urandom(BLOCK * 3)})
+    back_up(storage, source, "20261125-020000I", "20261125-010000F")
+    manifest = read_manifest(storage, "main", "20261125-020000I")
+    entry = next(e for e in manifest.entries() if e.path == "base/5/1")
+    assert entry.list_id is not None and entry.base is not None
+    loaded = blocklist.load_stored(storage, "main", entry.list_id, "L")
+    assert loaded.ids == manifest.block_list(entry).ids and loaded.count == 43
+    storage.delete(layout.list_key("main", entry.base.hex()))
+    with pytest.raises(NotFoundError):
+        blocklist.load_stored(storage, "main", entry.list_id, "L")
