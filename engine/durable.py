@@ -7,7 +7,6 @@ crash of the machine.
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 PathLike = str | os.PathLike[str]
@@ -64,6 +63,14 @@ def read_into(fd: int, view: memoryview, offset: int) -> int:
     return done
 
 
+def _unlink_quietly(path: str) -> None:
+    """Remove a temp file; one already gone (or not removable) is not an error here."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def _write_temp(path: PathLike, data: bytes | bytearray | memoryview, mode: int) -> str:
     tmp = temp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
@@ -72,8 +79,7 @@ def _write_temp(path: PathLike, data: bytes | bytearray | memoryview, mode: int)
         os.fsync(fd)
     except BaseException:
         os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _unlink_quietly(tmp)
         raise
     os.close(fd)
     return tmp
@@ -85,8 +91,7 @@ def write_atomic(path: PathLike, data: bytes | bytearray | memoryview, mode: int
     try:
         os.rename(tmp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _unlink_quietly(tmp)
         raise
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
@@ -103,7 +108,6 @@ def write_new(path: PathLike, data: bytes | bytearray | memoryview, mode: int = 
     except FileExistsError:
         return False
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _unlink_quietly(tmp)
     fsync_dir(os.path.dirname(os.path.abspath(path)))
     return True

@@ -4,19 +4,17 @@ PostgreSQL runs ``archive_command`` once per 16 MB segment; importing pydantic a
 validating costs ~35 ms of a ~50 ms budget. The configuration is still validated by
 :mod:`engine.config.schema` in full, once per distinct file content: the plain result is
 cached under the SHA-256 of the file's bytes (and of the validator's source), so any
-edit of the file, or of Lifeboat, means a full validation again.
+edit of the file, or of Lifeboat, means a full validation again (:mod:`engine.memo`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import marshal
 import os
 from collections import namedtuple
 
 from engine.config.file import read_config_bytes
 from engine.errors import ConfigError
+from engine.memo import derived
 
 TYPE_CHECKING = False  # typing is not imported on the WAL path
 if TYPE_CHECKING:
@@ -29,41 +27,16 @@ _VALIDATORS = tuple(os.path.join(_HERE, name) for name in (
     os.path.join("..", "repository", "storage", "classes.py")))
 
 
-def cache_dir() -> str:
-    explicit = os.environ.get("LIFEBOAT_CACHE_DIR")
-    if explicit:
-        return explicit
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "lifeboat")
-
-
-def _cache_file(raw: bytes) -> str:
-    digest = hashlib.sha256(raw)
-    for source in _VALIDATORS:
-        stamp = os.stat(source)
-        digest.update(f"{stamp.st_mtime_ns}:{stamp.st_size}".encode())
-    return os.path.join(cache_dir(), f"config-{digest.hexdigest()[:40]}.marshal")
-
-
 def validated_plain(path: str) -> dict[str, Any]:
     """The validated configuration at ``path`` as plain data (dicts, strings, numbers)."""
     raw = read_config_bytes(path)
-    cache = _cache_file(raw)
-    with contextlib.suppress(OSError, EOFError, ValueError, TypeError):
-        with open(cache, "rb") as handle:
-            data = marshal.load(handle)
-        if isinstance(data, dict):
-            return data
-    from engine.config.schema import parse_config, plain
 
-    data = plain(parse_config(raw, path))
-    with contextlib.suppress(OSError):
-        os.makedirs(os.path.dirname(cache), mode=0o700, exist_ok=True)
-        tmp = f"{cache}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as handle:
-            marshal.dump(data, handle)
-        os.replace(tmp, cache)
-    return data
+    def validate() -> dict[str, Any]:
+        from engine.config.schema import parse_config, plain
+
+        return plain(parse_config(raw, path))
+
+    return derived("config", raw, _VALIDATORS, validate)
 
 
 class ArchiveSettings(namedtuple(

@@ -14,16 +14,21 @@ against the configuration's by every command, before it writes anything.
 
 from __future__ import annotations
 
+import os
 from collections import namedtuple
 
 from engine.errors import ChecksumError, ClusterSetupError, EncryptionKeyError, FormatError, NotFoundError
 from engine.repository import layout, sealed
-from engine.repository.encryption import CIPHER, keys_of
+from engine.repository.storage_keys import keys_of
 
 TYPE_CHECKING = False  # typing is not imported on the WAL path
 if TYPE_CHECKING:
     from engine.repository.encryption import RepositoryKeys
     from engine.repository.storage.base import Storage
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+#: What :func:`parse` reads a document with: a change of any means parsing again.
+_PARSERS = tuple(os.path.join(_HERE, name) for name in ("clusterinfo.py", "sealed.py", "formats.py"))
 
 
 class ClusterInfo(namedtuple("ClusterInfo", "system_identifier pg_version wal_segment_size "
@@ -40,8 +45,14 @@ class ClusterInfo(namedtuple("ClusterInfo", "system_identifier pg_version wal_se
         return self.pg_version // 10000
 
 
-def read(storage: Storage, cluster: str) -> ClusterInfo:
-    """The stored identity; a clear error when ``init`` has not run."""
+def read(storage: Storage, cluster: str, cached: bool = False) -> ClusterInfo:
+    """The stored identity; a clear error when ``init`` has not run.
+
+    ``cached``: for a process per WAL file. The identity parsed from the same bytes of an
+    unencrypted repository's document is taken from :mod:`engine.memo` (parsing imports
+    ``json`` and ``re``, a tenth of a ``wal-push``); the document is read every time, and
+    any change of it (another cluster, a new format, damage) is parsed and checked anew.
+    """
     try:
         raw = storage.get(layout.cluster_info_key(cluster))
     except NotFoundError:
@@ -50,7 +61,12 @@ def read(storage: Storage, cluster: str) -> ClusterInfo:
             f"run 'lifeboat init --cluster {cluster}'"
         ) from None
     key = layout.cluster_info_key(cluster)
-    return parse(raw, f"{storage.describe()}: {key}", keys_of(storage), key)
+    what, keys = f"{storage.describe()}: {key}", keys_of(storage)
+    if not cached or keys is not None:
+        return parse(raw, what, keys, key)
+    from engine.memo import derived
+
+    return ClusterInfo(**derived("cluster", raw, _PARSERS, lambda: parse(raw, what)._asdict()))
 
 
 def parse(raw: bytes, what: str, keys: RepositoryKeys | None = None, key: str = "") -> ClusterInfo:
@@ -73,6 +89,8 @@ def write(storage: Storage, cluster: str, info: ClusterInfo) -> bool:
 
 def marker(keys: RepositoryKeys | None = None) -> bytes:
     """The content of ``lifeboat.repo`` (of an encrypted repository with ``keys``)."""
+    from engine.repository.encryption import CIPHER
+
     return sealed.seal(sealed.REPOSITORY, {"encryption": CIPHER} if keys else {}, keys=keys)
 
 

@@ -54,6 +54,7 @@ from engine.errors import (
     NotFoundError,
 )
 from engine.repository import layout
+from engine.repository.storage_keys import keys_of, name_key_of  # noqa: F401 (callers find them here too)
 
 TYPE_CHECKING = False  # typing is not imported on the WAL path
 if TYPE_CHECKING:
@@ -316,17 +317,6 @@ def attach(storage: Storage, keys: RepositoryKeys | None) -> Storage:
     :func:`keys_of`. None: the repository is not encrypted."""
     storage.keys = keys  # type: ignore[attr-defined]
     return storage
-
-
-def keys_of(storage: Storage) -> RepositoryKeys | None:
-    """The keys of the repository ``storage`` is (None: it is not encrypted)."""
-    return getattr(storage, "keys", None)
-
-
-def name_key_of(storage: Storage) -> bytes | None:
-    """The HMAC key of block and list ids (None: plain SHA-256)."""
-    keys = getattr(storage, "keys", None)
-    return None if keys is None else keys.name_key
 
 
 # lifeboat.keys ----------------------------------------------------------------------------

@@ -23,7 +23,6 @@ every object by its kind and name what Lifeboat did not write.
 from __future__ import annotations
 
 import hashlib
-import hmac
 
 from engine.wal.names import is_history, wal_file_kind
 
@@ -46,6 +45,8 @@ def block_id(data: bytes | bytearray | memoryview, name_key: bytes | None = None
     full SHA-256 (:func:`frame_checksum`).
     """
     if name_key is not None:
+        import hmac  # encrypted repositories only: not on the WAL path
+
         return hmac.new(name_key, data, hashlib.sha256).digest()[:BLOCK_ID_BYTES]
     return hashlib.sha256(data).digest()[:BLOCK_ID_BYTES]
 
@@ -135,6 +136,8 @@ def restore_point_key(cluster: str, name: str, name_key: bytes | None = None) ->
     """Key of a named restore point: its name, or a hash of it when the name is not safe
     in a key, or its HMAC under ``name_key`` in an encrypted repository (names hidden)."""
     if name_key is not None:
+        import hmac
+
         keyed = hmac.new(name_key, name.encode(), hashlib.sha256).hexdigest()[:32]
         return f"{restore_points_prefix(cluster)}/k-{keyed}.json"
     if not 0 < len(name) <= 200 or not _SAFE_CHARS.issuperset(name) or name.startswith("."):

@@ -25,7 +25,6 @@ only what that path imports anyway (hashlib, json).
 from __future__ import annotations
 
 import hashlib
-import json
 
 from engine.errors import ChecksumError, EncryptionKeyError
 from engine.repository import formats
@@ -55,6 +54,8 @@ def seal(kind: str, fields: dict[str, object], indent: int | None = None,
          keys: RepositoryKeys | None = None, key: str = "") -> bytes:
     """The sealed document of ``kind`` holding ``fields``, in this Lifeboat's format; with
     the repository's ``keys``, its body sealed under ``key`` (where it is stored)."""
+    import json  # here, not above: a wal-push takes its cluster.json from engine.memo
+
     body = json.dumps(fields, indent=indent).encode() + b"\n"
     if keys is not None and kind not in _PLAIN:
         body = keys.seal(body, key.encode())
@@ -93,6 +94,8 @@ def unseal(data: bytes, kind: str, what: str, keys: RepositoryKeys | None = None
         raise ChecksumError(f"{what} is damaged: its content fails its checksum")
     if keys is not None and kind not in _PLAIN:
         body = keys.open(body, key.encode(), what)
+    import json
+
     try:
         document = json.loads(body)
     except ValueError as exc:
@@ -121,6 +124,8 @@ def _refuse_unsealed(data: bytes, what: str, supported: int) -> None:
     """A document without a seal: one of an older format (JSON with or without a format
     number), or damaged."""
     try:
+        import json
+
         document = json.loads(data)
     except ValueError:
         raise ChecksumError(f"{what} is damaged: it is not a sealed Lifeboat document") from None

@@ -16,7 +16,6 @@ of its timeline are present, or one that fails its checksum, raises
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import mmap
 import os
@@ -33,7 +32,7 @@ from engine.errors import (
 )
 from engine.repository import clusterinfo, formats, layout
 from engine.repository.codec import ZSTD, Codec, decompress
-from engine.repository.encryption import keys_of
+from engine.repository.storage_keys import keys_of
 from engine.wal import names as wal
 
 TYPE_CHECKING = False  # typing is not imported on the WAL path
@@ -58,8 +57,9 @@ class PushResult(namedtuple("PushResult", "name raw_bytes stored_bytes already_a
 
 def encode(data: bytes | mmap.mmap, codec: Codec, large: bool, keys: RepositoryKeys | None = None,
            key: str = "") -> bytes:
-    """The object of an archived file; sealed under ``key`` with the repository's ``keys``."""
-    codec_id, body = codec.compress_large(data) if large else codec.compress(data)
+    """The object of an archived file; sealed under ``key`` with the repository's ``keys``.
+    A ``large`` file (a segment) is compressed without probing samples first: WAL compresses."""
+    codec_id, body = codec.compress(data, probe=not large)
     if keys is not None:
         body = keys.seal(body, key.encode())
     return HEADER.pack(MAGIC, codec_id, len(data), hashlib.sha256(body).digest()) + body
@@ -143,7 +143,7 @@ def push(storage: Storage, cluster: str, path: str | os.PathLike[str], codec: Co
     kind = wal.wal_file_kind(name)
     if kind is None:
         raise UsageError(f"{path}: not a WAL file name (segment, .history, .backup or .partial)")
-    info = clusterinfo.read(storage, cluster)
+    info = clusterinfo.read(storage, cluster, cached=True)
     data = _map(path)
     if kind in ("segment", "partial"):
         _check_segment(name, data, info, partial=kind == "partial")
@@ -240,8 +240,10 @@ def _write_dest(dest: str | os.PathLike[str], data: bytes) -> None:
     except OSError as exc:
         from engine.errors import path_error
 
-        with contextlib.suppress(OSError):
+        try:
             os.unlink(tmp)
+        except OSError:
+            pass
         raise path_error(exc, "write", dest) from None
 
 

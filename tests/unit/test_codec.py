@@ -89,12 +89,24 @@ def test_the_smaller_of_both_parameter_sets_is_kept(data: bytes, tuned_wins: boo
     assert decompress(ZSTD, stored, len(data)) == data
 
 
-def test_wal_is_compressed_with_the_tuned_set() -> None:
+def test_wal_is_compressed_with_the_tuned_set_in_one_thread() -> None:
+    import zstandard
+
+    from engine.wal import archive
+
     codec = Codec("zstd", 3)
-    segment = heap_pages(2048)  # 16 MiB, compressed by zstd's worker threads
-    codec_id, stored = codec.compress_large(segment)
+    segment = heap_pages(2048)  # 16 MiB
+    obj = archive.encode(segment, codec, large=True)
+    codec_id, stored = archive.HEADER.unpack_from(obj)[1], obj[archive.HEADER.size:]
     assert len(stored) < len(codec.compress(segment, probe=False, tuned=False)[1])
     assert decompress(codec_id, stored, len(segment)) == segment
+    # one thread: zstd's workers would cut the segment into jobs and give other bytes
+    tuned = dict(window_log=19, chain_log=16, search_log=1, strategy=zstandard.STRATEGY_FAST,
+                 hash_log=13, min_match=5)
+    alone = zstandard.ZstdCompressor(compression_params=zstandard.ZstdCompressionParameters(**tuned))
+    workers = zstandard.ZstdCompressor(compression_params=zstandard.ZstdCompressionParameters(
+        **tuned, threads=2, job_size=4 << 20))
+    assert bytes(stored) == alone.compress(segment) != workers.compress(segment)
 
 
 def test_levels_above_the_tuned_ones_are_zstds_own() -> None:
@@ -125,3 +137,21 @@ def test_a_backup_keeps_each_files_choice_for_its_later_frames(tmp_path: Path) -
     relation, other = copier.stats.kinds["relation"][1], copier.stats.kinds["other"][1]
     assert relation == stored_with("base/5/16384", True) < stored_with("base/5/16384", False)
     assert other == stored_with("notes.txt", False) < stored_with("notes.txt", True)
+
+
+def test_the_wal_path_loads_zstds_compiled_backend_alone() -> None:
+    """Without zstandard's package (its __init__ imports typing and platform), and the same
+    classes once something imports the package; a backend policy set means the package."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from engine.repository import zstd_backend; z = zstd_backend.module(); "
+             "print(z.__name__, 'zstandard' in sys.modules, 'typing' in sys.modules); "
+             "import zstandard; print(zstandard.ZstdCompressor is z.ZstdCompressor)")
+    env = {"PATH": "/usr/bin:/bin"}
+    alone = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+                           check=True).stdout.split()
+    assert alone == ["zstandard.backend_c", "False", "False", "True"]
+    policy = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            env={**env, "PYTHON_ZSTANDARD_IMPORT_POLICY": "cext"}).stdout.split()
+    assert policy == ["zstandard", "True", "True", "True"]

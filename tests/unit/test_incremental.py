@@ -18,8 +18,8 @@ from engine.repository.codec import Codec
 from engine.repository.expire import collect_garbage
 from engine.repository.manifest import FileEntry, ManifestWriter, read_manifest
 from engine.repository.storage.posix import PosixStorage
-from engine.restore import written_state
 from engine.restore.files import FileWriter
+from engine.restore.written_state import RECORD
 from engine.wal import archive
 from tests.unit.conftest import fake_segment
 from tests.unit.helpers import summary
@@ -59,7 +59,7 @@ def restored(storage: PosixStorage, backup_id: str, target: Path) -> dict[str, b
     target.mkdir()
     FileWriter(storage, "main", manifest.summary, target, jobs=2).write(manifest, {})
     return {str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*")
-            if p.is_file() and p.name != written_state.RECORD}  # restore's record of what it wrote
+            if p.is_file() and p.name != RECORD}
 
 
 def test_only_changed_blocks_are_stored(tmp_path: Path) -> None:
