@@ -1,4 +1,4 @@
-"""Builds the C extensions (PostgreSQL page checksums, block ids); everything else is in
+"""Builds the C extensions (PostgreSQL page checksums, block ids, heap page split); everything else is in
 pyproject.toml."""
 
 import platform
@@ -14,4 +14,6 @@ setup(ext_modules=[
               extra_compile_args=flags),
     Extension("engine.repository._blockhash", ["engine/repository/_blockhash.c"],
               extra_compile_args=["-O2"], libraries=["crypto"]),
+    Extension("engine.repository._heapsplit", ["engine/repository/_heapsplit.c"],
+              extra_compile_args=["-O2"]),
 ])

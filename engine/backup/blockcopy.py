@@ -33,7 +33,7 @@ from engine.errors import LifeboatError
 from engine.postgres.pgdata import Entry, file_kind, relation_segment
 from engine.repository import layout
 from engine.repository.blocklist import INLINE_MAX, BlockList, Frame, ListBuilder
-from engine.repository.codec import ZSTD, Codec
+from engine.repository.codec import PROBE_MIN, ZSTD, Choice, Codec
 from engine.repository.manifest import FileEntry, Manifest
 
 __all__ = ["BaseFiles", "BlockCopier", "PackSet"]
@@ -124,7 +124,10 @@ class BlockCopier:
         self.stats = CopyStats()
         self._stats_lock = threading.Lock()
         self._compresses: set[str] = set()  # files seen to compress well
-        self._tuned: dict[str, bool] = {}  # file -> whether zstd's tuned parameters suit it
+        self._choices: dict[str, Choice] = {}  # file -> how its first frame chose to compress
+        # relation files whose heap split was tried, on their first frame of PROBE_MIN bytes or
+        # more (a few pages are no sample: an incremental's first new frame may be one page)
+        self._sampled: set[str] = set()
         self._budget = time_budget
         self._started = time.monotonic()
         self._last_change = self._started
@@ -160,7 +163,7 @@ class BlockCopier:
             self._count_reused(reused)
         new = [i for i, place in enumerate(places) if place is None]
         corrupt = self._check_pages(source, view, offset, first_page, new, len(places))
-        raw, stored = self._store_new(view, new, places, str(source))
+        raw, stored = self._store_new(view, new, places, str(source), kind == "relation")
         if raw:
             with self._stats_lock:
                 totals = self.stats.kinds.setdefault(kind, [0, 0])
@@ -191,7 +194,7 @@ class BlockCopier:
         return self._pagecheck.confirm(str(source), suspects, offset, first_page, self._start_lsn)
 
     def _store_new(self, view: memoryview, new: list[int], places: list[tuple[Frame, int] | None],
-                   path: str) -> tuple[int, int]:
+                   path: str, heap: bool) -> tuple[int, int]:
         """Compress the chunk's new blocks, in order, in frames of up to frame_size, append
         them to a pack and fill in their places; the raw and stored bytes of what was new.
 
@@ -207,14 +210,17 @@ class BlockCopier:
                 frame: memoryview | bytes = view[members[0] * size:(members[-1] + 1) * size]
             else:
                 frame = b"".join(view[i * size:(i + 1) * size] for i in members)
-            tuned = self._tuned.get(path)
-            if tuned is None:  # the file's first frame: which parameters suit it
-                codec_id, stored, tuned = self._codec.compress_smaller(frame)
-                if tuned is not None:
-                    self._tuned[path] = tuned
+            choice = self._choices.get(path)
+            sample = heap and len(frame) >= PROBE_MIN and path not in self._sampled
+            if choice is None or sample:  # the file's first frame: which way suits it
+                codec_id, stored, choice = self._codec.compress_smaller(frame, sample)
+                if choice is not None:
+                    self._choices[path] = choice
+                if sample:
+                    self._sampled.add(path)
             else:
                 codec_id, stored = self._codec.compress(frame, probe=path not in self._compresses,
-                                                        tuned=tuned)
+                                                        tuned=choice.tuned, split=choice.split)
             if len(stored) < 0.8 * len(frame):
                 self._compresses.add(path)  # the rest of this file need not be probed
             frames.append((members, codec_id, stored))
@@ -253,7 +259,8 @@ class BlockCopier:
         entries = list(entries)
         total = sum(e.size for e in entries) or 1
         done = 0
-        window: deque[tuple[Entry, list[Future[ChunkResult]], FileEntry | None]] = deque()
+        window: deque[tuple[Entry, list[Future[ChunkResult]], FileEntry | None,
+                            tuple[bytes, bytes] | None]] = deque()
         in_flight = 0
         limit = self._threads * 4
         with ThreadPoolExecutor(self._threads, thread_name_prefix="lifeboat-copy") as pool:
@@ -261,6 +268,7 @@ class BlockCopier:
                 for entry in entries:
                     futures: list[Future[ChunkResult]] = []
                     reused: FileEntry | None = None
+                    root: tuple[bytes, bytes] | None = None
                     if entry.kind == "file":
                         prior = self._base.find(entry.path) if self._base else None
                         if prior is not None and self._base is not None and \
@@ -274,6 +282,7 @@ class BlockCopier:
                             segment = (relation_segment(entry.path)
                                        if self._pagecheck is not None else None)
                             base_list = self._base_list(prior)
+                            root = _root_of(prior, base_list)
                             for offset, length in self._chunks(entry):
                                 first_page = None if segment is None else (
                                     segment * self._pagecheck.SEGMENT_PAGES + offset // 8192)
@@ -283,7 +292,7 @@ class BlockCopier:
                                 if progress is not None:
                                     future.add_done_callback(lambda _f, n=length: progress(n))
                                 futures.append(future)
-                    window.append((entry, futures, reused))
+                    window.append((entry, futures, reused, root))
                     in_flight += len(futures)
                     while window and (in_flight > limit or all(f.done() for f in window[0][1])):
                         head = window.popleft()
@@ -301,7 +310,7 @@ class BlockCopier:
                     if finished is not None:
                         yield finished
             except BaseException:
-                for _, futures, _ in window:
+                for _, futures, _, _ in window:
                     for future in futures:
                         future.cancel()
                 raise
@@ -312,7 +321,7 @@ class BlockCopier:
         packs = tuple(sorted(self._packs.adopt(p) for p in self._base.list_packs(prior)))
         return FileEntry(entry.path, "file", entry.mode, prior.size, entry.mtime, None,
                          prior.list_id, prior.inline, packs if prior.list_id is not None else (),
-                         list(prior.corrupt_pages))
+                         list(prior.corrupt_pages), prior.base)
 
     def _base_list(self, prior: FileEntry | None) -> BlockList | None:
         """The base's block list of a changed file, to compare its blocks with."""
@@ -326,7 +335,9 @@ class BlockCopier:
         return blocks if blocks.block_size == self._block_size else None
 
     def _finish(self, entry: Entry, futures: list[Future[ChunkResult | None]],
-                reused: FileEntry | None) -> FileEntry | None:
+                reused: FileEntry | None, root: tuple[bytes, bytes] | None) -> FileEntry | None:
+        """The entry of a copied file; ``root``: the id and ids of the base's list (or of
+        that list's own base) its list may take its first ids from."""
         if reused is not None:
             return reused
         if entry.kind != "file":
@@ -348,15 +359,26 @@ class BlockCopier:
         done = FileEntry(entry.path, "file", entry.mode, size, entry.mtime, corrupt_pages=corrupt)
         if size == 0:
             return done
-        data = builder.finish(size)
+        data = builder.finish(size, root)
         for pack_id in builder.pack_ids:
             self._packs.adopt(pack_id)
         if len(data) <= INLINE_MAX:
             done.inline = data
         else:
             done.list_id = self._packs.put_list(data)
+            done.base = BlockList.base_of(data)
             done.packs = tuple(sorted(self._packs.adopt(p) for p in builder.pack_ids))
         return done
+
+
+def _root_of(prior: FileEntry | None, blocks: BlockList | None) -> tuple[bytes, bytes] | None:
+    """The id and ids of the stored list without a base that the base backup's list of a
+    file is, or takes its first ids from."""
+    if prior is None or blocks is None or prior.list_id is None:
+        return None
+    if prior.base is None:
+        return prior.list_id, blocks.ids
+    return prior.base, blocks.root.ids  # the manifest checked the list's base is prior.base
 
 
 def _runs(places: list[tuple[Frame, int]], size: int) -> list[Run]:

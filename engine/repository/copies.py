@@ -475,17 +475,15 @@ def _copy_lists(source: Storage, target: Storage, cluster: str, backup_id: str, 
     its id before it is written. NotFoundError when the backup or a list is gone from the
     source, ChecksumError when the manifest or a list is damaged there."""
     manifest = read_manifest(source, cluster, backup_id)
-    for entry in manifest.entries():
-        if entry.list_id is None:
-            continue
-        hex_id = entry.list_id.hex()
+    for ident in (i for entry in manifest.entries() for i in reversed(entry.stored_lists)):
+        hex_id = ident.hex()  # a list's base first: a list is never there without it
         if hex_id in held:
             continue
         key = layout.list_key(cluster, hex_id)
         if not target.exists(key):
             data = source.get(key)  # as stored: sealed, in an encrypted repository
             try:
-                check_stored(data, key, entry.list_id, keys_of(source), key)
+                check_stored(data, key, ident, keys_of(source), key)
             except ChecksumError:
                 raise ChecksumError(f"{key}: the source's block list fails its checksum (damaged); "
                                     "the backup was not copied") from None

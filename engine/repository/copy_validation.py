@@ -195,7 +195,7 @@ def _presence(primary: Storage | None, copy: Storage, cluster: str, region: str,
     for backup_id in sorted(summaries):
         try:
             manifest = read_manifest(copy, cluster, backup_id)
-            needed = {e.list_id.hex() for e in manifest.entries() if e.list_id is not None}
+            needed = {i.hex() for e in manifest.entries() for i in e.stored_lists}
         except LifeboatError as exc:
             report.problems.append(Problem("manifest", backup_id, str(exc),
                                            layout.manifest_key(cluster, backup_id),

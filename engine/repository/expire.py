@@ -206,7 +206,7 @@ def _collect_lists(storage: Storage, cluster: str, keep: list[BackupSummary], gr
     for backup in keep:
         try:
             manifest = read_manifest(storage, cluster, backup.id)
-            marked.update(e.list_id.hex() for e in manifest.entries() if e.list_id is not None)
+            marked.update(i.hex() for e in manifest.entries() for i in e.stored_lists)
         except LifeboatError as exc:
             report.notices.append(f"block lists not collected: the manifest of {backup.id} cannot be "
                                   f"read ({exc}), so the lists it needs are unknown (run verify)")

@@ -24,7 +24,8 @@ A file's blocks are in a block list (:mod:`engine.repository.blocklist`): a shar
 content-addressed object named by its SHA-256 (``"L"``, with ``"P"``: the places in
 the summary's pack list of the packs that list uses, so a later backup can take the
 entry over without reading the list), or, for a small file, the list itself inline
-(``"i"``, base64). An unchanged file thus costs a backup one short line.
+(``"i"``, base64). An unchanged file thus costs a backup one short line. A stored list
+that takes its first ids from a base list has that list's id too (``"B"``).
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ class FileEntry:
     inline: bytes | None = None  # its block list itself (small files)
     packs: tuple[int, ...] = ()  # with list_id: places in the summary's packs of the list's packs
     corrupt_pages: list[int] = field(default_factory=list)  # failed their PostgreSQL checksum
+    base: bytes | None = None  # with list_id: the id of the list its list takes its first ids from
+
+    @property
+    def stored_lists(self) -> tuple[bytes, ...]:
+        """The ids of the stored lists it needs: its own, and that list's base."""
+        if self.list_id is None:
+            return ()
+        return (self.list_id,) if self.base is None else (self.list_id, self.base)
 
     @property
     def list_key(self) -> bytes | None:
@@ -83,6 +92,8 @@ class FileEntry:
             if self.list_id is not None:
                 item["L"] = self.list_id.hex()
                 item["P"] = list(self.packs)
+                if self.base is not None:
+                    item["B"] = self.base.hex()
             elif self.inline is not None:
                 item["i"] = base64.b64encode(self.inline).decode()
             if self.corrupt_pages:
@@ -97,11 +108,14 @@ class FileEntry:
         kind = {"f": "file", "d": "dir", "l": "link"}[item["k"]]
         list_id = bytes.fromhex(item["L"]) if "L" in item else None
         inline = base64.b64decode(item["i"], validate=True) if "i" in item else None
+        base = bytes.fromhex(item["B"]) if "B" in item else None
         size = item.get("s", 0)
         if kind == "file" and (size > 0) != ((list_id is None) != (inline is None)):
             raise ValueError(f"{item['p']}: a file of {size} bytes needs exactly one block list")
+        if base is not None and list_id is None:
+            raise ValueError(f"{item['p']}: a base list without a stored list")
         return cls(item["p"], kind, item["m"], size, item.get("t", 0.0), item.get("l"), list_id,
-                   inline, tuple(item.get("P", ())), item.get("c", []))
+                   inline, tuple(item.get("P", ())), item.get("c", []), base)
 
 
 @dataclass
@@ -288,11 +302,16 @@ class Manifest:
         elif entry.list_id is not None:
             key = layout.list_key(self.summary.cluster, entry.list_id.hex())
             what = f"block list {key} (file {entry.path})"
-            try:
-                data = read_stored(self.storage, key, entry.list_id, what)
-            except NotFoundError:
-                raise NotFoundError(f"{what} is missing from the repository") from None
-            blocks = BlockList(data, what)
+            data = self._read_list(key, entry.list_id, what)
+            base = None
+            if entry.base is not None:
+                base_key = layout.list_key(self.summary.cluster, entry.base.hex())
+                base_what = f"block list {base_key} (base of {key}, file {entry.path})"
+                base = BlockList(self._read_list(base_key, entry.base, base_what), base_what)
+            blocks = BlockList(data, what, base)
+            if blocks.base != entry.base:
+                raise ChecksumError(f"{what}: its base list is not the one the manifest names "
+                                    "(damaged or inconsistent)")
             try:
                 allowed = {self.summary.packs[i] for i in entry.packs}
             except (IndexError, TypeError):
@@ -309,6 +328,12 @@ class Manifest:
             raise ChecksumError(f"{what}: names pack {stray[0]}, which the manifest does not list "
                                 "for it (damaged or inconsistent)")
         return blocks
+
+    def _read_list(self, key: str, ident: bytes, what: str) -> bytes:
+        try:
+            return read_stored(self.storage, key, ident, what)
+        except NotFoundError:
+            raise NotFoundError(f"{what} is missing from the repository") from None
 
     def entries(self) -> Iterator[FileEntry]:
         with self.storage.open_stream(self.key) as stream:

@@ -26,7 +26,7 @@ from pathlib import Path
 from engine import durable
 from engine.errors import LifeboatError, RestoreError, path_error
 from engine.repository import layout
-from engine.repository.blocklist import BlockList, read_stored
+from engine.repository.blocklist import BlockList, load_stored
 from engine.repository.encryption import name_key_of
 from engine.repository.frames import FrameReader
 from engine.repository.manifest import BackupSummary, FileEntry, Manifest
@@ -275,8 +275,7 @@ class FileWriter:
             return None  # small, or a partial last block whose id a new size would change
         key = layout.list_key(self._cluster, known.list_key.hex())
         try:
-            old = BlockList(read_stored(self._storage, key, known.list_key, f"block list {key}"),
-                            f"block list {key}")
+            old = load_stored(self._storage, self._cluster, known.list_key, f"block list {key}")
         except LifeboatError:  # expired, damaged, unreadable: read the file instead
             return None
         if old.size != known.signature[0] or old.block_size != block:

@@ -14,7 +14,7 @@ import pytest
 from engine.backup.blockcopy import BlockCopier, PackSet
 from engine.postgres import pgdata
 from engine.repository import layout
-from engine.repository.codec import ZSTD, Codec, decompress
+from engine.repository.codec import ZSTD, Choice, Codec, decompress
 from engine.repository.storage.posix import PosixStorage
 
 BLOCK = 16 * 1024
@@ -83,8 +83,9 @@ def test_the_smaller_of_both_parameter_sets_is_kept(data: bytes, tuned_wins: boo
     tuned = codec.compress(data, probe=False, tuned=True)[1]
     plain = codec.compress(data, probe=False, tuned=False)[1]
     assert (len(tuned) < len(plain)) is tuned_wins  # each set wins on its kind of data
-    codec_id, stored, won = codec.compress_smaller(data)
-    assert codec_id == ZSTD and won is tuned_wins and stored == (tuned if tuned_wins else plain)
+    codec_id, stored, choice = codec.compress_smaller(data)
+    assert codec_id == ZSTD and choice == Choice(tuned_wins)
+    assert stored == (tuned if tuned_wins else plain)
     assert decompress(ZSTD, stored, len(data)) == data
 
 

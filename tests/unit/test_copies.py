@@ -14,7 +14,7 @@ import pytest
 from engine.backup.blockcopy import BaseFiles, BlockCopier, PackSet
 from engine.errors import CopyConflictError, NotFoundError, StorageError
 from engine.postgres import pgdata
-from engine.repository import clusterinfo, layout, verify
+from engine.repository import blocklist, clusterinfo, layout, verify
 from engine.repository.codec import Codec
 from engine.repository.copies import copy_cluster, copy_lag
 from engine.repository.encryption import keys_of
@@ -327,3 +327,32 @@ def test_the_agents_copier_records_a_failure_once_and_its_recovery(source: Posix
     # it keeps what the primary keeps: not the WAL before the oldest backup, which no restore reads
     before = layout.wal_key("main", "000000010000000000000001")
     assert content(PosixStorage(target)) == {k: v for k, v in content(source).items() if k != before}
+
+
+def test_a_list_is_copied_with_the_base_it_takes_ids_from(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(blocklist, "BASE_MIN_BLOCKS", 16)
+    repo = repository(tmp_path / "source")
+    push(repo, tmp_path, "000000010000000000000002", fake_segment(1, 2))
+    tree = tmp_path / "pgdata"
+    grown = os.urandom(BLOCK * 30)
+    write_tree(tree, {"PG_VERSION": b"15\n", "global/pg_control": os.urandom(8192),
+                      "base/5/16384": grown})
+    back_up(repo, tree, FULL)
+    grown += os.urandom(BLOCK * 2)
+    write_tree(tree, {"base/5/16384": grown})
+    back_up(repo, tree, INCR, FULL, type="incr")
+    entry = next(e for e in read_manifest(repo, "main", INCR).entries() if e.path == "base/5/16384")
+    assert entry.list_id is not None and entry.base is not None
+    repo.delete(layout.manifest_key("main", FULL))  # expired: only the incremental names the base
+    target = PosixStorage(tmp_path / "target")
+    report = copy_cluster(repo, target, "main", "eu-west")
+    assert report.backups_copied == 1 and report.lists_copied == 2
+    assert target.exists(layout.list_key("main", entry.base.hex()))
+    checked = verify.run(target, "main")
+    assert checked.ok, checked.problems
+    restored = tmp_path / "restored"
+    manifest = read_manifest(target, "main", INCR)
+    restored.mkdir()
+    FileWriter(target, "main", manifest.summary, restored, jobs=2).write(manifest, {})
+    assert (restored / "base/5/16384").read_bytes() == grown

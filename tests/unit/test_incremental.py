@@ -3,6 +3,7 @@ incremental backup still restores on its own."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -10,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from engine.backup.blockcopy import BaseFiles, BlockCopier, PackSet
+from engine.errors import ChecksumError, NotFoundError
 from engine.postgres import pgdata
-from engine.repository import layout, verify
+from engine.repository import blocklist, layout, verify
 from engine.repository.codec import Codec
-from engine.repository.manifest import ManifestWriter, read_manifest
+from engine.repository.expire import collect_garbage
+from engine.repository.manifest import FileEntry, ManifestWriter, read_manifest
 from engine.repository.storage.posix import PosixStorage
 from engine.restore.files import FileWriter
 from engine.restore.written_state import RECORD
@@ -215,3 +218,126 @@ def test_verify_in_groups_of_packs_checks_the_same_and_holds_fewer_claims(
     users = [i for i in ("20261125-010000F", "20261125-020000I")
              if last in read_manifest(storage, "main", i).summary.packs]
     assert users and all(user in damaged.problems[0].affects for user in users)
+
+
+def test_a_grown_files_list_takes_its_first_ids_from_the_base_list(
+        tmp_path: Path, storage: PosixStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(blocklist, "BASE_MIN_BLOCKS", 16)
+    source = tmp_path / "src"
+    files = {"global/pg_control": b"c" * 8192, "base/5/1": os.urandom(BLOCK * 40)}
+    write_tree(source, files)
+    segment = tmp_path / "000000010000000000000002"
+    segment.write_bytes(fake_segment(1, 2))
+    archive.push(storage, "main", segment, Codec("zstd", 3))
+
+    def entry_of(backup_id: str) -> FileEntry:
+        return next(e for e in read_manifest(storage, "main", backup_id).entries()
+                    if e.path == "base/5/1")
+
+    def grow(blocks: int) -> None:
+        files["base/5/1"] += os.urandom(BLOCK * blocks)
+        write_tree(source, {"base/5/1": files["base/5/1"]})
+
+    back_up(storage, source, "20261125-010000F")
+    root = entry_of("20261125-010000F")
+    assert root.list_id is not None and root.base is None
+    grow(2)
+    _, first = back_up(storage, source, "20261125-020000I", "20261125-010000F")
+    grow(1)
+    _, second = back_up(storage, source, "20261125-030000I", "20261125-020000I")
+    # each list names the full backup's list as its base (never a list with a base itself),
+    # and stores only the ids that list lacks
+    for backup_id, packs, blocks in (("20261125-020000I", first, 42), ("20261125-030000I", second, 43)):
+        entry = entry_of(backup_id)
+        assert entry.base == root.list_id and entry.stored_lists == (entry.list_id, root.list_id)
+        listed = read_manifest(storage, "main", backup_id).block_list(entry)
+        assert listed.count == blocks and listed.root.ids == listed.ids[:40 * 16]
+        assert packs.list_bytes < (blocks - 40 + 4) * 16 + 1024  # not the 40 shared ids
+    assert restored(storage, "20261125-030000I", tmp_path / "out") == files
+    # the base list outlives the backup that wrote it, as long as a list takes ids from it
+    storage.delete(layout.manifest_key("main", "20261125-010000F"))
+    storage.delete(layout.manifest_key("main", "20261125-020000I"))
+    gc = collect_garbage(storage, "main", grace=0, segment_size=16 * 1024 * 1024)
+    assert gc.lists_removed == 1  # the first incremental's own list
+    assert storage.exists(layout.list_key("main", root.list_id.hex()))
+    report = verify.run(storage, "main")
+    assert report.ok, report.problems
+    assert restored(storage, "20261125-030000I", tmp_path / "again") == files
+    # an unchanged file keeps its entry, base and all; read again, it has the same list
+    for backup_id, use_mtime in (("20261125-040000I", True), ("20261125-050000I", False)):
+        _, again = back_up(storage, source, backup_id, "20261125-030000I", use_mtime)
+        kept, before = entry_of(backup_id), entry_of("20261125-030000I")
+        assert (kept.list_id, kept.base) == (before.list_id, before.base)
+        assert again.lists_written == 0
+
+
+def test_an_unchanged_file_read_again_has_its_list_not_one_taking_ids_from_it(
+        tmp_path: Path, storage: PosixStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(blocklist, "BASE_MIN_BLOCKS", 16)
+    source = tmp_path / "src"
+    write_tree(source, {"base/5/1": os.urandom(BLOCK * 40)})
+    back_up(storage, source, "20261125-010000F")
+    _, incr = back_up(storage, source, "20261125-020000I", "20261125-010000F", use_mtime=False)
+    assert incr.lists_written == 0
+    entries = [next(e for e in read_manifest(storage, "main", b).entries() if e.path == "base/5/1")
+               for b in ("20261125-010000F", "20261125-020000I")]
+    assert entries[1].list_id == entries[0].list_id and entries[1].base is None
+
+
+def test_a_list_shares_no_ids_when_the_files_start_changed(
+        tmp_path: Path, storage: PosixStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(blocklist, "BASE_MIN_BLOCKS", 16)
+    source = tmp_path / "src"
+    data = bytearray(os.urandom(BLOCK * 40))
+    write_tree(source, {"base/5/1": bytes(data)})
+    back_up(storage, source, "20261125-010000F")
+    data[BLOCK * 10] ^= 1  # only 10 blocks in common from the start: fewer than the minimum
+    write_tree(source, {"base/5/1": bytes(data)})
+    back_up(storage, source, "20261125-020000I", "20261125-010000F")
+    entry = next(e for e in read_manifest(storage, "main", "20261125-020000I").entries()
+                 if e.path == "base/5/1")
+    assert entry.list_id is not None and entry.base is None
+
+
+def test_a_list_whose_base_is_missing_or_not_named_is_refused(
+        tmp_path: Path, storage: PosixStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(blocklist, "BASE_MIN_BLOCKS", 16)
+    source = tmp_path / "src"
+    data = os.urandom(BLOCK * 40)
+    write_tree(source, {"base/5/1": data, "base/5/2": os.urandom(BLOCK * 40)})
+    back_up(storage, source, "20261125-010000F")
+    other = next(e.list_id for e in read_manifest(storage, "main", "20261125-010000F").entries()
+                 if e.path == "base/5/2")
+    write_tree(source, {"base/5/1": data + os.urandom(BLOCK)})
+    back_up(storage, source, "20261125-020000I", "20261125-010000F")
+    manifest = read_manifest(storage, "main", "20261125-020000I")
+    entry = next(e for e in manifest.entries() if e.path == "base/5/1")
+    assert entry.list_id is not None and entry.base is not None
+    with pytest.raises(ChecksumError, match="does not name"):
+        manifest.block_list(dataclasses.replace(entry, base=None))
+    with pytest.raises(ChecksumError, match="not the one the manifest names"):
+        manifest.block_list(dataclasses.replace(entry, base=other))
+    storage.delete(layout.list_key("main", entry.base.hex()))
+    with pytest.raises(NotFoundError, match=f"base of .*{entry.list_id.hex()}.* is missing"):
+        manifest.block_list(entry)
+    assert not verify.run(storage, "main").ok
+
+
+def test_a_list_read_by_its_id_alone_brings_its_base(
+        tmp_path: Path, storage: PosixStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What delta restore does with the list a file was last restored from."""
+    monkeypatch.setattr(blocklist, "BASE_MIN_BLOCKS", 16)
+    source = tmp_path / "src"
+    data = os.urandom(BLOCK * 40)
+    write_tree(source, {"base/5/1": data})
+    back_up(storage, source, "20261125-010000F")
+    write_tree(source, {"base/5/1": data + os.urandom(BLOCK * 3)})
+    back_up(storage, source, "20261125-020000I", "20261125-010000F")
+    manifest = read_manifest(storage, "main", "20261125-020000I")
+    entry = next(e for e in manifest.entries() if e.path == "base/5/1")
+    assert entry.list_id is not None and entry.base is not None
+    loaded = blocklist.load_stored(storage, "main", entry.list_id, "L")
+    assert loaded.ids == manifest.block_list(entry).ids and loaded.count == 43
+    storage.delete(layout.list_key("main", entry.base.hex()))
+    with pytest.raises(NotFoundError):
+        blocklist.load_stored(storage, "main", entry.list_id, "L")

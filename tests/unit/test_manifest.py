@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from engine.errors import ChecksumError, FormatError, NotFoundError
-from engine.repository import blocklist, layout
+from engine.repository import blocklist, formats, layout
 from engine.repository.blocklist import BlockList, Frame, ListBuilder
 from engine.repository.manifest import (
     FileEntry,
@@ -123,8 +123,9 @@ def test_a_manifest_of_another_format_is_refused(storage: PosixStorage, found: i
 
 def test_a_block_list_of_another_format_is_refused() -> None:
     data = bytearray(big_list())
-    struct.pack_into("<H", data, 6, 2)
-    with pytest.raises(FormatError, match="block list L is in format 2, written by a newer Lifeboat"):
+    struct.pack_into("<H", data, 6, formats.BLOCK_LIST + 1)
+    with pytest.raises(FormatError, match=f"block list L is in format {formats.BLOCK_LIST + 1}, "
+                       "written by a newer Lifeboat"):
         BlockList(bytes(data), "L")
 
 

@@ -31,7 +31,7 @@ def backup_keys(storage: Storage, cluster: str, summary: BackupSummary, segment_
     """Every data object restoring the backup reads: its packs, its stored block lists and the
     WAL from its start to its stop."""
     manifest = manifest or read_manifest(storage, cluster, summary.id)
-    lists = sorted({e.list_id.hex() for e in manifest.entries() if e.list_id is not None})
+    lists = sorted({i.hex() for e in manifest.entries() for i in e.stored_lists})
     return ([layout.pack_key(cluster, p) for p in summary.packs]
             + [layout.list_key(cluster, i) for i in lists]
             + [layout.wal_key(cluster, n) for n in own_wal(summary, segment_size)])

@@ -106,7 +106,7 @@ class ListChecker:
         self._limit = 4 * jobs
         self._seen: dict[bytes, frozenset[str] | _Broken | None] = {}  # None: being checked
         self._waiting: dict[bytes, dict[str, str]] = {}  # backups referring to a list being checked
-        self._in_flight: deque[tuple[bytes, bool, Future[Checked]]] = deque()
+        self._in_flight: deque[tuple[bytes, tuple[bytes, ...], Future[Checked]]] = deque()
         self._interned: dict[frozenset[str], frozenset[str]] = {}
         self._packs_of: tuple[str, frozenset[str]] = ("", frozenset())  # the last manifest's packs
         self.reached: set[str] = set()  # stored lists some manifest refers to (hex ids)
@@ -120,18 +120,18 @@ class ListChecker:
         if key is None:
             return
         backup = manifest.summary.id
-        if entry.list_id is not None:
-            self.reached.add(key.hex())
+        self.reached.update(i.hex() for i in entry.stored_lists)
         seen = self._seen.get(key, _UNSEEN)
         if seen is _UNSEEN:
-            if entry.list_id is not None and key.hex() in self._proven_lists:
+            if entry.list_id is not None and all(i.hex() in self._proven_lists
+                                                 for i in entry.stored_lists):
                 self._seen[key] = frozenset()
                 self._report.skipped_lists += 1
-                self.proven.add(key.hex())
+                self.proven.update(i.hex() for i in entry.stored_lists)
                 return
             self._seen[key] = None
             self._waiting[key] = {backup: entry.path}
-            self._in_flight.append((key, entry.list_id is not None,
+            self._in_flight.append((key, entry.stored_lists,
                                     pool.submit(self._check_list, manifest, entry)))
             while len(self._in_flight) > self._limit:
                 self._collect(*self._in_flight.popleft())
@@ -170,7 +170,8 @@ class ListChecker:
                 files = ", ".join(f"{b} ({f})" for b, f in sorted(seen.backups.items()))
                 seen.problem.affects = f"backups it breaks: {files}"
 
-    def _collect(self, key: bytes, stored: bool, future: Future[Checked]) -> None:
+    def _collect(self, key: bytes, stored: tuple[bytes, ...], future: Future[Checked]) -> None:
+        """``stored``: the ids of the stored lists read (the list's and its base's, if any)."""
         packs, problem = future.result()
         waiting = self._waiting.pop(key)
         if stored:
@@ -178,13 +179,11 @@ class ListChecker:
         if problem is not None:
             self._report.problems.append(problem)
             self._seen[key] = _Broken(problem, waiting)
-            if stored:
-                self.bad.add(key.hex())
+            self.bad.update(i.hex() for i in stored)  # the base too: checked again next time
             return
         self._seen[key] = self._interned.setdefault(packs, packs)
         self.sound.add(key)
-        if stored:
-            self.proven.add(key.hex())
+        self.proven.update(i.hex() for i in stored)
 
     def _check_list(self, manifest: Manifest, entry: FileEntry) -> Checked:
         """Read and check one list, and claim the frames of it no other list has claimed."""
