@@ -5,6 +5,7 @@
 # + 6.4 GB that is over 80 GB): here one restored copy exists at a time.
 #
 #   bench/at_scale.sh SCALE GROW_MIB PGBACKREST [WORKDIR]   (as root)
+#   REUSE=1 bench/at_scale.sh ...   keeps the loaded database of an earlier run at the same size
 #
 # Prints one line per timed command: tool, work, seconds, user + system CPU, max RSS (KiB).
 set -euo pipefail
@@ -28,11 +29,20 @@ timed() {  # tool work command...
   printf '%s\t%s\t%s s\tCPU %.2f s\t%s KiB\n' "$tool" "$work" "$wall" "$(echo "$user + $sys" | bc)" "$rss"
 }
 
-as_pg "$BIN/pg_ctl" -D "$W/pgdata" -m immediate stop >/dev/null 2>&1 || true
-rm -rf "$W"; mkdir -p "$W"; chown postgres "$W"
-as_pg mkdir "$W/lifeboat-repo" "$W/pgbackrest-repo" "$W/pgbackrest-log" "$W/pgbackrest-lock"
-as_pg "$BIN/initdb" -k -D "$W/pgdata" >/dev/null
-cat >> "$W/pgdata/postgresql.conf" <<CONF
+LOADED="$W/.loaded-$SCALE-$GROW_MIB"
+if [ "${REUSE:-0}" = 1 ] && [ -f "$LOADED" ]; then
+  # the data of an earlier run at this size: only the repositories start afresh
+  as_pg "$BIN/pg_ctl" -D "$W/pgdata" -m fast stop >/dev/null 2>&1 || true
+  rm -rf "$W/lifeboat-repo" "$W/pgbackrest-repo" "$W/pgbackrest-log" "$W/pgbackrest-lock" "$W/restore"
+  as_pg mkdir "$W/lifeboat-repo" "$W/pgbackrest-repo" "$W/pgbackrest-log" "$W/pgbackrest-lock"
+  as_pg "$BIN/pg_ctl" -D "$W/pgdata" -l "$W/postgresql.log" -w start >/dev/null
+  trap 'as_pg "$BIN/pg_ctl" -D "$W/pgdata" -m fast stop >/dev/null 2>&1 || true' EXIT
+else
+  as_pg "$BIN/pg_ctl" -D "$W/pgdata" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$W"; mkdir -p "$W"; chown postgres "$W"
+  as_pg mkdir "$W/lifeboat-repo" "$W/pgbackrest-repo" "$W/pgbackrest-log" "$W/pgbackrest-lock"
+  as_pg "$BIN/initdb" -k -D "$W/pgdata" >/dev/null
+  cat >> "$W/pgdata/postgresql.conf" <<CONF
 port = $PORT
 listen_addresses = ''
 unix_socket_directories = '$W'
@@ -43,20 +53,22 @@ wal_level = replica
 archive_mode = on
 archive_command = '/bin/true'
 CONF
-as_pg "$BIN/pg_ctl" -D "$W/pgdata" -l "$W/postgresql.log" -w start >/dev/null
-trap 'as_pg "$BIN/pg_ctl" -D "$W/pgdata" -m fast stop >/dev/null 2>&1 || true' EXIT
+  as_pg "$BIN/pg_ctl" -D "$W/pgdata" -l "$W/postgresql.log" -w start >/dev/null
+  trap 'as_pg "$BIN/pg_ctl" -D "$W/pgdata" -m fast stop >/dev/null 2>&1 || true' EXIT
 
-# the data of bench/run.py (bench/dataset.py), loaded before archiving starts
-as_pg "$BIN/pgbench" -h "$W" -p "$PORT" -i -s "$SCALE" -q postgres >/dev/null 2>&1
-sql "CREATE TABLE grow (id bigint NOT NULL, payload text NOT NULL)"
-rows=$((GROW_MIB * 6015))  # about 172 bytes a row on the page
-step=5000000
-for ((first = 1; first <= rows; first += step)); do
-  last=$((first + step - 1 < rows ? first + step - 1 : rows))
-  sql "INSERT INTO grow SELECT g, md5('a' || g) || md5('b' || g) || md5('c' || g) || md5('d' || g) FROM generate_series($first::bigint, $last::bigint) AS g"
-done
-sql "VACUUM (FREEZE, ANALYZE)"
-sql "CHECKPOINT"
+  # the data of bench/run.py (bench/dataset.py), loaded before archiving starts
+  as_pg "$BIN/pgbench" -h "$W" -p "$PORT" -i -s "$SCALE" -q postgres >/dev/null 2>&1
+  sql "CREATE TABLE grow (id bigint NOT NULL, payload text NOT NULL)"
+  rows=$((GROW_MIB * 6015))  # about 172 bytes a row on the page
+  step=5000000
+  for ((first = 1; first <= rows; first += step)); do
+    last=$((first + step - 1 < rows ? first + step - 1 : rows))
+    sql "INSERT INTO grow SELECT g, md5('a' || g) || md5('b' || g) || md5('c' || g) || md5('d' || g) FROM generate_series($first::bigint, $last::bigint) AS g"
+  done
+  sql "VACUUM (FREEZE, ANALYZE)"
+  sql "CHECKPOINT"
+  touch "$LOADED"
+fi
 size=$(sql "SELECT pg_size_pretty(sum(pg_database_size(oid))) FROM pg_database")
 
 cat > "$W/lifeboat.toml" <<CONF
