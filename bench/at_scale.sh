@@ -6,6 +6,7 @@
 #
 #   bench/at_scale.sh SCALE GROW_MIB PGBACKREST [WORKDIR]   (as root)
 #   REUSE=1 bench/at_scale.sh ...   keeps the loaded database of an earlier run at the same size
+#   STEPS="base incremental" bench/at_scale.sh ...   also incrementals and delta restores
 #
 # Prints one line per timed command: tool, work, seconds, user + system CPU, max RSS (KiB).
 set -euo pipefail
@@ -117,16 +118,67 @@ as_pg "${LB[@]}" init >/dev/null
 as_pg "${PB[@]}" stanza-create >/dev/null
 echo "# scale $SCALE + grow $GROW_MIB MiB: databases $size; $("$PGBR" version); $(git -C "$ROOT" rev-parse --short HEAD)"
 
-timed lifeboat "full backup" "${LB[@]}" backup --type full --no-expire
-timed pgbackrest "full backup" "${PB[@]}" backup --type=full
-timed pgbackrest "full backup" "${PB[@]}" backup --type=full
-timed lifeboat "full backup" "${LB[@]}" backup --type full --no-expire
-timed lifeboat "incremental, nothing changed" "${LB[@]}" backup --type incr --no-expire
-timed pgbackrest "incremental, nothing changed" "${PB[@]}" backup --type=incr
-as_pg mkdir "$W/restore"
-timed lifeboat "restore into an empty directory" "${LB[@]}" restore --pgdata "$W/restore"
-rm -rf "$W/restore"; as_pg mkdir "$W/restore"
-timed pgbackrest "restore into an empty directory" "${PB[@]}" restore --pg1-path="$W/restore"
-rm -rf "$W/restore"
-timed lifeboat "verify" "${LB[@]}" verify
-timed lifeboat "expire (keep the newest full)" "${LB[@]}" expire
+# STEPS: "base" (full backups, the no-change incremental, restores, verify, expire) and/or
+# "incremental" (incrementals after pgbench and after appends, and delta restores)
+STEPS=${STEPS:-base}
+has_step() { [[ " $STEPS " == *" $1 "* ]]; }
+wait_archived() {  # until the segment written now is archived
+  local wal; wal=$(sql "SELECT pg_walfile_name(pg_switch_wal())")
+  for _ in $(seq 1800); do
+    [ "$(sql "SELECT coalesce(last_archived_wal >= '$wal', false) FROM pg_stat_archiver")" = t ] && return
+    sleep 0.5
+  done
+  echo "WAL $wal not archived in 15 minutes" >&2; exit 1
+}
+quiesce() { wait_archived; sql "CHECKPOINT"; wait_archived; }  # untimed, before an incremental
+lb_bytes() {  # repository bytes the newest Lifeboat backup added
+  as_pg "${LB[@]}" info --output json | python3 -c \
+    'import json, sys; print(json.load(sys.stdin)["clusters"][0]["backups"][-1]["stored_bytes"])'
+}
+pb_newest() { find "$W/pgbackrest-repo/backup/scale" -maxdepth 1 -name '2*' -printf '%f\n' | sort | tail -n 1; }
+bytes_line() { printf '%s\t%s, bytes\t%.1f MiB\n' "$1" "$2" "$(echo "$3 / 1048576" | bc -l)"; }
+
+if has_step base; then
+  timed lifeboat "full backup" "${LB[@]}" backup --type full --no-expire
+  timed pgbackrest "full backup" "${PB[@]}" backup --type=full
+  timed pgbackrest "full backup" "${PB[@]}" backup --type=full
+  timed lifeboat "full backup" "${LB[@]}" backup --type full --no-expire
+  timed lifeboat "incremental, nothing changed" "${LB[@]}" backup --type incr --no-expire
+  timed pgbackrest "incremental, nothing changed" "${PB[@]}" backup --type=incr
+  as_pg mkdir "$W/restore"
+  timed lifeboat "restore into an empty directory" "${LB[@]}" restore --pgdata "$W/restore"
+  rm -rf "$W/restore"; as_pg mkdir "$W/restore"
+  timed pgbackrest "restore into an empty directory" "${PB[@]}" restore --pg1-path="$W/restore"
+  rm -rf "$W/restore"
+fi
+if has_step incremental; then
+  if ! has_step base; then  # untimed full backups to start from
+    as_pg "${LB[@]}" backup --type full --no-expire >/dev/null
+    as_pg "${PB[@]}" backup --type=full >/dev/null
+  fi
+  older=$(pb_newest)
+  as_pg mkdir "$W/restore"  # Lifeboat's older copy (untimed); pgBackRest's is made later (disk)
+  as_pg "${LB[@]}" restore --pgdata "$W/restore" >/dev/null
+  as_pg "$BIN/pgbench" -h "$W" -p "$PORT" -c 4 -j 2 -T 30 postgres >/dev/null 2>&1
+  quiesce
+  timed lifeboat "incremental after pgbench" "${LB[@]}" backup --type incr --no-expire
+  bytes_line lifeboat "incremental after pgbench" "$(lb_bytes)"
+  timed pgbackrest "incremental after pgbench" "${PB[@]}" backup --type=incr
+  bytes_line pgbackrest "incremental after pgbench" "$(du -sb "$W/pgbackrest-repo/backup/scale/$(pb_newest)" | cut -f1)"
+  first=$(sql "SELECT max(id) + 1 FROM grow")
+  sql "INSERT INTO grow SELECT g, md5('a' || g) || md5('b' || g) || md5('c' || g) || md5('d' || g) FROM generate_series($first::bigint, $first + 54 * 6015 - 1) AS g"
+  quiesce
+  timed lifeboat "incremental append-mostly" "${LB[@]}" backup --type incr --no-expire
+  bytes_line lifeboat "incremental append-mostly" "$(lb_bytes)"
+  timed pgbackrest "incremental append-mostly" "${PB[@]}" backup --type=incr
+  bytes_line pgbackrest "incremental append-mostly" "$(du -sb "$W/pgbackrest-repo/backup/scale/$(pb_newest)" | cut -f1)"
+  timed lifeboat "delta restore of the newest over an older copy" "${LB[@]}" restore --delta --pgdata "$W/restore"
+  rm -rf "$W/restore"; as_pg mkdir "$W/restore"
+  as_pg "${PB[@]}" restore --set="$older" --pg1-path="$W/restore" >/dev/null
+  timed pgbackrest "delta restore of the newest over an older copy" "${PB[@]}" restore --delta --pg1-path="$W/restore"
+  rm -rf "$W/restore"
+fi
+if has_step base; then
+  timed lifeboat "verify" "${LB[@]}" verify
+  timed lifeboat "expire (keep the newest full)" "${LB[@]}" expire
+fi
