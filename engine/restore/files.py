@@ -26,7 +26,7 @@ from pathlib import Path
 from engine import durable
 from engine.errors import LifeboatError, RestoreError, path_error
 from engine.repository import layout
-from engine.repository.blocklist import BlockList, load_stored
+from engine.repository.blocklist import BlockList, BlockRef, load_stored
 from engine.repository.encryption import name_key_of
 from engine.repository.frames import FrameReader
 from engine.repository.manifest import BackupSummary, FileEntry, Manifest
@@ -193,17 +193,22 @@ class FileWriter:
             raise path_error(exc, "write", self._pgdata / entry.path) from None
 
     def _write_blocks(self, entry: FileEntry, blocks: BlockList, first: int, count: int) -> int:
-        refs = blocks.runs(first, count)
-        fd = open_for_blocks(self._pgdata / entry.path, entry.size)
+        raw = self._write_runs(entry, blocks.runs(first, count))
+        return self._done(raw, raw)
+
+    def _write_runs(self, entry: FileEntry, runs: list[tuple[int, BlockRef]],
+                    direct: bool = True) -> int:
+        """Write these runs of blocks into the existing file (direct I/O where it can with
+        ``direct``); the bytes written."""
+        fd = open_for_blocks(self._pgdata / entry.path, entry.size, direct)
         try:
             sink = BlockSink(fd, self._block_size, self._frame_limit)
-            for block_no, data in self._reader.blocks(entry.path, refs):
+            for block_no, data in self._reader.blocks(entry.path, runs):
                 sink.write(block_no, data)
             sink.flush()
         finally:
             os.close(fd)
-        raw = sum(ref.raw for _, ref in refs)
-        return self._done(raw, raw)
+        return sum(ref.raw for _, ref in runs)
 
     def _patch_batch(self, entry: FileEntry, blocks: BlockList, first: int, count: int) -> int:
         """Rewrite those of ``count`` blocks from ``first`` of an existing file that differ.
@@ -246,19 +251,10 @@ class FileWriter:
             return self._done(length, 0)
         stale = [run for at, n in layout.differing_runs(on_disk, wanted)
                  for run in blocks.runs(first + at, n)]
-        path = self._pgdata / entry.path
         try:
-            fd = open_for_blocks(path, entry.size, direct=False)
-            try:
-                sink = BlockSink(fd, self._block_size, self._frame_limit)
-                for block_no, data in self._reader.blocks(entry.path, stale):
-                    sink.write(block_no, data)
-                sink.flush()
-            finally:
-                os.close(fd)
+            return self._done(length, self._write_runs(entry, stale, direct=False))
         except OSError as exc:
-            raise path_error(exc, "write", path) from None
-        return self._done(length, sum(ref.raw for _, ref in stale))
+            raise path_error(exc, "write", self._pgdata / entry.path) from None
 
     def _known_ids(self, entry: FileEntry, target: Path) -> bytes | bool | None:
         """What is known of an existing file without reading it: True when it holds exactly
