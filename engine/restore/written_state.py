@@ -90,7 +90,18 @@ def _parse(text: str) -> dict[str, Written]:
 
 def record(pgdata: Path, files: Iterable[tuple[str, bytes]]) -> int:
     """Record ``files`` (path relative to ``pgdata``, block list key), which a restore has
-    just made durable, for the next delta restore; returns how many were recorded."""
+    just made durable, for the next delta restore; returns how many were recorded. The
+    restore is complete without it: a record that cannot be written (a full disk) is left
+    out, and the next delta restore reads every file."""
+    try:
+        return _record(pgdata, files)
+    except OSError:
+        with contextlib.suppress(OSError):
+            (pgdata / RECORD).unlink()
+        return 0
+
+
+def _record(pgdata: Path, files: Iterable[tuple[str, bytes]]) -> int:
     entries: list[tuple[str, Signature, bytes]] = []
     for rel, list_key in files:
         if "\t" in rel or "\n" in rel:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
+
+import pytest
 
 from engine.restore import written_state
 from engine.restore.written_state import RECORD
@@ -70,4 +73,19 @@ def test_a_damaged_or_foreign_record_is_ignored(tmp_path: Path) -> None:
         (tmp_path / RECORD).write_text(damaged)
         assert written_state.take(tmp_path) == {}
     (tmp_path / RECORD).write_bytes(b"\xff\xfe not text")
+    assert written_state.take(tmp_path) == {}
+
+
+def test_a_record_that_cannot_be_written_leaves_the_restore_complete(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The restore's files are durable before the record is written: a full disk then
+    costs the next delta restore its speed-up, not this restore its result."""
+    _write(tmp_path / "kept", b"2")
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(written_state.durable, "write_atomic", full)
+    assert written_state.record(tmp_path, [("kept", b"")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]  # no record, no probe left
     assert written_state.take(tmp_path) == {}
