@@ -38,6 +38,31 @@ def parse_time(text: str | None) -> float | None:
         return None
 
 
+#: What a connection error's text says, as the on-call engineer should read it.
+_CONNECT_FAILURES = {
+    "Connection refused": "connection refused: is Prometheus running, and is [alerts] "
+                          "prometheus_url its address?",
+    "Name or service not known": "the host name does not resolve ([alerts] prometheus_url)",
+    "No route to host": "no route to the host ([alerts] prometheus_url)",
+    "Network is unreachable": "the network is unreachable",
+}
+
+
+def _reason(exc: Exception, timeout: float) -> str:
+    """One line for a failed request, not requests' nested exception text."""
+    import requests
+
+    if isinstance(exc, requests.Timeout):
+        return f"no answer within {timeout:g}s ([alerts] query_timeout)"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "the TLS handshake failed (certificate or protocol)"
+    if isinstance(exc, requests.ConnectionError):
+        text = str(exc)
+        return next((said for known, said in _CONNECT_FAILURES.items() if known in text),
+                    "cannot connect")
+    return f"{exc.__class__.__name__}: {exc}"
+
+
 def parse_value(text: object) -> float | None:
     try:
         return float(text)  # type: ignore[arg-type]
@@ -68,7 +93,8 @@ class PrometheusSource:
                 method="GET", url=f"{c.url}{path}", verify=c._session.verify, headers=c.headers,
                 auth=c.auth, cert=c._session.cert, timeout=self.settings.query_timeout)
         except Exception as exc:  # refused, timed out, TLS: requests' errors and urllib3's
-            raise PrometheusUnavailable(f"{c.url}{path}: {exc.__class__.__name__}: {exc}") from None
+            raise PrometheusUnavailable(f"{c.url}{path}: {_reason(exc, self.settings.query_timeout)}"
+                                        ) from None
         if response.status_code != 200:
             raise PrometheusUnavailable(f"{c.url}{path}: HTTP {response.status_code} "
                                         f"{response.text[:200]}")

@@ -256,7 +256,7 @@ def restore_outcome(result: dict[str, Any]) -> list[tuple[str, str]]:
     if validation:
         for check in validation.get("checks", []):
             lines.append((f"Validation: {check['name']}",
-                          ("✅ " if check["passed"] else "❌ ") + str(check["detail"])))
+                          ("passed: " if check["passed"] else "FAILED: ") + str(check["detail"])))
     elif result.get("reached"):
         lines.append(("Validation", "not run"))
     return lines

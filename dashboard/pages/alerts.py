@@ -25,8 +25,8 @@ for a in found:
         st.write(a["annotations"].get("summary", ""))
         if a["annotations"].get("description"):
             st.caption(a["annotations"]["description"])
-        st.caption(f"since {a['firing_since'] or a['first_seen']} · value {a['value']} · "
-                   f"severity {a['severity']}")
+        value = "" if a["value"] is None else f" · value {a['value']}"  # a synthetic alert has none
+        st.caption(f"since {a['firing_since'] or a['first_seen']}{value} · severity {a['severity']}")
         if a["acknowledged_by"]:
             st.caption(f"acknowledged by {a['acknowledged_by']} at {a['acknowledged_at']}")
         if a["silence_reason"]:

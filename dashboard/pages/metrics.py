@@ -1,6 +1,7 @@
 """Charts from Prometheus over a chosen time range; the catalog's own figures when
 Prometheus cannot be read."""
 
+import math
 import time
 from datetime import UTC, datetime
 
@@ -55,12 +56,20 @@ def series_frame(results: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["time", "value", "series"])
 
 
+def _figure(value: float | None) -> str:
+    """A figure as text: "—" where there is none (the success rate of a type never run)."""
+    if value is None or math.isnan(value):
+        return "—"
+    return f"{int(value):,}" if value.is_integer() else f"{value:,.4f}".rstrip("0")
+
+
 try:
     first = data.prometheus_range(CHARTS[0][1], start, end, step)
 except data.PrometheusDown as exc:
     st.warning(f"{exc}. Showing the catalog's own figures instead (no history).")
     figures = data.catalog_figures()
-    rows = [{"figure": label, "labels": ", ".join(labels), "value": value}
+    rows = [{"figure": label, "labels": ", ".join(labels),
+             "value": _figure(value)}
             for name, label in FALLBACK.items() for labels, value in sorted(figures.get(name, {}).items())]
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

@@ -291,7 +291,11 @@ def test_prometheus_unreachable_shows_a_message_and_catalog_figures(console: Con
     at = page(app("viewer"), "metrics")
     assert any("cannot be read" in w.value and str(console.prometheus_port) in w.value for w in at.warning)
     assert len(at.dataframe) == 1  # the catalog's own figures
-    assert "Backups (count)" in set(at.dataframe[0].value["figure"])
+    table = at.dataframe[0].value
+    assert "Backups (count)" in set(table["figure"])
+    values = dict(zip(zip(table["figure"], table["labels"]), table["value"], strict=True))
+    assert values[("Backups (count)", "main, full, succeeded")] == "1"  # figures, not raw floats
+    assert values[("Backup success rate", "main, diff")] == "—"  # no diff backup yet, not "None"
 
 
 def charts(at: AppTest) -> dict[str, dict]:
