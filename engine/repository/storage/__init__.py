@@ -36,12 +36,10 @@ def open_storage(url: str | os.PathLike[str], credentials: Mapping[str, str] | N
     opening a path never imports boto3.
     """
     text = os.fspath(url)
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        scheme, rest = "file", text
-    if scheme not in SCHEMES:
-        raise UsageError(f"repository '{text}': unknown storage '{scheme}://' (this Lifeboat "
-                         f"knows: an absolute path, {', '.join(s + '://' for s in SCHEMES)})")
+    try:
+        scheme, rest = _split(text)
+    except UsageError as exc:
+        raise UsageError(f"repository '{text}': {exc}") from None
     if scheme == "s3":
         from engine.repository.storage.s3 import S3Storage
 
@@ -56,12 +54,7 @@ def open_storage(url: str | os.PathLike[str], credentials: Mapping[str, str] | N
 def check_url(url: str) -> None:
     """Refuse (UsageError) a repository URL :func:`open_storage` could not open, without
     opening it: an unknown scheme, a relative path, an S3 URL with a bad bucket or option."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "file", url
-    if scheme not in SCHEMES:
-        raise UsageError(f"unknown storage '{scheme}://' (this Lifeboat knows: an absolute path, "
-                         f"{', '.join(s + '://' for s in SCHEMES)})")
+    scheme, rest = _split(url)
     if scheme == "s3":
         from engine.repository.storage.s3 import S3Settings
 
@@ -88,3 +81,15 @@ def __getattr__(name: str) -> object:
 
         return getattr(base, name)
     raise AttributeError(name)
+
+
+def _split(url: str) -> tuple[str, str]:
+    """``(scheme, the rest)`` of a storage URL (a bare path is ``file``); UsageError for a
+    scheme no driver takes."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "file", url
+    if scheme not in SCHEMES:
+        raise UsageError(f"unknown storage '{scheme}://' (this Lifeboat knows: an absolute path, "
+                         f"{', '.join(s + '://' for s in SCHEMES)})")
+    return scheme, rest
