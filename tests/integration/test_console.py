@@ -293,7 +293,7 @@ def test_prometheus_unreachable_shows_a_message_and_catalog_figures(console: Con
     assert len(at.dataframe) == 1  # the catalog's own figures
     table = at.dataframe[0].value
     assert "Backups (count)" in set(table["figure"])
-    values = dict(zip(zip(table["figure"], table["labels"]), table["value"], strict=True))
+    values = dict(zip(zip(table["figure"], table["labels"], strict=True), table["value"], strict=True))
     assert values[("Backups (count)", "main, full, succeeded")] == "1"  # figures, not raw floats
     assert values[("Backup success rate", "main, diff")] == "—"  # no diff backup yet, not "None"
 
